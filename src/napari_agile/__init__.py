@@ -1,0 +1,26 @@
+"""napari-agile: teach a deep network a new cell type in a few clicks (AGILE: task-augmented active meta-learning).
+
+The public API below is headless: importing it never imports napari or Qt.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; loaded on first use so `import napari_agile` stays cheap.
+_API = {
+    "Tissue": "tissue",
+    "PAPER_CHANNELS": "tissue",
+    "Cells": "cells",
+    "AgileInputError": "errors",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'napari_agile' has no attribute {name!r}")

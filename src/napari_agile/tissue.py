@@ -1,0 +1,90 @@
+"""Tissue: a lazy (C, Y, X) multiplexed image with channel names; the unit every stage works on."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import AgileInputError
+
+#: The paper's 7-channel panel (rat brain, Maric et al. 2021).
+PAPER_CHANNELS = ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
+#: Channels that stain every nucleus; nucleus detection uses these when present.
+NUCLEAR_CHANNELS = ("DAPI", "Histones")
+
+
+@dataclass
+class Tissue:
+    """A multiplexed image: `data` is (C, Y, X) numpy, memmap or dask; never loaded whole on purpose."""
+
+    data: Any
+    channel_names: list[str]
+    pixel_size: float | None = None  # micrometres per pixel, when known
+    source: str | None = None  # where it was read from, for error messages
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f" in {self.source}" if self.source else ""
+        if getattr(self.data, "ndim", None) != 3:
+            shape = getattr(self.data, "shape", None)
+            raise AgileInputError(
+                f"A tissue image must be (channels, rows, columns); got shape {shape}{where}. "
+                "For a single-channel image add a channel axis; for an RGB image split it into channels."
+            )
+        self.channel_names = [str(n) for n in self.channel_names]
+        if len(self.channel_names) != self.data.shape[0]:
+            raise AgileInputError(
+                f"{self.data.shape[0]} channels{where} but {len(self.channel_names)} channel names "
+                f"({self.channel_names}): give one name per channel."
+            )
+        dupes = sorted({n for n in self.channel_names if self.channel_names.count(n) > 1})
+        if dupes:
+            raise AgileInputError(f"Channel names must be unique{where}; repeated: {dupes}.")
+        if min(self.data.shape[1:]) < 1:
+            raise AgileInputError(f"The image{where} is empty (shape {self.data.shape}).")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the section."""
+        return tuple(int(s) for s in self.data.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[0])
+
+    def index(self, name: str) -> int:
+        """Position of channel `name`; a clear error listing the channels there are."""
+        try:
+            return self.channel_names.index(name)
+        except ValueError:
+            raise AgileInputError(
+                f"No channel named {name!r}; this tissue has {self.channel_names}."
+            ) from None
+
+    def channel(self, name: str) -> Any:
+        """One channel as a lazy (Y, X) array."""
+        return self.data[self.index(name)]
+
+    def select(self, names: Sequence[str]) -> "Tissue":
+        """The channels `names` in that order (e.g. a model's input order); names all missing ones."""
+        missing = [n for n in names if n not in self.channel_names]
+        if missing:
+            raise AgileInputError(
+                f"The model needs channels {missing}, which this tissue lacks "
+                f"(it has {self.channel_names}). Rename the channels to match, map them with "
+                "`channel_map`, or meta-train a model on this panel (`napari-agile meta-train`)."
+            )
+        idx = [self.channel_names.index(n) for n in names]
+        data = self.data[idx] if idx != list(range(self.n_channels)) else self.data
+        return Tissue(data, list(names), self.pixel_size, self.source, dict(self.metadata))
+
+    def rename(self, mapping: dict[str, str]) -> "Tissue":
+        """A view with channels renamed by `mapping` (old -> new); other names kept."""
+        names = [mapping.get(n, n) for n in self.channel_names]
+        return Tissue(self.data, names, self.pixel_size, self.source, dict(self.metadata))
+
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """A (C, y1-y0, x1-x0) numpy block, clipped to the image; only this block is read."""
+        block = self.data[:, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+        return np.asarray(block)
