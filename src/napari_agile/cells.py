@@ -53,3 +53,61 @@ class Cells:
     def subset(self, ids) -> "Cells":
         """The cells with these ids (the mask is shared, not copied)."""
         return Cells(self.table.loc[self.check_ids(ids)].reset_index(drop=True), self.labels)
+
+
+#: The lab's tab-separated detection table (x = column, y = row), e.g. Maric et al. 2021.
+LAB_COLUMNS = ("ID", "centroid_x", "centroid_y", "xmin", "ymin", "xmax", "ymax")
+_LAB_TO_OURS = {"ID": "id", "centroid_x": "x", "centroid_y": "y", "xmin": "xmin", "ymin": "ymin", "xmax": "xmax", "ymax": "ymax"}
+
+
+def _table_format(path, format: str | None) -> str:
+    """'lab' for .tsv/.txt, 'csv' for .csv, or the override; a clear error otherwise."""
+    from pathlib import Path
+
+    fmt = format or {".tsv": "lab", ".txt": "lab", ".csv": "csv"}.get(Path(path).suffix.lower())
+    if fmt not in ("lab", "csv"):
+        raise AgileInputError(
+            f"Cannot tell the table format of {Path(path).name}: use .csv (our columns) or .tsv/.txt (the lab's "
+            "ID, centroid_x, centroid_y, xmin, ymin, xmax, ymax), or pass format='csv' / format='lab'."
+        )
+    return fmt
+
+
+def read_cell_table(path, format: str | None = None) -> Cells:
+    """Read a cell table: CSV with our columns, or the lab's tab-separated detections (chosen by extension)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise AgileInputError(f"No such cell table: {p}.")
+    if _table_format(p, format) == "lab":
+        df = pd.read_csv(p, sep=None, engine="python")
+        df.columns = [c.strip() for c in df.columns]
+        missing = [c for c in LAB_COLUMNS if c not in df.columns]
+        if missing:
+            raise AgileInputError(
+                f"{p.name} lacks the lab columns {missing} (it has {list(df.columns)}); expected {list(LAB_COLUMNS)}."
+            )
+        df = df.rename(columns=_LAB_TO_OURS)
+        extra = [c for c in df.columns if c not in CELL_COLUMNS]
+        df = df[[c for c in CELL_COLUMNS if c in df.columns] + extra]
+    else:
+        df = pd.read_csv(p)
+    return Cells(df)
+
+
+def write_cell_table(cells, path, format: str | None = None):
+    """Write `cells` (Cells or DataFrame) as CSV with all columns, or in the lab's tab-separated format."""
+    from pathlib import Path
+
+    p = Path(path)
+    df = cells.table if isinstance(cells, Cells) else Cells(cells).table
+    if _table_format(p, format) == "lab":
+        ours = {v: k for k, v in _LAB_TO_OURS.items()}
+        missing = [c for c in ours if c not in df.columns]
+        if missing:
+            raise AgileInputError(f"The lab format needs columns {missing}, which this cell table lacks.")
+        df[list(ours)].rename(columns=ours).to_csv(p, sep="\t", index=False)
+    else:
+        df.to_csv(p, index=False)
+    return p

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite, GUI tests in a real napari viewer under Xvfb.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export QT_QPA_PLATFORM=xcb NAPARI_AGILE_HOME="$(mktemp -d)"
+xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,142 @@
+"""napari layers for the AGILE widget: the tissue from image layers, and the cells/suggestions/types layers it draws.
+
+No math and no file formats: a Tissue is assembled from what the viewer holds, and the engine's tables and
+arrays are shown as layers (one data assignment each, never per-object updates).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Labels, Points
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps.standardize_color import transform_color
+
+from .errors import AgileInputError
+from .export import NONE_TYPE
+from .tissue import Tissue
+
+CELLS = "cells"
+NUCLEI = "nuclei"
+SUGGESTED = "suggested cells"
+TYPES = "cell types"
+
+UNANSWERED = (1.0, 1.0, 1.0, 0.35)  # translucent white dot: no answer yet for the current type
+NO = (0.15, 0.15, 0.15, 1.0)  # dark dot with a white border: "no"
+
+
+def _channel_data(layer: Image):
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def tissue_from_layers(layers: Sequence[Image]) -> Tissue:
+    """A Tissue from one (C, Y, X) image layer or several 2D layers (one per channel, named by channel)."""
+    if not layers:
+        raise AgileInputError(
+            "No tissue image: open one (File > Open, or File > Open Sample > napari-agile) and tick its "
+            "layer(s) under 'Image layers'."
+        )
+    rgb = [layer.name for layer in layers if layer.rgb]
+    if rgb:
+        raise AgileInputError(f"{rgb} are RGB images, not one channel per marker: split the colour channels first.")
+    if len(layers) == 1 and layers[0].ndim == 3:
+        layer = layers[0]
+        data = _channel_data(layer)
+        names = layer.metadata.get("channel_names") or [f"{layer.name} {i}" for i in range(data.shape[0])]
+        return Tissue(data, list(names), source=f"layer {layer.name!r}")
+    not_2d = [f"{layer.name} {layer.data.shape}" for layer in layers if layer.ndim != 2]
+    if not_2d:
+        raise AgileInputError(
+            f"Tick either one (channels, rows, columns) image or several 2D channel layers; {not_2d} are neither."
+        )
+    shapes = {layer.name: tuple(_channel_data(layer).shape) for layer in layers}
+    if len(set(shapes.values())) > 1:
+        raise AgileInputError(f"The ticked channel layers differ in size {shapes}: tick the layers of one section only.")
+    arrays = [_channel_data(layer) for layer in layers]
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        data = np.stack(arrays)
+    else:
+        import dask.array as da
+
+        data = da.stack([da.asarray(a) for a in arrays])
+    return Tissue(data, [layer.name for layer in layers], source="image layers")
+
+
+def frame_kwargs(reference: Image) -> dict:
+    """scale/translate of the tissue layers, so the engine's pixel coordinates land on the image."""
+    return {"scale": tuple(reference.scale[-2:]), "translate": tuple(reference.translate[-2:])}
+
+
+def answer_colors(ids: np.ndarray, answers: Mapping[int, bool], color: str) -> np.ndarray:
+    """(N, 4) RGBA per cell: the type's colour for yes, dark for no, translucent white when not answered."""
+    out = np.tile(np.asarray(UNANSWERED, np.float32), (len(ids), 1))
+    if answers:
+        known = np.fromiter(answers.keys(), np.int64)
+        said = np.fromiter(answers.values(), bool)
+        pos = pd.Index(ids).get_indexer(known)
+        ok = pos >= 0
+        out[pos[ok & said]] = transform_color(color)[0]
+        out[pos[ok & ~said]] = NO
+    return out
+
+
+def answer_column(ids: np.ndarray, answers: Mapping[int, bool]) -> np.ndarray:
+    """'yes' / 'no' / '' per cell, for layer features."""
+    return np.array(["" if (a := answers.get(int(i))) is None else ("yes" if a else "no") for i in ids], dtype=object)
+
+
+def cells_layer(table: pd.DataFrame, frame: dict) -> Points:
+    """All detected cells as small dots; features = the cell table (later: predictions and answers)."""
+    features = table.reset_index(drop=True).assign(answer="")
+    return Points(table[["y", "x"]].to_numpy(), name=CELLS, features=features, size=7, symbol="disc",
+                  face_color=UNANSWERED, border_color="white", border_width=0.1, **frame)
+
+
+def nuclei_layer(labels: np.ndarray, frame: dict) -> Labels:
+    """The nucleus instance mask (ids = cell ids), drawn as outlines so painted types show through."""
+    layer = Labels(labels, name=NUCLEI, opacity=0.6, **frame)
+    layer.contour = 1
+    return layer
+
+
+def suggestion_features(ids: Sequence[int], p: np.ndarray, entropy: np.ndarray, cell_type: str,
+                        answers: Mapping[int, bool]) -> pd.DataFrame:
+    """One row per suggested cell: id, entropy, probability, the question asked and the answer so far."""
+    ids = np.asarray(ids, np.int64)
+    return pd.DataFrame({"id": ids, "entropy": entropy, "probability": p,
+                         "question": [f"Is cell {i} a {cell_type}?" for i in ids],
+                         "answer": answer_column(ids, answers)})
+
+
+def suggestions_layer(frame: dict) -> Points:
+    """Rings around the cells to label, coloured by entropy (brighter = less sure)."""
+    return Points(np.empty((0, 2)), name=SUGGESTED, size=30, symbol="ring", face_colormap="plasma",
+                  border_width=0, **frame)
+
+
+def show_suggestions(layer: Points, centroids: np.ndarray, features: pd.DataFrame) -> None:
+    """Replace the suggestions in one go; ring colour = entropy on a fixed 0..ln 2 scale."""
+    layer.selected_data = set()
+    layer.data = centroids
+    layer.features = features
+    layer.face_color = "entropy"
+    layer.face_colormap = "plasma"
+    layer.face_contrast_limits = (0.0, float(np.log(2)))
+    layer.refresh_colors(update_color_mapping=False)
+
+
+def type_colormap(names: Sequence[str], colors: Mapping[str, str]) -> DirectLabelColormap:
+    """Class id i+1 -> colour of names[i]; 0 (no type) and unknown ids transparent."""
+    color_dict = {None: "transparent", 0: "transparent"}
+    color_dict.update({i + 1: colors[name] for i, name in enumerate(names)})
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def legend_table(names: Sequence[str], colors: Mapping[str, str], cell_types: pd.Series) -> pd.DataFrame:
+    """The legend as Labels features: index = class id, cell_type, color, n_cells."""
+    counts = cell_types.value_counts()
+    rows = [{"index": 0, "cell_type": NONE_TYPE, "color": "transparent", "n_cells": int(counts.get(NONE_TYPE, 0))}]
+    rows += [{"index": i + 1, "cell_type": n, "color": colors[n], "n_cells": int(counts.get(n, 0))}
+             for i, n in enumerate(names)]
+    return pd.DataFrame(rows)

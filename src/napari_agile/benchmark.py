@@ -1,0 +1,278 @@
+"""The paper's protocol (Table 2, Fig. 3) on simulated tissue: every method, resumable, JSON out.
+
+Data: 800 cells per type (5 types); a binary task per real type (astrocyte, endothelial): 800 positives and
+800 negatives drawn from the other types; 60% of each task is the labelling pool, 40% the test set.
+Meta-learned methods are meta-trained on separate simulated fields (other seeds) on the meta types only.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .meta import MetaConfig, adapt_params, meta_train
+from .model import ModelConfig, Params, estimate_stats, init_params
+from .modelio import AgileModel
+from .supervised import binary_metrics, predict_proba, train_supervised
+from .synth import CELL_TYPES, simulate_cell_pool
+from .tasks import Augmentation, TaskPool, pool_from_tissues
+from .tissue import PAPER_CHANNELS
+from .uncertainty import mc_head_probs, scores, trunk_features
+
+META_TYPES = ("neuron", "oligodendrocyte", "microglia")
+REAL_TYPES = ("astrocyte", "endothelial")
+METHODS = ("vanilla_limit", "vanilla_full", "transfer", "maml", "agile_phase1", "agile_phase2", "agile_phase2_160")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of the protocol; `quick()` is the few-minute version, the defaults the full run."""
+
+    n_per_type: int = 800
+    repeats: int = 10
+    labels: int = 16
+    big_labels: int = 160
+    al_batch: int = 4  # cells asked per round of active learning (16 labels = 4 rounds)
+    steps_curve: int = 10
+    label_curve: tuple[int, ...] = (16, 32, 64, 160, 320, 960)
+    supervised_steps: int = 100
+    pretrain_steps: int = 300
+    meta_iterations: int = 2000
+    meta_fields: int = 8
+    field: int = 1024
+    mc_passes: int = 20
+    seed: int = 0
+    extra_acquisition: tuple[str, ...] = ("bald", "random")
+
+    @classmethod
+    def quick(cls) -> "BenchConfig":
+        return cls(n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
+                   meta_iterations=300, meta_fields=4, field=768, steps_curve=5, extra_acquisition=())
+
+
+@dataclass
+class BenchData:
+    """Binned patches of the benchmark cells and, per real task, its pool and test indices."""
+
+    pool: TaskPool
+    tissue_idx: np.ndarray  # unlabelled sample that sets batch-norm statistics
+    tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def build_data(bench: BenchConfig, cfg: ModelConfig) -> BenchData:
+    """Simulate fields until every type has n_per_type cells, keep that many per type, split each real task."""
+    sims = simulate_cell_pool(bench.n_per_type, seed=bench.seed, field=bench.field)
+    rng = np.random.default_rng(bench.seed)
+    labelled = []
+    for sim in sims:
+        t = sim.cells.table
+        inner = (t.y >= 50) & (t.x >= 50) & (t.y < bench.field - 50) & (t.x < bench.field - 50)
+        labelled.append((sim.tissue, sim.cells.subset(t.index[inner])))
+    pool = pool_from_tissues(labelled, cfg, seed=bench.seed)
+    keep = np.concatenate([rng.choice(np.flatnonzero(pool.types == c), bench.n_per_type, replace=False)
+                           for c in CELL_TYPES])
+    pool = TaskPool(pool.patches[keep], pool.types[keep], pool.fields[keep])
+    data = BenchData(pool, rng.choice(len(pool), min(512, len(pool)), replace=False))
+    for name in REAL_TYPES:
+        pos = np.flatnonzero(pool.types == name)
+        neg = rng.choice(np.flatnonzero(pool.types != name), len(pos), replace=False)
+        idx = rng.permutation(np.concatenate([pos, neg]))
+        cut = int(round(0.6 * len(idx)))
+        data.tasks[name] = {"train": idx[:cut], "test": idx[cut:]}
+    return data
+
+
+def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
+    """Fields for meta-training (seeds disjoint from the benchmark's), plus one for validation."""
+    sims = [simulate_cell_pool(1, seed=bench.seed + 10_000 + i, field=bench.field)[0] for i in range(bench.meta_fields + 1)]
+    pairs = [(s.tissue, s.cells) for s in sims]
+    return pool_from_tissues(pairs[:-1], cfg, 300, bench.seed), pool_from_tissues(pairs[-1:], cfg, 300, bench.seed)
+
+
+class Protocol:
+    """Runs the methods on the benchmark data; each call is one repeat of one method on one task."""
+
+    def __init__(self, bench: BenchConfig, cfg: ModelConfig, data: BenchData, models: dict[str, AgileModel]):
+        self.bench, self.cfg, self.data, self.models = bench, cfg, data, models
+        self.tissue_x = data.pool.patches[data.tissue_idx].float()
+        self._transfer: Params | None = None
+
+    def _xy(self, idx: np.ndarray, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.data.pool.patches[idx].float()
+        y = torch.as_tensor(self.data.pool.types[idx] == task).long()
+        return x, y
+
+    def _score(self, params: Params, task: str) -> dict[str, float]:
+        x, y = self._xy(self.data.tasks[task]["test"], task)
+        stats = estimate_stats(self.cfg, params, self.tissue_x)
+        return binary_metrics(y.numpy(), predict_proba(self.cfg, params, stats, x) >= 0.5)
+
+    def balanced(self, task: str, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n random labels from the task's pool, half positive (the paper's class-balanced K)."""
+        train = self.data.tasks[task]["train"]
+        pos = train[self.data.pool.types[train] == task]
+        neg = train[self.data.pool.types[train] != task]
+        if n >= len(train):
+            return train
+        return np.concatenate([rng.choice(pos, n // 2, replace=False), rng.choice(neg, n - n // 2, replace=False)])
+
+    def adapt(self, model: AgileModel, idx: np.ndarray, task: str, steps: int = 1) -> Params:
+        """`steps` inner-loop steps from the model's meta-trained weights on the labelled cells `idx`."""
+        if steps == 0:
+            return model.params
+        x, y = self._xy(idx, task)
+        stats = estimate_stats(self.cfg, model.params, self.tissue_x)
+        fast = adapt_params(self.cfg, model.params, stats, x, y, model.inner_lr, steps, model.adapt_scope)
+        return {k: v.detach() for k, v in fast.items()}
+
+    def active(self, model: AgileModel, task: str, budget: int, batch: int, rng: np.random.Generator,
+               method: str = "entropy") -> np.ndarray:
+        """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`."""
+        train = self.data.tasks[task]["train"]
+        x_pool = self.data.pool.patches[train]
+        stats = estimate_stats(self.cfg, model.params, self.tissue_x)
+        chosen: list[int] = []
+        params = model.params
+        while len(chosen) < min(budget, len(train)):
+            feats = trunk_features(self.cfg, params, stats, x_pool)
+            samples = mc_head_probs(self.cfg, params, feats, self.bench.mc_passes, int(rng.integers(1 << 30))).numpy()
+            score = scores(samples, method, rng)
+            score[chosen] = -np.inf
+            n = min(batch, budget - len(chosen))
+            chosen += [int(i) for i in np.argsort(-score, kind="stable")[:n]]
+            params = self.adapt(model, train[chosen], task)
+        return train[np.asarray(chosen)]
+
+    def supervised(self, idx: np.ndarray, task: str, seed: int, init: Params | None = None, steps: int | None = None) -> Params:
+        x, y = self._xy(idx, task)
+        return train_supervised(self.cfg, x, y, self.tissue_x, steps=self.bench.supervised_steps if steps is None else steps,
+                                seed=seed, init=init)
+
+    def transfer_init(self) -> Params:
+        """Pre-train on the three meta tasks pooled into one binary problem (their labels contradict)."""
+        if self._transfer is None:
+            pool = self.data.pool
+            xs, ys = [], []
+            for t in META_TYPES:
+                pos = np.flatnonzero(pool.types == t)
+                neg = np.random.default_rng(1).choice(np.flatnonzero(pool.types != t), len(pos), replace=False)
+                idx = np.concatenate([pos, neg])
+                xs.append(pool.patches[idx].float())
+                ys.append(torch.as_tensor(pool.types[idx] == t).long())
+            self._transfer = train_supervised(self.cfg, torch.cat(xs), torch.cat(ys), self.tissue_x,
+                                              steps=self.bench.pretrain_steps, seed=self.bench.seed)
+        return self._transfer
+
+    def run(self, method: str, task: str, repeat: int) -> dict:
+        """One repeat of `method` on `task`: Table 2's metrics and Fig. 3(a)'s accuracy-per-step curve."""
+        rng = np.random.default_rng([self.bench.seed, repeat, REAL_TYPES.index(task), sum(map(ord, method))])
+        seed = int(rng.integers(1 << 30))
+        n = self.bench.big_labels if method == "agile_phase2_160" else self.bench.labels
+        curve: list[float] = []
+        if method in ("vanilla_limit", "vanilla_full", "transfer"):
+            idx = self.data.tasks[task]["train"] if method == "vanilla_full" else self.balanced(task, n, rng)
+            init = self.transfer_init() if method == "transfer" else None
+            params = self.supervised(idx, task, seed, init)
+            curve = [self._score(self.supervised(idx, task, seed, init, s) if s else (init or init_params(self.cfg, seed)),
+                                 task)["accuracy"] for s in range(self.bench.steps_curve + 1)]
+        else:
+            model = self.models["maml" if method == "maml" else "agile"]
+            if method in ("maml", "agile_phase1"):
+                idx = self.balanced(task, n, rng)
+            else:
+                how = method.rsplit("_", 1)[-1] if method.endswith(("_bald", "_random")) else "entropy"
+                idx = self.active(model, task, n, self.bench.al_batch if n <= 16 else 16, rng, how)
+            params = self.adapt(model, idx, task)
+            curve = [self._score(self.adapt(model, idx, task, s), task)["accuracy"]
+                     for s in range(self.bench.steps_curve + 1)]
+        return {**self._score(params, task), "labels": int(len(idx)), "steps_curve": curve}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean of each metric, accuracy std and a 95% confidence interval of the mean accuracy."""
+    acc = np.array([r["accuracy"] for r in rows])
+    half = 1.96 * acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else float("nan")
+    out = {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1", "accuracy")}
+    out.update(std=float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"), ci95=[out["accuracy"] - half, out["accuracy"] + half],
+               n=len(rows), steps_curve=np.mean([r["steps_curve"] for r in rows], 0).tolist())
+    return out
+
+
+def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[str], None]) -> dict[str, AgileModel]:
+    """AGILE (augmentation p = 0.5) and plain MAML (p = 0) meta-trained with the same schedule, resumable."""
+    pool, val = meta_fields_pool(bench, cfg)
+    models = {}
+    for name, p in (("agile", 0.5), ("maml", 0.0)):
+        meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, augmentation=Augmentation(p=p),
+                          seed=bench.seed, validate_every=max(bench.meta_iterations // 4, 1))
+        t0 = time.time()
+        params, hist = meta_train(cfg, meta, pool, val, out / f"meta-{name}")
+        log(f"meta-trained {name}: {len(hist)} iterations, val {hist[-1].get('val_acc')}, {time.time() - t0:.0f}s")
+        models[name] = AgileModel(cfg, params, meta.inner_lr, meta.adapt_scope, {"meta": meta.to_dict()})
+    return models
+
+
+def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every method on both real tasks; results land in out/results.json after each repeat."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if results.get("config") not in (None, json.loads(json.dumps(asdict(bench)))):
+        raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
+    results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
+    cfg = ModelConfig(channels=PAPER_CHANNELS)
+    torch.manual_seed(bench.seed)
+    t0 = time.time()
+    data = build_data(bench, cfg)
+    log(f"data: {len(data.pool)} cells in {time.time() - t0:.0f}s")
+    proto = Protocol(bench, cfg, data, meta_models(bench, cfg, out, log))
+    for method in METHODS + tuple(f"agile_phase2_{a}" for a in bench.extra_acquisition):
+        for task in REAL_TYPES:
+            for r in range(bench.repeats):
+                key = f"{method}/{task}/{r}"
+                if key in results["runs"]:
+                    continue
+                results["runs"][key] = proto.run(method, task, r)
+                results_path.write_text(json.dumps(results))
+            log(f"{method:18s} {task:12s} acc {summarise(_rows(results, method, task))['accuracy']:.3f}")
+    results["label_curve"] = label_curve(proto, bench)
+    results["summary"] = {m: summarise([r for t in REAL_TYPES for r in _rows(results, m, t)])
+                          for m in sorted({k.split("/")[0] for k in results["runs"]})}
+    results_path.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _rows(results: dict, method: str, task: str) -> list[dict]:
+    return [v for k, v in results["runs"].items() if k.startswith(f"{method}/{task}/")]
+
+
+def label_curve(proto: Protocol, bench: BenchConfig) -> dict:
+    """Fig. 3(b): accuracy against number of labels for AGILE (entropy, 1 step) and Vanilla (100 steps)."""
+    curve = {"labels": list(bench.label_curve), "agile": [], "vanilla": []}
+    for n in bench.label_curve:
+        agile, vanilla = [], []
+        for task in REAL_TYPES:
+            for r in range(max(1, bench.repeats // 2)):
+                rng = np.random.default_rng([bench.seed, r, n])
+                model = proto.models["agile"]
+                idx = proto.active(model, task, n, bench.al_batch if n <= 16 else max(16, n // 10), rng)
+                agile.append(proto._score(proto.adapt(model, idx, task), task)["accuracy"])
+                idx = proto.balanced(task, n, rng)
+                vanilla.append(proto._score(proto.supervised(idx, task, int(rng.integers(1 << 30))), task)["accuracy"])
+        curve["agile"].append(float(np.mean(agile)))
+        curve["vanilla"].append(float(np.mean(vanilla)))
+    return curve
+
+
+def _machine() -> dict:
+    import os
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}

@@ -1,0 +1,82 @@
+"""Export a prediction table (Session.predict) as CSV or as GeoJSON points that QuPath imports with their classes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import AgileInputError
+
+#: Distinct colours handed to cell types in the order they are named (white and black stay free for answers).
+TYPE_PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
+                "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#000075")
+#: Name of the class of cells no type claims (matches session.NONE_TYPE).
+NONE_TYPE = "none"
+
+
+def default_colors(names: Sequence[str]) -> dict[str, str]:
+    """A '#rrggbb' colour per cell type, from TYPE_PALETTE in order (cycled past 16 types)."""
+    return {name: TYPE_PALETTE[i % len(TYPE_PALETTE)] for i, name in enumerate(names)}
+
+
+def to_rgb255(color) -> list[int]:
+    """A colour as [r, g, b] in 0-255, from '#rrggbb', three 0-255 numbers or three 0-1 floats."""
+    if isinstance(color, str):
+        text = color.lstrip("#")
+        if len(text) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise AgileInputError(f"Colour {color!r} is not '#rrggbb'.")
+        return [int(text[i : i + 2], 16) for i in (0, 2, 4)]
+    arr = np.asarray(color, dtype=float)[:3]
+    if arr.size != 3:
+        raise AgileInputError(f"Colour {color!r} needs three components (r, g, b).")
+    return [int(round(v)) for v in (arr * 255 if arr.max() <= 1.0 else arr)]
+
+
+def _check_table(table: pd.DataFrame) -> None:
+    missing = [c for c in ("id", "y", "x", "cell_type") if c not in table.columns]
+    if missing:
+        raise AgileInputError(f"A prediction table needs columns id, y, x, cell_type (Session.predict); missing {missing}.")
+
+
+def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None) -> Path:
+    """One GeoJSON Point detection per cell (x = column, y = row, in pixels), classified by `cell_type` for QuPath.
+
+    Every numeric column other than id/y/x (p_<type>, entropy_<type>, ...) becomes a QuPath measurement; cells
+    of type 'none' carry no classification. `colors` maps type names to colours (default: default_colors).
+    """
+    _check_table(table)
+    names = [t for t in dict.fromkeys(table["cell_type"].astype(str)) if t != NONE_TYPE]
+    colors = {**default_colors(names), **(colors or {})}
+    rgb = {name: to_rgb255(colors[name]) for name in names}
+    measured = [c for c in table.columns if c not in ("id", "y", "x") and pd.api.types.is_numeric_dtype(table[c])]
+    features = []
+    for row in table.itertuples(index=False):
+        rec = row._asdict()
+        props: dict = {"objectType": "detection", "name": f"cell {int(rec['id'])}",
+                       "measurements": {c: float(rec[c]) for c in measured}}
+        if rec["cell_type"] != NONE_TYPE:
+            props["classification"] = {"name": str(rec["cell_type"]), "color": rgb[str(rec["cell_type"])]}
+        features.append({"type": "Feature", "id": str(int(rec["id"])),
+                         "geometry": {"type": "Point", "coordinates": [float(rec["x"]), float(rec["y"])]},
+                         "properties": props})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None) -> Path:
+    """Write a prediction table by extension: .csv (all columns) or .geojson/.json (QuPath points)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        _check_table(table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+        return path
+    if suffix in (".geojson", ".json"):
+        return write_geojson(table, path, colors)
+    raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv or .geojson.")

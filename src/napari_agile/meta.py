@@ -1,0 +1,225 @@
+"""MAML meta-training with task augmentation (AGILE phase I); resumable, first- or second-order.
+
+The inner update `adapt_params` is the same function the Session uses to adapt to a user's answers.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import ModelConfig, Params, estimate_stats, forward, head_keys, init_params
+from .tasks import Augmentation, TaskPool, TaskTransform
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Meta-training schedule; defaults are the bundled model's (see configs/bundled-model.toml)."""
+
+    meta_types: tuple[str, ...] = ("neuron", "oligodendrocyte", "microglia")
+    iterations: int = 2000
+    tasks_per_batch: int = 4  # paper: 12
+    k_max: int = 8  # support size per class drawn from 1..k_max (the paper's K~)
+    n_query: int = 16  # query cells per class
+    n_unlabelled: int = 64  # cells of the task's field that set batch-norm statistics
+    inner_lr: float = 0.01
+    meta_lr: float = 0.001
+    inner_steps: int = 1  # the paper's Z
+    first_order: bool = True
+    adapt_scope: str = "all"  # "all" (the paper) or "head" (ANIL-style, dense layer only)
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    seed: int = 0
+    checkpoint_seconds: float = 180.0
+    validate_every: int = 100
+    validate_tasks: int = 24
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MetaConfig":
+        d = dict(d)
+        if "augmentation" in d:
+            d["augmentation"] = Augmentation(**d["augmentation"])
+        if "meta_types" in d:
+            d["meta_types"] = tuple(d["meta_types"])
+        return cls(**d)
+
+
+def adapt_params(
+    cfg: ModelConfig,
+    params: Params,
+    stats: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    steps: int = 1,
+    scope: str = "all",
+    create_graph: bool = False,
+    weight: torch.Tensor | None = None,
+) -> Params:
+    """`steps` plain gradient steps on cross-entropy of (x, y) from `params` (MAML's inner loop).
+
+    `create_graph` keeps the graph for second-order MAML; `scope='head'` updates the dense layer only.
+    """
+    keys = list(params) if scope == "all" else head_keys(params)
+    params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True)
+              for k, v in params.items()}
+    for _ in range(steps):
+        loss = F.cross_entropy(forward(cfg, params, x, stats), y, weight=weight)
+        grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph)
+        params = dict(params)
+        for k, g in zip(keys, grads):
+            params[k] = params[k] - lr * g
+    return params
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
+
+
+def episode_loss(
+    cfg: ModelConfig, params: Params, task, meta: MetaConfig, second_order: bool
+) -> tuple[torch.Tensor, float]:
+    """Query loss and accuracy after adapting `params` on the task's support set."""
+    stats = estimate_stats(cfg, {k: v.detach() for k, v in params.items()}, task.unlabelled_x)
+    fast = adapt_params(
+        cfg, params, stats, task.support_x, task.support_y, meta.inner_lr, meta.inner_steps,
+        meta.adapt_scope, create_graph=second_order,
+    )
+    logits = forward(cfg, fast, task.query_x, stats)
+    return F.cross_entropy(logits, task.query_y), _accuracy(logits, task.query_y)
+
+
+def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
+              gen: torch.Generator, augment: bool = True, k_support: int | None = None):
+    """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches."""
+    k = int(rng.integers(1, meta.k_max + 1)) if k_support is None else k_support
+    n_channels = pool.patches.shape[1]
+    aug = meta.augmentation if augment else Augmentation(p=0.0)
+    transform = TaskTransform.draw(aug, n_channels, rng)
+    return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen)
+
+
+def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig, seed: int = 12345) -> float:
+    """Mean query accuracy after one inner update on fixed, unaugmented episodes of `pool`'s meta types."""
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    accs = []
+    for i in range(meta.validate_tasks):
+        cell_type = meta.meta_types[i % len(meta.meta_types)]
+        task = draw_task(pool, meta, cell_type, rng, gen, augment=False, k_support=meta.k_max)
+        stats = estimate_stats(cfg, params, task.unlabelled_x)
+        with torch.enable_grad():
+            fast = adapt_params(cfg, params, stats, task.support_x, task.support_y, meta.inner_lr,
+                                meta.inner_steps, meta.adapt_scope)
+        with torch.no_grad():
+            accs.append(_accuracy(forward(cfg, fast, task.query_x, stats, mc=False), task.query_y))
+    return float(np.mean(accs))
+
+
+@dataclass
+class MetaState:
+    """Everything needed to resume meta-training exactly where it stopped."""
+
+    params: Params
+    optimizer: torch.optim.Optimizer
+    iteration: int
+    rng: np.random.Generator
+    gen: torch.Generator
+    history: list[dict]
+
+
+def _save_checkpoint(path: Path, state: MetaState, meta: MetaConfig, cfg: ModelConfig) -> None:
+    blob = {
+        "params": {k: v.detach() for k, v in state.params.items()},
+        "optimizer": state.optimizer.state_dict(),
+        "iteration": state.iteration,
+        "numpy_rng": json.dumps(state.rng.bit_generator.state),
+        "torch_gen": state.gen.get_state(),
+        "torch_global": torch.get_rng_state(),
+        "history": json.dumps(state.history),
+        "meta": json.dumps(meta.to_dict()),
+        "model": json.dumps(cfg.to_dict()),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+
+
+def _new_state(cfg: ModelConfig, meta: MetaConfig, init: Params | None) -> MetaState:
+    params = {k: v.clone().requires_grad_(True) for k, v in (init or init_params(cfg, meta.seed)).items()}
+    opt = torch.optim.Adam(params.values(), lr=meta.meta_lr)
+    gen = torch.Generator().manual_seed(meta.seed)
+    torch.manual_seed(meta.seed)
+    return MetaState(params, opt, 0, np.random.default_rng(meta.seed), gen, [])
+
+
+def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig) -> MetaState:
+    blob = torch.load(path, weights_only=True)  # never unpickles code
+    if json.loads(blob["meta"]) != json.loads(json.dumps(meta.to_dict())):
+        raise ValueError(f"{path} was written by another meta-training config; use a fresh output folder.")
+    state = _new_state(cfg, meta, blob["params"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.iteration = int(blob["iteration"])
+    state.rng.bit_generator.state = json.loads(blob["numpy_rng"])
+    state.gen.set_state(blob["torch_gen"])
+    torch.set_rng_state(blob["torch_global"])
+    state.history = json.loads(blob["history"])
+    return state
+
+
+def meta_train(
+    cfg: ModelConfig,
+    meta: MetaConfig,
+    pool: TaskPool,
+    val_pool: TaskPool | None = None,
+    out_dir: str | Path | None = None,
+    init: Params | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Params, list[dict]]:
+    """Task-augmented MAML on `pool`'s meta types; resumes from `out_dir/checkpoint.pt` if present.
+
+    Returns the meta-trained parameters and the history (loss, accuracy, validation per logged step).
+    `progress(iteration, total, info)` is called every iteration; `should_stop()` allows cancelling
+    (a checkpoint is written first, so a later call resumes).
+    """
+    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    state = _load_checkpoint(ckpt, cfg, meta) if ckpt is not None and ckpt.exists() else _new_state(cfg, meta, init)
+    last_save = time.monotonic()
+    while state.iteration < meta.iterations:
+        if should_stop is not None and should_stop():
+            break
+        second_order = not meta.first_order
+        state.optimizer.zero_grad()
+        losses, accs = [], []
+        for _ in range(meta.tasks_per_batch):
+            cell_type = meta.meta_types[int(state.rng.integers(len(meta.meta_types)))]
+            task = draw_task(pool, meta, cell_type, state.rng, state.gen)
+            loss, acc = episode_loss(cfg, state.params, task, meta, second_order)
+            (loss / meta.tasks_per_batch).backward()
+            losses.append(float(loss.detach()))
+            accs.append(acc)
+        state.optimizer.step()
+        state.iteration += 1
+        info = {"iteration": state.iteration, "loss": float(np.mean(losses)), "query_acc": float(np.mean(accs))}
+        if val_pool is not None and (state.iteration % meta.validate_every == 0 or state.iteration == meta.iterations):
+            info["val_acc"] = validate(cfg, {k: v.detach() for k, v in state.params.items()}, val_pool, meta)
+        state.history.append(info)
+        if progress is not None:
+            progress(state.iteration, meta.iterations, info)
+        if ckpt is not None and time.monotonic() - last_save > meta.checkpoint_seconds:
+            _save_checkpoint(ckpt, state, meta, cfg)
+            last_save = time.monotonic()
+    if ckpt is not None:
+        _save_checkpoint(ckpt, state, meta, cfg)
+    return {k: v.detach().clone() for k, v in state.params.items()}, state.history
+

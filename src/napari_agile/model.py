@@ -1,0 +1,140 @@
+"""The paper's CNN, written as pure functions of a parameter dict so MAML can differentiate through updates.
+
+Network (AGILE, Yuan et al.): 4 x [3x3 conv, 32 filters -> batch norm -> ReLU -> 2x2 max-pool] -> dense to 2.
+Batch norm uses *tissue statistics*: per-layer means/variances estimated once on unlabelled cells of the
+section at hand (`estimate_stats`), not on the labelled batch. Support sets hold 2-16 cells, whose batch
+statistics would be noise; the same rule in meta-training (stats from an unlabelled sample of the task's
+tissue) and in use (stats from the user's section) keeps the two consistent and re-estimates the
+normalisation on tissue the model never saw.
+MC dropout (rate 0.1, always on, train and test) sits before the dense layer by default ("head"), so T
+stochastic passes cost one trunk pass; "blocks" puts it after every block instead.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and input contract of a model; saved inside every model file."""
+
+    channels: tuple[str, ...]
+    patch_size: int = 100  # pixels cut around each nucleus centre
+    bin: int = 2  # average-pool the patch by this factor before the network (100 -> 50 px)
+    width: int = 32
+    blocks: int = 4
+    dropout: float = 0.1
+    dropout_placement: str = "head"  # "head" (before the dense layer) or "blocks" (after every block)
+    n_classes: int = 2
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if self.dropout_placement not in ("head", "blocks"):
+            raise ValueError("dropout_placement must be 'head' or 'blocks'")
+        if self.patch_size % self.bin:
+            raise ValueError("patch_size must be a multiple of bin")
+
+    @property
+    def input_size(self) -> int:
+        """Side of the binned patch the network sees."""
+        return self.patch_size // self.bin
+
+    @property
+    def feature_size(self) -> int:
+        """Length of the flattened trunk output fed to the dense layer."""
+        side = self.input_size
+        for _ in range(self.blocks):
+            side //= 2
+        return self.width * side * side
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
+    """Fresh weights (Kaiming-uniform convs, unit BN scale), deterministic from `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    params: Params = {}
+    c_in = len(cfg.channels)
+    for b in range(cfg.blocks):
+        fan_in = c_in * 9
+        bound = (6.0 / fan_in) ** 0.5
+        params[f"conv{b}.weight"] = (torch.rand(cfg.width, c_in, 3, 3, generator=gen) * 2 - 1) * bound
+        params[f"conv{b}.bias"] = torch.zeros(cfg.width)
+        params[f"bn{b}.weight"] = torch.ones(cfg.width)
+        params[f"bn{b}.bias"] = torch.zeros(cfg.width)
+        c_in = cfg.width
+    bound = (1.0 / cfg.feature_size) ** 0.5
+    params["head.weight"] = (torch.rand(cfg.n_classes, cfg.feature_size, generator=gen) * 2 - 1) * bound
+    params["head.bias"] = torch.zeros(cfg.n_classes)
+    return params
+
+
+def head_keys(params: Params) -> list[str]:
+    """Names of the dense layer's parameters (what head-only adaptation updates)."""
+    return [k for k in params if k.startswith("head.")]
+
+
+def bin_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool (N, C, S, S) patches by `factor` (the network's input binning)."""
+    return patches if factor == 1 else F.avg_pool2d(patches, factor)
+
+
+def _conv(params: Params, b: int, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, params[f"conv{b}.weight"], params[f"conv{b}.bias"], padding=1)
+
+
+def _normalise_pool(
+    cfg: ModelConfig, params: Params, b: int, z: torch.Tensor, stats: Params, mc: bool
+) -> torch.Tensor:
+    """Batch norm with the given tissue statistics, ReLU, 2x2 max-pool (and block dropout)."""
+    z = F.batch_norm(
+        z, stats[f"bn{b}.mean"], stats[f"bn{b}.var"], params[f"bn{b}.weight"], params[f"bn{b}.bias"],
+        False, 0.0, 1e-5,
+    )
+    x = F.max_pool2d(F.relu(z), 2)
+    if cfg.dropout_placement == "blocks":
+        x = F.dropout(x, cfg.dropout, training=mc)
+    return x
+
+
+def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
+    """Flattened trunk output (N, feature_size) of binned patches `x`."""
+    for b in range(cfg.blocks):
+        x = _normalise_pool(cfg, params, b, _conv(params, b, x), stats, mc)
+    return x.flatten(1)
+
+
+def head(cfg: ModelConfig, params: Params, feats: torch.Tensor, mc: bool = True) -> torch.Tensor:
+    """Logits from trunk features; MC dropout here when placement is 'head'."""
+    if cfg.dropout_placement == "head":
+        feats = F.dropout(feats, cfg.dropout, training=mc)
+    return F.linear(feats, params["head.weight"], params["head.bias"])
+
+
+def forward(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
+    """Logits (N, n_classes) of binned patches `x`, with MC dropout on when `mc`."""
+    return head(cfg, params, features(cfg, params, x, stats, mc), mc)
+
+
+@torch.no_grad()
+def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size: int = 256) -> Params:
+    """Batch-norm statistics of the tissue sample `x` under `params` (per layer mean and variance).
+
+    Layer by layer: each layer's moments are pooled over batches, then its normalised output feeds the next.
+    """
+    stats: Params = {}
+    xs = list(torch.split(x, batch_size))
+    for b in range(cfg.blocks):
+        zs = [_conv(params, b, xb) for xb in xs]
+        count = sum(z.shape[0] * z.shape[2] * z.shape[3] for z in zs)
+        mean = sum(z.sum((0, 2, 3)) for z in zs) / count
+        var = sum(((z - mean[None, :, None, None]) ** 2).sum((0, 2, 3)) for z in zs) / count
+        stats[f"bn{b}.mean"], stats[f"bn{b}.var"] = mean, var.clamp_min(1e-6)
+        xs = [_normalise_pool(cfg, params, b, z, stats, mc=False) for z in zs]
+    return stats

@@ -1,0 +1,240 @@
+"""Nucleus detection: nuclear channels -> local half-maximum threshold -> distance watershed, tiled without seams."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from .cells import Cells
+from .errors import AgileInputError
+from .tissue import NUCLEAR_CHANNELS, Tissue
+
+
+def detect_nuclei(
+    tissue: Tissue,
+    channels: Sequence[str] | None = None,
+    tile: int = 2048,
+    overlap: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+    diameter: float = 24.0,
+    min_area: int | None = None,
+    max_area: int | None = None,
+    sigma: float = 1.0,
+    threshold: float | None = None,
+    bin: int | None = None,
+) -> Cells:
+    """Find every nucleus: a table (id, y, x, area, bbox, intensity) and an int32 instance mask with the same ids.
+
+    The nuclear channels (DAPI/Histones by default) are summed and smoothed; a pixel is nucleus when it is above a
+    global floor (a third of the way from background to Otsu, or `threshold`) and above half its local maximum
+    (so dim and bright nuclei are cut at their own half height); touching nuclei are split by a watershed on the
+    distance transform. `diameter` is the typical nucleus width in pixels and sets the window sizes; segmentation
+    runs on the image binned by `bin` (default: about 12 px per nucleus width, for speed) and the mask is scaled
+    back up; areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is
+    processed in `tile`² blocks with `overlap` pixels of context; a cell belongs to the tile whose core holds its
+    centroid, so none is lost or doubled at seams. `progress(done, total)` is called after each tile.
+    """
+    if overlap < diameter:
+        raise AgileInputError(f"overlap ({overlap}) must be at least the nucleus diameter ({diameter}).")
+    nuclear = _nuclear_channels(tissue, channels)
+    idx = [tissue.index(n) for n in nuclear]
+    params = _Params.from_diameter(diameter, sigma, min_area, bin)
+    b = params.bin
+    tile, overlap = -(-tile // b) * b, -(-overlap // b) * b  # multiples of the bin: binned grids align across tiles
+    min_area = params.min_area * b * b
+    background, floor = _global_levels(tissue, idx, params)
+    if threshold is not None:
+        floor = float(threshold)
+
+    h, w = tissue.shape
+    labels = np.zeros((h, w), np.int32)
+    starts = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    tables = []
+    next_id = 1
+    for done, (y0, x0) in enumerate(starts, 1):
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        ry0, rx0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
+        img = _nuclear_image(tissue, idx, ry0, min(y1 + overlap, h), rx0, min(x1 + overlap, w))
+        binned = _bin(img, b)
+        lab = _segment(binned, background, floor, params)
+        table = _measure(lab, binned, ry0, rx0, b)
+        keep = (table.y >= y0) & (table.y < y1) & (table.x >= x0) & (table.x < x1) & (table.area >= min_area)
+        if max_area is not None:
+            keep &= table.area <= max_area
+        core = table[keep]
+        if len(core):
+            # relabel kept cells to global consecutive ids and paint them where no earlier tile painted
+            lut = np.zeros(int(lab.max()) + 1, np.int32)
+            new_ids = np.arange(next_id, next_id + len(core), dtype=np.int32)
+            lut[core["id"].to_numpy()] = new_ids
+            painted = _unbin(lut[lab], b, img.shape)
+            view = labels[ry0 : ry0 + img.shape[0], rx0 : rx0 + img.shape[1]]
+            np.copyto(view, painted, where=(painted > 0) & (view == 0))
+            tables.append(core.assign(id=new_ids))
+            next_id += len(core)
+        if progress is not None:
+            progress(done, len(starts))
+    columns = ["id", "y", "x", "area", "ymin", "xmin", "ymax", "xmax", "intensity"]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    return Cells(table[columns].astype({"id": np.int64}), labels)
+
+
+@dataclass(frozen=True)
+class _Params:
+    """Window sizes in pixels of the (binned) image the segmentation runs on."""
+
+    window: int
+    min_distance: int
+    min_area: int
+    sigma: float
+    bin: int
+
+    @classmethod
+    def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> "_Params":
+        if d <= 2:
+            raise AgileInputError(f"diameter must be the nucleus width in pixels (> 2); got {d}.")
+        b = max(int(d // 12), 1) if bin is None else int(bin)  # ~12 px per nucleus is enough to find it
+        area = 0.05 * d * d if min_area is None else float(min_area)  # ~1/16 of a nucleus
+        return cls(
+            window=int(round(0.9 * d / b)) | 1,  # local-maximum window a bit under one nucleus: odd size
+            min_distance=max(int(round(d / 4 / b)), 1),  # distance peaks closer than this are one nucleus
+            min_area=max(int(round(area / b**2)), 1),
+            sigma=sigma / b,
+            bin=b,
+        )
+
+
+def _nuclear_channels(tissue: Tissue, channels: Sequence[str] | None) -> list[str]:
+    """The channels to sum: those asked for, else the nuclear stains present; a clear error when none."""
+    if channels:
+        for name in channels:
+            tissue.index(name)  # names the missing channel and the ones there are
+        return list(channels)
+    found = [n for n in tissue.channel_names if n in NUCLEAR_CHANNELS]
+    if not found:
+        raise AgileInputError(
+            f"No nuclear stain found: nucleus detection looks for channels named {list(NUCLEAR_CHANNELS)}, and "
+            f"this tissue has {tissue.channel_names}. Pass channels=[...] (CLI: --channels) naming the channel(s) "
+            "that stain every nucleus, or rename the channels."
+        )
+    return found
+
+
+def _nuclear_image(tissue: Tissue, idx: list[int], y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Sum of the nuclear channels over a region, float32."""
+    block = tissue.read_region(y0, y1, x0, x1)
+    return block[idx].sum(axis=0, dtype=np.float32)
+
+
+def _global_levels(
+    tissue: Tissue, idx: list[int], params: _Params, n_tiles: int = 16, size: int = 512
+) -> tuple[float, float]:
+    """Background (median) and nucleus floor from tiles sampled over the whole image, so all tiles agree."""
+    from skimage.filters import threshold_otsu
+
+    h, w = tissue.shape
+    k = int(np.ceil(np.sqrt(n_tiles)))
+    ys = np.unique(np.linspace(0, max(h - size, 0), k).astype(int))
+    xs = np.unique(np.linspace(0, max(w - size, 0), k).astype(int))
+    samples = [
+        _smooth(_bin(_nuclear_image(tissue, idx, y, y + size, x, x + size), params.bin), params).ravel()
+        for y in ys
+        for x in xs
+    ]
+    values = np.concatenate(samples)
+    background = float(np.median(values))
+    if values.max() == values.min():
+        return background, background + 1.0  # blank image: nothing is a nucleus
+    otsu = float(threshold_otsu(values))
+    return background, background + (otsu - background) / 3.0
+
+
+def _bin(img: np.ndarray, b: int) -> np.ndarray:
+    """Mean over b×b blocks; trailing rows/columns that do not fill a block are dropped."""
+    if b == 1:
+        return img
+    h, w = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    return img[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+
+
+def _unbin(lab: np.ndarray, b: int, shape: tuple[int, int]) -> np.ndarray:
+    """Binned labels back to full resolution `shape`; dropped trailing rows/columns repeat their neighbours."""
+    if b == 1:
+        return lab
+    lab = np.repeat(np.repeat(lab, b, axis=0), b, axis=1)
+    return np.pad(lab, ((0, shape[0] - lab.shape[0]), (0, shape[1] - lab.shape[1])), mode="edge")
+
+
+def _smooth(img: np.ndarray, p: _Params) -> np.ndarray:
+    return ndi.gaussian_filter(img, p.sigma) if p.sigma else img
+
+
+def _segment(img: np.ndarray, background: float, floor: float, p: _Params) -> np.ndarray:
+    """Instance labels of one (binned) tile."""
+    from skimage.segmentation import watershed
+
+    smooth = _smooth(img, p)
+    background = min(background, floor)
+    local_max = ndi.maximum_filter(smooth, size=p.window)
+    mask = (smooth > floor) & (smooth - background > 0.5 * (local_max - background))
+    mask = _fill_holes(mask, max_hole=p.min_area * 8)
+    components, n = ndi.label(mask)
+    if n:
+        sizes = np.bincount(components.ravel())
+        small = sizes < p.min_area
+        small[0] = False
+        mask &= ~small[components]
+    dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    ridge = ndi.gaussian_filter(dist, 1.0 / p.bin)
+    # markers: local maxima of the smoothed distance (a plateau counts once), at least min_distance apart
+    peaks = (ridge == ndi.maximum_filter(ridge, size=2 * p.min_distance + 1)) & mask
+    markers, _ = ndi.label(peaks)
+    return watershed(-dist, markers, mask=mask).astype(np.int32, copy=False)
+
+
+def _fill_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:
+    """Fill background pockets smaller than `max_hole` enclosed by the mask (faster than binary_fill_holes)."""
+    background, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(background.ravel())
+    fill = sizes <= max_hole
+    fill[0] = False
+    edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    fill[edges] = False
+    return mask | fill[background]
+
+
+def _measure(lab: np.ndarray, img: np.ndarray, oy: int, ox: int, b: int) -> pd.DataFrame:
+    """Per-label centroid, area, half-open bbox and mean nuclear intensity, in full-resolution global coordinates.
+
+    `lab` and `img` are binned by `b`; a binned pixel stands for its b×b block, whose centre is b*i + (b-1)/2.
+    """
+    n = int(lab.max())
+    flat = lab.ravel()
+    area = np.bincount(flat, minlength=n + 1)
+    rows = np.bincount(flat, np.repeat(np.arange(lab.shape[0], dtype=np.float64), lab.shape[1]), minlength=n + 1)
+    cols = np.bincount(flat, np.tile(np.arange(lab.shape[1], dtype=np.float64), lab.shape[0]), minlength=n + 1)
+    total = np.bincount(flat, img.ravel(), minlength=n + 1)
+    ids = np.flatnonzero(area[1:]) + 1
+    slices = ndi.find_objects(lab)
+    box = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in ids)])
+    box = box.reshape(-1, 4) * b
+    a = area[ids]
+    centre = (b - 1) / 2
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "y": rows[ids] / a * b + centre + oy,
+            "x": cols[ids] / a * b + centre + ox,
+            "area": a * b * b,
+            "ymin": box[:, 0] + oy,
+            "xmin": box[:, 1] + ox,
+            "ymax": box[:, 2] + oy,
+            "xmax": box[:, 3] + ox,
+            "intensity": total[ids] / a,
+        }
+    )

@@ -1,0 +1,354 @@
+"""The AGILE loop on one section: suggest -> annotate -> adapt -> predict -> paint, saved as it goes.
+
+Every cell type is its own binary task adapted from the same meta-trained weights. Answers are appended
+to `answers.jsonl` in the session's folder the moment they are given, so a crash loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from .cells import Cells, read_cell_table, write_cell_table
+from .device import pick_device
+from .errors import AgileInputError
+from .meta import adapt_params
+from .model import Params, bin_patches, estimate_stats
+from .modelio import AgileModel, check_channels, load_model
+from .patches import Normalizer, fit_normalizer, iter_patches
+from .tissue import Tissue
+from .uncertainty import mc_head_probs, mc_full_probs, pick_spread, predictive_entropy, scores, trunk_features
+
+NONE_TYPE = "none"
+Progress = Callable[[int, int], None]
+
+
+def default_store() -> Path:
+    """A fresh folder under $NAPARI_AGILE_HOME (default ~/.napari-agile) for a session's answers."""
+    home = Path(os.environ.get("NAPARI_AGILE_HOME", Path.home() / ".napari-agile"))
+    return home / "sessions" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(home) % 10000}"
+
+
+@dataclass
+class CellType:
+    """One binary task: the user's answers and, once adapted, its own weights."""
+
+    name: str
+    answers: dict[int, bool] = field(default_factory=dict)
+    params: Params | None = None  # None: still the meta-trained initial weights
+    steps: int = 0
+
+
+class Session:
+    """Interactive AGILE on one tissue: the Python twin of every button in the napari widget."""
+
+    def __init__(
+        self,
+        tissue: Tissue,
+        cells: Cells,
+        model: AgileModel | None = None,
+        *,
+        store: str | Path | None = None,
+        device: str | None = None,
+        mc_passes: int = 20,
+        threshold: float = 0.5,
+        seed: int = 0,
+        normalizer: Normalizer | None = None,
+        stats_cells: int = 512,
+        progress: Progress | None = None,
+    ) -> None:
+        model = load_model() if model is None else model
+        check_channels(model, tissue.channel_names)
+        if len(cells) == 0:
+            raise AgileInputError("This tissue has no cells: run nucleus detection first (or check its channels).")
+        self.model = model
+        self.tissue = tissue.select(model.channels)
+        self.cells = cells
+        self.device = pick_device(device)
+        self.mc_passes = mc_passes
+        self.threshold = threshold
+        self.seed = seed
+        self.types: dict[str, CellType] = {}
+        self._history: list[tuple[str, int, bool | None]] = []  # (type, id, previous answer) for undo
+        self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
+        self._init = {k: v.to(self.device) for k, v in model.params.items()}
+        self._x = self._binned_patches(progress)
+        sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
+        self.stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
+        self._feats: dict[str | None, torch.Tensor] = {}
+        self._mc: dict[str | None, np.ndarray] = {}
+        self.store = Path(store) if store is not None else default_store()
+        self._write_meta()
+
+    # ---- cells and patches ------------------------------------------------------------------
+    def _binned_patches(self, progress: Progress | None) -> torch.Tensor:
+        """All cells' patches, normalised and binned to the network's input, kept as float16."""
+        cfg = self.model.config
+        out = torch.empty((len(self.cells), len(cfg.channels), cfg.input_size, cfg.input_size), dtype=torch.float16)
+        done = 0
+        for ids, batch in iter_patches(self.tissue, self.cells, size=cfg.patch_size, normalizer=self.normalizer):
+            rows = torch.from_numpy(self.cells.table.index.get_indexer(ids))
+            out[rows] = bin_patches(torch.from_numpy(batch), cfg.bin).half()
+            done += len(ids)
+            if progress is not None:
+                progress(done, len(self.cells))
+        return out.to(self.device)
+
+    def _rows(self, ids) -> np.ndarray:
+        """Row positions in the cell table of validated ids."""
+        return self.cells.table.index.get_indexer(self.cells.check_ids(ids))
+
+    # ---- cell types -------------------------------------------------------------------------
+    def _type(self, name: str, create: bool) -> CellType:
+        if not isinstance(name, str) or not name.strip() or name == NONE_TYPE:
+            raise AgileInputError(f"A cell type needs a name (not empty, not {NONE_TYPE!r}); got {name!r}.")
+        if name not in self.types:
+            if not create:
+                known = list(self.types) or "none yet"
+                raise AgileInputError(f"No cell type {name!r} in this session; it knows {known}.")
+            self.types[name] = CellType(name)
+            self._write_meta()
+        return self.types[name]
+
+    def _params(self, name: str | None) -> Params:
+        state = self.types.get(name) if name is not None else None
+        return self._init if state is None or state.params is None else state.params
+
+    def _features(self, name: str | None) -> torch.Tensor:
+        """Trunk features of every cell under the type's current weights (cached until it adapts)."""
+        if name not in self._feats:
+            self._feats[name] = trunk_features(self.model.config, self._params(name), self.stats, self._x)
+        return self._feats[name]
+
+    def _mc_samples(self, name: str | None) -> np.ndarray:
+        """(T, N) MC-dropout positive probabilities for every cell (cached until the type adapts)."""
+        if name not in self._mc:
+            cfg, params = self.model.config, self._params(name)
+            if cfg.dropout_placement == "head":
+                samples = mc_head_probs(cfg, params, self._features(name), self.mc_passes, self.seed)
+            else:
+                samples = mc_full_probs(cfg, params, self.stats, self._x, self.mc_passes, self.seed)
+            self._mc[name] = samples.cpu().numpy()
+        return self._mc[name]
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
+                method: str = "entropy", min_distance: float = 20.0) -> list[int]:
+        """Ids of the `n` unlabelled cells the model is least sure are `cell_type` (within `among`)."""
+        if n < 1:
+            raise AgileInputError(f"Ask for at least one cell (n={n}).")
+        rows = np.arange(len(self.cells)) if among is None else self._rows(among)
+        state = self._type(cell_type, create=True)
+        ids = self.cells.ids[rows]
+        unlabelled = ~np.isin(ids, list(state.answers))
+        rows = rows[unlabelled]
+        if rows.size == 0:
+            return []
+        samples = self._mc_samples(cell_type)[:, rows]
+        rng = np.random.default_rng([self.seed, len(state.answers)])
+        score = scores(samples, method, rng)
+        picked = pick_spread(score, self.cells.centroids[rows], min(n, rows.size), min_distance)
+        return [int(i) for i in self.cells.ids[rows[picked]]]
+
+    def annotate(self, cell_type: str, ids: Sequence[int], answers: Sequence[bool]) -> None:
+        """Record the user's answers to "is this a `cell_type`?"; written to disk before returning."""
+        ids_arr = self.cells.check_ids(ids)
+        answers = list(np.atleast_1d(answers))
+        if len(answers) != len(ids_arr):
+            raise AgileInputError(f"{len(ids_arr)} cell ids but {len(answers)} answers: give one answer per cell.")
+        try:
+            flags = [bool(_as_answer(a)) for a in answers]
+        except ValueError as err:
+            raise AgileInputError(str(err)) from None
+        state = self._type(cell_type, create=True)
+        records = []
+        for cid, yes in zip(ids_arr.tolist(), flags):
+            self._history.append((cell_type, cid, state.answers.get(cid)))
+            state.answers[cid] = yes
+            records.append({"type": cell_type, "id": cid, "answer": yes})
+        self._journal(records)
+
+    def undo(self) -> tuple[str, int] | None:
+        """Take back the last answer (the journal keeps both lines); returns (type, id) or None."""
+        if not self._history:
+            return None
+        cell_type, cid, previous = self._history.pop()
+        state = self.types[cell_type]
+        if previous is None:
+            state.answers.pop(cid, None)
+        else:
+            state.answers[cid] = previous
+        self._journal([{"type": cell_type, "id": cid, "answer": previous}])
+        return cell_type, cid
+
+    def adapt(self, cell_type: str, steps: int = 1, lr: float | None = None) -> None:
+        """`steps` gradient steps from the meta-trained weights on all answers for `cell_type` so far."""
+        if cell_type not in self.types:
+            known = list(self.types) or "none yet"
+            raise AgileInputError(f"No cell type {cell_type!r} to adapt; the session knows {known}.")
+        state = self.types[cell_type]
+        if not state.answers:
+            raise AgileInputError(f"No answers for {cell_type!r} yet: label a few cells first (suggest, then annotate).")
+        if steps < 1:
+            raise AgileInputError(f"steps must be at least 1 (got {steps}).")
+        y = torch.tensor([int(a) for a in state.answers.values()], device=self.device)
+        if y.min() == y.max():
+            warnings.warn(
+                f"All {len(y)} answers for {cell_type!r} say {'yes' if y[0] else 'no'}: the model learns more "
+                "from at least one cell of each kind.", stacklevel=2,
+            )
+        x = self._x[self._rows(list(state.answers))].float()
+        with torch.enable_grad():
+            fast = adapt_params(self.model.config, self._init, self.stats, x, y,
+                                self.model.inner_lr if lr is None else lr, steps, self.model.adapt_scope)
+        state.params = {k: v.detach() for k, v in fast.items()}
+        state.steps = steps
+        self._feats.pop(cell_type, None)
+        self._mc.pop(cell_type, None)
+        self._save_weights(self.store)
+
+    def probabilities(self, cell_type: str) -> tuple[np.ndarray, np.ndarray]:
+        """(p, entropy) per cell for one type: MC-dropout mean probability and predictive entropy."""
+        samples = self._mc_samples(self._type(cell_type, create=False).name)
+        return samples.mean(0), predictive_entropy(samples)
+
+    def predict(self) -> pd.DataFrame:
+        """Per cell: id, y, x, p_<type>, entropy_<type> for each type, and the most probable `cell_type`."""
+        table = pd.DataFrame({"id": self.cells.ids, "y": self.cells.table["y"].to_numpy(),
+                              "x": self.cells.table["x"].to_numpy()})
+        names = list(self.types)
+        probs = np.zeros((len(table), len(names)))
+        for j, name in enumerate(names):
+            p, h = self.probabilities(name)
+            table[f"p_{name}"], table[f"entropy_{name}"] = p, h
+            probs[:, j] = p
+        best = probs.argmax(1) if names else np.zeros(len(table), int)
+        passed = probs[np.arange(len(table)), best] >= self.threshold if names else np.zeros(len(table), bool)
+        table["cell_type"] = np.where(passed, np.asarray(names + [NONE_TYPE], dtype=object)[best], NONE_TYPE)
+        return table
+
+    def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
+        """(Y, X) int32: every nucleus painted with its predicted type's index (1-based, session order)."""
+        if self.cells.labels is None:
+            raise AgileInputError("These cells have no nucleus mask to paint: detect nuclei, or pass Cells with labels.")
+        table = self.predict() if table is None else table
+        codes = {name: i + 1 for i, name in enumerate(self.types)}
+        lut = np.zeros(int(self.cells.labels.max()) + 1, dtype=np.int32)
+        ids = table["id"].to_numpy()
+        keep = ids < lut.size
+        lut[ids[keep]] = [codes.get(t, 0) for t in table["cell_type"].to_numpy()[keep]]
+        return lut[self.cells.labels]
+
+    # ---- persistence ------------------------------------------------------------------------
+    def _journal(self, records: list[dict]) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        with open(self.store / "answers.jsonl", "a", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _write_meta(self) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": "napari-agile-session/1",
+            "types": list(self.types),
+            "steps": {n: t.steps for n, t in self.types.items()},
+            "mc_passes": self.mc_passes, "threshold": self.threshold, "seed": self.seed,
+            "normalizer": self.normalizer.to_dict(),
+            "channels": list(self.model.channels),
+            "tissue_source": self.tissue.source,
+        }
+        (self.store / "session.json").write_text(json.dumps(meta, indent=1))
+
+    def _save_weights(self, folder: Path) -> None:
+        tensors = {f"stats/{k}": v.cpu() for k, v in self.stats.items()}
+        for name, state in self.types.items():
+            if state.params is not None:
+                tensors.update({f"type/{name}/{k}": v.cpu().contiguous() for k, v in state.params.items()})
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(folder / "adapted.safetensors"))
+        self._write_meta()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole session to folder `path` (answers, adapted weights, model, cells) and keep saving there."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if path.resolve() != self.store.resolve():
+            self.store = path
+            (path / "answers.jsonl").unlink(missing_ok=True)
+            self._journal([{"type": n, "id": cid, "answer": a}
+                           for n, t in self.types.items() for cid, a in t.answers.items()])
+        self.model.save(path / "model.safetensors")
+        write_cell_table(self.cells, path / "cells.csv")
+        if self.cells.labels is not None:
+            import tifffile
+
+            tifffile.imwrite(path / "nuclei.tif", self.cells.labels, compression="zlib")
+        self._save_weights(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, tissue: Tissue, device: str | None = None) -> "Session":
+        """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were."""
+        path = Path(path)
+        if not (path / "session.json").exists():
+            raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
+        meta = json.loads((path / "session.json").read_text())
+        cells = read_cell_table(path / "cells.csv")
+        if (path / "nuclei.tif").exists():
+            import tifffile
+
+            cells.labels = tifffile.imread(path / "nuclei.tif").astype(np.int32)
+        session = cls(
+            tissue, cells, load_model(path / "model.safetensors"), store=path, device=device,
+            mc_passes=meta["mc_passes"], threshold=meta["threshold"], seed=meta["seed"],
+            normalizer=Normalizer.from_dict(meta["normalizer"]),
+        )
+        for name in meta["types"]:
+            session._type(name, create=True).steps = meta["steps"].get(name, 0)
+        for line in (path / "answers.jsonl").read_text().splitlines() if (path / "answers.jsonl").exists() else []:
+            r = json.loads(line)
+            state = session._type(r["type"], create=True)
+            if r["answer"] is None:
+                state.answers.pop(r["id"], None)
+            else:
+                state.answers[r["id"]] = bool(r["answer"])
+        weights = path / "adapted.safetensors"
+        if weights.exists():
+            tensors = load_file(str(weights), device=str(session.device))
+            session.stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or session.stats
+            for name, state in session.types.items():
+                prefix = f"type/{name}/"
+                params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                state.params = params or None
+        return session
+
+    def adapted_model(self, cell_type: str) -> AgileModel:
+        """The weights adapted to `cell_type`, as a model file others can load."""
+        state = self._type(cell_type, create=False)
+        if state.params is None:
+            raise AgileInputError(f"{cell_type!r} has not been adapted yet: press Adapt (session.adapt) first.")
+        info = dict(self.model.info, adapted_to=cell_type, answers=len(state.answers), steps=state.steps)
+        return AgileModel(self.model.config, {k: v.cpu() for k, v in state.params.items()},
+                          self.model.inner_lr, self.model.adapt_scope, info)
+
+
+def _as_answer(a) -> bool:
+    """Accept True/False, 1/0, 'yes'/'no', 'y'/'n'."""
+    if isinstance(a, (bool, np.bool_)):
+        return bool(a)
+    if isinstance(a, (int, np.integer)) and a in (0, 1):
+        return bool(a)
+    if isinstance(a, str) and a.strip().lower() in ("yes", "y", "true", "1", "no", "n", "false", "0"):
+        return a.strip().lower() in ("yes", "y", "true", "1")
+    raise ValueError(f"An answer must be yes/no (True/False, 1/0); got {a!r}.")

@@ -1,0 +1,99 @@
+"""MC-dropout uncertainty (AGILE phase II): T stochastic passes, predictive entropy or BALD, and which cells to ask.
+
+With dropout before the dense layer ("head" placement) the convolutional features are computed once and
+only the head is re-sampled T times; with "blocks" placement every pass re-runs the network.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import ModelConfig, Params, features, forward, head
+
+METHODS = ("entropy", "bald", "random")
+
+
+@torch.no_grad()
+def mc_head_probs(cfg: ModelConfig, params: Params, feats: torch.Tensor, passes: int, seed: int = 0,
+                  batch_size: int = 4096) -> torch.Tensor:
+    """(passes, N) positive-class probabilities from cached trunk features, dropout re-drawn each pass."""
+    gen = torch.Generator(device=feats.device).manual_seed(seed)
+    keep = 1.0 - cfg.dropout
+    w, b = params["head.weight"], params["head.bias"]
+    out = []
+    for chunk in torch.split(feats, batch_size):
+        mask = torch.rand((passes, *chunk.shape), generator=gen, device=chunk.device) < keep
+        logits = F.linear(chunk[None] * mask / keep, w, b)
+        out.append(torch.softmax(logits, -1)[..., 1])
+    return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def mc_full_probs(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, passes: int,
+                  seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """(passes, N) positive-class probabilities re-running the whole network each pass."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([
+            torch.cat([torch.softmax(forward(cfg, params, xb.float(), stats), -1)[:, 1]
+                       for xb in torch.split(x, batch_size)])
+            for _ in range(passes)
+        ])
+
+
+@torch.no_grad()
+def trunk_features(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Deterministic trunk features of all patches (channels-last convolutions: several times faster on CPU)."""
+    out = []
+    for xb in torch.split(x, batch_size):
+        xb = xb.float().contiguous(memory_format=torch.channels_last)
+        out.append(features(cfg, params, xb, stats, mc=False))
+    return torch.cat(out)
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in nats of Bernoulli(p)."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+def predictive_entropy(samples: np.ndarray) -> np.ndarray:
+    """H[E_t p_t]: the paper's acquisition score, from (T, N) MC samples."""
+    return binary_entropy(samples.mean(0))
+
+
+def bald(samples: np.ndarray) -> np.ndarray:
+    """Mutual information H[E p] - E H[p]: uncertainty the labels could remove (Houlsby et al. 2011)."""
+    return predictive_entropy(samples) - binary_entropy(samples).mean(0)
+
+
+def scores(samples: np.ndarray, method: str, rng: np.random.Generator) -> np.ndarray:
+    """Acquisition score per cell (higher = ask first); 'random' is the control."""
+    if method == "entropy":
+        return predictive_entropy(samples)
+    if method == "bald":
+        return bald(samples)
+    if method == "random":
+        return rng.random(samples.shape[1])
+    raise ValueError(f"Unknown acquisition method {method!r}: use one of {METHODS}.")
+
+
+def pick_spread(score: np.ndarray, centroids: np.ndarray, n: int, min_distance: float) -> np.ndarray:
+    """Indices of the n best-scoring cells, skipping any within `min_distance` px of one already picked.
+
+    Neighbouring cells share most of their patch, so asking about both teaches little more than one.
+    Falls back to the remaining best cells when spacing leaves fewer than n.
+    """
+    order = np.argsort(-score, kind="stable")
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) == n:
+            break
+        if not chosen or np.min(np.hypot(*(centroids[chosen] - centroids[i]).T)) >= min_distance:
+            chosen.append(int(i))
+    if len(chosen) < n:
+        rest = [int(i) for i in order if int(i) not in set(chosen)]
+        chosen += rest[: n - len(chosen)]
+    return np.asarray(chosen, dtype=np.int64)

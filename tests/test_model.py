@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_agile.meta import adapt_params
+from napari_agile.model import ModelConfig, estimate_stats, features, forward, init_params
+from napari_agile.tasks import Augmentation, TaskTransform
+
+CFG = ModelConfig(channels=tuple("abcdefg"))
+
+
+def test_paper_network_shape_and_size():
+    params = init_params(CFG)
+    n = sum(v.numel() for v in params.values())
+    assert 25_000 < n < 40_000  # "about 32k parameters": 4 conv blocks of 32 filters + dense to 2
+    x = torch.rand(3, 7, CFG.input_size, CFG.input_size)
+    stats = estimate_stats(CFG, params, x)
+    assert forward(CFG, params, x, stats).shape == (3, 2)
+    assert features(CFG, params, x, stats).shape == (3, CFG.feature_size)
+
+
+def test_tissue_statistics_normalise_each_layer():
+    params = init_params(CFG)
+    x = torch.rand(64, 7, 50, 50) * 5 + 3
+    stats = estimate_stats(CFG, params, x, batch_size=16)
+    z = torch.nn.functional.conv2d(x, params["conv0.weight"], params["conv0.bias"], padding=1)
+    assert torch.allclose(stats["bn0.mean"], z.mean((0, 2, 3)), atol=1e-3)
+    assert torch.allclose(stats["bn0.var"], z.var((0, 2, 3), unbiased=False), rtol=1e-3)
+
+
+def test_second_order_gradient_flows_through_inner_update():
+    params = {k: v.requires_grad_(True) for k, v in init_params(CFG).items()}
+    x, y = torch.rand(4, 7, 50, 50), torch.tensor([0, 1, 0, 1])
+    stats = estimate_stats(CFG, params, x)
+    fast = adapt_params(CFG, params, stats, x, y, lr=0.01, create_graph=True)
+    loss = torch.nn.functional.cross_entropy(forward(CFG, fast, x, stats, mc=False), y)
+    (g,) = torch.autograd.grad(loss, [params["conv0.weight"]])
+    first = adapt_params(CFG, params, stats, x, y, lr=0.01, create_graph=False)
+    loss_fo = torch.nn.functional.cross_entropy(forward(CFG, first, x, stats, mc=False), y)
+    (g_fo,) = torch.autograd.grad(loss_fo, [params["conv0.weight"]])
+    assert g.abs().sum() > 0 and not torch.allclose(g, g_fo)  # second order differs from first order
+
+
+def test_head_scope_adapts_dense_layer_only():
+    params = init_params(CFG)
+    x, y = torch.rand(4, 7, 50, 50), torch.tensor([0, 1, 0, 1])
+    fast = adapt_params(CFG, params, estimate_stats(CFG, params, x), x, y, lr=0.1, scope="head")
+    assert torch.equal(fast["conv0.weight"], params["conv0.weight"])
+    assert not torch.equal(fast["head.weight"], params["head.weight"])
+
+
+def test_task_transform_flips_shuffles_and_rotates_consistently():
+    rng = np.random.default_rng(3)
+    t = TaskTransform.draw(Augmentation(p=1.0), 7, rng)
+    assert t.flip and t.perm is not None and t.rot in (1, 2, 3)
+    x = torch.zeros(1, 7, 50, 50)
+    x[0, 2, 0, 0] = 1.0  # channel 2, top-left corner
+    out = t.images(x)
+    ch = int(np.flatnonzero(t.perm == 2)[0])
+    assert out[0, ch].sum() == 1 and out[0, ch, 0, 0] == 0  # moved channel, rotated away from the corner
+    assert t.labels(torch.tensor([1, 0])).tolist() == [0, 1]
+    none = TaskTransform.draw(Augmentation(p=0.0), 7, rng)
+    assert torch.equal(none.images(x), x) and none.labels(torch.tensor([1])).tolist() == [1]
+
+
+@pytest.mark.parametrize("placement", ["head", "blocks"])
+def test_mc_dropout_is_stochastic_and_off_when_asked(placement):
+    cfg = ModelConfig(channels=tuple("abc"), dropout_placement=placement, dropout=0.5)
+    params = init_params(cfg)
+    x = torch.rand(8, 3, 50, 50)
+    stats = estimate_stats(cfg, params, x)
+    assert not torch.allclose(forward(cfg, params, x, stats), forward(cfg, params, x, stats))
+    assert torch.equal(forward(cfg, params, x, stats, mc=False), forward(cfg, params, x, stats, mc=False))

@@ -1,0 +1,79 @@
+"""detect_nuclei: seams, the real-image crop, errors."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy.optimize import linear_sum_assignment
+from skimage.measure import regionprops
+
+from napari_agile.errors import AgileInputError
+from napari_agile.nuclei import detect_nuclei
+from napari_agile.tissue import Tissue
+
+DATA = Path(__file__).parent / "data"
+
+
+def _f1(pred, truth, radius=10.0):
+    d = np.linalg.norm(pred[:, None] - truth[None], axis=2)
+    d[d > radius] = 1e6
+    i, j = linear_sum_assignment(d)
+    tp = (d[i, j] <= radius).sum()
+    return 2 * tp / (len(pred) + len(truth))
+
+
+def _touching_blobs(shape=(600, 600), seed=0):
+    """Elliptical nuclei of varying brightness on a square lattice with jitter, many touching; plus noise."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros(shape, np.float32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    centres = np.array([(y, x) for y in range(15, shape[0] - 5, 22) for x in range(15, shape[1] - 5, 22)], float)
+    centres += rng.uniform(-3, 3, centres.shape)
+    for y, x in centres:
+        a, b = rng.uniform(9, 12, 2)
+        r = np.sqrt(((yy - y) / a) ** 2 + ((xx - x) / b) ** 2)
+        np.maximum(img, np.clip((1 - r) * 3, 0, 1) * rng.uniform(0.5, 1.5), out=img)
+    img = img * 1000 + 200 + rng.normal(0, 20, shape)
+    return Tissue(np.clip(img, 0, 65535).astype(np.uint16)[None], ["DAPI"]), centres
+
+
+def test_tiled_equals_untiled_at_seams():
+    tissue, centres = _touching_blobs()
+    whole = detect_nuclei(tissue, tile=1024)
+    tiled = detect_nuclei(tissue, tile=128, overlap=64)
+    assert len(whole) == len(tiled) >= 0.97 * len(centres)
+    a, b = whole.centroids, tiled.centroids
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    assert d.min(axis=1).max() <= 1.0 and d.min(axis=0).max() <= 1.0
+    assert np.array_equal(tiled.ids, np.arange(1, len(tiled) + 1))
+    assert set(np.unique(tiled.labels)) == {0, *tiled.ids}
+
+
+def test_table_matches_labels():
+    tissue, _ = _touching_blobs((200, 200))
+    cells = detect_nuclei(tissue)
+    row = cells.table.iloc[0]
+    ys, xs = np.nonzero(cells.labels == row.id)
+    assert row.area == len(ys) and row.ymin == ys.min() and row.xmax == xs.max() + 1
+    assert abs(row.y - ys.mean()) < 0.6 and abs(row.x - xs.mean()) < 0.6
+
+
+def test_real_crop_f1():
+    img = tifffile.imread(DATA / "nuclei_crop_img.tif")
+    truth = np.array([r.centroid for r in regionprops(tifffile.imread(DATA / "nuclei_crop_mask.tif"))])
+    cells = detect_nuclei(Tissue(img[None], ["DAPI"]))
+    assert _f1(cells.centroids, truth) >= 0.90  # measured 0.957 on this crop (0.963 on the full 512² image)
+
+
+def test_no_nuclear_channel_is_a_clear_error():
+    tissue = Tissue(np.zeros((2, 64, 64), np.uint16), ["NeuN", "S100"])
+    with pytest.raises(AgileInputError, match="channels="):
+        detect_nuclei(tissue)
+    assert len(detect_nuclei(tissue, channels=["NeuN"])) == 0
+
+
+def test_progress_reports_every_tile():
+    tissue, _ = _touching_blobs((300, 300))
+    calls = []
+    detect_nuclei(tissue, tile=128, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 9) for i in range(1, 10)]

@@ -1,0 +1,89 @@
+"""read_tissue / write_ome_tiff / check_tissue on real files in tmp_path."""
+import numpy as np
+import pytest
+import tifffile
+
+from napari_agile.errors import AgileInputError
+from napari_agile.tissue import Tissue
+from napari_agile.tissue_io import check_tissue, read_tissue, write_ome_tiff
+
+
+def _data(c=3, h=300, w=400, seed=0):
+    return np.random.default_rng(seed).integers(1, 60000, (c, h, w), dtype=np.uint16)
+
+
+def test_ome_tiff_round_trip_keeps_names_pixels_and_size(tmp_path):
+    data = _data()
+    write_ome_tiff(Tissue(data, ["DAPI", "NeuN", "S100"], pixel_size=0.325), tmp_path / "t.ome.tif", tile=128)
+    back = read_tissue(tmp_path / "t.ome.tif")
+    assert back.channel_names == ["DAPI", "NeuN", "S100"]
+    assert back.pixel_size == pytest.approx(0.325)
+    assert not isinstance(back.data, np.ndarray) or isinstance(back.data, np.memmap)  # lazy
+    np.testing.assert_array_equal(np.asarray(back.data), data)
+
+
+def test_plain_cyx_tiff_needs_and_takes_names(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", _data(), photometric="minisblack")
+    t = read_tissue(tmp_path / "plain.tif", channel_names=["a", "b", "c"])
+    assert isinstance(t.data, np.memmap) and t.channel_names == ["a", "b", "c"]
+    with pytest.warns(UserWarning, match="channel_names"):
+        assert read_tissue(tmp_path / "plain.tif").channel_names == ["channel_1", "channel_2", "channel_3"]
+
+
+def test_2d_tiff_is_a_clear_error(tmp_path):
+    tifffile.imwrite(tmp_path / "one.tif", _data(1)[0])
+    with pytest.raises(AgileInputError, match="folder"):
+        read_tissue(tmp_path / "one.tif")
+
+
+def test_folder_with_lab_channel_map(tmp_path):
+    data = _data(3)
+    for name, plane in zip(["S1_R2C1", "S1_R2C4", "S1_R3C5"], data):
+        tifffile.imwrite(tmp_path / f"{name}.tif", plane)
+    t = read_tissue(tmp_path, channel_map={"R3C5": "S100", "S1_R2C1": "DAPI"})
+    assert t.channel_names == ["S100", "DAPI"]
+    np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data[[2, 0]])
+    assert read_tissue(tmp_path).channel_names == ["S1_R2C1", "S1_R2C4", "S1_R3C5"]
+    with pytest.raises(AgileInputError, match="R9C9"):
+        read_tissue(tmp_path, channel_map={"R9C9": "Iba1"})
+
+
+def test_folder_shape_mismatch_names_the_files(tmp_path):
+    tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
+    tifffile.imwrite(tmp_path / "NeuN.tif", _data(1, 200, 400)[0])
+    with pytest.raises(AgileInputError, match="NeuN.tif"):
+        read_tissue(tmp_path)
+
+
+def test_unreadable_tiff_in_folder_is_named(tmp_path):
+    tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
+    (tmp_path / "NeuN.tif").write_bytes(b"not a tiff")
+    with pytest.raises(AgileInputError, match="NeuN.tif"):
+        read_tissue(tmp_path)
+
+
+def test_zarr_with_omero_names(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    data = _data()
+    group = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 128, 128))[:] = data
+    group.attrs.update({
+        "multiscales": [{"axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
+                         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.5]}]}]}],
+        "omero": {"channels": [{"label": "DAPI"}, {"label": "NeuN"}, {"label": "Iba1"}]},
+    })
+    t = read_tissue(tmp_path / "t.zarr")
+    assert t.channel_names == ["DAPI", "NeuN", "Iba1"] and t.pixel_size == 0.5
+    np.testing.assert_array_equal(np.asarray(t.data), data)
+
+
+def test_nan_is_an_error_and_blank_channel_a_warning(tmp_path):
+    data = _data(2).astype(np.float32)
+    data[0, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", data, photometric="minisblack")
+    with pytest.raises(AgileInputError, match="NaN"):
+        read_tissue(tmp_path / "nan.tif", channel_names=["DAPI", "NeuN"])
+    blank = _data(2)
+    blank[1] = 0
+    problems = check_tissue(Tissue(blank, ["DAPI", "NeuN"]))
+    assert len(problems) == 1 and "NeuN" in problems[0]

@@ -1,0 +1,35 @@
+import numpy as np
+import torch
+
+from napari_agile.model import ModelConfig, estimate_stats, init_params
+from napari_agile.uncertainty import (
+    bald, binary_entropy, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy, trunk_features,
+)
+
+
+def test_entropy_peaks_at_one_half_and_bald_separates_disagreement():
+    assert np.isclose(binary_entropy(np.array([0.5]))[0], np.log(2))
+    assert binary_entropy(np.array([0.01]))[0] < 0.1
+    confident_but_split = np.array([[0.0], [1.0]] * 10).reshape(20, 1)  # passes disagree
+    unsure_and_agreeing = np.full((20, 1), 0.5)  # passes agree on 0.5
+    assert np.isclose(predictive_entropy(confident_but_split), predictive_entropy(unsure_and_agreeing)).all()
+    assert bald(confident_but_split)[0] > 0.6 > bald(unsure_and_agreeing)[0]
+
+
+def test_cached_head_sampling_matches_full_network_distribution():
+    cfg = ModelConfig(channels=tuple("abc"), dropout=0.3)
+    params = init_params(cfg, seed=1)
+    params["head.weight"] = params["head.weight"] * 40  # make dropout matter
+    x = torch.rand(16, 3, 50, 50)
+    stats = estimate_stats(cfg, params, x)
+    cached = mc_head_probs(cfg, params, trunk_features(cfg, params, stats, x), passes=2000, seed=0)
+    full = mc_full_probs(cfg, params, stats, x, passes=400, seed=0)
+    assert cached.shape == (2000, 16)
+    assert np.allclose(cached.mean(0), full.mean(0), atol=0.05)  # same predictive mean, far fewer trunk passes
+
+
+def test_pick_spread_skips_neighbours_then_falls_back():
+    centroids = np.array([[0, 0], [5, 0], [100, 100], [200, 200]], float)
+    score = np.array([0.9, 0.8, 0.7, 0.1])
+    assert pick_spread(score, centroids, 3, min_distance=20).tolist() == [0, 2, 3]
+    assert sorted(pick_spread(score, centroids, 4, min_distance=20).tolist()) == [0, 1, 2, 3]
