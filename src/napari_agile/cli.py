@@ -82,11 +82,104 @@ def _run_detect(args: argparse.Namespace) -> None:
         print(f"wrote {args.labels}")
 
 
-#: name -> (help line, add arguments, run); later commands (meta-train, predict, demo, benchmark) register here.
+def _add_meta_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True,
+                   help="TOML recipe: network, schedule and data (see configs/bundled-model.toml); "
+                        "[data] source = 'simulated' or 'labelled' with your own images and cell tables")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for model.safetensors, history.json and the checkpoint; "
+                        "run the same command again to resume after an interruption")
+    p.add_argument("--iterations", type=int, default=None, help="override the recipe's number of meta-iterations")
+
+
+def _run_meta_train(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .training import train_from_config
+
+    bar = tqdm(desc="meta-training", unit="it")
+
+    def progress(done: int, total: int, info: dict) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        bar.set_postfix({k: round(v, 3) for k, v in info.items() if k != "iteration"})
+
+    try:
+        model = train_from_config(args.config, args.out, progress, args.iterations)
+    finally:
+        bar.close()
+    print(f"wrote {args.out / 'model.safetensors'} ({model.n_parameters()} parameters, "
+          f"validation accuracy {model.info['final_val_acc']})")
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("session", type=Path, help="a saved session folder (from the widget's Save or Session.save)")
+    p.add_argument("images", type=Path, nargs="+", help="tissue images to type (same channels as the session's)")
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME", help="channel names for unnamed images")
+    p.add_argument("--out", type=Path, default=Path("predictions"),
+                   help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type)")
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from tqdm import tqdm
+
+    from .nuclei import detect_nuclei
+    from .session import Session
+    from .tissue_io import read_tissue
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for image in tqdm(args.images, desc="images", unit="image"):
+        tissue = read_tissue(image, channel_names=args.names)
+        cells = detect_nuclei(tissue)
+        with tempfile.TemporaryDirectory() as scratch:
+            table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
+        dest = args.out / f"{image.name.split('.')[0]}.csv"
+        table.to_csv(dest, index=False)
+        print(f"{image}: {len(table)} cells -> {dest}")
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("agile-demo"), help="folder for every output (default agile-demo)")
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out)
+
+
+def _add_benchmark(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/benchmark"),
+                   help="folder for results.json and the meta-training checkpoints (rerun to resume)")
+    p.add_argument("--quick", action="store_true", help="the few-minute version: fewer cells, repeats and iterations")
+    p.add_argument("--render", type=Path, default=None, metavar="MARKDOWN",
+                   help="also write the results as markdown with PNG plots beside it (e.g. docs/benchmarks.md)")
+
+
+def _run_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import BenchConfig, run_benchmark
+
+    results = run_benchmark(BenchConfig.quick() if args.quick else BenchConfig(), args.out)
+    if args.render:
+        from .benchmark_report import render
+
+        print(f"wrote {render(results, args.render)}")
+
+
+#: name -> (help line, add arguments, run).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "synth": ("simulate a multiplexed tissue section with known cell types (for trying things out)",
               _add_synth, _run_synth),
     "detect": ("find every nucleus in a tissue image and write a cell table", _add_detect, _run_detect),
+    "demo": ("run the whole AGILE loop headless on the bundled sample tissue and write every output",
+             _add_demo, _run_demo),
+    "meta-train": ("meta-train a model (AGILE phase I) from a recipe, on simulated tissue or your labelled cells",
+                   _add_meta_train, _run_meta_train),
+    "predict": ("type every cell of more images with the cell types adapted in a saved session",
+                _add_predict, _run_predict),
+    "benchmark": ("reproduce the paper's Table 2 and Fig. 3 on simulated tissue", _add_benchmark, _run_benchmark),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import tifffile
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -87,6 +88,8 @@ class Session:
         self._feats: dict[str | None, torch.Tensor] = {}
         self._mc: dict[str | None, np.ndarray] = {}
         self.store = Path(store) if store is not None else default_store()
+        if not (self.store / "cells.csv").exists():
+            self._write_static(self.store)
         self._write_meta()
 
     # ---- cells and patches ------------------------------------------------------------------
@@ -207,9 +210,13 @@ class Session:
                 "from at least one cell of each kind.", stacklevel=2,
             )
         x = self._x[self._rows(list(state.answers))].float()
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + len(y))  # dropout masks: the same answers give the same weights
             fast = adapt_params(self.model.config, self._init, self.stats, x, y,
                                 self.model.inner_lr if lr is None else lr, steps, self.model.adapt_scope)
+        if not all(bool(torch.isfinite(v).all()) for v in fast.values()):
+            raise AgileInputError(f"Adapting {cell_type!r} diverged (non-finite weights): use a smaller learning "
+                                  f"rate than {self.model.inner_lr if lr is None else lr} or fewer steps.")
         state.params = {k: v.detach() for k, v in fast.items()}
         state.steps = steps
         self._feats.pop(cell_type, None)
@@ -279,21 +286,23 @@ class Session:
         save_file(tensors, str(folder / "adapted.safetensors"))
         self._write_meta()
 
+    def _write_static(self, folder: Path) -> None:
+        """What never changes in a session (model, cells, nucleus mask): written once, so a crash can reload."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(folder / "model.safetensors")
+        write_cell_table(self.cells, folder / "cells.csv")
+        if self.cells.labels is not None:
+            tifffile.imwrite(folder / "nuclei.tif", self.cells.labels, compression="zlib")
+
     def save(self, path: str | Path) -> Path:
         """Write the whole session to folder `path` (answers, adapted weights, model, cells) and keep saving there."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         if path.resolve() != self.store.resolve():
+            self._write_static(path)
             self.store = path
             (path / "answers.jsonl").unlink(missing_ok=True)
             self._journal([{"type": n, "id": cid, "answer": a}
                            for n, t in self.types.items() for cid, a in t.answers.items()])
-        self.model.save(path / "model.safetensors")
-        write_cell_table(self.cells, path / "cells.csv")
-        if self.cells.labels is not None:
-            import tifffile
-
-            tifffile.imwrite(path / "nuclei.tif", self.cells.labels, compression="zlib")
         self._save_weights(path)
         return path
 
@@ -306,8 +315,6 @@ class Session:
         meta = json.loads((path / "session.json").read_text())
         cells = read_cell_table(path / "cells.csv")
         if (path / "nuclei.tif").exists():
-            import tifffile
-
             cells.labels = tifffile.imread(path / "nuclei.tif").astype(np.int32)
         session = cls(
             tissue, cells, load_model(path / "model.safetensors"), store=path, device=device,
@@ -331,6 +338,27 @@ class Session:
                 prefix = f"type/{name}/"
                 params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
                 state.params = params or None
+        return session
+
+    @classmethod
+    def apply_saved(cls, path: str | Path, tissue: Tissue, cells: Cells, store: str | Path | None = None,
+                    device: str | None = None) -> "Session":
+        """A session on new tissue with the cell types adapted in the saved session `path` (for batch prediction).
+
+        Batch-norm statistics are re-estimated on the new tissue; the answers stay with the original section.
+        """
+        saved = Path(path)
+        if not (saved / "adapted.safetensors").exists():
+            raise AgileInputError(f"{saved} holds no adapted cell types: adapt at least one type and save the session.")
+        meta = json.loads((saved / "session.json").read_text())
+        session = cls(tissue, cells, load_model(saved / "model.safetensors"), store=store, device=device,
+                      mc_passes=meta["mc_passes"], threshold=meta["threshold"], seed=meta["seed"])
+        tensors = load_file(str(saved / "adapted.safetensors"), device=str(session.device))
+        for name in meta["types"]:
+            prefix = f"type/{name}/"
+            params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if params:
+                session._type(name, create=True).params = params
         return session
 
     def adapted_model(self, cell_type: str) -> AgileModel:

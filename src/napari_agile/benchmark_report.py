@@ -1,0 +1,86 @@
+"""Render benchmark results (results.json) as markdown with Fig. 3's two panels as PNG plots beside it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Rows of Table 2 in the paper's order, with the paper's accuracy for comparison.
+PAPER_ROWS = (
+    ("vanilla_limit", "Vanilla limit (1%)", 0.637),
+    ("vanilla_full", "Vanilla full (60%)", 0.950),
+    ("transfer", "Transfer (1%)", 0.449),
+    ("maml", "MAML (1%)", 0.409),
+    ("agile_phase1", "AGILE phase I (1%)", 0.791),
+    ("agile_phase2", "AGILE phase II (1%)", 0.902),
+    ("agile_phase2_160", "AGILE phase II (10%)", 0.950),
+    ("agile_phase2_bald", "AGILE phase II, BALD (1%)", None),
+    ("agile_phase2_random", "AGILE phase II loop, random picks (1%)", None),
+)
+
+
+def table2(summary: dict) -> str:
+    """Table 2 as markdown: precision, recall, F1, accuracy ± std, 95% CI, and the paper's accuracy."""
+    lines = ["| method | precision | recall | F1 | accuracy (± std) | CI95 | n | paper accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, label, paper in PAPER_ROWS:
+        if key not in summary:
+            continue
+        s = summary[key]
+        lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
+                     f"{s['accuracy']:.3f} (±{s['std']:.3f}) | {s['ci95'][0]:.3f} - {s['ci95'][1]:.3f} | {s['n']} | "
+                     f"{'' if paper is None else f'{paper:.3f}'} |")
+    return "\n".join(lines)
+
+
+def _plots(results: dict, folder: Path, stem: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for key, label, _ in PAPER_ROWS[:7]:
+        if key in results["summary"]:
+            curve = results["summary"][key]["steps_curve"]
+            ax.plot(range(len(curve)), curve, marker="o", ms=3, label=label)
+    ax.set(xlabel="gradient steps on the new task", ylabel="test accuracy", title="Fig. 3(a): adaptation")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    names.append(f"{stem}-steps.png")
+    fig.savefig(folder / names[-1], dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    lc = results["label_curve"]
+    ax.plot(lc["labels"], lc["agile"], marker="o", label="AGILE (entropy, 1 step)")
+    ax.plot(lc["labels"], lc["vanilla"], marker="s", label="Vanilla (from scratch, 100 steps)")
+    ax.set(xscale="log", xlabel="labelled cells", ylabel="test accuracy", title="Fig. 3(b): labels")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    names.append(f"{stem}-labels.png")
+    fig.savefig(folder / names[-1], dpi=120)
+    plt.close("all")
+    return names
+
+
+def render(results: dict, path: str | Path) -> Path:
+    """Write `path` (markdown) and its PNG plots; every number comes from `results`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots = _plots(results, path.parent, path.stem)
+    m, c = results["machine"], results["config"]
+    lc = results["label_curve"]
+    text = "\n".join([
+        "# Reproducing the AGILE paper on simulated tissue", "",
+        f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}--render {path.name}` on "
+        f"{m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
+        f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
+        f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
+        "(meta types neuron, oligodendrocyte, microglia).", "",
+        "## Table 2", "", table2(results["summary"]), "",
+        "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "",
+        "| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
+        "|---|" + "---|" * len(lc["labels"]),
+        "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
+        "| Vanilla | " + " | ".join(f"{a:.3f}" for a in lc["vanilla"]) + " |", "",
+    ])
+    path.write_text(text)
+    return path

@@ -1,0 +1,142 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_agile import AgileInputError, Session, simulate_tissue
+from napari_agile.model import ModelConfig, init_params
+from napari_agile.modelio import AgileModel, load_model
+from napari_agile.tissue import PAPER_CHANNELS
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_tissue((320, 320), seed=7)
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = ModelConfig(channels=PAPER_CHANNELS)
+    return AgileModel(cfg, init_params(cfg, seed=3), inner_lr=0.1)
+
+
+@pytest.fixture()
+def session(sim, model, tmp_path):
+    return Session(sim.tissue, sim.cells, model, store=tmp_path / "store", mc_passes=8)
+
+
+def _truth(session, sim, name):
+    return (sim.cells.table["cell_type"] == name).to_numpy()
+
+
+def test_suggest_returns_unlabelled_cells_and_creates_the_type(session):
+    ids = session.suggest("astrocyte", n=6)
+    assert len(ids) == len(set(ids)) == 6 and set(ids) <= set(session.cells.ids.tolist())
+    assert list(session.types) == ["astrocyte"]
+    session.annotate("astrocyte", ids[:3], [True, False, True])
+    again = session.suggest("astrocyte", n=6)
+    assert not set(again) & set(ids[:3])  # answered cells are not asked again
+    within = session.suggest("astrocyte", n=2, among=ids[3:])
+    assert set(within) <= set(ids[3:])
+
+
+def test_answers_reach_disk_immediately_and_undo_is_journaled(session):
+    ids = session.cells.ids[:2].tolist()
+    session.annotate("neuron", ids, ["yes", 0])
+    lines = [json.loads(x) for x in (session.store / "answers.jsonl").read_text().splitlines()]
+    assert lines == [{"type": "neuron", "id": ids[0], "answer": True}, {"type": "neuron", "id": ids[1], "answer": False}]
+    assert session.undo() == ("neuron", ids[1])
+    assert session.types["neuron"].answers == {ids[0]: True}
+    reloaded = Session.load(session.store, session.tissue)  # as after a crash: no explicit save
+    assert reloaded.types["neuron"].answers == {ids[0]: True}
+
+
+def test_bad_input_is_refused_and_leaves_the_session_unchanged(session):
+    session.annotate("astrocyte", session.cells.ids[:1], [True])
+    before = {n: dict(t.answers) for n, t in session.types.items()}
+    with pytest.raises(AgileInputError, match="Unknown cell ids"):
+        session.annotate("astrocyte", [10**9], [True])
+    with pytest.raises(AgileInputError, match="one answer per cell"):
+        session.annotate("astrocyte", session.cells.ids[:2], [True])
+    with pytest.raises(AgileInputError, match="yes/no"):
+        session.annotate("astrocyte", session.cells.ids[:1], ["maybe"])
+    with pytest.raises(AgileInputError, match="knows \\['astrocyte'\\]"):
+        session.adapt("astrocyt")
+    session.suggest("microglia", n=1)
+    with pytest.raises(AgileInputError, match="No answers for 'microglia'"):
+        session.adapt("microglia")
+    assert {n: t.answers for n, t in session.types.items() if t.answers} == before
+
+
+def test_adapt_moves_predictions_towards_the_answers(session, sim):
+    truth = _truth(session, sim, "neuron")
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.choice(np.flatnonzero(truth), 8, replace=False),
+                           rng.choice(np.flatnonzero(~truth), 8, replace=False)])
+    ids = session.cells.ids[rows]
+    session.annotate("neuron", ids, truth[rows])
+    p0, _ = session.probabilities("neuron")
+    session.adapt("neuron", steps=3)
+    p1, h1 = session.probabilities("neuron")
+    gap0 = p0[rows][truth[rows]].mean() - p0[rows][~truth[rows]].mean()
+    gap1 = p1[rows][truth[rows]].mean() - p1[rows][~truth[rows]].mean()
+    assert gap1 > gap0 + 0.05 and np.all((h1 >= 0) & (h1 <= np.log(2) + 1e-6))
+
+
+def test_diverging_adaptation_is_refused(session):
+    session.annotate("neuron", session.cells.ids[:4], [True, False, True, False])
+    with pytest.raises(AgileInputError, match="diverged"):
+        session.adapt("neuron", steps=3, lr=1e30)
+    assert session.types["neuron"].params is None
+
+
+def test_one_class_answers_warn(session):
+    session.annotate("endothelial", session.cells.ids[:3], [False] * 3)
+    with pytest.warns(UserWarning, match="at least one cell of each kind"):
+        session.adapt("endothelial")
+
+
+def test_predict_and_paint_agree(session):
+    session.annotate("astrocyte", session.cells.ids[:2], [True, False])
+    session.annotate("neuron", session.cells.ids[2:4], [True, False])
+    session.adapt("astrocyte")
+    session.adapt("neuron")
+    table = session.predict()
+    assert {"id", "y", "x", "p_astrocyte", "entropy_neuron", "cell_type"} <= set(table.columns)
+    painted = session.paint(table)
+    labels = session.cells.labels
+    for cid, kind in zip(table["id"].to_numpy()[:50], table["cell_type"].to_numpy()[:50]):
+        code = {"astrocyte": 1, "neuron": 2}.get(kind, 0)
+        assert np.all(painted[labels == cid] == code)
+    assert np.all(painted[labels == 0] == 0)
+
+
+def test_save_load_round_trip_keeps_answers_and_weights(session, tmp_path):
+    session.annotate("astrocyte", session.cells.ids[:4], [True, False, True, False])
+    session.adapt("astrocyte")
+    before = session.predict()
+    path = session.save(tmp_path / "saved")
+    again = Session.load(path, session.tissue)
+    assert again.types["astrocyte"].answers == session.types["astrocyte"].answers
+    after = again.predict()
+    assert np.allclose(before["p_astrocyte"], after["p_astrocyte"], atol=1e-5)
+    on_new = Session.apply_saved(path, session.tissue, session.cells, store=tmp_path / "new")
+    assert np.allclose(on_new.predict()["p_astrocyte"], before["p_astrocyte"], atol=1e-4)
+
+
+def test_model_files_are_safetensors_and_channel_mismatch_is_named(sim, model, tmp_path):
+    path = model.save(tmp_path / "m.safetensors")
+    loaded = load_model(path)
+    assert loaded.channels == model.channels and all(torch.equal(loaded.params[k], model.params[k]) for k in model.params)
+    (tmp_path / "evil.safetensors").write_bytes(b"\x80\x04pickle-not-safetensors")
+    with pytest.raises(AgileInputError, match="not a napari-agile model"):
+        load_model(tmp_path / "evil.safetensors")
+    other = sim.tissue.rename({"RECA1": "CD31"})
+    with pytest.raises(AgileInputError, match="RECA1"):
+        Session(other, sim.cells, model, store=tmp_path / "s")
+
+
+def test_empty_cells_are_refused(sim, model, tmp_path):
+    with pytest.raises(AgileInputError, match="no cells"):
+        Session(sim.tissue, sim.cells.subset([]), model, store=tmp_path / "s")
