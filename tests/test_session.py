@@ -137,6 +137,11 @@ def test_model_files_are_safetensors_and_channel_mismatch_is_named(sim, model, t
         Session(other, sim.cells, model, store=tmp_path / "s")
 
 
+def test_a_folder_holding_a_session_is_not_overwritten(session, sim, model):
+    with pytest.raises(AgileInputError, match="already holds a session"):
+        Session(sim.tissue, sim.cells, model, store=session.store)
+
+
 def test_empty_cells_are_refused(sim, model, tmp_path):
     with pytest.raises(AgileInputError, match="no cells"):
         Session(sim.tissue, sim.cells.subset([]), model, store=tmp_path / "s")

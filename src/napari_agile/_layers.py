@@ -30,8 +30,8 @@ def _channel_data(layer: Image):
     return layer.data[0] if layer.multiscale else layer.data
 
 
-def tissue_from_layers(layers: Sequence[Image]) -> Tissue:
-    """A Tissue from one (C, Y, X) image layer or several 2D layers (one per channel, named by channel)."""
+def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | None = None) -> Tissue:
+    """A Tissue from one (C, Y, X) image layer (names: `channel_names`, else its metadata) or 2D channel layers."""
     if not layers:
         raise AgileInputError(
             "No tissue image: open one (File > Open, or File > Open Sample > napari-agile) and tick its "
@@ -43,7 +43,8 @@ def tissue_from_layers(layers: Sequence[Image]) -> Tissue:
     if len(layers) == 1 and layers[0].ndim == 3:
         layer = layers[0]
         data = _channel_data(layer)
-        names = layer.metadata.get("channel_names") or [f"{layer.name} {i}" for i in range(data.shape[0])]
+        names = channel_names or layer.metadata.get("channel_names")
+        names = names or [f"{layer.name} {i}" for i in range(len(data))]
         return Tissue(data, list(names), source=f"layer {layer.name!r}")
     not_2d = [f"{layer.name} {layer.data.shape}" for layer in layers if layer.ndim != 2]
     if not_2d:
@@ -52,7 +53,9 @@ def tissue_from_layers(layers: Sequence[Image]) -> Tissue:
         )
     shapes = {layer.name: tuple(_channel_data(layer).shape) for layer in layers}
     if len(set(shapes.values())) > 1:
-        raise AgileInputError(f"The ticked channel layers differ in size {shapes}: tick the layers of one section only.")
+        raise AgileInputError(
+            f"The ticked channel layers differ in size {shapes}: tick the layers of one section only."
+        )
     arrays = [_channel_data(layer) for layer in layers]
     if all(isinstance(a, np.ndarray) for a in arrays):
         data = np.stack(arrays)
@@ -90,7 +93,7 @@ def cells_layer(table: pd.DataFrame, frame: dict) -> Points:
     """All detected cells as small dots; features = the cell table (later: predictions and answers)."""
     features = table.reset_index(drop=True).assign(answer="")
     return Points(table[["y", "x"]].to_numpy(), name=CELLS, features=features, size=7, symbol="disc",
-                  face_color=UNANSWERED, border_color="white", border_width=0.1, **frame)
+                  face_color=list(UNANSWERED), border_color="white", border_width=0.1, **frame)
 
 
 def nuclei_layer(labels: np.ndarray, frame: dict) -> Labels:
@@ -104,8 +107,9 @@ def suggestion_features(ids: Sequence[int], p: np.ndarray, entropy: np.ndarray, 
                         answers: Mapping[int, bool]) -> pd.DataFrame:
     """One row per suggested cell: id, entropy, probability, the question asked and the answer so far."""
     ids = np.asarray(ids, np.int64)
+    article = "an" if cell_type[:1].lower() in "aeiou" else "a"
     return pd.DataFrame({"id": ids, "entropy": entropy, "probability": p,
-                         "question": [f"Is cell {i} a {cell_type}?" for i in ids],
+                         "question": [f"Is cell {i} {article} {cell_type}?" for i in ids],
                          "answer": answer_column(ids, answers)})
 
 
@@ -131,6 +135,13 @@ def type_colormap(names: Sequence[str], colors: Mapping[str, str]) -> DirectLabe
     color_dict = {None: "transparent", 0: "transparent"}
     color_dict.update({i + 1: colors[name] for i, name in enumerate(names)})
     return DirectLabelColormap(color_dict=color_dict)
+
+
+def with_predictions(features: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The cells layer's features (cell table + answers) with Session.predict's columns joined on by id."""
+    pred = table.drop(columns=["y", "x"]).set_index("id").reindex(features["id"].to_numpy())
+    kept = features.drop(columns=[c for c in pred.columns if c in features.columns]).reset_index(drop=True)
+    return pd.concat([kept, pred.reset_index(drop=True)], axis=1)
 
 
 def legend_table(names: Sequence[str], colors: Mapping[str, str], cell_types: pd.Series) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""npe2 reader: a multiplexed section (OME-TIFF, (C,Y,X) TIFF, folder of per-channel TIFFs, zarr) as one layer per channel."""
+"""npe2 reader: a multiplexed section (OME-TIFF, TIFF, folder of channel TIFFs, zarr) as one layer per channel."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -38,7 +38,9 @@ def to_rgb255(color) -> list[int]:
 def _check_table(table: pd.DataFrame) -> None:
     missing = [c for c in ("id", "y", "x", "cell_type") if c not in table.columns]
     if missing:
-        raise AgileInputError(f"A prediction table needs columns id, y, x, cell_type (Session.predict); missing {missing}.")
+        raise AgileInputError(
+            f"A prediction table needs columns id, y, x, cell_type (from Session.predict); missing {missing}."
+        )
 
 
 def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None) -> Path:

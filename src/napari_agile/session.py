@@ -66,7 +66,12 @@ class Session:
         normalizer: Normalizer | None = None,
         stats_cells: int = 512,
         progress: Progress | None = None,
+        resume: bool = False,
     ) -> None:
+        """`store`: folder the answers are written to as they are given (a fresh one by default); a folder
+        that already holds a session is only reused with `resume=True` (what `Session.load` does)."""
+        if store is not None and (Path(store) / "session.json").exists() and not resume:
+            raise AgileInputError(f"{store} already holds a session: open it with Session.load, or choose an empty folder.")
         model = load_model() if model is None else model
         check_channels(model, tissue.channel_names)
         if len(cells) == 0:
@@ -317,7 +322,7 @@ class Session:
         if (path / "nuclei.tif").exists():
             cells.labels = tifffile.imread(path / "nuclei.tif").astype(np.int32)
         session = cls(
-            tissue, cells, load_model(path / "model.safetensors"), store=path, device=device,
+            tissue, cells, load_model(path / "model.safetensors"), store=path, device=device, resume=True,
             mc_passes=meta["mc_passes"], threshold=meta["threshold"], seed=meta["seed"],
             normalizer=Normalizer.from_dict(meta["normalizer"]),
         )

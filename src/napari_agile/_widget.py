@@ -1,0 +1,799 @@
+"""The AGILE dock widget: wiring from buttons, keys and clicks to a Session, with layers and thread workers.
+
+Every action here calls one Session method (or detect_nuclei / load_model / export_table) and shows the result
+as layers; long work runs in thread workers with progress and cancel, and errors arrive as notifications.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QColorDialog, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+    QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from . import _layers
+from .errors import AgileInputError
+from .export import default_colors, export_table
+from .modelio import AgileModel, BUNDLED_MODEL, check_channels, load_model
+from .nuclei import detect_nuclei
+from .session import Session
+from .tissue import NUCLEAR_CHANNELS, Tissue
+
+log = logging.getLogger(__name__)
+
+#: Keys bound on the viewer while the widget lives: key -> (widget method name, help text).
+KEYS = {"y": ("answer_yes", "yes"), "n": ("answer_no", "no"), "u": ("undo", "undo"),
+        "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell")}
+CLICK_MODES = ("select + keys", "click = yes", "click = no")
+
+
+class Cancelled(Exception):
+    """Raised inside a worker (from the progress callback) when the user pressed Cancel."""
+
+
+class _Relay(QObject):
+    """Carries progress from a worker thread to the GUI thread (queued signal)."""
+
+    progress = Signal(str, int, int)
+
+
+class _Progress:
+    """The engine's `progress(done, total)` callback, run in the worker: relays progress, raises when cancelled."""
+
+    def __init__(self, relay: _Relay, cancel: threading.Event, label: str) -> None:
+        self.relay, self.cancel, self.label = relay, cancel, label
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.cancel.is_set():
+            raise Cancelled
+        self.relay.progress.emit(self.label, int(done), int(total))
+
+    def phase(self, label: str) -> None:
+        """Name the next stage of a job (shown in the progress bar) and start it undetermined."""
+        self.label = label
+        self(0, 0)
+
+
+def _detach(viewer, alive: dict, cancel: threading.Event, on_click, on_layers) -> None:
+    """Unhook a widget from its viewer and cancel its job (no Qt calls: the widget may already be deleted)."""
+    if not alive["yes"]:
+        return
+    alive["yes"] = False
+    cancel.set()
+    for key in KEYS:
+        viewer.bind_key(key, None)
+    if on_click in viewer.mouse_drag_callbacks:
+        viewer.mouse_drag_callbacks.remove(on_click)
+    for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.moved):
+        event.disconnect(on_layers)
+
+
+class AgileWidget(QWidget):
+    """Detect nuclei, name cell types, answer the suggested cells, adapt, predict, save and export."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: Session | None = None
+        self.colors: dict[str, str] = {}
+        self.suggested: list[int] = []
+        self.cursor = -1
+        self.worker = None
+        self.job = ""
+        self._cancel = threading.Event()
+        self._alive = {"yes": True}  # shared with worker and key callbacks: False once the widget is gone
+        self._frame: dict = {"scale": (1.0, 1.0), "translate": (0.0, 0.0)}
+        self._model_cache: tuple[str, AgileModel] | None = None
+        self._pbar = None
+        self._unticked: set[str] = set()
+        self._relay = _Relay()
+        self._relay.progress.connect(self._on_progress)
+        self._build()
+        self._bind_keys()
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.layers.events.inserted.connect(self._refresh_image_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_image_layers)
+        self.viewer.layers.events.moved.connect(self._refresh_image_layers)
+        hooks = (self.viewer, self._alive, self._cancel, self._on_click, self._refresh_image_layers)
+        self.destroyed.connect(lambda *_: _detach(*hooks))  # the viewer closed, or the dock was removed
+        self._refresh_image_layers()
+
+    # ---- construction -----------------------------------------------------------------------
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+
+        box = QGroupBox("1. Tissue and nuclei")
+        form = QFormLayout(box)
+        self.image_list = QListWidget()
+        self.image_list.setToolTip("Tick one (channels, rows, columns) image, or one 2D layer per channel "
+                                   "(layer names = channel names).")
+        self.image_list.itemChanged.connect(self._on_image_ticked)
+        self.image_list.setMinimumHeight(110)
+        form.addRow("Image layers", self.image_list)
+        self.names_edit = QLineEdit()
+        self.names_edit.setPlaceholderText("from the layer names")
+        self.names_edit.setToolTip("For one (channels, rows, columns) layer without channel names: the names in "
+                                   "order, comma-separated (e.g. DAPI, Histones, NeuN, S100, Olig2, Iba1, RECA1).")
+        self.names_edit.editingFinished.connect(self._refresh_channels)
+        form.addRow("Channel names", self.names_edit)
+        self.nuclear_list = QListWidget()
+        self.nuclear_list.setToolTip("Channels that stain every nucleus (summed for detection).")
+        self.nuclear_list.setMinimumHeight(80)
+        form.addRow("Nuclear channels", self.nuclear_list)
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText(f"bundled: {BUNDLED_MODEL}")
+        form.addRow("Model", self._with_browse(self.model_edit, self._browse_model))
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("automatic (~/.napari-agile/sessions/...)")
+        self.store_edit.setToolTip("Every answer is written here the moment you give it.")
+        form.addRow("Session folder", self._with_browse(self.store_edit, self._browse_store))
+        self.detect_btn = self._button("Detect nuclei", self.detect, form)
+        outer.addWidget(box)
+
+        box = QGroupBox("2. Cell types")
+        col = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.type_edit = QLineEdit()
+        self.type_edit.setPlaceholderText("e.g. astrocyte")
+        self.type_edit.returnPressed.connect(lambda: self.add_type(self.type_edit.text()))
+        self.color_btn = QPushButton("colour")
+        self.color_btn.clicked.connect(self._pick_new_color)
+        self._new_color: str | None = None
+        add = QPushButton("Add")
+        add.clicked.connect(lambda: self.add_type(self.type_edit.text(), self._new_color))
+        for w in (self.type_edit, self.color_btn, add):
+            row.addWidget(w)
+        col.addLayout(row)
+        self.type_list = QListWidget()
+        self.type_list.setMaximumHeight(110)
+        self.type_list.currentTextChanged.connect(self._on_type_changed)
+        col.addWidget(self.type_list)
+        outer.addWidget(box)
+
+        box = QGroupBox("3. Label the suggested cells")
+        form = QFormLayout(box)
+        self.n_spin = QSpinBox()
+        self.n_spin.setRange(1, 500)
+        self.n_spin.setValue(8)
+        form.addRow("Cells to suggest", self.n_spin)
+        self.suggest_btn = self._button("Suggest", self.suggest, form)
+        self.click_mode = QComboBox()
+        self.click_mode.addItems(CLICK_MODES)
+        self.click_mode.setToolTip("'click = yes/no': a click on a nucleus answers it at once.")
+        form.addRow("Mouse", self.click_mode)
+        keys = QLabel("Keys: " + ", ".join(f"<b>{k}</b> {h}" for k, (_, h) in KEYS.items()))
+        keys.setWordWrap(True)
+        form.addRow(keys)
+        self.undo_btn = self._button("Undo last answer", self.undo, form)
+        self.count_label = QLabel("no answers yet")
+        form.addRow(self.count_label)
+        outer.addWidget(box)
+
+        box = QGroupBox("4. Learn and predict")
+        form = QFormLayout(box)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100)
+        self.steps_spin.setValue(1)
+        form.addRow("Gradient steps", self.steps_spin)
+        self.adapt_btn = self._button("Adapt", self.adapt, form)
+        self.predict_btn = self._button("Predict", self.predict, form)
+        self.legend = QLabel("")
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        form.addRow(self.legend)
+        outer.addWidget(box)
+
+        box = QGroupBox("5. Save and export")
+        grid = QVBoxLayout(box)
+        for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
+                     ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
+                     ("Save adapted model…", self.save_model, None, None)):
+            row = QHBoxLayout()
+            for text, slot in zip(pair[::2], pair[1::2]):
+                if text:
+                    btn = QPushButton(text)
+                    btn.clicked.connect(lambda *_, s=slot: s())
+                    row.addWidget(btn)
+            grid.addLayout(row)
+        outer.addWidget(box)
+
+        row = QHBoxLayout()
+        self.bar = QProgressBar()
+        self.bar.setVisible(False)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        row.addWidget(self.bar)
+        row.addWidget(self.cancel_btn)
+        outer.addLayout(row)
+        self.status = QLabel("Open a tissue image, tick its layers, then Detect nuclei.")
+        self.status.setWordWrap(True)
+        outer.addWidget(self.status)
+        outer.addStretch(1)
+
+    def _button(self, text: str, slot: Callable[[], Any], form: QFormLayout) -> QPushButton:
+        btn = QPushButton(text)
+        btn.clicked.connect(lambda *_: slot())
+        form.addRow(btn)
+        return btn
+
+    def _with_browse(self, edit: QLineEdit, slot: Callable[[], None]) -> QWidget:
+        w = QWidget()
+        row = QHBoxLayout(w)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit)
+        btn = QPushButton("…")
+        btn.setMaximumWidth(30)
+        btn.clicked.connect(lambda *_: slot())
+        row.addWidget(btn)
+        return w
+
+    def _bind_keys(self) -> None:
+        for key, (method, _) in KEYS.items():
+            self.viewer.bind_key(key, self._key_handler(method), overwrite=True)
+
+    def _key_handler(self, method: str) -> Callable[[Any], None]:
+        alive = self._alive
+
+        def handler(viewer) -> None:
+            if alive["yes"]:
+                getattr(self, method)()
+
+        handler.__doc__ = f"napari-agile: {method.replace('_', ' ')}"
+        return handler
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        """Stop listening to the viewer and cancel running work; answers are already on disk."""
+        _detach(self.viewer, self._alive, self._cancel, self._on_click, self._refresh_image_layers)
+        super().closeEvent(event)
+
+    # ---- layer and channel choice -----------------------------------------------------------
+    def _image_layers(self) -> list[Image]:
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _refresh_image_layers(self, *_: Any) -> None:
+        if not self._alive["yes"]:
+            return
+        self.image_list.blockSignals(True)
+        self.image_list.clear()
+        for layer in self._image_layers():
+            item = QListWidgetItem(layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            on = layer.name not in self._unticked
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            self.image_list.addItem(item)
+        self.image_list.blockSignals(False)
+        self._refresh_channels()
+
+    def _on_image_ticked(self, item: QListWidgetItem) -> None:
+        """Remember layers the user unticked (new layers come ticked), then refresh the channel list."""
+        if item.checkState() == Qt.CheckState.Checked:
+            self._unticked.discard(item.text())
+        else:
+            self._unticked.add(item.text())
+        self._refresh_channels()
+
+    @staticmethod
+    def _ticked(widget: QListWidget) -> list[str]:
+        return [widget.item(i).text() for i in range(widget.count())
+                if widget.item(i).checkState() == Qt.CheckState.Checked]
+
+    def _selected_layers(self) -> list[Image]:
+        names = self._ticked(self.image_list)
+        return [layer for layer in self._image_layers() if layer.name in names]
+
+    def _typed_names(self) -> list[str] | None:
+        names = [n.strip() for n in self.names_edit.text().split(",") if n.strip()]
+        return names or None
+
+    def _channel_names(self) -> list[str]:
+        layers = self._selected_layers()
+        if len(layers) == 1 and layers[0].ndim == 3:
+            return self._typed_names() or list(layers[0].metadata.get("channel_names") or [])
+        return [layer.name for layer in layers]
+
+    def _refresh_channels(self) -> None:
+        ticked = set(self._ticked(self.nuclear_list))
+        names = self._channel_names()
+        self.nuclear_list.clear()
+        default = set(NUCLEAR_CHANNELS) & set(names)
+        for name in names:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            on = name in ticked if ticked & set(names) else name in default
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            self.nuclear_list.addItem(item)
+
+    def tissue(self) -> Tissue:
+        """The Tissue made of the ticked image layers (clear errors for anything that is not one section)."""
+        layers = self._selected_layers()
+        tissue = _layers.tissue_from_layers(layers, self._typed_names())
+        self._frame = _layers.frame_kwargs(layers[0])
+        return tissue
+
+    def model(self) -> AgileModel:
+        """The chosen model file, or the bundled one (loaded once, cached)."""
+        path = self.model_edit.text().strip()
+        if self._model_cache is not None and self._model_cache[0] == path:
+            return self._model_cache[1]
+        try:
+            model = load_model(path or None)
+        except AgileInputError:
+            if path:
+                raise
+            raise AgileInputError(
+                f"The bundled model ({BUNDLED_MODEL}) is not installed with this copy of napari-agile: choose a "
+                "model file next to 'Model' (…), or make one with `napari-agile meta-train`."
+            ) from None
+        self._model_cache = (path, model)
+        return model
+
+    # ---- workers ----------------------------------------------------------------------------
+    def _run(self, label: str, work: Callable[[_Progress], Any],
+             done: Callable[[Any], None]) -> None:
+        """Run `work(progress)` in a thread worker; `done(result)` in the GUI thread; errors as notifications."""
+        if self.worker is not None:
+            show_warning(f"Still busy with '{self.job}': wait for it or press Cancel.")
+            return
+        self._cancel.clear()
+        cancel, progress = self._cancel, _Progress(self._relay, self._cancel, label)
+        alive = self._alive
+        connect = {  # handlers check `alive`: the viewer may have closed while the worker ran
+            "returned": lambda result: alive["yes"] and not cancel.is_set() and done(result),
+            "errored": lambda err: alive["yes"] and self._on_error(label, err),
+            "warned": lambda w: alive["yes"] and show_warning(str(w[0])),
+            "finished": lambda: alive["yes"] and self._on_finished(),
+        }
+        self.job = label
+        self.worker = create_worker(work, progress, _start_thread=False, _connect=connect)
+        self._set_busy(True, label)
+        self.worker.start()
+
+    def _set_busy(self, busy: bool, label: str = "") -> None:
+        for btn in (self.detect_btn, self.suggest_btn, self.adapt_btn, self.predict_btn):
+            btn.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy)
+        self.bar.setVisible(busy)
+        self.bar.setRange(0, 0)
+        if busy:
+            self.status.setText(f"{label}…")
+            self._pbar = napari_progress(total=0, desc=label)
+        elif self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _on_progress(self, label: str, current: int, total: int) -> None:
+        if not self._alive["yes"] or self._pbar is None:
+            return
+        self.bar.setRange(0, max(total, 1))
+        self.bar.setValue(current)
+        self._pbar.total = total
+        self._pbar.n = current
+        self._pbar.set_description(label)
+        self._pbar.refresh()
+
+    def _on_error(self, label: str, err: Exception) -> None:
+        if isinstance(err, Cancelled):
+            show_info(f"{label}: cancelled.")
+        elif isinstance(err, AgileInputError):
+            show_error(str(err))
+        else:
+            log.error("%s failed", label, exc_info=err)
+            show_error(f"{label} failed: {type(err).__name__}: {err}")
+        self.status.setText(f"{label}: stopped.")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._set_busy(False)
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next progress step; its result, if any, is dropped."""
+        if self.worker is not None:
+            self._cancel.set()
+            self.status.setText(f"Cancelling {self.job}…")
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run a GUI-thread action; bad input becomes a notification."""
+        try:
+            action()
+        except AgileInputError as err:
+            show_error(str(err))
+
+    def _need_session(self) -> Session:
+        if self.session is None:
+            raise AgileInputError("No cells yet: tick the tissue layers and press 'Detect nuclei' (or load a session).")
+        return self.session
+
+    def _current_type(self) -> str:
+        item = self.type_list.currentItem()
+        if item is None:
+            raise AgileInputError("Add a cell type first (type its name under '2. Cell types' and press Add).")
+        return item.text()
+
+    # ---- 1. detect --------------------------------------------------------------------------
+    def detect(self) -> None:
+        """Detect nuclei on the ticked layers, then build the session (patch extraction) in a worker."""
+        self._guard(self._detect)
+
+    def _detect(self) -> None:
+        tissue = self.tissue()
+        model = self.model()
+        if tissue.n_channels == 1 and len(model.channels) > 1:
+            raise AgileInputError(
+                f"Only one channel is ticked ({tissue.channel_names[0]!r}) but the model reads "
+                f"{list(model.channels)}: tick one 2D layer per channel (open the image with channel_axis) "
+                "or a (channels, rows, columns) image."
+            )
+        check_channels(model, tissue.channel_names)
+        channels = self._ticked(self.nuclear_list) or None
+        store = self.store_edit.text().strip() or None
+        if store and (Path(store) / "session.json").exists():
+            raise AgileInputError(
+                f"The session folder {store} already holds a session: press 'Load session…' to continue it, or "
+                "choose another folder (empty the field for a new automatic one)."
+            )
+
+        def work(progress: _Progress) -> Session:
+            cells = detect_nuclei(tissue, channels=channels, progress=progress)
+            progress.phase(f"Cutting patches around {len(cells)} cells")
+            return Session(tissue, cells, model, store=store, progress=progress)
+
+        self._run("Detecting nuclei", work, self._on_session)
+
+    def _on_session(self, session: Session) -> None:
+        self.session = session
+        table = session.cells.table
+        frame = self._frame
+        for name in (_layers.CELLS, _layers.NUCLEI, _layers.SUGGESTED, _layers.TYPES):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        if session.cells.labels is not None:
+            self.viewer.add_layer(_layers.nuclei_layer(session.cells.labels, frame))
+        self.viewer.add_layer(_layers.suggestions_layer(frame))
+        self.viewer.add_layer(_layers.cells_layer(table, frame))
+        for name in session.types:
+            self.add_type(name)
+        self.suggested, self.cursor = [], -1
+        self._refresh_answers()
+        self.status.setText(f"{len(table)} cells. Answers are saved in {session.store}. "
+                            "Add a cell type, then Suggest.")
+
+    # ---- 2. cell types ----------------------------------------------------------------------
+    def _pick_new_color(self) -> None:
+        color = QColorDialog.getColor(parent=self)
+        if color.isValid():
+            self._new_color = color.name()
+            self.color_btn.setStyleSheet(f"background-color: {self._new_color}")
+
+    def add_type(self, name: str, color: str | None = None) -> None:
+        """Add (or recolour) a cell type and make it the current one."""
+        name = name.strip()
+        if not name or name == _layers.NONE_TYPE:
+            show_error(f"A cell type needs a name (not empty, not {_layers.NONE_TYPE!r}).")
+            return
+        if color is None and name not in self.colors:
+            color = default_colors([*self.colors, name])[name]
+        if color is not None:
+            self.colors[name] = color
+        found = self.type_list.findItems(name, Qt.MatchFlag.MatchExactly)
+        item = found[0] if found else QListWidgetItem(name)
+        pix = QPixmap(12, 12)
+        pix.fill(QColor(self.colors[name]))
+        item.setIcon(QIcon(pix))
+        if not found:
+            self.type_list.addItem(item)
+        self.type_list.setCurrentItem(item)
+        self.type_edit.clear()
+        self._new_color = None
+        self.color_btn.setStyleSheet("")
+
+    def _on_type_changed(self, name: str) -> None:
+        if self.suggested and _layers.SUGGESTED in self.viewer.layers:
+            layer = self.viewer.layers[_layers.SUGGESTED]
+            layer.data = np.empty((0, 2))
+            self.suggested, self.cursor = [], -1
+        self._refresh_answers()
+
+    # ---- 3. suggest and answer --------------------------------------------------------------
+    def suggest(self) -> None:
+        """Ask the session for the N cells it is least sure about for the current type (MC dropout, in a worker)."""
+        self._guard(self._suggest)
+
+    def _suggest(self) -> None:
+        session, name, n = self._need_session(), self._current_type(), self.n_spin.value()
+
+        def work(progress):
+            ids = session.suggest(name, n)
+            p, h = session.probabilities(name)
+            return name, ids, p, h
+
+        self._run(f"Finding uncertain {name} cells", work, self._on_suggested)
+
+    def _on_suggested(self, result) -> None:
+        name, ids, p, h = result
+        session = self.session
+        if not ids:
+            show_info(f"Every cell has an answer for {name!r}: nothing left to suggest.")
+            return
+        rows = session.cells.table.index.get_indexer(ids)
+        answers = session.types[name].answers
+        features = _layers.suggestion_features(ids, p[rows], h[rows], name, answers)
+        layer = self.viewer.layers[_layers.SUGGESTED]
+        _layers.show_suggestions(layer, session.cells.centroids[rows], features)
+        self.suggested, self.cursor = list(ids), -1
+        self.viewer.layers.selection.active = layer
+        self.next_suggestion()
+        self.status.setText(f"{len(ids)} cells to label for {name!r}: answer with y / n (j = next).")
+
+    def _jump(self, step: int) -> None:
+        if not self.suggested:
+            show_info("No suggested cells: press Suggest.")
+            return
+        self.cursor = (self.cursor + step) % len(self.suggested)
+        layer = self.viewer.layers[_layers.SUGGESTED]
+        layer.selected_data = {self.cursor}
+        yx = np.asarray(layer.data[self.cursor], float)
+        center = layer.data_to_world(yx)
+        self.viewer.camera.center = tuple(center)
+        self.viewer.camera.zoom = max(self.viewer.camera.zoom, 3.0 / float(layer.scale[-1]))  # ~3 screen px a pixel
+        question = layer.features["question"].iloc[self.cursor]
+        self.status.setText(f"{question}  (y / n, j = next)")
+
+    def next_suggestion(self) -> None:
+        """Centre the view on the next suggested cell and select it."""
+        self._jump(+1)
+
+    def previous_suggestion(self) -> None:
+        """Centre the view on the previous suggested cell and select it."""
+        self._jump(-1)
+
+    def _targets(self) -> list[int]:
+        """Cells the next answer is about: selected points of an active agile layer, else the current suggestion."""
+        active = self.viewer.layers.selection.active
+        if active is not None and active.name in (_layers.SUGGESTED, _layers.CELLS) and active.selected_data:
+            rows = sorted(active.selected_data)
+            return [int(i) for i in active.features["id"].to_numpy()[rows]]
+        if 0 <= self.cursor < len(self.suggested):
+            return [self.suggested[self.cursor]]
+        return []
+
+    def answer_yes(self) -> None:
+        """Answer 'yes, this is the current type' for the selected cell(s)."""
+        self.answer(True)
+
+    def answer_no(self) -> None:
+        """Answer 'no, this is not the current type' for the selected cell(s)."""
+        self.answer(False)
+
+    def answer(self, yes: bool, ids: list[int] | None = None) -> None:
+        """Record an answer (written to the session folder at once), colour it, and move to the next suggestion."""
+        self._guard(lambda: self._answer(yes, ids))
+
+    def _answer(self, yes: bool, ids: list[int] | None) -> None:
+        session, name = self._need_session(), self._current_type()
+        ids = self._targets() if ids is None else ids
+        if not ids:
+            show_info("Select a cell first (press Suggest, or click a cell in the 'cells' layer).")
+            return
+        if self.job.startswith("Adapting") and self.worker is not None:
+            show_warning("Adapting uses the answers right now: answer again in a moment.")
+            return
+        session.annotate(name, ids, [yes] * len(ids))
+        self._refresh_answers()
+        if self.suggested and ids == [self.suggested[self.cursor]] and len(self._unanswered()) > 0:
+            self._jump_to_unanswered()
+
+    def _unanswered(self) -> list[int]:
+        answers = self.session.types[self._current_type()].answers
+        return [i for i in self.suggested if i not in answers]
+
+    def _jump_to_unanswered(self) -> None:
+        todo = set(self._unanswered())
+        for step in range(1, len(self.suggested) + 1):
+            if self.suggested[(self.cursor + step) % len(self.suggested)] in todo:
+                self._jump(step)
+                return
+
+    def undo(self) -> None:
+        """Take back the last answer (Session.undo)."""
+        self._guard(self._undo)
+
+    def _undo(self) -> None:
+        undone = self._need_session().undo()
+        if undone is None:
+            show_info("Nothing to undo.")
+            return
+        self._refresh_answers()
+        self.status.setText(f"Took back the answer on cell {undone[1]} ({undone[0]}).")
+
+    def _on_click(self, viewer, event):
+        """In 'click = yes/no' mode, a click (not a drag) on a nucleus answers it."""
+        mode = self.click_mode.currentIndex() if self._alive["yes"] else 0
+        if mode == 0 or self.session is None or _layers.CELLS not in viewer.layers:
+            return
+        start = np.asarray(event.position)
+        yield
+        while event.type == "mouse_move":
+            yield
+        if np.abs(np.asarray(event.position) - start).max() * viewer.camera.zoom > 4:
+            return  # a drag (pan), not a click
+        cid = self.cell_at(event.position)
+        if cid is None:
+            show_info("No cell here: click on a nucleus.")
+        else:
+            self.answer(mode == 1, [cid])
+
+    def cell_at(self, world_position) -> int | None:
+        """The cell whose nucleus is under a world position, else the nearest centre within 10 pixels."""
+        layer = self.viewer.layers[_layers.CELLS]
+        y, x = np.asarray(layer.world_to_data(world_position))[-2:]
+        labels = self.session.cells.labels
+        iy, ix = int(round(y)), int(round(x))
+        if labels is not None and 0 <= iy < labels.shape[0] and 0 <= ix < labels.shape[1] and labels[iy, ix] > 0:
+            return int(labels[iy, ix])
+        d = np.hypot(*(self.session.cells.centroids - (y, x)).T)
+        return int(self.session.cells.ids[d.argmin()]) if d.size and d.min() <= 10 else None
+
+    def _refresh_answers(self) -> None:
+        """Colour the cells by their answers for the current type and update answer features and counts."""
+        if self.session is None or _layers.CELLS not in self.viewer.layers:
+            return
+        item = self.type_list.currentItem()
+        name = item.text() if item else None
+        state = self.session.types.get(name) if name else None
+        answers = state.answers if state else {}
+        layer = self.viewer.layers[_layers.CELLS]
+        ids = layer.features["id"].to_numpy()
+        layer.features["answer"] = _layers.answer_column(ids, answers)
+        layer.face_color = _layers.answer_colors(ids, answers, self.colors.get(name, "#ffffff"))
+        if self.suggested and _layers.SUGGESTED in self.viewer.layers:
+            sugg = self.viewer.layers[_layers.SUGGESTED]
+            sugg.features["answer"] = _layers.answer_column(sugg.features["id"].to_numpy(), answers)
+        yes = sum(answers.values())
+        self.count_label.setText(f"{name}: {yes} yes, {len(answers) - yes} no" if name else "no answers yet")
+
+    # ---- 4. adapt and predict ---------------------------------------------------------------
+    def adapt(self) -> None:
+        """Adapt the current type's network from the meta-trained weights on all its answers (in a worker)."""
+        self._guard(self._adapt)
+
+    def _adapt(self) -> None:
+        session, name, steps = self._need_session(), self._current_type(), self.steps_spin.value()
+        if name not in session.types or not session.types[name].answers:
+            raise AgileInputError(f"No answers for {name!r} yet: press Suggest and answer a few cells (y / n) first.")
+
+        def work(progress):
+            session.adapt(name, steps=steps)
+            return name
+
+        self._run(f"Adapting {name}", work, self._on_adapted)
+
+    def _on_adapted(self, name: str) -> None:
+        n = len(self.session.types[name].answers)
+        self.status.setText(f"{name!r} adapted on {n} answers. Predict to see every cell, or Suggest again.")
+
+    def predict(self) -> None:
+        """Predict every cell's type and paint the nuclei with the type colours (in a worker)."""
+        self._guard(self._predict)
+
+    def _predict(self) -> None:
+        session = self._need_session()
+        if not session.types:
+            raise AgileInputError("No cell types in this session yet: add one and answer a few suggested cells.")
+
+        def work(progress):
+            table = session.predict()
+            return table, session.paint(table)
+
+        self._run("Predicting cell types", work, self._on_predicted)
+
+    def _on_predicted(self, result) -> None:
+        table, painted = result
+        names = list(self.session.types)
+        for name in names:
+            if name not in self.colors:
+                self.add_type(name)
+        cmap = _layers.type_colormap(names, self.colors)
+        legend = _layers.legend_table(names, self.colors, table["cell_type"])
+        if _layers.TYPES in self.viewer.layers:
+            layer = self.viewer.layers[_layers.TYPES]
+            layer.data = painted
+            layer.colormap = cmap
+            layer.features = legend
+        else:
+            from napari.layers import Labels
+
+            layer = Labels(painted, name=_layers.TYPES, colormap=cmap, opacity=0.8, features=legend, **self._frame)
+            index = self.viewer.layers.index(_layers.SUGGESTED) if _layers.SUGGESTED in self.viewer.layers else None
+            self.viewer.layers.insert(index if index is not None else len(self.viewer.layers), layer)
+        cells = self.viewer.layers[_layers.CELLS]
+        cells.features = _layers.with_predictions(cells.features, table)
+        self.legend.setText("".join(
+            f"<span style='color:{c}'>■</span> {n}: {k} &nbsp; " for n, c, k in
+            legend[legend["index"] > 0][["cell_type", "color", "n_cells"]].itertuples(index=False)
+        ) + f"<br>unassigned: {int(legend['n_cells'].iloc[0])}")
+        self.status.setText("Painted every nucleus with its most probable type (legend above).")
+
+    # ---- 5. save, load, export --------------------------------------------------------------
+    def _ask_path(self, title: str, save: bool, filter: str = "", folder: bool = False) -> str | None:
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, title)
+        elif save:
+            path, _ = QFileDialog.getSaveFileName(self, title, "", filter)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, title, "", filter)
+        return path or None
+
+    def _browse_model(self) -> None:
+        path = self._ask_path("Choose a napari-agile model", save=False, filter="Model (*.safetensors)")
+        if path:
+            self.model_edit.setText(path)
+
+    def _browse_store(self) -> None:
+        path = self._ask_path("Folder for this session's answers", save=True, folder=True)
+        if path:
+            self.store_edit.setText(path)
+
+    def save_session(self, path: str | None = None) -> None:
+        """Write the whole session (answers, adapted weights, model, cells) to a folder (Session.save)."""
+        self._guard(lambda: self._save_session(path))
+
+    def _save_session(self, path: str | None) -> None:
+        session = self._need_session()
+        path = path or self._ask_path("Save the session in folder", save=True, folder=True)
+        if path:
+            self._run("Saving session", lambda progress: session.save(path), self._on_saved)
+
+    def _on_saved(self, path: Path) -> None:
+        self.status.setText(f"Answers are saved in {path}.")
+        show_info(f"Session saved in {path}; later answers are saved there too.")
+
+    def load_session(self, path: str | None = None) -> None:
+        """Reopen a saved session folder on the ticked tissue layers (Session.load), with its layers."""
+        self._guard(lambda: self._load_session(path))
+
+    def _load_session(self, path: str | None) -> None:
+        tissue = self.tissue()
+        path = path or self._ask_path("Open a session folder", save=False, folder=True)
+        if path:
+            self._run("Loading session", lambda progress: Session.load(path, tissue), self._on_session)
+
+    def export_csv(self, path: str | None = None) -> None:
+        """Write every cell's probabilities, entropies and type as CSV."""
+        self._export(path, "CSV (*.csv)")
+
+    def export_geojson(self, path: str | None = None) -> None:
+        """Write every cell as a GeoJSON point classified by its type (QuPath: File > Import objects)."""
+        self._export(path, "GeoJSON (*.geojson)")
+
+    def _export(self, path: str | None, filter: str) -> None:
+        def go() -> None:
+            session = self._need_session()
+            target = path or self._ask_path("Export cells", save=True, filter=filter)
+            if target:
+                colors = dict(self.colors)
+                self._run("Exporting cells", lambda progress: export_table(session.predict(), target, colors),
+                          lambda p: show_info(f"Wrote {len(session.cells)} cells to {p}."))
+
+        self._guard(go)
+
+    def save_model(self, path: str | None = None) -> None:
+        """Save the current type's adapted network as a model file (for `napari-agile predict`)."""
+
+        def go() -> None:
+            model = self._need_session().adapted_model(self._current_type())
+            target = path or self._ask_path("Save the adapted model", save=True, filter="Model (*.safetensors)")
+            if target:
+                show_info(f"Saved the adapted model to {model.save(target)}.")
+
+        self._guard(go)

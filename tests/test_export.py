@@ -1,0 +1,30 @@
+"""Exported predictions: CSV and GeoJSON points that QuPath imports with their classes and colours."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from napari_agile.errors import AgileInputError
+from napari_agile.export import default_colors, export_table, write_geojson
+
+
+def test_geojson_export_is_a_qupath_feature_collection(tmp_path):
+    table = pd.DataFrame({"id": [1, 2, 3], "y": [5.0, 6.0, 7.0], "x": [50.0, 60.0, 70.0],
+                          "p_astrocyte": [0.9, 0.1, 0.6], "entropy_astrocyte": [0.3, 0.3, 0.6],
+                          "cell_type": ["astrocyte", "none", "microglia"]})
+    geo = json.loads(write_geojson(table, tmp_path / "c.geojson", {"astrocyte": "#ff0000"}).read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 3
+    first, second, third = geo["features"]
+    assert first["geometry"] == {"type": "Point", "coordinates": [50.0, 5.0]}  # x = column, y = row
+    assert first["properties"]["classification"] == {"name": "astrocyte", "color": [255, 0, 0]}
+    assert first["properties"]["measurements"] == {"p_astrocyte": 0.9, "entropy_astrocyte": 0.3}
+    assert "classification" not in second["properties"]
+    want = default_colors(["astrocyte", "microglia"])["microglia"]
+    assert third["properties"]["classification"]["color"] == [int(want[i : i + 2], 16) for i in (1, 3, 5)]
+    assert len(pd.read_csv(export_table(table, tmp_path / "c.csv"))) == 3
+    with pytest.raises(AgileInputError, match="csv or .geojson"):
+        export_table(table, tmp_path / "c.xlsx")
+    with pytest.raises(AgileInputError, match="cell_type"):
+        write_geojson(table.drop(columns="cell_type"), tmp_path / "d.geojson")

@@ -1,0 +1,300 @@
+"""The AGILE dock widget in a real napari viewer (Xvfb): the whole loop, driven by buttons, keys and clicks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QPoint, Qt
+
+from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES
+from napari_agile._reader import tissue_layer_data
+from napari_agile._widget import AgileWidget
+from napari_agile.model import ModelConfig, init_params
+from napari_agile.modelio import AgileModel
+from napari_agile.session import Session
+from napari_agile.synth import simulate_tissue
+from napari_agile.tissue import PAPER_CHANNELS
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (320, 320)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    cfg = ModelConfig(channels=PAPER_CHANNELS)
+    return AgileModel(cfg, init_params(cfg)).save(tmp_path_factory.mktemp("model") / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_tissue(SHAPE, seed=3)
+
+
+def _open(viewer, sim, channels=PAPER_CHANNELS):
+    for data, meta, _ in tissue_layer_data(sim.tissue.select(list(channels))):
+        viewer.add_image(data, **meta)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot, sim, model_path, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    _open(viewer, sim)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_edit.setText(str(model_path))
+    w.store_edit.setText(str(tmp_path / "session"))
+    notification_manager.records.clear()
+    yield w
+    if w.worker is not None:
+        qtbot.waitUntil(lambda: w.worker is None, timeout=30000)
+
+
+def _wait(qtbot, w, timeout=30000):
+    qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)
+
+
+def _errors():
+    return [str(n.message) for n in notification_manager.records if n.severity.name in ("ERROR", "WARNING")]
+
+
+def _canvas_pixel(viewer, yx):
+    """(row, col) of a world (y, x) point in viewer.screenshot(canvas_only=True)."""
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    cy, cx = viewer.camera.center[-2:]
+    zoom = viewer.camera.zoom
+    h, w = shot.shape[:2]
+    return shot, int(round((yx[0] - cy) * zoom + h / 2)), int(round((yx[1] - cx) * zoom + w / 2))
+
+
+def test_whole_loop(widget, qtbot, tmp_path):
+    w, viewer = widget, widget.viewer
+    assert w._ticked(w.image_list) == list(PAPER_CHANNELS)
+    assert w._ticked(w.nuclear_list) == ["DAPI", "Histones"]
+
+    w.detect()
+    _wait(qtbot, w)
+    assert w.session is not None, _errors()
+    cells, nuclei = viewer.layers[CELLS], viewer.layers[NUCLEI]
+    n = len(w.session.cells)
+    assert len(cells.data) == n > 10
+    assert set(np.unique(nuclei.data)) - {0} == set(cells.features["id"])
+
+    w.add_type("astrocyte", "#ff00ff")
+    w.add_type("endothelial", "#00ff00")
+    w.type_list.setCurrentRow(0)
+    w.n_spin.setValue(6)
+    w.suggest()
+    _wait(qtbot, w)
+    sugg = viewer.layers[SUGGESTED]
+    assert len(sugg.data) == 6
+    assert {"id", "entropy", "question", "answer"} <= set(sugg.features.columns)
+    assert sugg.features["question"].iloc[0].startswith("Is cell") and "astrocyte" in sugg.features["question"].iloc[0]
+    assert np.all(sugg.features["entropy"].to_numpy()[:-1] >= 0)
+    # ring colours follow entropy: different entropies, different colours
+    if sugg.features["entropy"].nunique() > 1:
+        assert len({tuple(c) for c in np.round(sugg.face_color, 3)}) > 1
+    first = w.suggested[0]
+    assert w.cursor == 0 and np.allclose(viewer.camera.center[-2:], sugg.data[0])
+
+    # answer by key presses on the canvas: y (yes), n (no) -> two answers, view moves on
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)
+    qtbot.keyClick(canvas, Qt.Key.Key_N)
+    answers = w.session.types["astrocyte"].answers
+    assert answers == {w.suggested[0]: True, w.suggested[1]: False}
+    row = cells.features.index[cells.features["id"] == first][0]
+    assert np.allclose(cells.face_color[row], [1, 0, 1, 1])  # yes = the type's colour, at once
+    assert cells.features.loc[row, "answer"] == "yes"
+    assert list(sugg.features["answer"][:2]) == ["yes", "no"]
+
+    # j jumps the view to the next suggested cell
+    qtbot.keyClick(canvas, Qt.Key.Key_J)
+    assert w.cursor == 3 and np.allclose(viewer.camera.center[-2:], sugg.data[3])
+
+    # undo by key, then answer again
+    qtbot.keyClick(canvas, Qt.Key.Key_U)
+    assert len(w.session.types["astrocyte"].answers) == 1
+
+    # answer by clicking a nucleus in "click = yes" mode
+    w.click_mode.setCurrentIndex(1)
+    target = w.suggested[2]
+    yx = w.session.cells.table.loc[target, ["y", "x"]].to_numpy(float)
+    viewer.camera.center = tuple(yx)
+    _, r, c = _canvas_pixel(viewer, yx)
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(c, r))
+    qtbot.waitUntil(lambda: target in w.session.types["astrocyte"].answers, timeout=3000)
+    assert w.session.types["astrocyte"].answers[target] is True
+    w.click_mode.setCurrentIndex(0)
+    fourth = w.suggested[3]
+    w.answer(False, [fourth])
+
+    journal = [json.loads(line) for line in (tmp_path / "session" / "answers.jsonl").read_text().splitlines()]
+    assert journal[0] == {"type": "astrocyte", "id": first, "answer": True}
+    assert journal[2]["answer"] is None  # the undo is journalled too
+    assert len(journal) == 5
+
+    w.adapt()
+    _wait(qtbot, w)
+    assert w.session.types["astrocyte"].params is not None, _errors()
+
+    w.session.threshold = 0.0  # every cell takes its most probable type: the canvas check needs painted nuclei
+    w.predict()
+    _wait(qtbot, w)
+    types = viewer.layers[TYPES]
+    assert types.data.shape == SHAPE and types.data.max() >= 1, _errors()
+    for col in ("p_astrocyte", "entropy_astrocyte", "cell_type", "answer"):
+        assert col in cells.features.columns
+    assert list(types.features["cell_type"]) == ["none", "astrocyte"]
+    assert "astrocyte" in w.legend.text()
+
+    # the painted colours are really on the canvas, where the nuclei are
+    for layer in viewer.layers:
+        layer.visible = layer is types
+    types.opacity = 1.0
+    viewer.reset_view()
+    table = w.session.predict()
+    big = w.session.cells.table.sort_values("area").index[-3:]
+    for cid in big:
+        yx = w.session.cells.table.loc[cid, ["y", "x"]].to_numpy(float)
+        shot, r, c = _canvas_pixel(viewer, yx)
+        want = {"astrocyte": [255, 0, 255], "none": [0, 0, 0]}[table.set_index("id").loc[cid, "cell_type"]]
+        assert np.abs(shot[r, c, :3].astype(int) - want).max() < 40, (cid, shot[r, c])
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    magenta = np.all(np.abs(shot[..., :3].astype(int) - [255, 0, 255]) < 40, axis=-1)
+    assert magenta.sum() > 200
+
+    # a second detection into the same folder would mix two sessions: refused
+    notification_manager.records.clear()
+    w.detect()
+    assert any("already holds a session" in e for e in _errors()) and w.worker is None
+
+    # save, export, reload
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert (tmp_path / "saved" / "session.json").exists()
+    w.export_csv(str(tmp_path / "cells.csv"))
+    _wait(qtbot, w)
+    w.export_geojson(str(tmp_path / "cells.geojson"))
+    _wait(qtbot, w)
+    assert len((tmp_path / "cells.csv").read_text().splitlines()) == n + 1
+    geo = json.loads((tmp_path / "cells.geojson").read_text())
+    assert len(geo["features"]) == n
+    w.save_model(str(tmp_path / "astro.safetensors"))
+    assert (tmp_path / "astro.safetensors").exists()
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert w.session.types["astrocyte"].answers == {first: True, target: True, fourth: False}
+    assert (viewer.layers[CELLS].features["answer"] != "").sum() == 3
+    assert not [e for e in _errors() if "failed" in e], _errors()
+
+
+def test_bad_input_is_a_notification(make_napari_viewer, qtbot, sim, model_path, tmp_path, monkeypatch):
+    viewer = make_napari_viewer(show=True)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_edit.setText(str(model_path))
+    w.store_edit.setText(str(tmp_path / "s"))
+    notification_manager.records.clear()
+
+    w.detect()  # no image layer
+    assert any("No tissue image" in e for e in _errors())
+    w.adapt()  # nothing detected yet
+    assert any("Detect nuclei" in e for e in _errors())
+
+    viewer.add_image(np.asarray(sim.tissue.data[0]), name="DAPI")  # a 2D single-channel image
+    w.detect()
+    assert any("Only one channel" in e for e in _errors())
+
+    viewer.add_image(np.zeros((64, 64), np.uint16), name="NeuN")  # channels of different sizes
+    w.detect()
+    assert any("differ in size" in e for e in _errors())
+
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _open(viewer, sim, channels=PAPER_CHANNELS[:-1])  # a model that reads a channel the tissue lacks
+    w.detect()
+    assert any("RECA1" in e for e in _errors())
+    assert w.worker is None and w.session is None
+
+    monkeypatch.setattr("napari_agile.modelio._bundled_path", lambda: tmp_path / "not-installed.safetensors")
+    w.model_edit.setText("")  # the bundled model missing: a clear message, no crash
+    w.detect()
+    assert any("bundled model" in e for e in _errors())
+
+    w.model_edit.setText(str(model_path))
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    viewer.add_image(np.asarray(sim.tissue.data), name="section")  # one (C, Y, X) layer without channel names
+    w.detect()
+    assert any("section 0" in e for e in _errors())
+    w.names_edit.setText(", ".join(PAPER_CHANNELS))  # the user names its channels
+    w.detect()
+    _wait(qtbot, w)
+    assert w.session is not None and w.session.tissue.channel_names == list(PAPER_CHANNELS)
+    w.add_type("microglia")
+    notification_manager.records.clear()
+    w.adapt()  # Adapt with no answers
+    assert any("No answers" in e for e in _errors())
+    assert w.worker is None
+    w.load_session(str(tmp_path))  # an error raised inside a worker arrives as a notification too
+    _wait(qtbot, w)
+    assert any("not a napari-agile session folder" in e for e in _errors())
+
+
+def test_close_viewer_while_working_loses_no_answers(make_napari_viewer, qtbot, sim, model_path, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    _open(viewer, sim)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_edit.setText(str(model_path))
+    w.store_edit.setText(str(tmp_path / "s"))
+    w.detect()
+    _wait(qtbot, w)
+    w.add_type("neuron")
+    ids = [int(i) for i in w.session.cells.ids[:2]]
+    w.answer(True, ids[:1])
+    w.answer(False, ids[1:])
+    w.suggest()  # still running (or just done) when the viewer closes
+    worker = w.worker
+    alive = w._alive
+    viewer.close()
+    qtbot.waitUntil(lambda: not alive["yes"], timeout=5000)  # the widget let go of the viewer
+    assert {str(k) for k in viewer.keymap}.isdisjoint("YNUJK")
+    assert all(cb.__name__ != "_on_click" for cb in viewer.mouse_drag_callbacks)
+    if worker is not None:
+        qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
+    lines = (tmp_path / "s" / "answers.jsonl").read_text().splitlines()
+    assert [json.loads(x)["answer"] for x in lines] == [True, False]
+    reopened = Session.load(tmp_path / "s", sim.tissue)  # the headless twin picks up where the GUI stopped
+    assert reopened.types["neuron"].answers == {ids[0]: True, ids[1]: False}
+
+
+def test_cancel_stops_detection_without_a_session(widget, qtbot):
+    w = widget
+    w.detect()
+    assert w.cancel_btn.isEnabled() and not w.detect_btn.isEnabled()
+    w.cancel()
+    _wait(qtbot, w)
+    assert w.session is None and w.detect_btn.isEnabled()
+    assert any("cancelled" in str(n.message) for n in notification_manager.records)
+
+
+def test_reader_and_sample_feed_the_widget(make_napari_viewer, tmp_path, sim):
+    from napari_agile.tissue_io import write_ome_tiff
+
+    viewer = make_napari_viewer(show=True)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    path = write_ome_tiff(sim.tissue, tmp_path / "section.ome.tif")
+    viewer.open(str(path), plugin="napari-agile")
+    assert [layer.name for layer in viewer.layers] == list(PAPER_CHANNELS)
+    assert {layer.blending for layer in viewer.layers} == {"additive"}
+    assert w._ticked(w.image_list) == list(PAPER_CHANNELS)
+    assert w.tissue().shape == SHAPE
+    viewer.layers.clear()
+    viewer.open_sample("napari-agile", "simulated_rat_brain")
+    assert w._ticked(w.image_list) == list(PAPER_CHANNELS) and w.tissue().n_channels == 7
