@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_agile import benchmark as bm
 from napari_agile.model import ModelConfig
+from napari_agile.synth import SimParams
 from napari_agile.tissue import PAPER_CHANNELS
 
 
@@ -24,13 +25,8 @@ def main(argv: list[str]) -> None:
     overrides = {k: float(v) for k, v in (a.split("=") for a in argv if "=" in a)}
     bench = bm.BenchConfig(repeats=repeats)
     cfg = ModelConfig(channels=PAPER_CHANNELS)
-    if overrides:
-        from napari_agile import synth
-
-        synth_defaults = replace(synth.SimParams(), **overrides)
-        bm.simulate_cell_pool = lambda n, seed, field: synth.simulate_cell_pool(n, seed, synth_defaults, field)
     t0 = time.time()
-    data = bm.build_data(bench, cfg)
+    data = bm.build_data(bench, cfg, replace(SimParams(), **overrides))
     proto = bm.Protocol(bench, cfg, data, models={})
     print(f"data {len(data.pool)} cells, {time.time() - t0:.0f}s; overrides {overrides or 'none'}")
     for method in ("vanilla_full", "vanilla_limit"):

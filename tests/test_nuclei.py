@@ -77,3 +77,13 @@ def test_progress_reports_every_tile():
     calls = []
     detect_nuclei(tissue, tile=128, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 9) for i in range(1, 10)]
+
+
+def test_nicked_textured_nucleus_is_not_split():
+    """Dark nucleoplasm nicks at the rim (chromatin texture) must not cut one elongated nucleus into two."""
+    yy, xx = np.mgrid[:80, :80]
+    img = np.where(((yy - 40) / 7.5) ** 2 + ((xx - 40) / 18.0) ** 2 < 1, 1000.0, 0.0)
+    img[33:37, 36:39] = 300.0  # nick from the top rim, halfway along
+    img[44:48, 42:45] = 300.0  # and one from the bottom rim
+    cells = detect_nuclei(Tissue((img + 200).astype(np.uint16)[None], ["DAPI"]))
+    assert len(cells) == 1

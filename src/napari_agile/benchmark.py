@@ -20,7 +20,7 @@ from .meta import MetaConfig, adapt_params, meta_train
 from .model import ModelConfig, Params, estimate_stats, init_params
 from .modelio import AgileModel
 from .supervised import binary_metrics, predict_proba, train_supervised
-from .synth import CELL_TYPES, simulate_cell_pool
+from .synth import CELL_TYPES, SimParams, simulate_cell_pool
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .tissue import PAPER_CHANNELS
 from .uncertainty import mc_head_probs, scores, trunk_features
@@ -65,9 +65,9 @@ class BenchData:
     tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def build_data(bench: BenchConfig, cfg: ModelConfig) -> BenchData:
+def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None) -> BenchData:
     """Simulate fields until every type has n_per_type cells, keep that many per type, split each real task."""
-    sims = simulate_cell_pool(bench.n_per_type, seed=bench.seed, field=bench.field)
+    sims = simulate_cell_pool(bench.n_per_type, seed=bench.seed, params=params, field=bench.field)
     rng = np.random.default_rng(bench.seed)
     labelled = []
     for sim in sims:

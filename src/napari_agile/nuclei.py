@@ -30,8 +30,8 @@ def detect_nuclei(
 
     The nuclear channels (DAPI/Histones by default) are summed and smoothed; a pixel is nucleus when it is above a
     global floor (a third of the way from background to Otsu, or `threshold`) and above half its local maximum
-    (so dim and bright nuclei are cut at their own half height); touching nuclei are split by a watershed on the
-    distance transform. `diameter` is the typical nucleus width in pixels and sets the window sizes; segmentation
+    (so dim and bright nuclei are cut at their own half height), with chromatin-texture nicks closed; touching
+    nuclei are split by a watershed on the distance transform. `diameter` is the typical nucleus width in pixels and sets the window sizes; segmentation
     runs on the image binned by `bin` (default: about 12 px per nucleus width, for speed) and the mask is scaled
     back up; areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is
     processed in `tile`² blocks with `overlap` pixels of context; a cell belongs to the tile whose core holds its
@@ -91,6 +91,7 @@ class _Params:
     min_area: int
     sigma: float
     bin: int
+    close: int
 
     @classmethod
     def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> "_Params":
@@ -104,6 +105,7 @@ class _Params:
             min_area=max(int(round(area / b**2)), 1),
             sigma=sigma / b,
             bin=b,
+            close=max(int(round(d / 12 / b)), 1),  # closing radius: seals chromatin-texture nicks (~2 px at d=24)
         )
 
 
@@ -180,6 +182,9 @@ def _segment(img: np.ndarray, background: float, floor: float, p: _Params) -> np
     background = min(background, floor)
     local_max = ndi.maximum_filter(smooth, size=p.window)
     mask = (smooth > floor) & (smooth - background > 0.5 * (local_max - background))
+    # textured nuclei (dark nucleoplasm between bright chromocentres) leave nicks and pinholes below half maximum;
+    # each nick makes a spurious distance peak (a split) -- close them before the distance transform
+    mask |= ndi.binary_closing(mask, _disk(p.close))
     mask = _fill_holes(mask, max_hole=p.min_area * 8)
     components, n = ndi.label(mask)
     if n:
@@ -193,6 +198,12 @@ def _segment(img: np.ndarray, background: float, floor: float, p: _Params) -> np
     peaks = (ridge == ndi.maximum_filter(ridge, size=2 * p.min_distance + 1)) & mask
     markers, _ = ndi.label(peaks)
     return watershed(-dist, markers, mask=mask).astype(np.int32, copy=False)
+
+
+def _disk(radius: int) -> np.ndarray:
+    """A disk-shaped structuring element of the given radius in pixels."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return yy * yy + xx * xx <= radius * radius
 
 
 def _fill_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:

@@ -84,11 +84,11 @@ class SimParams:
     stretch_x: float = 1.06  # section compression: nuclei this much wider than tall
     vessel_density: float = 10.0  # in-plane vessel segments per 1000 x 1000 px
     ring_density: float = 20.0  # capillary cross-sections (rings) per 1000 x 1000 px
-    process_density: float = 1.0  # multiplies the number of astrocyte / microglia processes
+    process_density: float = 2.0  # multiplies the number of astrocyte / microglia processes
     # Expression (1.0 = median positive cell)
-    expression_overlap: float = 0.3  # 0: nonspecific negatives far below positives; 1: same distribution
+    expression_overlap: float = 0.6  # 0: nonspecific negatives far below positives; 1: same distribution
     expression_spread: float = 0.45  # log-normal sd of a marker's level across cells
-    nonspecific_rate: float = 0.15  # fraction of other-type cells with weak nonspecific signal per marker
+    nonspecific_rate: float = 0.4  # fraction of other-type cells with weak nonspecific signal per marker
     negative_level: float = 0.03  # marker level of clean negative cells
     vessel_level: float = 1.5  # RECA1 on vessel walls (per px of wall line, before blur)
     texture: float = 0.35  # chromatin texture contrast in nuclei
