@@ -36,12 +36,57 @@ def evaluate(model_path: str | None, repeats: int, n_per_type: int = 400) -> dic
     return out
 
 
+def model_card(model_path: str | None, result: dict) -> str:
+    """The model card: what the model is, how it was trained (from its own metadata) and how well it adapts."""
+    model = load_model(model_path)
+    info, cfg = model.info, model.config
+    meta = info["config"]["meta"]
+    rows = "\n".join(f"| {k.split('/')[0]} | {'entropy (phase II)' if k.endswith('2') else 'random, balanced (phase I)'} "
+                     f"| {v['zero_shot']:.3f} | {v['one_step']:.3f} ± {v['std']:.3f} |" for k, v in result.items())
+    return f"""# Model card: agile-rat-brain
+
+The model `napari_agile.load_model()` returns: the AGILE network (4 conv blocks of 32 filters, batch norm
+with tissue statistics, MC dropout {cfg.dropout} before the dense layer, {model.n_parameters()} parameters),
+meta-trained with task-augmented first-order MAML to adapt in one step to a new binary cell-type task.
+
+- **Inputs**: channels {', '.join(cfg.channels)}; {cfg.patch_size} x {cfg.patch_size} px patches around nucleus
+  centres, binned {cfg.bin} x {cfg.bin}; per-section percentile normalisation (1st to 99.8th).
+- **Training data**: simulated rat-brain tissue only (napari_agile.synth), {info['config']['data']['fields']} fields
+  of {info['config']['data']['field_size']} px with simulator parameters drawn per field (domain randomisation,
+  strength {info['config']['data']['randomize']}), {info['pool_cells']} cells. Meta tasks: {', '.join(meta['meta_types'])};
+  astrocytes and endothelial cells were never a meta-training task, so they are new tasks below.
+- **Schedule**: {info['iterations_done']} iterations x {meta['tasks_per_batch']} tasks, support 1-{meta['k_max']} per
+  class, query {meta['n_query']} per class, inner lr {meta['inner_lr']}, meta lr {meta['meta_lr']}, {meta['inner_steps']} inner
+  step, first-order {meta['first_order']}, augmentation {meta['augmentation']}, seed {meta['seed']}; torch {info['torch']}
+  on {info['machine']}. Final validation accuracy (one step, held-out fields, meta types): {info['final_val_acc']:.3f}.
+- **Reproduce**: `napari-agile meta-train --config configs/bundled-model.toml --out runs/bundled`, then copy
+  `runs/bundled/model.safetensors` here.
+
+## Accuracy on tissue it was not trained on
+`python benchmarks/evaluate_model.py --card src/napari_agile/models/MODEL_CARD.md`: fresh simulator seeds, real
+tasks astrocyte and endothelial, 16 labels, mean over both tasks and repeats. "default" is the calibrated
+simulator; "shifted" draws imaging, staining, size and density at 1.5x the training randomisation.
+
+| domain | how the 16 labels were chosen | zero-shot accuracy | after 1 step |
+|---|---|---|---|
+{rows}
+
+## Limits
+Trained on simulated tissue only. On real sections expect to need more answers and more than one step;
+batch-norm statistics are re-estimated on each section, which absorbs staining and exposure differences,
+not different biology. A model for another marker panel: `napari-agile meta-train` with your own labelled cells.
+"""
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", default=None, help="model file (default: the bundled model)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--card", default=None, help="also write the model card (markdown) to this file")
     args = ap.parse_args()
     result = evaluate(args.model, args.repeats)
     if args.json:
         open(args.json, "w").write(json.dumps(result, indent=1))
+    if args.card:
+        open(args.card, "w").write(model_card(args.model, result))

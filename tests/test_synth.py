@@ -139,3 +139,17 @@ def test_expression_overlap_makes_negatives_brighter():
         own = (t.cell_type == "oligodendrocyte").to_numpy()
         means.append(np.median(olig2[~own]) / np.median(olig2[own]))
     assert means[1] > 2 * means[0]
+
+
+def test_overlapping_nuclei_add_their_stain_and_touching_ones_dip():
+    """Fluorescence adds where nuclei overlap; the soft rim leaves a dip between touching nuclei; mask shows the top one."""
+    from napari_agile.synth import _draw_nuclei, _Layout, _nuclear_signal
+
+    params = SimParams(texture=0.0, autofluorescence=0.0, stretch_x=1.0)
+    centres = np.array([[40.0, 40.0], [40.0, 52.0], [40.0, 120.0], [40.0, 140.0]])  # overlapping pair, touching pair
+    layout = _Layout(centres, np.zeros(4, int), np.full((4, 2), 10.0), np.zeros(4), np.zeros((4, 4, 2)))
+    drawn = _draw_nuclei(layout, (80, 180), params)
+    dapi = _nuclear_signal(np.random.default_rng(0), (80, 180), params, layout, drawn, np.zeros((4, 5), np.float32))[0]
+    assert dapi[40, 46] == pytest.approx(dapi[40, 33] + dapi[40, 59], rel=1e-5)  # overlap = sum of both levels
+    assert dapi[40, 130] < 0.8 * min(dapi[40, 125], dapi[40, 135])  # touching: a dip at the shared boundary
+    assert drawn.labels[40, 46] in (1, 2) and tuple(drawn.labels[40, [125, 135, 100]]) == (3, 4, 0)

@@ -160,9 +160,14 @@ def _new_state(cfg: ModelConfig, meta: MetaConfig, init: Params | None) -> MetaS
     return MetaState(params, opt, 0, np.random.default_rng(meta.seed), gen, [])
 
 
+def _schedule_free(meta: dict) -> dict:
+    """The parts of a config a resumed run must share (the length and bookkeeping may change: extend a run)."""
+    return {k: v for k, v in meta.items() if k not in ("iterations", "checkpoint_seconds", "validate_every")}
+
+
 def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig) -> MetaState:
     blob = torch.load(path, weights_only=True)  # never unpickles code
-    if json.loads(blob["meta"]) != json.loads(json.dumps(meta.to_dict())):
+    if _schedule_free(json.loads(blob["meta"])) != _schedule_free(json.loads(json.dumps(meta.to_dict()))):
         raise ValueError(f"{path} was written by another meta-training config; use a fresh output folder.")
     state = _new_state(cfg, meta, blob["params"])
     state.optimizer.load_state_dict(blob["optimizer"])

@@ -31,11 +31,12 @@ def detect_nuclei(
     The nuclear channels (DAPI/Histones by default) are summed and smoothed; a pixel is nucleus when it is above a
     global floor (a third of the way from background to Otsu, or `threshold`) and above half its local maximum
     (so dim and bright nuclei are cut at their own half height), with chromatin-texture nicks closed; touching
-    nuclei are split by a watershed on the distance transform. `diameter` is the typical nucleus width in pixels and sets the window sizes; segmentation
-    runs on the image binned by `bin` (default: about 12 px per nucleus width, for speed) and the mask is scaled
-    back up; areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is
-    processed in `tile`² blocks with `overlap` pixels of context; a cell belongs to the tile whose core holds its
-    centroid, so none is lost or doubled at seams. `progress(done, total)` is called after each tile.
+    nuclei are split by a watershed on the distance transform. `diameter` is the typical nucleus width in pixels
+    and sets the window sizes; segmentation runs on the image binned by `bin` (default: about 12 px per nucleus
+    width, for speed) and the mask is scaled back up; areas are in full-resolution pixels (`min_area` default 5%
+    of diameter²). The image is processed in `tile`² blocks with `overlap` pixels of context; a cell belongs to the
+    tile whose core holds its centroid, so none is lost or doubled at seams. `progress(done, total)` is called
+    after each tile.
     """
     if overlap < diameter:
         raise AgileInputError(f"overlap ({overlap}) must be at least the nucleus diameter ({diameter}).")

@@ -92,6 +92,7 @@ class SimParams:
     negative_level: float = 0.03  # marker level of clean negative cells
     vessel_level: float = 1.5  # RECA1 on vessel walls (per px of wall line, before blur)
     texture: float = 0.35  # chromatin texture contrast in nuclei
+    nucleus_edge: float = 1.5  # width (px) of the stain falloff at a nucleus rim, before blur: touching nuclei dip
     autofluorescence: float = 0.04  # neuropil background in every channel
     # Imaging
     psf_sigma: float = 1.2  # point-spread blur (px)
@@ -408,21 +409,32 @@ def _rho(layout: _Layout, i: int, dy: np.ndarray, dx: np.ndarray, stretch_x: flo
 
 
 class _Drawn(NamedTuple):
-    labels: np.ndarray  # (Y, X) int32, id = layout index + 1, every placed cell
+    labels: np.ndarray  # (Y, X) int32, id = layout index + 1, every placed cell (the top nucleus per pixel)
     drawn_area: np.ndarray  # (n,) pixels each nucleus covered when drawn
+    cover: list  # per nucleus (rows, cols, (h, w) float32 stain weight: 1 inside, falling to 0 over the rim)
 
 
 def _draw_nuclei(layout: _Layout, shape: tuple[int, int], params: SimParams) -> _Drawn:
-    """Paint nuclei, largest first, so small nuclei lying over large ones stay visible."""
+    """Paint nuclei, largest first, so small nuclei lying over large ones stay visible; keep each one's soft footprint."""
     labels = np.zeros(shape, np.int32)
     area = np.zeros(len(layout.types), np.int64)
+    cover = [None] * len(layout.types)
+    edge = np.float32(max(params.nucleus_edge, 1e-3))
     for i in np.argsort(-layout.axes.prod(1), kind="stable"):
         half = int(np.ceil(layout.axes[i, 0] * 1.5 * max(params.stretch_x, 1))) + 1
         ys, xs, dy, dx = _window(layout.centres[i], half, shape)
-        inside = _rho(layout, i, dy, dx, params.stretch_x) < 1
+        rho = _rho(layout, i, dy, dx, params.stretch_x)
+        inside = rho < 1
         labels[ys, xs][inside] = i + 1
         area[i] = inside.sum()
-    return _Drawn(labels, area)
+        # rho grows linearly along each ray from the centre, so the boundary lies at r / rho: depth = r (1 / rho - 1)
+        depth = np.hypot(dy, dx) * (1 / np.maximum(rho, 1e-6) - 1)
+        weight = np.clip((depth + 0.5) / edge, 0, 1).astype(np.float32)  # ~ pixel coverage, then a soft rim
+        rows, cols = np.flatnonzero(weight.any(1)), np.flatnonzero(weight.any(0))
+        if len(rows):
+            r, c = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+            cover[i] = (np.arange(ys.start, ys.stop)[r], np.arange(xs.start, xs.stop)[c], weight[r, c])
+    return _Drawn(labels, area, cover)
 
 
 def _truth(drawn: _Drawn, layout: _Layout, keep_fraction: float = 0.4, min_area: int = 30) -> Cells:
@@ -481,7 +493,7 @@ def _render(
 ) -> np.ndarray:
     """The (7, Y, X) uint16 image: biology in expression units, then optics and camera."""
     expr, stained = _expression(rng, layout.types, params)
-    signal = _nuclear_signal(rng, shape, params, layout, drawn.labels, expr)
+    signal = _nuclear_signal(rng, shape, params, layout, drawn, expr)
     signal[2:] += _cell_bodies(shape, params, layout, expr * stained)
     signal[2 + _ASTRO] += _processes(rng, shape, params, layout, expr, _ASTRO)
     signal[2 + _MICROGLIA] += _processes(rng, shape, params, layout, expr, _MICROGLIA)
@@ -509,21 +521,33 @@ def _nuclear_signal(
     shape: tuple[int, int],
     params: SimParams,
     layout: _Layout,
-    labels: np.ndarray,
+    drawn: _Drawn,
     expr: np.ndarray,
 ) -> np.ndarray:
-    """(7, Y, X) float32: DAPI, Histones and nuclear markers with chromatin texture, plus neuropil background."""
+    """(7, Y, X) float32: DAPI, Histones and nuclear markers with chromatin texture, plus neuropil background.
+
+    Stains are fluorescent, so where nuclei overlap in the section their signals add: each nucleus lays its own
+    level x its own texture (a randomly shifted piece of the texture fields) over its soft footprint.
+    """
     n = len(layout.types)
     dapi = np.array(_MORPH)[layout.types, 4] * rng.lognormal(0, 0.2, n)
     histones = dapi * rng.lognormal(0, 0.15, n)
-    lut = np.zeros((2 + len(_MARKERS), n + 1), np.float32)
-    lut[0, 1:], lut[1, 1:] = dapi, histones
-    lut[2:, 1:] = (expr * _LOCALISATION[:, 0]).T
+    level = np.empty((n, 2 + len(_MARKERS)), np.float32)
+    level[:, 0], level[:, 1] = dapi, histones
+    level[:, 2:] = expr * _LOCALISATION[:, 0]
     grain = [_texture(rng, shape, params.texture) for _ in range(2)]
-    signal = lut[:, labels]
-    signal[0] *= grain[0]
-    signal[1] *= 0.5 * (grain[0] + grain[1])
-    signal[2:] *= 0.5 + 0.5 * grain[1]
+    shift = rng.integers(0, shape, (n, 2))
+    signal = np.zeros((len(level[0]),) + shape, np.float32)
+    for i, footprint in enumerate(drawn.cover):
+        if footprint is None:
+            continue
+        rows, cols, weight = footprint
+        at = np.ix_((rows + shift[i, 0]) % shape[0], (cols + shift[i, 1]) % shape[1])
+        g0, g1 = grain[0][at] * weight, grain[1][at] * weight
+        window = signal[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        window[0] += level[i, 0] * g0
+        window[1] += level[i, 1] * 0.5 * (g0 + g1)
+        window[2:] += level[i, 2:, None, None] * (0.5 * (weight + g1))
     signal += params.autofluorescence * (0.7 + 0.3 * grain[1])
     return signal
 

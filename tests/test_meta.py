@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_agile.meta import MetaConfig, meta_train, validate
+from napari_agile.model import ModelConfig
+from napari_agile.tasks import Augmentation, TaskPool
+
+TYPES = np.array(["neuron", "astrocyte", "oligodendrocyte", "microglia", "endothelial"])
+CFG = ModelConfig(channels=tuple("abcdefg"), patch_size=32, bin=1)
+
+
+def _pool(seed: int, n: int = 400) -> TaskPool:
+    """Toy tissue: each type lights up its own channel in the patch centre, on a noisy background."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 5, n)
+    x = rng.random((n, 7, 32, 32)).astype(np.float32) * 0.5
+    x[np.arange(n), 2 + t, 12:20, 12:20] += 1.0
+    return TaskPool(torch.from_numpy(x).half(), TYPES[t], np.arange(n) % 2)
+
+
+META = MetaConfig(iterations=6, tasks_per_batch=2, k_max=4, n_query=6, n_unlabelled=16,
+                  augmentation=Augmentation(p=0.5, intensity=0.2, blur=0.5, noise=0.02),
+                  checkpoint_seconds=0.0, validate_every=3, validate_tasks=3)
+
+
+def test_interrupted_meta_training_resumes_exactly(tmp_path):
+    pool = _pool(0)
+    straight, hist = meta_train(CFG, META, pool, pool, tmp_path / "a")
+    calls = iter(range(100))
+    stop_after_3 = lambda: next(calls) >= 3  # noqa: E731  (cancel like the GUI's button would)
+    _, part = meta_train(CFG, META, pool, pool, tmp_path / "b", should_stop=stop_after_3)
+    assert len(part) == 3
+    resumed, hist_b = meta_train(CFG, META, pool, pool, tmp_path / "b")
+    assert len(hist_b) == 6 and hist_b == hist
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    pool = _pool(0)
+    meta_train(CFG, META, pool, None, tmp_path, should_stop=lambda: True)
+    other = MetaConfig(**{**META.__dict__, "inner_lr": 0.5})
+    with pytest.raises(ValueError, match="another meta-training config"):
+        meta_train(CFG, other, pool, None, tmp_path)
+
+
+def test_meta_training_learns_toy_tasks_that_a_fresh_network_cannot_do_in_one_step():
+    pool, val = _pool(1, 600), _pool(2, 300)
+    meta = MetaConfig(iterations=60, tasks_per_batch=4, k_max=4, n_query=8, n_unlabelled=32,
+                      augmentation=Augmentation(p=0.5), validate_tasks=12, seed=3)
+    from napari_agile.model import init_params
+
+    before = validate(CFG, init_params(CFG, 3), val, meta)
+    params, _ = meta_train(CFG, meta, pool)
+    after = validate(CFG, params, val, meta)
+    assert after > before + 0.15 and after > 0.75
