@@ -210,6 +210,7 @@ def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[
     models = {}
     for name, p in (("agile", 0.5), ("maml", 0.0)):
         meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, augmentation=Augmentation(p=p),
+                          first_order=False,
                           seed=bench.seed, validate_every=max(bench.meta_iterations // 4, 1))
         t0 = time.time()
         params, hist = meta_train(cfg, meta, pool, val, out / f"meta-{name}")

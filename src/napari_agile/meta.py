@@ -31,7 +31,7 @@ class MetaConfig:
     inner_lr: float = 0.01
     meta_lr: float = 0.001
     inner_steps: int = 1  # the paper's Z
-    first_order: bool = True
+    first_order: bool = False  # first-order MAML did not learn on simulated tissue (docs/method.md)
     adapt_scope: str = "all"  # "all" (the paper) or "head" (ANIL-style, dense layer only)
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0

@@ -131,22 +131,32 @@ class Session:
         state = self.types.get(name) if name is not None else None
         return self._init if state is None or state.params is None else state.params
 
+    def _key(self, name: str | None, trunk: bool = False) -> str | None:
+        """Cache key of a type's weights: None while they are the meta-trained ones (shared by every
+        unadapted type), and also for the trunk when adaptation only touches the dense layer."""
+        state = self.types.get(name) if name is not None else None
+        if state is None or state.params is None or (trunk and self.model.adapt_scope == "head"):
+            return None
+        return name
+
     def _features(self, name: str | None) -> torch.Tensor:
         """Trunk features of every cell under the type's current weights (cached until it adapts)."""
-        if name not in self._feats:
-            self._feats[name] = trunk_features(self.model.config, self._params(name), self.stats, self._x)
-        return self._feats[name]
+        key = self._key(name, trunk=True)
+        if key not in self._feats:
+            self._feats[key] = trunk_features(self.model.config, self._params(name), self.stats, self._x)
+        return self._feats[key]
 
     def _mc_samples(self, name: str | None) -> np.ndarray:
         """(T, N) MC-dropout positive probabilities for every cell (cached until the type adapts)."""
-        if name not in self._mc:
+        key = self._key(name)
+        if key not in self._mc:
             cfg, params = self.model.config, self._params(name)
             if cfg.dropout_placement == "head":
                 samples = mc_head_probs(cfg, params, self._features(name), self.mc_passes, self.seed)
             else:
                 samples = mc_full_probs(cfg, params, self.stats, self._x, self.mc_passes, self.seed)
-            self._mc[name] = samples.cpu().numpy()
-        return self._mc[name]
+            self._mc[key] = samples.cpu().numpy()
+        return self._mc[key]
 
     # ---- the loop ---------------------------------------------------------------------------
     def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
