@@ -92,6 +92,7 @@ class Session:
         self.stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
         self._feats: dict[str | None, torch.Tensor] = {}
         self._mc: dict[str | None, np.ndarray] = {}
+        self._features(None)  # the meta-trained features, computed here so the first Suggest is interactive
         self.store = Path(store) if store is not None else default_store()
         if not (self.store / "cells.csv").exists():
             self._write_static(self.store)
