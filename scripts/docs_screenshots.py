@@ -9,6 +9,7 @@ then show the interface, not the model's accuracy.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="suggest/answer rounds before adapting")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.session, ignore_errors=True)  # a scratch session: a folder holding one is refused
     model = _model_path(args.model, args.session.parent)
 
     viewer = napari.Viewer(show=True)

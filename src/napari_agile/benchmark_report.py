@@ -70,7 +70,7 @@ def render(results: dict, path: str | Path) -> Path:
     lc = results["label_curve"]
     text = "\n".join([
         "# Reproducing the AGILE paper on simulated tissue", "",
-        f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}--render {path.name}` on "
+        f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}--render {path}` on "
         f"{m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "

@@ -60,11 +60,13 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     report = {}
     for name in types:
         pred, actual = table["cell_type"].to_numpy() == name, truth == name
-        acc = float(np.mean((table[f"p_{name}"].to_numpy() >= 0.5) == actual))
-        report[name] = {"labels": rounds * per_round, "accuracy": acc,
+        said_yes = table[f"p_{name}"].to_numpy() >= 0.5
+        acc = float(np.mean(said_yes == actual))
+        balanced = float((np.mean(said_yes[actual]) + np.mean(~said_yes[~actual])) / 2) if 0 < actual.sum() < len(actual) else acc
+        report[name] = {"labels": rounds * per_round, "accuracy": acc, "balanced_accuracy": balanced,
                         "predicted": int(pred.sum()), "true": int(actual.sum())}
-        log(f"{name}: {rounds * per_round} answers, 1 step -> accuracy {acc:.3f} over {len(table)} cells "
-            f"({int(pred.sum())} predicted, {int(actual.sum())} true)")
+        log(f"{name}: {rounds * per_round} answers, 1 step -> accuracy {acc:.3f}, balanced accuracy {balanced:.3f} "
+            f"over {len(table)} cells ({int(pred.sum())} predicted, {int(actual.sum())} true)")
     pd.DataFrame(report).T.to_csv(out / "accuracy.csv")
     log(f"outputs in {out.resolve()}")
     return report
