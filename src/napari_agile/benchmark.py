@@ -102,15 +102,23 @@ class Protocol:
         self.bench, self.cfg, self.data, self.models = bench, cfg, data, models
         self.tissue_x = data.pool.patches[data.tissue_idx].float()
         self._transfer: Params | None = None
+        self._stats: dict[int, tuple[Params, Params]] = {}
+
+    def stats(self, params: Params) -> Params:
+        """Tissue statistics under `params`, computed once per weight set (held so its id stays unique)."""
+        if id(params) not in self._stats:
+            self._stats[id(params)] = (params, estimate_stats(self.cfg, params, self.tissue_x))
+        return self._stats[id(params)][1]
 
     def _xy(self, idx: np.ndarray, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.data.pool.patches[idx].float()
         y = torch.as_tensor(self.data.pool.types[idx] == task).long()
         return x, y
 
-    def _score(self, params: Params, task: str) -> dict[str, float]:
+    def _score(self, params: Params, task: str, stats: Params | None = None) -> dict[str, float]:
+        """Test-set metrics; adapted weights keep their meta-init's tissue statistics, as in a Session."""
         x, y = self._xy(self.data.tasks[task]["test"], task)
-        stats = estimate_stats(self.cfg, params, self.tissue_x)
+        stats = estimate_stats(self.cfg, params, self.tissue_x) if stats is None else stats
         return binary_metrics(y.numpy(), predict_proba(self.cfg, params, stats, x) >= 0.5)
 
     def balanced(self, task: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -127,8 +135,7 @@ class Protocol:
         if steps == 0:
             return model.params
         x, y = self._xy(idx, task)
-        stats = estimate_stats(self.cfg, model.params, self.tissue_x)
-        fast = adapt_params(self.cfg, model.params, stats, x, y, model.inner_lr, steps, model.adapt_scope)
+        fast = adapt_params(self.cfg, model.params, self.stats(model.params), x, y, model.inner_lr, steps, model.adapt_scope)
         return {k: v.detach() for k, v in fast.items()}
 
     def active(self, model: AgileModel, task: str, budget: int, batch: int, rng: np.random.Generator,
@@ -136,7 +143,7 @@ class Protocol:
         """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`."""
         train = self.data.tasks[task]["train"]
         x_pool = self.data.pool.patches[train]
-        stats = estimate_stats(self.cfg, model.params, self.tissue_x)
+        stats = self.stats(model.params)
         chosen: list[int] = []
         params = model.params
         while len(chosen) < min(budget, len(train)):
@@ -175,6 +182,7 @@ class Protocol:
         seed = int(rng.integers(1 << 30))
         n = self.bench.big_labels if method == "agile_phase2_160" else self.bench.labels
         curve: list[float] = []
+        stats: Params | None = None  # supervised weights get their own statistics when scored
         if method in ("vanilla_limit", "vanilla_full", "transfer"):
             idx = self.data.tasks[task]["train"] if method == "vanilla_full" else self.balanced(task, n, rng)
             init = self.transfer_init() if method == "transfer" else None
@@ -188,10 +196,10 @@ class Protocol:
             else:
                 how = method.rsplit("_", 1)[-1] if method.endswith(("_bald", "_random")) else "entropy"
                 idx = self.active(model, task, n, self.bench.al_batch if n <= 16 else 16, rng, how)
-            params = self.adapt(model, idx, task)
-            curve = [self._score(self.adapt(model, idx, task, s), task)["accuracy"]
+            params, stats = self.adapt(model, idx, task), self.stats(model.params)
+            curve = [self._score(self.adapt(model, idx, task, s), task, stats)["accuracy"]
                      for s in range(self.bench.steps_curve + 1)]
-        return {**self._score(params, task), "labels": int(len(idx)), "steps_curve": curve}
+        return {**self._score(params, task, stats), "labels": int(len(idx)), "steps_curve": curve}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -264,7 +272,7 @@ def label_curve(proto: Protocol, bench: BenchConfig) -> dict:
                 rng = np.random.default_rng([bench.seed, r, n])
                 model = proto.models["agile"]
                 idx = proto.active(model, task, n, bench.al_batch if n <= 16 else max(16, n // 10), rng)
-                agile.append(proto._score(proto.adapt(model, idx, task), task)["accuracy"])
+                agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params))["accuracy"])
                 idx = proto.balanced(task, n, rng)
                 vanilla.append(proto._score(proto.supervised(idx, task, int(rng.integers(1 << 30))), task)["accuracy"])
         curve["agile"].append(float(np.mean(agile)))
