@@ -13,7 +13,7 @@ from .errors import AgileInputError
 #: Distinct colours handed to cell types in the order they are named (white and black stay free for answers).
 TYPE_PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
                 "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#000075")
-#: Name of the class of cells no type claims (matches session.NONE_TYPE).
+#: Name of the class of cells no type claims (the Session and every export use this one).
 NONE_TYPE = "none"
 
 

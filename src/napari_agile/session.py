@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .cells import Cells, read_cell_table, write_cell_table
 from .device import pick_device
 from .errors import AgileInputError
+from .export import NONE_TYPE
 from .meta import adapt_params
 from .model import Params, bin_patches, estimate_stats
 from .modelio import AgileModel, check_channels, load_model
@@ -29,7 +30,6 @@ from .patches import Normalizer, fit_normalizer, iter_patches
 from .tissue import Tissue
 from .uncertainty import mc_head_probs, mc_full_probs, pick_spread, predictive_entropy, scores, trunk_features
 
-NONE_TYPE = "none"
 Progress = Callable[[int, int], None]
 
 
