@@ -63,7 +63,7 @@ def test_unreadable_tiff_in_folder_is_named(tmp_path):
 
 
 def test_zarr_with_omero_names(tmp_path):
-    zarr = pytest.importorskip("zarr")
+    import zarr  # a hard dependency: a missing install must fail, not skip
     data = _data()
     group = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
     group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 128, 128))[:] = data
