@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import inspect
+import itertools
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ import torch
 from napari_agile.cells import Cells
 from napari_agile.meta import MetaConfig, meta_train
 from napari_agile.model import ModelConfig, bin_patches, estimate_stats, forward, head, init_params
-from napari_agile.modelio import AgileModel
+from napari_agile.modelio import AgileModel, load_model
 from napari_agile.nuclei import detect_nuclei
 from napari_agile.patches import fit_normalizer, iter_patches
 from napari_agile.session import Session
@@ -291,8 +292,7 @@ def _make_session(sim: Simulation, model: AgileModel, store: Path) -> tuple[Sess
 
 def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
     """Adapt + re-predict latency on ~2,000 cells; suggest and whole-field predict on >= 10,000 cells."""
-    cfg = ModelConfig(channels=PAPER_CHANNELS)
-    model = AgileModel(cfg, init_params(cfg))
+    model = load_model()  # the bundled model: its recipe (head-only step) decides what stays cached
     sim = simulate_tissue((sz.session_field, sz.session_field), seed=0)
     truth = sim.cells.table.reset_index(drop=True)
     small, small_info = _make_session(sim, model, tmp / "small")
@@ -334,20 +334,22 @@ def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
 
 
 def bench_meta(sz: Sizes, sim: Simulation) -> dict:
-    """Seconds per meta-iteration (median after the first) for each meta-batch size, first and second order."""
-    cfg = ModelConfig(channels=PAPER_CHANNELS)
-    pool = pool_from_tissues([(sim.tissue, sim.cells)], cfg)
+    """Seconds per meta-iteration (median after the first) for each meta-batch size, first and second order,
+    for the bundled recipe (prototype head, head-only step) and the paper's (learned head, whole-network step)."""
+    recipes = {"bundled": ("prototypes", "head"), "paper": ("meta", "all")}
+    pool = pool_from_tissues([(sim.tissue, sim.cells)], ModelConfig(channels=PAPER_CHANNELS))
     rows = []
-    for tasks in sz.meta_tasks:
-        for first_order in (True, False):
-            meta = MetaConfig(iterations=sz.meta_iterations, tasks_per_batch=tasks, first_order=first_order,
-                              k_max=sz.meta_k_max, n_query=sz.meta_n_query, checkpoint_seconds=1e9)
-            stamps = [time.perf_counter()]
-            meta_train(cfg, meta, pool, progress=lambda i, n, info: stamps.append(time.perf_counter()))
-            per_iter = np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)
-            rows.append({"tasks": tasks, "order": "first" if first_order else "second",
-                         "k_max": meta.k_max, "n_query": meta.n_query, "n_unlabelled": meta.n_unlabelled,
-                         "s_per_iteration": float(np.median(per_iter)), "iterations_timed": len(per_iter)})
+    for (recipe, (head_init, scope)), tasks, first_order in itertools.product(
+            recipes.items(), sz.meta_tasks, (True, False)):
+        cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=head_init)
+        meta = MetaConfig(iterations=sz.meta_iterations, tasks_per_batch=tasks, first_order=first_order,
+                          adapt_scope=scope, k_max=sz.meta_k_max, n_query=sz.meta_n_query, checkpoint_seconds=1e9)
+        stamps = [time.perf_counter()]
+        meta_train(cfg, meta, pool, progress=lambda i, n, info: stamps.append(time.perf_counter()))
+        per_iter = np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)
+        rows.append({"recipe": recipe, "tasks": tasks, "order": "first" if first_order else "second",
+                     "k_max": meta.k_max, "n_query": meta.n_query, "n_unlabelled": meta.n_unlabelled,
+                     "s_per_iteration": float(np.median(per_iter)), "iterations_timed": len(per_iter)})
     return {"rows": rows, "pool_cells": len(pool)}
 
 
@@ -518,8 +520,8 @@ def markdown(report: dict) -> str:
         r0 = report["meta"]["rows"][0]
         lines += [f"## 4. Meta-iteration (pool of {report['meta']['pool_cells']:,} cells; support 1-{r0['k_max']} per class, "
                   f"query {r0['n_query']} per class, {r0['n_unlabelled']} unlabelled for BN stats)", "",
-                  "| tasks per meta-batch | order | s / iteration | iterations timed |", "|---|---|---|---|"]
-        lines += [f"| {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | {r['iterations_timed']} |"
+                  "| recipe | tasks per meta-batch | order | s / iteration | iterations timed |", "|---|---|---|---|---|"]
+        lines += [f"| {r.get('recipe', 'paper')} | {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | {r['iterations_timed']} |"
                   for r in report["meta"]["rows"]]
         lines.append("")
     if "fields" in report:

@@ -7,7 +7,7 @@ from napari_agile.model import ModelConfig
 from napari_agile.tasks import Augmentation, TaskPool
 
 TYPES = np.array(["neuron", "astrocyte", "oligodendrocyte", "microglia", "endothelial"])
-CFG = ModelConfig(channels=tuple("abcdefg"), patch_size=32, bin=1)
+CFG = ModelConfig(channels=tuple("abcdefg"), patch_size=32, bin=1, head_init="meta")  # the paper's MAML
 
 
 def _pool(seed: int, n: int = 400) -> TaskPool:
@@ -46,7 +46,8 @@ def test_resuming_with_another_config_is_refused(tmp_path):
 
 def test_meta_training_learns_toy_tasks_that_a_fresh_network_cannot_do_in_one_step():
     pool, val = _pool(1, 600), _pool(2, 300)
-    meta = MetaConfig(iterations=60, tasks_per_batch=4, k_max=4, n_query=8, n_unlabelled=32,
+    meta = MetaConfig(iterations=60, tasks_per_batch=4, k_max=4, n_query=8, n_unlabelled=32, first_order=False,
+                      adapt_scope="all",
                       augmentation=Augmentation(p=0.5), validate_tasks=12, seed=3)
     from napari_agile.model import init_params
 
@@ -54,3 +55,38 @@ def test_meta_training_learns_toy_tasks_that_a_fresh_network_cannot_do_in_one_st
     params, _ = meta_train(CFG, meta, pool)
     after = validate(CFG, params, val, meta)
     assert after > before + 0.15 and after > 0.75
+
+
+PROTO = ModelConfig(channels=tuple("abcdefg"), patch_size=32, bin=1, head_init="prototypes")
+
+
+def test_prototype_head_separates_the_support_before_any_gradient_step():
+    from napari_agile.meta import adapt_params
+    from napari_agile.model import estimate_stats, forward, init_params
+
+    pool = _pool(4)
+    pos, neg = (np.flatnonzero(pool.types == t)[:6] for t in ("astrocyte", "neuron"))
+    x = pool.patches[np.concatenate([pos, neg])].float()
+    y = torch.tensor([1] * 6 + [0] * 6)
+    params = init_params(PROTO, 0)
+    stats = estimate_stats(PROTO, params, pool.patches[:64].float())
+    learned = forward(PROTO, adapt_params(CFG, params, stats, x, y, lr=0.01, steps=0), x, stats, mc=False)
+    proto = forward(PROTO, adapt_params(PROTO, params, stats, x, y, lr=0.01, steps=0), x, stats, mc=False)
+    assert (proto.argmax(1) == y).all()
+    assert not (learned.argmax(1) == y).all()  # the random dense layer alone does not
+
+
+def test_first_order_meta_training_with_prototype_heads_runs_and_keeps_the_tasks_solved():
+    """First-order MAML reaches the trunk through the prototypes (it used to crash on a freed graph).
+
+    Prototypes of a random network already solve most toy tasks (0.92); meta-training must not lose that.
+    """
+    pool, val = _pool(1, 600), _pool(2, 300)
+    meta = MetaConfig(iterations=40, tasks_per_batch=4, k_max=4, n_query=8, n_unlabelled=32, first_order=True,
+                      augmentation=Augmentation(p=0.5), validate_tasks=12, seed=3)
+    from napari_agile.model import init_params
+
+    before = validate(PROTO, init_params(PROTO, 3), val, meta)
+    params, _ = meta_train(PROTO, meta, pool)
+    after = validate(PROTO, params, val, meta)
+    assert before > 0.85 and after > 0.8

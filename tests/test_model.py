@@ -63,10 +63,15 @@ def test_task_transform_flips_shuffles_and_rotates_consistently():
     assert torch.equal(none.images(x), x) and none.labels(torch.tensor([1])).tolist() == [1]
 
 
+def test_prototype_models_start_with_a_zero_dense_layer_and_meta_models_do_not():
+    assert not init_params(ModelConfig(channels=tuple("abc")))["head.weight"].any()
+    assert init_params(ModelConfig(channels=tuple("abc"), head_init="meta"))["head.weight"].any()
+
+
 @pytest.mark.parametrize("placement", ["head", "blocks"])
 def test_mc_dropout_is_stochastic_and_off_when_asked(placement):
-    cfg = ModelConfig(channels=tuple("abc"), dropout_placement=placement, dropout=0.5)
-    params = init_params(cfg)
+    cfg = ModelConfig(channels=tuple("abc"), dropout_placement=placement, dropout=0.5, head_init="meta")
+    params = init_params(cfg)  # a random dense layer (prototype models start it at zero)
     x = torch.rand(8, 3, 50, 50)
     stats = estimate_stats(cfg, params, x)
     assert not torch.allclose(forward(cfg, params, x, stats), forward(cfg, params, x, stats))

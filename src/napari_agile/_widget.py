@@ -513,7 +513,7 @@ class AgileWidget(QWidget):
         session, name, n = self._need_session(), self._current_type(), self.n_spin.value()
 
         def work(progress):
-            ids = session.suggest(name, n)
+            ids = session.suggest(name, n, progress=progress)
             p, h = session.probabilities(name)
             return name, ids, p, h
 
@@ -692,7 +692,7 @@ class AgileWidget(QWidget):
             raise AgileInputError("No cell types in this session yet: add one and answer a few suggested cells.")
 
         def work(progress):
-            table = session.predict()
+            table = session.predict(progress=progress)
             return table, session.paint(table)
 
         self._run("Predicting cell types", work, self._on_predicted)

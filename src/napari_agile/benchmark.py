@@ -49,6 +49,12 @@ class BenchConfig:
     mc_passes: int = 20
     seed: int = 0
     extra_acquisition: tuple[str, ...] = ("bald", "random")
+    # the bundled recipe (configs/bundled-model.toml, docs/method.md): Proto-MAML heads, first-order,
+    # a head-only step, channels shuffled on every augmented task
+    head_init: str = "prototypes"
+    first_order: bool = True
+    adapt_scope: str = "head"
+    shuffle: float = 1.0
 
     @classmethod
     def quick(cls) -> "BenchConfig":
@@ -213,12 +219,13 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[str], None]) -> dict[str, AgileModel]:
-    """AGILE (augmentation p = 0.5) and plain MAML (p = 0) meta-trained with the same schedule, resumable."""
+    """AGILE (task augmentation) and plain MAML (none) meta-trained with the same recipe and schedule, resumable."""
     pool, val = meta_fields_pool(bench, cfg)
     models = {}
     for name, p in (("agile", 0.5), ("maml", 0.0)):
-        meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, augmentation=Augmentation(p=p),
-                          first_order=False,
+        aug = Augmentation(p=p, shuffle=bench.shuffle if p > 0 else None)
+        meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, augmentation=aug,
+                          first_order=bench.first_order, adapt_scope=bench.adapt_scope,
                           seed=bench.seed, validate_every=max(bench.meta_iterations // 4, 1))
         t0 = time.time()
         params, hist = meta_train(cfg, meta, pool, val, out / f"meta-{name}")
@@ -236,7 +243,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     if results.get("config") not in (None, json.loads(json.dumps(asdict(bench)))):
         raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
-    cfg = ModelConfig(channels=PAPER_CHANNELS)
+    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init)
     torch.manual_seed(bench.seed)
     t0 = time.time()
     data = build_data(bench, cfg)

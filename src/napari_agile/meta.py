@@ -14,25 +14,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import ModelConfig, Params, estimate_stats, forward, head_keys, init_params
+from .model import ModelConfig, Params, estimate_stats, forward, head_keys, init_params, prototype_head
 from .tasks import Augmentation, TaskPool, TaskTransform
 
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """Meta-training schedule; defaults are the bundled model's (see configs/bundled-model.toml)."""
+    """Meta-training schedule; defaults are the bundled model's (configs/bundled-model.toml), except the
+    augmentation, whose default is the paper's three (the config adds shuffle on every task and intensity)."""
 
     meta_types: tuple[str, ...] = ("neuron", "oligodendrocyte", "microglia")
-    iterations: int = 2000
-    tasks_per_batch: int = 4  # paper: 12
+    iterations: int = 3000
+    tasks_per_batch: int = 8  # paper: 12
     k_max: int = 8  # support size per class drawn from 1..k_max (the paper's K~)
     n_query: int = 16  # query cells per class
     n_unlabelled: int = 64  # cells of the task's field that set batch-norm statistics
     inner_lr: float = 0.01
     meta_lr: float = 0.001
     inner_steps: int = 1  # the paper's Z
-    first_order: bool = False  # first-order MAML did not learn on simulated tissue (docs/method.md)
-    adapt_scope: str = "all"  # "all" (the paper) or "head" (ANIL-style, dense layer only)
+    first_order: bool = True  # with prototype heads first-order learns as well as second-order (docs/method.md)
+    adapt_scope: str = "head"  # "head" (dense layer only; the bundled model) or "all" (the paper)
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0
     checkpoint_seconds: float = 180.0
@@ -67,13 +68,19 @@ def adapt_params(
     """`steps` plain gradient steps on cross-entropy of (x, y) from `params` (MAML's inner loop).
 
     `create_graph` keeps the graph for second-order MAML; `scope='head'` updates the dense layer only.
+    With `cfg.head_init == "prototypes"` the dense layer first gains the support's class prototypes.
     """
     keys = list(params) if scope == "all" else head_keys(params)
     params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True)
               for k, v in params.items()}
+    prototypes = cfg.head_init == "prototypes"
+    if prototypes:
+        params = prototype_head(cfg, params, stats, x, y)
     for _ in range(steps):
         loss = F.cross_entropy(forward(cfg, params, x, stats), y, weight=weight)
-        grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph)
+        # the prototypes' graph must outlive the step: the query loss reaches the trunk through them
+        grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph,
+                                    retain_graph=create_graph or prototypes)
         params = dict(params)
         for k, g in zip(keys, grads):
             params[k] = params[k] - lr * g
@@ -97,23 +104,34 @@ def episode_loss(
     return F.cross_entropy(logits, task.query_y), _accuracy(logits, task.query_y)
 
 
+#: Validation episodes: channels always shuffled, no other augmentation.
+VALIDATION = Augmentation(p=0.0, shuffle=1.0)
+
+
 def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
-              gen: torch.Generator, augment: bool = True, k_support: int | None = None):
-    """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches."""
+              gen: torch.Generator, augment: Augmentation | None = None, k_support: int | None = None):
+    """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches.
+
+    `augment` defaults to the config's task augmentation.
+    """
     k = int(rng.integers(1, meta.k_max + 1)) if k_support is None else k_support
     n_channels = pool.patches.shape[1]
-    aug = meta.augmentation if augment else Augmentation(p=0.0)
+    aug = meta.augmentation if augment is None else augment
     transform = TaskTransform.draw(aug, n_channels, rng)
     return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen)
 
 
 def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig, seed: int = 12345) -> float:
-    """Mean query accuracy after one inner update on fixed, unaugmented episodes of `pool`'s meta types."""
+    """Mean query accuracy after one inner update on fixed episodes of `pool`'s meta types.
+
+    Each episode's channels are shuffled (nothing else): a network that memorised which channel marks which
+    meta type gains nothing, one that learned to find the marker from the support does.
+    """
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     accs = []
     for i in range(meta.validate_tasks):
         cell_type = meta.meta_types[i % len(meta.meta_types)]
-        task = draw_task(pool, meta, cell_type, rng, gen, augment=False, k_support=meta.k_max)
+        task = draw_task(pool, meta, cell_type, rng, gen, augment=VALIDATION, k_support=meta.k_max)
         stats = estimate_stats(cfg, params, task.unlabelled_x)
         with torch.enable_grad():
             fast = adapt_params(cfg, params, stats, task.support_x, task.support_y, meta.inner_lr,

@@ -30,12 +30,16 @@ class ModelConfig:
     dropout: float = 0.1
     dropout_placement: str = "head"  # "head" (before the dense layer) or "blocks" (after every block)
     n_classes: int = 2
+    head_init: str = "prototypes"  # adaptation starts the dense layer from "meta" weights only (the paper),
+    # or adds the support's class "prototypes" (Proto-MAML; measured in docs/method.md)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         if self.dropout_placement not in ("head", "blocks"):
             raise ValueError("dropout_placement must be 'head' or 'blocks'")
+        if self.head_init not in ("meta", "prototypes"):
+            raise ValueError("head_init must be 'meta' or 'prototypes'")
         if self.patch_size % self.bin:
             raise ValueError("patch_size must be a multiple of bin")
 
@@ -71,6 +75,8 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
         c_in = cfg.width
     bound = (1.0 / cfg.feature_size) ** 0.5
     params["head.weight"] = (torch.rand(cfg.n_classes, cfg.feature_size, generator=gen) * 2 - 1) * bound
+    if cfg.head_init == "prototypes":  # the prototypes start the head; its own weights learn a residual
+        params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
     return params
 
@@ -120,6 +126,24 @@ def head(cfg: ModelConfig, params: Params, feats: torch.Tensor, mc: bool = True)
 def forward(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
     """Logits (N, n_classes) of binned patches `x`, with MC dropout on when `mc`."""
     return head(cfg, params, features(cfg, params, x, stats, mc), mc)
+
+
+def prototype_head(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+    """`params` with class prototypes of the labelled cells (x, y) added to the dense layer (Proto-MAML).
+
+    Row k gains 2 c_k / D and its bias -|c_k|^2 / D (c_k: mean trunk feature of class k, D: feature length),
+    so the adapted head starts as a nearest-prototype classifier; an absent class adds nothing. Differentiable,
+    so meta-training learns features whose class means separate new types.
+    """
+    feats = features(cfg, params, x, stats, mc=False)
+    onehot = F.one_hot(y, cfg.n_classes).to(feats.dtype)
+    counts = onehot.sum(0)
+    protos = (onehot.T @ feats) / counts.clamp_min(1)[:, None]
+    scale = 1.0 / cfg.feature_size
+    out = dict(params)
+    out["head.weight"] = params["head.weight"] + 2 * scale * protos
+    out["head.bias"] = params["head.bias"] - scale * (protos**2).sum(1)
+    return out
 
 
 @torch.no_grad()

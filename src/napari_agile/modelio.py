@@ -69,7 +69,7 @@ def load_model(path: str | Path | None = None) -> AgileModel:
         ) from None
     if meta.get("format") != "napari-agile-model/1":
         raise AgileInputError(f"{path} is a safetensors file but not a napari-agile model (no model metadata).")
-    cfg = ModelConfig(**json.loads(meta["config"]))
+    cfg = ModelConfig(**{"head_init": "meta", **json.loads(meta["config"])})  # files from before head_init
     return AgileModel(
         config=cfg,
         params={k: v.float() for k, v in tensors.items()},

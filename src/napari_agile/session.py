@@ -140,20 +140,21 @@ class Session:
             return None
         return name
 
-    def _features(self, name: str | None) -> torch.Tensor:
+    def _features(self, name: str | None, progress: Progress | None = None) -> torch.Tensor:
         """Trunk features of every cell under the type's current weights (cached until it adapts)."""
         key = self._key(name, trunk=True)
         if key not in self._feats:
-            self._feats[key] = trunk_features(self.model.config, self._params(name), self.stats, self._x)
+            self._feats[key] = trunk_features(self.model.config, self._params(name), self.stats, self._x,
+                                              progress=progress)
         return self._feats[key]
 
-    def _mc_samples(self, name: str | None) -> np.ndarray:
+    def _mc_samples(self, name: str | None, progress: Progress | None = None) -> np.ndarray:
         """(T, N) MC-dropout positive probabilities for every cell (cached until the type adapts)."""
         key = self._key(name)
         if key not in self._mc:
             cfg, params = self.model.config, self._params(name)
             if cfg.dropout_placement == "head":
-                samples = mc_head_probs(cfg, params, self._features(name), self.mc_passes, self.seed)
+                samples = mc_head_probs(cfg, params, self._features(name, progress), self.mc_passes, self.seed)
             else:
                 samples = mc_full_probs(cfg, params, self.stats, self._x, self.mc_passes, self.seed)
             self._mc[key] = samples.cpu().numpy()
@@ -161,8 +162,11 @@ class Session:
 
     # ---- the loop ---------------------------------------------------------------------------
     def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
-                method: str = "entropy", min_distance: float = 20.0) -> list[int]:
-        """Ids of the `n` unlabelled cells the model is least sure are `cell_type` (within `among`)."""
+                method: str = "entropy", min_distance: float = 20.0, progress: Progress | None = None) -> list[int]:
+        """Ids of the `n` unlabelled cells the model is least sure are `cell_type` (within `among`).
+
+        `progress(done, total)` follows the network pass over the cells when it is not cached yet.
+        """
         if n < 1:
             raise AgileInputError(f"Ask for at least one cell (n={n}).")
         rows = np.arange(len(self.cells)) if among is None else self._rows(among)
@@ -172,7 +176,7 @@ class Session:
         rows = rows[unlabelled]
         if rows.size == 0:
             return []
-        samples = self._mc_samples(cell_type)[:, rows]
+        samples = self._mc_samples(cell_type, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
         score = scores(samples, method, rng)
         picked = pick_spread(score, self.cells.centroids[rows], min(n, rows.size), min_distance)
@@ -239,19 +243,23 @@ class Session:
         self._mc.pop(cell_type, None)
         self._save_weights(self.store)
 
-    def probabilities(self, cell_type: str) -> tuple[np.ndarray, np.ndarray]:
+    def probabilities(self, cell_type: str, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(p, entropy) per cell for one type: MC-dropout mean probability and predictive entropy."""
-        samples = self._mc_samples(self._type(cell_type, create=False).name)
+        samples = self._mc_samples(self._type(cell_type, create=False).name, progress)
         return samples.mean(0), predictive_entropy(samples)
 
-    def predict(self) -> pd.DataFrame:
-        """Per cell: id, y, x, p_<type>, entropy_<type> for each type, and the most probable `cell_type`."""
+    def predict(self, progress: Progress | None = None) -> pd.DataFrame:
+        """Per cell: id, y, x, p_<type>, entropy_<type> for each type, and the most probable `cell_type`.
+
+        `progress(done, total)` counts cells over all types whose probabilities are not cached yet.
+        """
         table = pd.DataFrame({"id": self.cells.ids, "y": self.cells.table["y"].to_numpy(),
                               "x": self.cells.table["x"].to_numpy()})
         names = list(self.types)
         probs = np.zeros((len(table), len(names)))
         for j, name in enumerate(names):
-            p, h = self.probabilities(name)
+            step = None if progress is None else _offset(progress, j * len(table), len(names) * len(table))
+            p, h = self.probabilities(name, step)
             table[f"p_{name}"], table[f"entropy_{name}"] = p, h
             probs[:, j] = p
         best = probs.argmax(1) if names else np.zeros(len(table), int)
@@ -385,6 +393,11 @@ class Session:
         info = dict(self.model.info, adapted_to=cell_type, answers=len(state.answers), steps=state.steps)
         return AgileModel(self.model.config, {k: v.cpu() for k, v in state.params.items()},
                           self.model.inner_lr, self.model.adapt_scope, info)
+
+
+def _offset(progress: Progress, start: int, total: int) -> Progress:
+    """A progress callback for one stage of a longer job: reports `start + done` of `total`."""
+    return lambda done, _: progress(start + done, total)
 
 
 def _as_answer(a) -> bool:

@@ -26,6 +26,7 @@ class Augmentation:
     """Probabilities and ranges of task augmentations; `p` is the paper's pf = ps = pr."""
 
     p: float = 0.5
+    shuffle: float | None = None  # channel-shuffle probability when it should differ from p (None: p)
     intensity: float = 0.0  # log-gain spread per channel (0 = off); gamma spread follows it
     blur: float = 0.0  # probability of a small Gaussian blur
     noise: float = 0.0  # maximal added Gaussian noise sigma (patches are ~[0, 1])
@@ -48,7 +49,7 @@ class TaskTransform:
         intensity = aug.intensity > 0
         return cls(
             flip=bool(rng.random() < aug.p),
-            perm=rng.permutation(n_channels) if rng.random() < aug.p else None,
+            perm=rng.permutation(n_channels) if rng.random() < (aug.p if aug.shuffle is None else aug.shuffle) else None,
             rot=int(rng.integers(1, 4)) if rng.random() < aug.p else 0,
             gain=np.exp(rng.normal(0, aug.intensity, n_channels)) if intensity else None,
             gamma=np.exp(rng.normal(0, aug.intensity / 2, n_channels)) if intensity else None,

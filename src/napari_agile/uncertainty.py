@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from typing import Callable
+
 from .model import ModelConfig, Params, features, forward, head
 
 METHODS = ("entropy", "bald", "random")
@@ -43,13 +45,18 @@ def mc_full_probs(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tens
 
 
 @torch.no_grad()
-def trunk_features(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor,
-                   batch_size: int = 256) -> torch.Tensor:
-    """Deterministic trunk features of all patches (channels-last convolutions: several times faster on CPU)."""
+def trunk_features(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, batch_size: int = 256,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Deterministic trunk features of all patches (channels-last convolutions: several times faster on CPU).
+
+    `progress(done, total)` is called after every batch (it may raise to cancel).
+    """
     out = []
     for xb in torch.split(x, batch_size):
         xb = xb.float().contiguous(memory_format=torch.channels_last)
         out.append(features(cfg, params, xb, stats, mc=False))
+        if progress is not None:
+            progress(sum(len(o) for o in out), len(x))
     return torch.cat(out)
 
 

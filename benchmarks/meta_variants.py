@@ -1,0 +1,102 @@
+"""Short meta-training runs of recipe variants, compared on held-out fields: how the bundled recipe was chosen.
+
+Every variant starts from scratch on the bundled config's data (configs/bundled-model.toml, [data]) and runs
+the same number of iterations with 4 tasks per batch. Selection uses `val_shuffled`: one-step accuracy on the
+meta types of held-out fields with their channels shuffled (the network cannot recall which channel marks
+which type; it must find the marker from the support). `new_types` (astrocyte, endothelial, 8 + 8 random
+labels, one step, fresh simulated fields) is reported for information only and chose nothing.
+
+    python benchmarks/meta_variants.py [--iterations 300] [--only NAME ...] [--out meta-variants.jsonl]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_agile import benchmark as bm
+from napari_agile.meta import MetaConfig, adapt_params, meta_train
+from napari_agile.model import ModelConfig, estimate_stats
+from napari_agile.supervised import predict_proba
+from napari_agile.tasks import TaskPool, TaskTransform
+from napari_agile.training import build_pools
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bundled-model.toml"
+#: name -> (model overrides, meta overrides, augmentation overrides)
+VARIANTS = {
+    "maml_second_order": ({"head_init": "meta"}, {"first_order": False}, {"shuffle": None}),
+    "maml_first_order": ({"head_init": "meta"}, {"first_order": True}, {"shuffle": None}),
+    "proto_second_order": ({}, {"first_order": False}, {"shuffle": None}),
+    "proto_first_order": ({}, {"first_order": True}, {"shuffle": None}),
+    "proto_first_order_meta_lr_0.003": ({}, {"first_order": True, "meta_lr": 0.003}, {"shuffle": None}),
+    "proto_first_order_shuffle_1": ({}, {"first_order": True}, {"shuffle": 1.0}),
+    "proto_first_order_shuffle_1_head_only": ({}, {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+}
+
+
+def one_step_accuracy(cfg: ModelConfig, params, meta: MetaConfig, stats, xs, ys, xq, yq) -> float:
+    fast = adapt_params(cfg, params, stats, xs, ys, meta.inner_lr, meta.inner_steps, meta.adapt_scope)
+    return float(np.mean((predict_proba(cfg, fast, stats, xq) >= 0.5) == yq.numpy()))
+
+
+def val_shuffled(cfg: ModelConfig, params, meta: MetaConfig, val: TaskPool, n: int = 48) -> float:
+    """One step on 8 + 8 labels, 16 + 16 query cells, every channel order shuffled."""
+    rng, accs = np.random.default_rng(7), []
+    for i in range(n):
+        shuffle = TaskTransform(False, rng.permutation(len(cfg.channels)), 0, None, None, 0.0, 0.0)
+        task = val.sample_task(meta.meta_types[i % 3], 8, 16, 64, rng, shuffle)
+        stats = estimate_stats(cfg, params, task.unlabelled_x)
+        accs.append(one_step_accuracy(cfg, params, meta, stats, task.support_x, task.support_y, task.query_x,
+                                      task.query_y))
+    return float(np.mean(accs))
+
+
+def new_types(cfg: ModelConfig, params, meta: MetaConfig, data: bm.BenchData, repeats: int = 10) -> dict:
+    x, types = data.pool.patches.float(), data.pool.types
+    stats, rng, out = estimate_stats(cfg, params, x[data.tissue_idx]), np.random.default_rng(0), {}
+    for t in bm.REAL_TYPES:
+        train, test = data.tasks[t]["train"], data.tasks[t]["test"]
+        accs = []
+        for _ in range(repeats):
+            idx = np.concatenate([rng.choice(train[types[train] == t], 8, replace=False),
+                                  rng.choice(train[types[train] != t], 8, replace=False)])
+            accs.append(one_step_accuracy(cfg, params, meta, stats, x[idx], torch.as_tensor(types[idx] == t).long(),
+                                          x[test], torch.as_tensor(types[test] == t).long()))
+        out[t] = float(np.mean(accs))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--only", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--out", default="meta-variants.jsonl")
+    ap.add_argument("--work", default="meta-variants", help="checkpoints (a rerun resumes)")
+    args = ap.parse_args()
+    config = tomllib.loads(CONFIG.read_text())
+    base = ModelConfig(**config["model"])
+    pool, val = build_pools(config, base)
+    data = bm.build_data(bm.BenchConfig.quick(), base)
+    for name in args.only:
+        model_o, meta_o, aug_o = VARIANTS[name]
+        cfg = ModelConfig(**{**config["model"], **model_o})
+        aug = {**config["meta"]["augmentation"], **aug_o}
+        meta = MetaConfig.from_dict({**config["meta"], "augmentation": aug, "iterations": args.iterations,
+                                     "tasks_per_batch": 4, "validate_every": 50, **meta_o})
+        t0 = time.time()
+        params, _ = meta_train(cfg, meta, pool, val, out_dir=Path(args.work) / name)
+        row = {"variant": name, "iterations": args.iterations, "val_shuffled": val_shuffled(cfg, params, meta, val),
+               "new_types": new_types(cfg, params, meta, data), "seconds": round(time.time() - t0),
+               "torch_threads": torch.get_num_threads()}
+        print(json.dumps(row), flush=True)
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
