@@ -71,13 +71,26 @@ def new_types(cfg: ModelConfig, params, meta: MetaConfig, data: bm.BenchData, re
     return out
 
 
+def render(rows: list[dict]) -> str:
+    """Markdown table of the variant rows (the last row per variant wins)."""
+    last = {r["variant"]: r for r in rows}
+    lines = ["| variant | iterations | val_shuffled (selects) | astrocyte | endothelial | seconds |", "|---|---|---|---|---|---|"]
+    lines += [f"| {v} | {r['iterations']} | {r['val_shuffled']:.3f} | {r['new_types']['astrocyte']:.3f} | "
+              f"{r['new_types']['endothelial']:.3f} | {r['seconds']} |" for v, r in last.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--only", nargs="*", default=list(VARIANTS))
     ap.add_argument("--out", default="meta-variants.jsonl")
     ap.add_argument("--work", default="meta-variants", help="checkpoints (a rerun resumes)")
+    ap.add_argument("--render", action="store_true", help="print the table of --out's rows and stop")
     args = ap.parse_args()
+    if args.render:
+        print(render([json.loads(line) for line in Path(args.out).read_text().splitlines()]))
+        return
     config = tomllib.loads(CONFIG.read_text())
     base = ModelConfig(**config["model"])
     pool, val = build_pools(config, base)

@@ -84,6 +84,27 @@ def test_adapt_moves_predictions_towards_the_answers(session, sim):
     assert gap1 > gap0 + 0.05 and np.all((h1 >= 0) & (h1 <= np.log(2) + 1e-6))
 
 
+def test_predict_reports_progress_through_the_network_pass(session):
+    session.annotate("neuron", session.cells.ids[:2], [True, False])
+    session.adapt("neuron")  # a whole-network step: every cell's features change
+    calls = []
+    session.predict(progress=lambda done, total: calls.append((done, total)))
+    n = len(session.cells)
+    assert calls[-1] == (n, n) and all(0 < d <= t == n for d, t in calls)
+
+
+def test_a_head_only_step_reuses_every_cells_cached_features(sim, model, tmp_path):
+    head_only = AgileModel(model.config, model.params, inner_lr=0.1, adapt_scope="head")
+    session = Session(sim.tissue, sim.cells, head_only, store=tmp_path / "s", mc_passes=8)
+    session.annotate("neuron", session.cells.ids[:4], [True, False, True, False])
+    before = session.probabilities("neuron")[0]
+    session.adapt("neuron")
+    calls = []
+    after = session.predict(progress=lambda done, total: calls.append(done))["p_neuron"].to_numpy()
+    assert not calls  # no convolution ran: the trunk's features were computed when the session opened
+    assert not np.allclose(before, after)
+
+
 def test_diverging_adaptation_is_refused(session):
     session.annotate("neuron", session.cells.ids[:4], [True, False, True, False])
     with pytest.raises(AgileInputError, match="diverged"):

@@ -74,7 +74,10 @@ def render(results: dict, path: str | Path) -> Path:
         f"{m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
-        "(meta types neuron, oligodendrocyte, microglia).", "",
+        "(meta types neuron, oligodendrocyte, microglia); learner: "
+        f"{c.get('head_init', 'meta')} head, {c.get('adapt_scope', 'all')} step, "
+        f"{'first' if c.get('first_order', False) else 'second'}-order; MAML is the same learner without task "
+        "augmentation (docs/method.md).", "",
         "## Table 2", "", table2(results["summary"]), "",
         "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "",
         "| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",

@@ -63,7 +63,6 @@ def adapt_params(
     steps: int = 1,
     scope: str = "all",
     create_graph: bool = False,
-    weight: torch.Tensor | None = None,
 ) -> Params:
     """`steps` plain gradient steps on cross-entropy of (x, y) from `params` (MAML's inner loop).
 
@@ -77,7 +76,7 @@ def adapt_params(
     if prototypes:
         params = prototype_head(cfg, params, stats, x, y)
     for _ in range(steps):
-        loss = F.cross_entropy(forward(cfg, params, x, stats), y, weight=weight)
+        loss = F.cross_entropy(forward(cfg, params, x, stats), y)
         # the prototypes' graph must outlive the step: the query loss reaches the trunk through them
         grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph,
                                     retain_graph=create_graph or prototypes)
