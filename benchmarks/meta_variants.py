@@ -27,14 +27,13 @@ from napari_agile.tasks import TaskPool, TaskTransform
 from napari_agile.training import build_pools
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bundled-model.toml"
-#: name -> (model overrides, meta overrides, augmentation overrides)
+#: name -> (model overrides, meta overrides, augmentation overrides); the last row is the bundled recipe
 VARIANTS = {
-    "maml_second_order": ({"head_init": "meta"}, {"first_order": False}, {"shuffle": None}),
-    "maml_first_order": ({"head_init": "meta"}, {"first_order": True}, {"shuffle": None}),
-    "proto_second_order": ({}, {"first_order": False}, {"shuffle": None}),
-    "proto_first_order": ({}, {"first_order": True}, {"shuffle": None}),
-    "proto_first_order_meta_lr_0.003": ({}, {"first_order": True, "meta_lr": 0.003}, {"shuffle": None}),
-    "proto_first_order_shuffle_1": ({}, {"first_order": True}, {"shuffle": 1.0}),
+    "maml_second_order": ({"head_init": "meta"}, {"first_order": False, "adapt_scope": "all"}, {"shuffle": None}),
+    "maml_first_order": ({"head_init": "meta"}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": None}),
+    "proto_second_order": ({}, {"first_order": False, "adapt_scope": "all"}, {"shuffle": None}),
+    "proto_first_order": ({}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": None}),
+    "proto_first_order_shuffle_1": ({}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": 1.0}),
     "proto_first_order_shuffle_1_head_only": ({}, {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
 }
 
