@@ -22,6 +22,7 @@ import torch
 from napari_agile import benchmark as bm
 from napari_agile.meta import MetaConfig, adapt_params, meta_train
 from napari_agile.model import ModelConfig, estimate_stats
+from napari_agile.modelio import load_model
 from napari_agile.supervised import predict_proba
 from napari_agile.tasks import TaskPool, TaskTransform
 from napari_agile.training import build_pools
@@ -86,6 +87,8 @@ def main() -> None:
     ap.add_argument("--out", default="meta-variants.jsonl")
     ap.add_argument("--work", default="meta-variants", help="checkpoints (a rerun resumes)")
     ap.add_argument("--render", action="store_true", help="print the table of --out's rows and stop")
+    ap.add_argument("--evaluate", metavar="MODEL", nargs="?", const="bundled",
+                    help="score a saved model (default: the bundled one) the same way, without training")
     args = ap.parse_args()
     if args.render:
         print(render([json.loads(line) for line in Path(args.out).read_text().splitlines()]))
@@ -94,6 +97,13 @@ def main() -> None:
     base = ModelConfig(**config["model"])
     pool, val = build_pools(config, base)
     data = bm.build_data(bm.BenchConfig.quick(), base)
+    if args.evaluate:
+        model = load_model(None if args.evaluate == "bundled" else args.evaluate)
+        meta = MetaConfig(inner_lr=model.inner_lr, adapt_scope=model.adapt_scope)
+        _write(args.out, {"variant": f"model {args.evaluate}", "iterations": model.info.get("iterations_done", "?"),
+                          "val_shuffled": val_shuffled(model.config, model.params, meta, val),
+                          "new_types": new_types(model.config, model.params, meta, data), "seconds": 0})
+        return
     for name in args.only:
         model_o, meta_o, aug_o = VARIANTS[name]
         cfg = ModelConfig(**{**config["model"], **model_o})
@@ -105,9 +115,13 @@ def main() -> None:
         row = {"variant": name, "iterations": args.iterations, "val_shuffled": val_shuffled(cfg, params, meta, val),
                "new_types": new_types(cfg, params, meta, data), "seconds": round(time.time() - t0),
                "torch_threads": torch.get_num_threads()}
-        print(json.dumps(row), flush=True)
-        with open(args.out, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        _write(args.out, row)
+
+
+def _write(path: str, row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

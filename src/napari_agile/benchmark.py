@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from .meta import MetaConfig, adapt_params, meta_train
-from .model import ModelConfig, Params, estimate_stats, init_params
+from .model import ModelConfig, Params, estimate_stats
 from .modelio import AgileModel
-from .supervised import binary_metrics, predict_proba, train_supervised
+from .supervised import binary_metrics, fresh_params, predict_proba, train_supervised
 from .synth import CELL_TYPES, SimParams, simulate_cell_pool
 from .tasks import Augmentation, TaskPool, pool_from_tissues
+from .training import simulated_fields
 from .tissue import PAPER_CHANNELS
 from .uncertainty import mc_head_probs, scores, trunk_features
 
@@ -55,6 +56,7 @@ class BenchConfig:
     first_order: bool = True
     adapt_scope: str = "head"
     shuffle: float = 1.0
+    randomize: float = 1.0  # domain randomisation of the meta-training fields
 
     @classmethod
     def quick(cls) -> "BenchConfig":
@@ -95,9 +97,10 @@ def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = 
 
 
 def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
-    """Fields for meta-training (seeds disjoint from the benchmark's), plus one for validation."""
-    sims = [simulate_cell_pool(1, seed=bench.seed + 10_000 + i, field=bench.field)[0] for i in range(bench.meta_fields + 1)]
-    pairs = [(s.tissue, s.cells) for s in sims]
+    """Fields for meta-training (seeds disjoint from the benchmark's), plus one for validation; each draws its
+    own imaging and staining at `bench.randomize`, as the bundled recipe's fields do."""
+    pairs = simulated_fields({"field_size": bench.field, "randomize": bench.randomize}, bench.seed + 10_000,
+                             bench.meta_fields + 1)
     return pool_from_tissues(pairs[:-1], cfg, 300, bench.seed), pool_from_tissues(pairs[-1:], cfg, 300, bench.seed)
 
 
@@ -193,7 +196,7 @@ class Protocol:
             idx = self.data.tasks[task]["train"] if method == "vanilla_full" else self.balanced(task, n, rng)
             init = self.transfer_init() if method == "transfer" else None
             params = self.supervised(idx, task, seed, init)
-            curve = [self._score(self.supervised(idx, task, seed, init, s) if s else (init or init_params(self.cfg, seed)),
+            curve = [self._score(self.supervised(idx, task, seed, init, s) if s else (init or fresh_params(self.cfg, seed)),
                                  task)["accuracy"] for s in range(self.bench.steps_curve + 1)]
         else:
             model = self.models["maml" if method == "maml" else "agile"]

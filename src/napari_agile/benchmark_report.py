@@ -75,7 +75,8 @@ def render(results: dict, path: str | Path) -> Path:
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
         "(meta types neuron, oligodendrocyte, microglia); learner: "
-        f"{c.get('head_init', 'meta')} head, {c.get('adapt_scope', 'all')} step, "
+        f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
+        f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
         f"{'first' if c.get('first_order', False) else 'second'}-order; MAML is the same learner without task "
         "augmentation (docs/method.md).", "",
         "## Table 2", "", table2(results["summary"]), "",

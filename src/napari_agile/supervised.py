@@ -1,11 +1,19 @@
 """Plain supervised training (the paper's Vanilla and Transfer baselines) and the binary metrics of Table 2."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .model import ModelConfig, Params, estimate_stats, forward, init_params
+
+
+def fresh_params(cfg: ModelConfig, seed: int = 0) -> Params:
+    """Untrained weights of the paper's network, random dense layer included (whatever `cfg.head_init` says:
+    the baselines train from scratch and never add prototypes)."""
+    return init_params(replace(cfg, head_init="meta"), seed)
 
 
 def train_supervised(
@@ -21,7 +29,7 @@ def train_supervised(
 ) -> Params:
     """`steps` Adam updates on (x, y) from `init` (or fresh weights); batch norm uses `tissue_x`'s statistics."""
     gen = torch.Generator().manual_seed(seed)
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in (init or init_params(cfg, seed)).items()}
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in (init or fresh_params(cfg, seed)).items()}
     opt = torch.optim.Adam(params.values(), lr=lr)
     for _ in range(steps):
         idx = torch.randperm(len(x), generator=gen)[:batch_size]
