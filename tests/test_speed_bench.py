@@ -47,7 +47,8 @@ def test_session_and_meta_sections_run_through_the_real_api(tmp_path):
     loop, big = report["session"]["adapt_predict"], report["session"]["suggest"]
     assert big["cells"] == 2 * loop["cells"]  # the big field is tiles of the small one
     assert loop["adapt_predict_s"] > 0 and big["suggest_s"] > 0 and big["predict_cells_per_s"] > 0
-    assert [(r["tasks"], r["order"]) for r in report["meta"]["rows"]] == [(2, "first"), (2, "second")]
+    assert [(r["recipe"], r["tasks"], r["order"]) for r in report["meta"]["rows"]] == [
+        ("bundled", 2, "first"), ("bundled", 2, "second"), ("paper", 2, "first"), ("paper", 2, "second")]
     assert "## 4. Meta-iteration" in speed.markdown(report)
 
 
