@@ -373,14 +373,16 @@ class AgileWidget(QWidget):
             self._pbar = None
 
     def _on_progress(self, label: str, current: int, total: int) -> None:
-        if not self._alive["yes"] or self._pbar is None:
+        pbar = self._pbar  # updating it may run the event loop, where the job can finish and close it
+        if not self._alive["yes"] or pbar is None:
             return
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(current)
-        self._pbar.total = total
-        self._pbar.n = current
-        self._pbar.set_description(label)
-        self._pbar.refresh()
+        pbar.total = total
+        pbar.n = current
+        pbar.set_description(label)
+        if self._pbar is pbar:
+            pbar.refresh()
 
     def _on_error(self, label: str, err: Exception) -> None:
         if isinstance(err, Cancelled):
