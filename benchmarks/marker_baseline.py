@@ -1,0 +1,48 @@
+"""A bar for one-step learners that only find the marker: hand-made per-channel intensities of the centre cell.
+
+On the quick benchmark's data (astrocyte and endothelial tasks): nearest class centroid of the standardised
+mean intensity of each channel in a 6-binned-px disk at the patch centre, from 8 + 8 random labels (20
+repeats); and the best single channel with the best threshold chosen on the test set itself (an oracle, so an
+upper bound for "threshold the marker channel").
+
+    python benchmarks/marker_baseline.py
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from napari_agile import benchmark as bm
+from napari_agile.model import ModelConfig
+from napari_agile.tissue import PAPER_CHANNELS
+
+
+def centre_intensities(x: np.ndarray, radius: float = 6.0) -> np.ndarray:
+    """(N, C) mean of each channel inside a disk of `radius` binned pixels around the patch centre."""
+    side = x.shape[-1]
+    yy, xx = np.mgrid[:side, :side]
+    disk = np.hypot(yy - (side - 1) / 2, xx - (side - 1) / 2) < radius
+    return x[:, :, disk].mean(-1)
+
+
+def main() -> None:
+    data = bm.build_data(bm.BenchConfig.quick(), ModelConfig(channels=PAPER_CHANNELS))
+    feats = centre_intensities(data.pool.patches.float().numpy())
+    types, rng = data.pool.types, np.random.default_rng(0)
+    for task in bm.REAL_TYPES:
+        train, test = data.tasks[task]["train"], data.tasks[task]["test"]
+        z = (feats - feats[train].mean(0)) / (feats[train].std(0) + 1e-6)  # unlabelled pool statistics
+        truth = types[test] == task
+        accs = []
+        for _ in range(20):
+            pos = rng.choice(train[types[train] == task], 8, replace=False)
+            neg = rng.choice(train[types[train] != task], 8, replace=False)
+            d_pos = ((z[test] - z[pos].mean(0)) ** 2).sum(1)
+            d_neg = ((z[test] - z[neg].mean(0)) ** 2).sum(1)
+            accs.append(np.mean((d_pos < d_neg) == truth))
+        oracle = max(np.mean((feats[test, c] > t) == truth)
+                     for c in range(feats.shape[1]) for t in np.quantile(feats[train, c], np.linspace(0.05, 0.95, 50)))
+        print(f"{task:12s} nearest centroid, 16 labels: {np.mean(accs):.3f}   best channel, oracle threshold: {oracle:.3f}")
+
+
+if __name__ == "__main__":
+    main()
