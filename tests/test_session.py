@@ -103,6 +103,10 @@ def test_a_head_only_step_reuses_every_cells_cached_features(sim, model, tmp_pat
     after = session.predict(progress=lambda done, total: calls.append(done))["p_neuron"].to_numpy()
     assert not calls  # no convolution ran: the trunk's features were computed when the session opened
     assert not np.allclose(before, after)
+    session.annotate("astrocyte", session.cells.ids[4:8], [True, False, False, True])
+    session.adapt("astrocyte")  # two adapted types now share the trunk's tensors
+    reloaded = Session.load(session.save(tmp_path / "saved"), sim.tissue)
+    assert np.allclose(reloaded.predict()["p_neuron"].to_numpy(), after)
 
 
 def test_diverging_adaptation_is_refused(session):

@@ -305,7 +305,8 @@ class Session:
         tensors = {f"stats/{k}": v.cpu() for k, v in self.stats.items()}
         for name, state in self.types.items():
             if state.params is not None:
-                tensors.update({f"type/{name}/{k}": v.cpu().contiguous() for k, v in state.params.items()})
+                # cloned: after head-only steps every type shares the trunk's tensors, which safetensors refuses
+                tensors.update({f"type/{name}/{k}": v.cpu().clone() for k, v in state.params.items()})
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "adapted.safetensors"))
         self._write_meta()
