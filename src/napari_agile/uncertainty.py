@@ -5,11 +5,11 @@ only the head is re-sampled T times; with "blocks" placement every pass re-runs 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from typing import Callable
 
 from .model import ModelConfig, Params, features, forward, head
 
@@ -51,12 +51,13 @@ def trunk_features(cfg: ModelConfig, params: Params, stats: Params, x: torch.Ten
 
     `progress(done, total)` is called after every batch (it may raise to cancel).
     """
-    out = []
+    out, done = [], 0
     for xb in torch.split(x, batch_size):
         xb = xb.float().contiguous(memory_format=torch.channels_last)
         out.append(features(cfg, params, xb, stats, mc=False))
+        done += len(xb)
         if progress is not None:
-            progress(sum(len(o) for o in out), len(x))
+            progress(done, len(x))
     return torch.cat(out)
 
 
