@@ -36,6 +36,8 @@ VARIANTS = {
     "proto_first_order": ({}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": None}),
     "proto_first_order_shuffle_1": ({}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": 1.0}),
     "proto_first_order_shuffle_1_head_only": ({}, {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+    "proto_first_order_shuffle_1_head_only_centre_14": ({"centre_radius": 14},
+                                                        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
 }
 
 

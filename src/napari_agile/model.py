@@ -32,6 +32,9 @@ class ModelConfig:
     n_classes: int = 2
     head_init: str = "prototypes"  # adaptation starts the dense layer from "meta" weights only (the paper),
     # or adds the support's class "prototypes" (Proto-MAML; measured in docs/method.md)
+    centre_radius: int = 0  # > 0: the dense layer also sees every channel's mean inside this radius (patch pixels)
+    # around the centre, standardised on the tissue: the centre cell's marker levels, which the pooled trunk
+    # blurs with its neighbours' (docs/method.md); 0 is the paper's network
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -42,6 +45,8 @@ class ModelConfig:
             raise ValueError("head_init must be 'meta' or 'prototypes'")
         if self.patch_size % self.bin:
             raise ValueError("patch_size must be a multiple of bin")
+        if not 0 <= self.centre_radius < self.patch_size // 2:
+            raise ValueError("centre_radius must be between 0 and half the patch size")
 
     @property
     def input_size(self) -> int:
@@ -49,12 +54,17 @@ class ModelConfig:
         return self.patch_size // self.bin
 
     @property
-    def feature_size(self) -> int:
-        """Length of the flattened trunk output fed to the dense layer."""
+    def trunk_size(self) -> int:
+        """Length of the flattened convolutional output."""
         side = self.input_size
         for _ in range(self.blocks):
             side //= 2
         return self.width * side * side
+
+    @property
+    def feature_size(self) -> int:
+        """Length of the feature vector fed to the dense layer (trunk, then centre intensities if any)."""
+        return self.trunk_size + (len(self.channels) if self.centre_radius else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +88,8 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
     if cfg.head_init == "prototypes":  # the prototypes start the head; its own weights learn a residual
         params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
+    if cfg.centre_radius:  # one gain for the centre block, starting with as much weight as the whole trunk
+        params["centre.weight"] = torch.full((1,), (cfg.trunk_size / len(cfg.channels)) ** 0.5)
     return params
 
 
@@ -109,11 +121,24 @@ def _normalise_pool(
     return x
 
 
+def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """(N, C) mean of each channel of binned patches `x` inside the centre disk of `cfg.centre_radius`."""
+    side = cfg.input_size
+    r = torch.arange(side, dtype=x.dtype) - (side - 1) / 2
+    disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= (cfg.centre_radius / cfg.bin) ** 2).to(x.dtype)
+    return torch.einsum("ncyx,yx->nc", x, disk / disk.sum())
+
+
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
-    """Flattened trunk output (N, feature_size) of binned patches `x`."""
+    """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any."""
+    out = x
     for b in range(cfg.blocks):
-        x = _normalise_pool(cfg, params, b, _conv(params, b, x), stats, mc)
-    return x.flatten(1)
+        out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
+    out = out.flatten(1)
+    if not cfg.centre_radius:
+        return out
+    centre = (centre_means(cfg, x) - stats["centre.mean"]) / stats["centre.var"].sqrt()
+    return torch.cat([out, params["centre.weight"] * centre], 1)
 
 
 def head(cfg: ModelConfig, params: Params, feats: torch.Tensor, mc: bool = True) -> torch.Tensor:
@@ -153,6 +178,9 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
     Layer by layer: each layer's moments are pooled over batches, then its normalised output feeds the next.
     """
     stats: Params = {}
+    if cfg.centre_radius:
+        centre = centre_means(cfg, x)
+        stats["centre.mean"], stats["centre.var"] = centre.mean(0), centre.var(0, unbiased=False).clamp_min(1e-6)
     xs = list(torch.split(x, batch_size))
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
