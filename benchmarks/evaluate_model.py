@@ -45,6 +45,8 @@ def model_card(model_path: str | None, result: dict) -> str:
     head = ("class prototypes of the labelled cells added to the dense layer (Proto-MAML), then"
             if cfg.head_init == "prototypes" else "the meta-learned dense layer, then")
     scope = "the dense layer only" if meta.get("adapt_scope") == "head" else "every weight"
+    centre = (f"; the dense layer also reads each channel's mean within {cfg.centre_radius} px of the centre,"
+              " standardised on the section" if cfg.centre_radius else "")
     phase2 = result.get("default/agile_phase2", {}).get("one_step", float("nan"))
     verdict = ("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): {phase2:.3f} on the default domain"
     rows = "\n".join(f"| {k.split('/')[0]} | {'entropy (phase II)' if k.endswith('2') else 'random, balanced (phase I)'} "
@@ -52,7 +54,7 @@ def model_card(model_path: str | None, result: dict) -> str:
     return f"""# Model card: agile-rat-brain
 
 The model `napari_agile.load_model()` returns: the AGILE network (4 conv blocks of 32 filters, batch norm
-with tissue statistics, MC dropout {cfg.dropout} before the dense layer, {model.n_parameters()} parameters),
+with tissue statistics, MC dropout {cfg.dropout} before the dense layer{centre}; {model.n_parameters()} parameters),
 meta-trained with task-augmented {order}-order MAML to adapt in one step to a new binary cell-type task.
 Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
 

@@ -1,8 +1,8 @@
 """A bar for one-step learners that only find the marker: hand-made per-channel intensities of the centre cell.
 
 On the quick benchmark's data (astrocyte and endothelial tasks): nearest class centroid of the standardised
-mean intensity of each channel in a 6-binned-px disk at the patch centre, from 8 + 8 random labels (20
-repeats); and the best single channel with the best threshold chosen on the test set itself (an oracle, so an
+mean intensity of each channel within 14 px of the patch centre (the bundled model's centre block, without the
+network), from 8 + 8 random labels (20 repeats); and the best single channel with the best threshold chosen on the test set itself (an oracle, so an
 upper bound for "threshold the marker channel").
 
     python benchmarks/marker_baseline.py
@@ -12,21 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from napari_agile import benchmark as bm
-from napari_agile.model import ModelConfig
+from napari_agile.model import ModelConfig, centre_means
 from napari_agile.tissue import PAPER_CHANNELS
 
 
-def centre_intensities(x: np.ndarray, radius: float = 6.0) -> np.ndarray:
-    """(N, C) mean of each channel inside a disk of `radius` binned pixels around the patch centre."""
-    side = x.shape[-1]
-    yy, xx = np.mgrid[:side, :side]
-    disk = np.hypot(yy - (side - 1) / 2, xx - (side - 1) / 2) < radius
-    return x[:, :, disk].mean(-1)
-
-
 def main() -> None:
-    data = bm.build_data(bm.BenchConfig.quick(), ModelConfig(channels=PAPER_CHANNELS))
-    feats = centre_intensities(data.pool.patches.float().numpy())
+    cfg = ModelConfig(channels=PAPER_CHANNELS, centre_radius=14)
+    data = bm.build_data(bm.BenchConfig.quick(), cfg)
+    feats = centre_means(cfg, data.pool.patches.float()).numpy()
     types, rng = data.pool.types, np.random.default_rng(0)
     for task in bm.REAL_TYPES:
         train, test = data.tasks[task]["train"], data.tasks[task]["test"]

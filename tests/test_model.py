@@ -76,3 +76,36 @@ def test_mc_dropout_is_stochastic_and_off_when_asked(placement):
     stats = estimate_stats(cfg, params, x)
     assert not torch.allclose(forward(cfg, params, x, stats), forward(cfg, params, x, stats))
     assert torch.equal(forward(cfg, params, x, stats, mc=False), forward(cfg, params, x, stats, mc=False))
+
+
+def test_centre_block_reads_each_channel_at_the_centre_cell_standardised_on_the_tissue():
+    cfg = ModelConfig(channels=tuple("abc"), centre_radius=14)
+    params = init_params(cfg)
+    x = torch.rand(32, 3, 50, 50)
+    stats = estimate_stats(cfg, params, x)
+    feats = features(cfg, params, x, stats, mc=False)
+    assert feats.shape == (32, cfg.trunk_size + 3) == (32, cfg.feature_size)
+    centre = feats[:, cfg.trunk_size:] / params["centre.weight"]
+    assert torch.allclose(centre.mean(0), torch.zeros(3), atol=1e-4)  # standardised on the tissue sample
+    assert torch.allclose(centre.std(0, unbiased=False), torch.ones(3), atol=1e-3)
+    bright = x.clone()
+    bright[0, 1, 20:30, 20:30] += 5.0  # a bright centre in channel b only
+    moved = features(cfg, params, bright, stats, mc=False)[0, cfg.trunk_size:] / params["centre.weight"]
+    assert moved[1] > centre[0, 1] + 5 and torch.allclose(moved[[0, 2]], centre[0, [0, 2]])
+    far = x.clone()
+    far[0, 1, :8, :8] += 5.0  # a neighbour's signal in the corner leaves the centre block alone
+    assert torch.allclose(features(cfg, params, far, stats, mc=False)[0, cfg.trunk_size:], feats[0, cfg.trunk_size:])
+
+
+def test_centre_block_gain_is_meta_learned_and_kept_by_the_head_only_step():
+    cfg = ModelConfig(channels=tuple("abc"), centre_radius=14)
+    params = {k: v.requires_grad_(True) for k, v in init_params(cfg).items()}
+    x, y = torch.rand(6, 3, 50, 50), torch.tensor([0, 1, 0, 1, 0, 1])
+    stats = estimate_stats(cfg, params, x)
+    fast = adapt_params(cfg, params, stats, x, y, lr=0.1, scope="head")
+    assert fast["centre.weight"] is params["centre.weight"]
+    loss = torch.nn.functional.cross_entropy(forward(cfg, fast, x, stats, mc=False), y)
+    (g,) = torch.autograd.grad(loss, [params["centre.weight"]])
+    assert g.abs().sum() > 0  # reaches the gain through the prototypes and the query features
+    with pytest.raises(ValueError, match="centre_radius"):
+        ModelConfig(channels=("a",), centre_radius=50)

@@ -17,7 +17,7 @@ def sim():
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = ModelConfig(channels=PAPER_CHANNELS)
+    cfg = ModelConfig(channels=PAPER_CHANNELS, centre_radius=14)  # the bundled model's shape
     return AgileModel(cfg, init_params(cfg, seed=3), inner_lr=0.1)
 
 
@@ -153,7 +153,7 @@ def test_save_load_round_trip_keeps_answers_and_weights(session, tmp_path):
 def test_model_files_are_safetensors_and_channel_mismatch_is_named(sim, model, tmp_path):
     path = model.save(tmp_path / "m.safetensors")
     loaded = load_model(path)
-    assert loaded.channels == model.channels and all(torch.equal(loaded.params[k], model.params[k]) for k in model.params)
+    assert loaded.config == model.config and all(torch.equal(loaded.params[k], model.params[k]) for k in model.params)
     (tmp_path / "evil.safetensors").write_bytes(b"\x80\x04pickle-not-safetensors")
     with pytest.raises(AgileInputError, match="not a napari-agile model"):
         load_model(tmp_path / "evil.safetensors")

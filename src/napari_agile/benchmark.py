@@ -50,9 +50,10 @@ class BenchConfig:
     mc_passes: int = 20
     seed: int = 0
     extra_acquisition: tuple[str, ...] = ("bald", "random")
-    # the bundled recipe (configs/bundled-model.toml, docs/method.md): Proto-MAML heads, first-order,
-    # a head-only step, channels shuffled on every augmented task
+    # the bundled recipe (configs/bundled-model.toml, docs/method.md): Proto-MAML heads, the centre-intensity
+    # block, first-order, a head-only step, channels shuffled on every augmented task; every method shares the network
     head_init: str = "prototypes"
+    centre_radius: int = 14
     first_order: bool = True
     adapt_scope: str = "head"
     shuffle: float = 1.0
@@ -246,7 +247,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     if results.get("config") not in (None, json.loads(json.dumps(asdict(bench)))):
         raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
-    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init)
+    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius)
     torch.manual_seed(bench.seed)
     t0 = time.time()
     data = build_data(bench, cfg)
