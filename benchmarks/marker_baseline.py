@@ -2,8 +2,8 @@
 
 On the quick benchmark's data (astrocyte and endothelial tasks): nearest class centroid of the standardised
 mean intensity of each channel within 14 px of the patch centre (the bundled model's centre block, without the
-network), from 8 + 8 random labels (20 repeats); and the best single channel with the best threshold chosen on the test set itself (an oracle, so an
-upper bound for "threshold the marker channel").
+network), from 8 + 8 random labels (20 repeats); and the best single channel with the best threshold chosen
+on the test set itself (an oracle, so an upper bound for "threshold the marker channel").
 
     python benchmarks/marker_baseline.py
 """

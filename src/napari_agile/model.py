@@ -8,6 +8,8 @@ tissue) and in use (stats from the user's section) keeps the two consistent and 
 normalisation on tissue the model never saw.
 MC dropout (rate 0.1, always on, train and test) sits before the dense layer by default ("head"), so T
 stochastic passes cost one trunk pass; "blocks" puts it after every block instead.
+Optionally (`centre_radius`, used by the bundled model) the dense layer also reads each channel's mean at the
+centre cell, standardised with the same tissue statistics.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from .model import ModelConfig, Params, estimate_stats, forward, init_params
 
 
 def fresh_params(cfg: ModelConfig, seed: int = 0) -> Params:
-    """Untrained weights of the paper's network, random dense layer included (whatever `cfg.head_init` says:
+    """Untrained weights of the network `cfg` describes, random dense layer included (whatever `cfg.head_init` says:
     the baselines train from scratch and never add prototypes)."""
     return init_params(replace(cfg, head_init="meta"), seed)
 
