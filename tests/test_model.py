@@ -97,6 +97,20 @@ def test_centre_block_reads_each_channel_at_the_centre_cell_standardised_on_the_
     assert torch.allclose(features(cfg, params, far, stats, mc=False)[0, cfg.trunk_size:], feats[0, cfg.trunk_size:])
 
 
+def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
+    cfg = ModelConfig(channels=tuple("abc"), centre_radius=14, centre_whiten=True)
+    params = init_params(cfg)
+    x = torch.rand(64, 3, 50, 50)
+    x[:, 1] = 0.7 * x[:, 0] + 0.3 * x[:, 1]  # channel b mostly repeats channel a (a shared stain, bleed-through)
+    stats = estimate_stats(cfg, params, x)
+    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size:] / params["centre.weight"]
+    assert torch.allclose(torch.cov(centre.T, correction=0), torch.eye(3), atol=2e-2)
+    perm = [2, 0, 1]  # whitening is symmetric (ZCA): reordering the channels reorders the block, nothing else
+    x_perm = x[:, perm]
+    moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm), mc=False)[:, cfg.trunk_size:]
+    assert torch.allclose(moved / params["centre.weight"], centre[:, perm], atol=1e-3)
+
+
 def test_centre_block_gain_is_meta_learned_and_kept_by_the_head_only_step():
     cfg = ModelConfig(channels=tuple("abc"), centre_radius=14)
     params = {k: v.requires_grad_(True) for k, v in init_params(cfg).items()}

@@ -37,6 +37,8 @@ class ModelConfig:
     centre_radius: int = 0  # > 0: the dense layer also sees every channel's mean inside this radius (patch pixels)
     # around the centre, standardised on the tissue: the centre cell's marker levels, which the pooled trunk
     # blurs with its neighbours' (docs/method.md); 0 is the paper's network
+    centre_whiten: bool = False  # decorrelate the centre block with the tissue's channel covariance (ZCA), not
+    # only scale each channel: a shared nuclear stain or bleed-through then counts once in the prototypes' distance
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +141,8 @@ def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, m
     out = out.flatten(1)
     if not cfg.centre_radius:
         return out
-    centre = (centre_means(cfg, x) - stats["centre.mean"]) / stats["centre.var"].sqrt()
+    centre = centre_means(cfg, x) - stats["centre.mean"]
+    centre = centre @ stats["centre.whiten"] if cfg.centre_whiten else centre / stats["centre.var"].sqrt()
     return torch.cat([out, params["centre.weight"] * centre], 1)
 
 
@@ -173,6 +176,17 @@ def prototype_head(cfg: ModelConfig, params: Params, stats: Params, x: torch.Ten
     return out
 
 
+def zca_matrix(x: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Symmetric whitening matrix Cov(x)^-1/2 of (N, C) samples; channel-order equivariant, unlike PCA whitening.
+
+    The ridge (a fraction of each channel's variance) keeps a near-constant or duplicated channel finite.
+    """
+    cov = torch.cov(x.T.double(), correction=0).reshape(x.shape[1], x.shape[1])
+    cov = cov + ridge * torch.diag(cov.diagonal().clamp_min(1e-6))
+    eigval, eigvec = torch.linalg.eigh(cov)
+    return ((eigvec * eigval.clamp_min(1e-12).rsqrt()) @ eigvec.T).to(x.dtype)
+
+
 @torch.no_grad()
 def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size: int = 256) -> Params:
     """Batch-norm statistics of the tissue sample `x` under `params` (per layer mean and variance).
@@ -183,6 +197,8 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
     if cfg.centre_radius:
         centre = centre_means(cfg, x)
         stats["centre.mean"], stats["centre.var"] = centre.mean(0), centre.var(0, unbiased=False).clamp_min(1e-6)
+        if cfg.centre_whiten:
+            stats["centre.whiten"] = zca_matrix(centre)
     xs = list(torch.split(x, batch_size))
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
