@@ -54,6 +54,7 @@ class BenchConfig:
     # block, first-order, a head-only step, channels shuffled on every augmented task; every method shares the network
     head_init: str = "prototypes"
     centre_radius: int = 14
+    centre_whiten: bool = True
     first_order: bool = True
     adapt_scope: str = "head"
     shuffle: float = 1.0
@@ -74,8 +75,10 @@ class BenchData:
     tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None) -> BenchData:
-    """Simulate fields until every type has n_per_type cells, keep that many per type, split each real task."""
+def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None,
+               task_types: tuple[str, ...] = REAL_TYPES) -> BenchData:
+    """Simulate fields until every type has n_per_type cells, keep that many per type, split each task's cells
+    (the real types by default; validation studies pass the meta types)."""
     sims = simulate_cell_pool(bench.n_per_type, seed=bench.seed, params=params, field=bench.field)
     rng = np.random.default_rng(bench.seed)
     labelled = []
@@ -88,7 +91,7 @@ def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = 
                            for c in CELL_TYPES])
     pool = TaskPool(pool.patches[keep], pool.types[keep], pool.fields[keep])
     data = BenchData(pool, rng.choice(len(pool), min(512, len(pool)), replace=False))
-    for name in REAL_TYPES:
+    for name in task_types:
         pos = np.flatnonzero(pool.types == name)
         neg = rng.choice(np.flatnonzero(pool.types != name), len(pos), replace=False)
         idx = rng.permutation(np.concatenate([pos, neg]))
@@ -247,7 +250,8 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     if results.get("config") not in (None, json.loads(json.dumps(asdict(bench)))):
         raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
-    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius)
+    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius,
+                      centre_whiten=bench.centre_whiten)
     torch.manual_seed(bench.seed)
     t0 = time.time()
     data = build_data(bench, cfg)

@@ -78,7 +78,8 @@ def render(results: dict, path: str | Path) -> Path:
         f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
         f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
-        f"{' + centre intensities within %d px' % c['centre_radius'] if c.get('centre_radius') else ''}, "
+        f"{' + centre intensities within %d px' % c['centre_radius'] if c.get('centre_radius') else ''}"
+        f"{' (whitened on the section)' if c.get('centre_radius') and c.get('centre_whiten') else ''}, "
         "shared by every method; MAML is the same learner without task augmentation (docs/method.md).", "",
         "## Table 2", "", table2(results["summary"]), "",
         "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "",

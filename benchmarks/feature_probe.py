@@ -1,0 +1,91 @@
+"""What a model's features can carry, and how much of it one step on 16 labels takes: validation tasks only.
+
+Tasks: the meta types (neuron, oligodendrocyte, microglia) on fresh simulated fields (seed 70,000, never used for
+training or testing), the benchmark's split (800 cells per task as 60% pool, 40% test), every channel order
+shuffled per repeat, as the validation during meta-training. The new types (astrocyte, endothelial) are not
+touched. Per task: the model's one step from 8 + 8 random labels (phase I, as the benchmark runs it); a nearest
+class mean and a logistic regression fitted on *every* pool label, on all features, on the trunk alone and on
+the centre block alone. The last two are ceilings for a linear one-step learner on those features.
+
+    python benchmarks/feature_probe.py [--model FILE] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_agile import benchmark as bm
+from napari_agile.model import features
+from napari_agile.modelio import load_model
+
+SEED = 70_000
+
+
+def logistic_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
+                      l2: float = 1e-3) -> float:
+    """Test accuracy of an L2-regularised logistic regression on standardised features (L-BFGS to convergence)."""
+    mean, std = f_train.mean(0), f_train.std(0) + 1e-6
+    a, b = (f_train - mean) / std, (f_test - mean) / std
+    w, bias = torch.zeros(a.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, bias], max_iter=300)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(a @ w + bias, y_train.float()) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float((((b @ w + bias) > 0).long() == y_test).float().mean())
+
+
+def nearest_mean_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor) -> float:
+    means = torch.stack([f_train[y_train == k].mean(0) for k in (0, 1)])
+    return float((torch.cdist(f_test, means).argmin(1) == y_test).float().mean())
+
+
+def probe(model_path: str | None, repeats: int) -> dict[str, list[float]]:
+    model = load_model(model_path)
+    cfg = model.config
+    bench = replace(bm.BenchConfig.quick(), seed=SEED)
+    base = bm.build_data(bench, cfg, task_types=bm.META_TYPES)
+    parts = {"all": slice(None), "trunk": slice(0, cfg.trunk_size), "centre": slice(cfg.trunk_size, None)}
+    out: dict[str, list[float]] = {}
+    for r in range(repeats):
+        perm = torch.as_tensor(np.random.default_rng([SEED, r]).permutation(len(cfg.channels)))
+        pool = bm.TaskPool(base.pool.patches[:, perm], base.pool.types, base.pool.fields)
+        proto = bm.Protocol(bench, cfg, bm.BenchData(pool, base.tissue_idx, base.tasks), {"agile": model})
+        stats = proto.stats(model.params)
+        for task in bm.META_TYPES:
+            rng = np.random.default_rng([SEED, r, bm.META_TYPES.index(task)])
+            idx = proto.balanced(task, 16, rng)
+            out.setdefault("one step, 16 labels", []).append(
+                proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"])
+            (x_tr, y_tr), (x_te, y_te) = (proto._xy(base.tasks[task][s], task) for s in ("train", "test"))
+            f_tr, f_te = (features(cfg, model.params, x, stats, mc=False) for x in (x_tr, x_te))
+            for name, cols in parts.items():
+                if cfg.centre_radius or name == "trunk":
+                    args = (f_tr[:, cols], y_tr, f_te[:, cols], y_te)
+                    out.setdefault(f"nearest class mean, all labels, {name}", []).append(nearest_mean_accuracy(*args))
+                    out.setdefault(f"logistic regression, all labels, {name}", []).append(logistic_accuracy(*args))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="model file (default: the bundled model)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rows = probe(args.model, args.repeats)
+    print("| learner | features | accuracy (mean ± SE) |\n|---|---|---|")
+    for name, accs in rows.items():
+        learner, _, part = name.rpartition(", ") if "all labels" in name else (name, "", "all")
+        print(f"| {learner} | {part} | {np.mean(accs):.3f} ± {np.std(accs, ddof=1) / np.sqrt(len(accs)):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
