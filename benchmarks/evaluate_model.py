@@ -36,7 +36,7 @@ def evaluate(model_path: str | None, repeats: int, n_per_type: int = 400) -> dic
     return out
 
 
-def model_card(model_path: str | None, result: dict) -> str:
+def model_card(model_path: str | None, result: dict, repeats: int) -> str:
     """The model card: what the model is, how it was trained (from its own metadata) and how well it adapts."""
     model = load_model(model_path)
     info, cfg = model.info, model.config
@@ -72,8 +72,9 @@ Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
   `runs/bundled/model.safetensors` here (seconds per iteration on this CPU: docs/speed.md, section 4).
 
 ## Accuracy on tissue it was not trained on
-`python benchmarks/evaluate_model.py --repeats 3 --card src/napari_agile/models/MODEL_CARD.md`: fresh simulator seeds, real
-tasks astrocyte and endothelial, 16 labels, mean over both tasks and repeats. "default" is the calibrated
+`python benchmarks/evaluate_model.py --repeats {repeats} --card src/napari_agile/models/MODEL_CARD.md`: fresh simulator seeds, real
+tasks astrocyte and endothelial, 16 labels, mean over both tasks and {repeats} repeats each (± is the standard
+deviation over those runs). "default" is the calibrated
 simulator; "shifted" draws imaging, staining, size and density at 1.5x the training randomisation.
 
 | domain | how the 16 labels were chosen | zero-shot accuracy | after 1 step |
@@ -100,4 +101,4 @@ if __name__ == "__main__":
     if args.json:
         open(args.json, "w").write(json.dumps(result, indent=1))
     if args.card:
-        open(args.card, "w").write(model_card(args.model, result))
+        open(args.card, "w").write(model_card(args.model, result, args.repeats))

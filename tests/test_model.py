@@ -109,6 +109,9 @@ def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
     x_perm = x[:, perm]
     moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm), mc=False)[:, cfg.trunk_size:]
     assert torch.allclose(moved / params["centre.weight"], centre[:, perm], atol=1e-3)
+    few = x[:8]  # under 4 cells per channel: no covariances, each channel only standardised
+    whiten = estimate_stats(cfg, params, few)["centre.whiten"]
+    assert torch.allclose(whiten, torch.diag(whiten.diagonal())) and torch.isfinite(whiten).all()
 
 
 def test_centre_block_gain_is_meta_learned_and_kept_by_the_head_only_step():

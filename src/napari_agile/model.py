@@ -179,9 +179,12 @@ def prototype_head(cfg: ModelConfig, params: Params, stats: Params, x: torch.Ten
 def zca_matrix(x: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     """Symmetric whitening matrix Cov(x)^-1/2 of (N, C) samples; channel-order equivariant, unlike PCA whitening.
 
-    The ridge (a fraction of each channel's variance) keeps a near-constant or duplicated channel finite.
+    The ridge (a fraction of each channel's variance) keeps a near-constant or duplicated channel finite. With
+    fewer than 4 samples per channel the covariances are noise: the diagonal alone is used (plain standardisation).
     """
     cov = torch.cov(x.T.double(), correction=0).reshape(x.shape[1], x.shape[1])
+    if len(x) < 4 * x.shape[1]:
+        cov = torch.diag(cov.diagonal())
     cov = cov + ridge * torch.diag(cov.diagonal().clamp_min(1e-6))
     eigval, eigvec = torch.linalg.eigh(cov)
     return ((eigvec * eigval.clamp_min(1e-12).rsqrt()) @ eigvec.T).to(x.dtype)
