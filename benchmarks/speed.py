@@ -49,7 +49,7 @@ class Sizes:
     repeats: int = 3
     infer_patches: int = 2048  # patches per timed run, network as used (binned)
     baseline_patches: int = 512  # patches per timed run, full-resolution baselines
-    batch_sizes: tuple[int, ...] = (8, 16, 64, 256)
+    batch_sizes: tuple[int, ...] = (8, 16, 32, 64, 256)
     compile: bool = True
     mc_cells: int = 10_000
     mc_full_cells: int = 1_000  # re-running the network T times is timed on these and scaled to mc_cells
