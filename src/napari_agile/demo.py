@@ -35,11 +35,14 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
 
 
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
-             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print) -> dict:
-    """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session."""
+             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = SAMPLE_SEED) -> dict:
+    """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
+
+    `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sim = simulate_tissue(SAMPLE_SHAPE, seed=SAMPLE_SEED)
+    sim = simulate_tissue(SAMPLE_SHAPE, seed=seed)
     write_ome_tiff(sim.tissue, out / "tissue.ome.tif")
     cells = detect_nuclei(sim.tissue)
     write_cell_table(cells, out / "cells.csv")
