@@ -199,9 +199,11 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
     stats: Params = {}
     if cfg.centre_radius:
         centre = centre_means(cfg, x)
-        stats["centre.mean"], stats["centre.var"] = centre.mean(0), centre.var(0, unbiased=False).clamp_min(1e-6)
+        stats["centre.mean"] = centre.mean(0)
         if cfg.centre_whiten:
             stats["centre.whiten"] = zca_matrix(centre)
+        else:
+            stats["centre.var"] = centre.var(0, unbiased=False).clamp_min(1e-6)
     xs = list(torch.split(x, batch_size))
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
