@@ -110,8 +110,28 @@ def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
     moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm), mc=False)[:, cfg.trunk_size:]
     assert torch.allclose(moved / params["centre.weight"], centre[:, perm], atol=1e-3)
     few = x[:8]  # under 4 cells per channel: no covariances, each channel only standardised
-    whiten = estimate_stats(cfg, params, few)["centre.whiten"]
+    (whiten,) = estimate_stats(cfg, params, few)["centre.whiten"]  # one ring, one matrix
     assert torch.allclose(whiten, torch.diag(whiten.diagonal())) and torch.isfinite(whiten).all()
+
+
+def test_centre_rings_read_the_nucleus_core_and_its_rim_apart_each_whitened_on_its_own():
+    cfg = ModelConfig(channels=tuple("abc"), centre_radius=14, centre_whiten=True, centre_rings=2)
+    params = init_params(cfg)
+    x = torch.rand(64, 3, 50, 50)
+    x[:, 2] = 0.5 * x[:, 0] + 0.5 * x[:, 2]
+    stats = estimate_stats(cfg, params, x)
+    assert stats["centre.whiten"].shape == (2, 3, 3)
+    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size:] / params["centre.weight"]
+    assert centre.shape == (64, 6) and cfg.feature_size == cfg.trunk_size + 6
+    for ring in (centre[:, :3], centre[:, 3:]):  # each ring white on its own
+        assert torch.allclose(torch.cov(ring.T, correction=0), torch.eye(3), atol=2e-2)
+    rim = x[:1].clone()  # binned pixel (24.5 + 5, 24.5) is 10 px from the centre: the outer ring (7-14 px) only
+    rim[0, 1, 29:31, 23:27] += 5.0
+    moved = features(cfg, params, rim, stats, mc=False)[0, cfg.trunk_size:] / params["centre.weight"]
+    delta = moved - centre[0]
+    assert delta[3:].abs().max() > 1 and delta[:3].abs().max() < 1e-4
+    with pytest.raises(ValueError, match="centre_rings"):
+        ModelConfig(channels=("a",), centre_radius=14, centre_rings=8)
 
 
 def test_centre_block_gain_is_meta_learned_and_kept_by_the_head_only_step():

@@ -9,7 +9,8 @@ normalisation on tissue the model never saw.
 MC dropout (rate 0.1, always on, train and test) sits before the dense layer by default ("head"), so T
 stochastic passes cost one trunk pass; "blocks" puts it after every block instead.
 Optionally (`centre_radius`, used by the bundled model) the dense layer also reads each channel's mean at the
-centre cell, standardised with the same tissue statistics.
+centre cell (in `centre_rings` concentric rings: nucleus core, then its rim and the soma around it), standardised
+or whitened with the same tissue statistics.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class ModelConfig:
     # blurs with its neighbours' (docs/method.md); 0 is the paper's network
     centre_whiten: bool = False  # decorrelate the centre block with the tissue's channel covariance (ZCA), not
     # only scale each channel: a shared nuclear stain or bleed-through then counts once in the prototypes' distance
+    centre_rings: int = 1  # split the centre disk into this many rings of equal width, each ring's channel means
+    # normalised on their own: a marker in the nucleus and one on its rim (membrane, soma) read apart
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +54,8 @@ class ModelConfig:
             raise ValueError("patch_size must be a multiple of bin")
         if not 0 <= self.centre_radius < self.patch_size // 2:
             raise ValueError("centre_radius must be between 0 and half the patch size")
+        if self.centre_rings < 1 or self.centre_radius and self.centre_radius / self.centre_rings < self.bin:
+            raise ValueError("centre_rings must be at least 1, and each ring at least `bin` pixels wide")
 
     @property
     def input_size(self) -> int:
@@ -68,7 +73,12 @@ class ModelConfig:
     @property
     def feature_size(self) -> int:
         """Length of the feature vector fed to the dense layer (trunk, then centre intensities if any)."""
-        return self.trunk_size + (len(self.channels) if self.centre_radius else 0)
+        return self.trunk_size + self.centre_size
+
+    @property
+    def centre_size(self) -> int:
+        """Length of the centre block: one mean per channel and ring (0 without a centre block)."""
+        return len(self.channels) * self.centre_rings if self.centre_radius else 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +103,7 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
         params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
     if cfg.centre_radius:  # one gain for the centre block, starting with as much weight as the whole trunk
-        params["centre.weight"] = torch.full((1,), (cfg.trunk_size / len(cfg.channels)) ** 0.5)
+        params["centre.weight"] = torch.full((1,), (cfg.trunk_size / cfg.centre_size) ** 0.5)
     return params
 
 
@@ -126,11 +136,15 @@ def _normalise_pool(
 
 
 def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
-    """(N, C) mean of each channel of binned patches `x` inside the centre disk of `cfg.centre_radius`."""
+    """(N, rings * C) mean of each channel of binned patches `x` in each ring of the centre disk of
+    `cfg.centre_radius`, innermost ring first (one ring: the whole disk)."""
     side = cfg.input_size
     r = torch.arange(side, dtype=x.dtype) - (side - 1) / 2
-    disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= (cfg.centre_radius / cfg.bin) ** 2).to(x.dtype)
-    return torch.einsum("ncyx,yx->nc", x, disk / disk.sum())
+    dist = (r[:, None] ** 2 + r[None, :] ** 2).sqrt() * cfg.bin
+    edges = torch.linspace(0, cfg.centre_radius, cfg.centre_rings + 1).tolist()
+    rings = torch.stack([((dist > lo) | (lo == 0)) & (dist <= hi) for lo, hi in zip(edges[:-1], edges[1:])])
+    rings = rings.to(x.dtype)
+    return torch.einsum("ncyx,ryx->nrc", x, rings / rings.sum((1, 2), keepdim=True)).flatten(1)
 
 
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
@@ -142,7 +156,13 @@ def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, m
     if not cfg.centre_radius:
         return out
     centre = centre_means(cfg, x) - stats["centre.mean"]
-    centre = centre @ stats["centre.whiten"] if cfg.centre_whiten else centre / stats["centre.var"].sqrt()
+    if cfg.centre_whiten:  # ring by ring: (N, rings, C) @ (rings, C, C)
+        c = len(cfg.channels)
+        rings = centre.unflatten(1, (cfg.centre_rings, c)).transpose(0, 1)
+        whiten = stats["centre.whiten"].reshape(cfg.centre_rings, c, c)  # sessions saved before rings hold (C, C)
+        centre = torch.bmm(rings, whiten).transpose(0, 1).flatten(1)
+    else:
+        centre = centre / stats["centre.var"].sqrt()
     return torch.cat([out, params["centre.weight"] * centre], 1)
 
 
@@ -200,8 +220,8 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
     if cfg.centre_radius:
         centre = centre_means(cfg, x)
         stats["centre.mean"] = centre.mean(0)
-        if cfg.centre_whiten:
-            stats["centre.whiten"] = zca_matrix(centre)
+        if cfg.centre_whiten:  # one (C, C) matrix per ring
+            stats["centre.whiten"] = torch.stack([zca_matrix(ring) for ring in centre.split(len(cfg.channels), 1)])
         else:
             stats["centre.var"] = centre.var(0, unbiased=False).clamp_min(1e-6)
     xs = list(torch.split(x, batch_size))
