@@ -7,7 +7,12 @@ touched. Per task: the model's one step from 8 + 8 random labels (phase I, as th
 class mean and a logistic regression fitted on *every* pool label, on all features, on the trunk alone and on
 the centre block alone. The last two are ceilings for a linear one-step learner on those features.
 
-    python benchmarks/feature_probe.py [--model FILE] [--repeats 3]
+`--centre-blocks` probes hand-crafted centre blocks instead (no network): each channel's mean in rings around
+the centre, whitened on the tissue sample ring by ring or all together; a nearest class mean from 16 or 160
+random class-balanced labels (30 draws per task, the closest a one-step prototype head gets) and a logistic
+regression on every label. This chose the bundled model's `centre_rings`.
+
+    python benchmarks/feature_probe.py [--model FILE] [--repeats 3] [--centre-blocks] [--seed 70000]
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_agile import benchmark as bm
-from napari_agile.model import features
+from napari_agile.model import ModelConfig, centre_means, features, zca_matrix
 from napari_agile.modelio import load_model
 
 SEED = 70_000
@@ -75,11 +80,54 @@ def probe(model_path: str | None, repeats: int) -> dict[str, list[float]]:
     return out
 
 
+#: hand-crafted centre blocks: name -> (radius, rings, whitened ring by ring)
+CENTRE_BLOCKS = {
+    "disk 0-14 px (bundled before)": (14, 1, True),
+    "rings 0-7-14 px, ring by ring": (14, 2, True),
+    "rings 0-7-14 px, all together": (14, 2, False),
+    "rings 0-7-14-21 px, ring by ring": (21, 3, True),
+    "rings 0-7-14-21 px, all together": (21, 3, False),
+    "rings 0-14-28 px, ring by ring": (28, 2, True),
+}
+
+
+def centre_blocks(seed: int, draws: int = 30) -> dict[str, list[float]]:
+    """Accuracy of the hand-crafted centre blocks on the validation tasks (no network, channels as drawn)."""
+    cfg = load_model(None).config
+    data = bm.build_data(replace(bm.BenchConfig.quick(), seed=seed), cfg, task_types=bm.META_TYPES)
+    x, sample = data.pool.patches.float(), data.tissue_idx
+    out: dict[str, list[float]] = {}
+    for name, (radius, rings, by_ring) in CENTRE_BLOCKS.items():
+        block = centre_means(replace(cfg, centre_radius=radius, centre_rings=rings), x)
+        parts = block.split(len(cfg.channels), 1) if by_ring else (block,)
+        z = torch.cat([(p - p[sample].mean(0)) @ zca_matrix(p[sample]) for p in parts], 1)
+        for task in bm.META_TYPES:
+            (tr, y_tr), (te, y_te) = ((i, torch.as_tensor(data.pool.types[i] == task).long())
+                                      for i in (data.tasks[task]["train"], data.tasks[task]["test"]))
+            for n in (16, 160):
+                for d in range(draws):
+                    rng = np.random.default_rng([seed, d])
+                    sel = np.concatenate([rng.choice(np.flatnonzero(y_tr.numpy() == k), n // 2, replace=False)
+                                          for k in (0, 1)])
+                    out.setdefault(f"{name} | nearest class mean, {n} labels", []).append(
+                        nearest_mean_accuracy(z[tr][sel], y_tr[sel], z[te], y_te))
+            out.setdefault(f"{name} | logistic regression, all labels", []).append(
+                logistic_accuracy(z[tr], y_tr, z[te], y_te))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model file (default: the bundled model)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--centre-blocks", action="store_true", help="probe hand-crafted centre blocks instead")
+    ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
     args = ap.parse_args()
+    if args.centre_blocks:
+        print("| centre block | learner | accuracy (mean ± SE) |\n|---|---|---|")
+        for name, accs in centre_blocks(args.seed).items():
+            print(f"| {name} | {np.mean(accs):.3f} ± {np.std(accs, ddof=1) / np.sqrt(len(accs)):.3f} |")
+        return
     rows = probe(args.model, args.repeats)
     print("| learner | features | accuracy (mean ± SE) |\n|---|---|---|")
     for name, accs in rows.items():
