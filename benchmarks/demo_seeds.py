@@ -2,8 +2,10 @@
 on several simulated sections, for one or more models: balanced accuracy per new type, natural proportions.
 
 Unlike the paper's protocol (balanced tasks, labels from a pool), this is the Session as a user runs it.
+`--validation` runs it on the meta types (neuron, oligodendrocyte, microglia) of sections seeded 70,000 and up,
+which no model trains or is tested on: the loop's figure that may choose between recipes.
 
-    python benchmarks/demo_seeds.py [MODEL ...] [--seeds 10]      (MODEL: a file, or "bundled", the default)
+    python benchmarks/demo_seeds.py [MODEL ...] [--seeds 10] [--validation]   (MODEL: a file, or "bundled")
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from napari_agile.benchmark import META_TYPES, REAL_TYPES
 from napari_agile.demo import SAMPLE_SEED, run_demo
 from napari_agile.modelio import load_model
 
@@ -21,14 +24,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=["bundled"], help="model files, or 'bundled' (the default)")
     ap.add_argument("--seeds", type=int, default=10, help="sections: the bundled sample's seed and the next ones")
+    ap.add_argument("--validation", action="store_true", help="meta types on sections seeded 70,000 and up")
     args = ap.parse_args()
+    first, types = (70_000, META_TYPES) if args.validation else (SAMPLE_SEED, REAL_TYPES)
     rows: dict[tuple[str, str], list[float]] = {}
     for path in args.models:
         model, name = load_model(None if path == "bundled" else path), path
-        for seed in range(SAMPLE_SEED, SAMPLE_SEED + args.seeds):
+        for seed in range(first, first + args.seeds):
             with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the one-class warning is expected on some first rounds
-                report = run_demo(out, model=model, log=lambda _: None, seed=seed)
+                report = run_demo(out, model=model, types=types, log=lambda _: None, seed=seed)
             for cell_type, r in report.items():
                 rows.setdefault((name, cell_type), []).append(r["balanced_accuracy"])
     print("| model | cell type | balanced accuracy (mean ± SE) | min | max |\n|---|---|---|---|---|")

@@ -45,7 +45,8 @@ def model_card(model_path: str | None, result: dict, repeats: int) -> str:
     head = ("class prototypes of the labelled cells added to the dense layer (Proto-MAML), then"
             if cfg.head_init == "prototypes" else "the meta-learned dense layer, then")
     scope = "the dense layer only" if meta.get("adapt_scope") == "head" else "every weight"
-    centre = (f"; the dense layer also reads each channel's mean within {cfg.centre_radius} px of the centre,"
+    rings = f" in {cfg.centre_rings} rings of equal width" if cfg.centre_rings > 1 else ""
+    centre = (f"; the dense layer also reads each channel's mean within {cfg.centre_radius} px of the centre{rings},"
               f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section" if cfg.centre_radius else "")
     phase2 = result.get("default/agile_phase2", {}).get("one_step", float("nan"))
     verdict = ("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): {phase2:.3f} on the default domain"

@@ -79,6 +79,7 @@ def render(results: dict, path: str | Path) -> Path:
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
         f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
         f"{' + centre intensities within %d px' % c['centre_radius'] if c.get('centre_radius') else ''}"
+        f"{' in %d rings' % c['centre_rings'] if c.get('centre_radius') and c.get('centre_rings', 1) > 1 else ''}"
         f"{' (whitened on the section)' if c.get('centre_radius') and c.get('centre_whiten') else ''}, "
         "shared by every method; MAML is the same learner without task augmentation (docs/method.md).", "",
         "## Table 2", "", table2(results["summary"]), "",
