@@ -41,6 +41,16 @@ def test_suggest_returns_unlabelled_cells_and_creates_the_type(session):
     assert set(within) <= set(ids[3:])
 
 
+def test_first_round_covers_the_section_then_entropy_takes_over(session):
+    first = session.suggest("neuron", n=6)  # no answer yet: which cells are wanted is unknown
+    assert first == session.suggest("neuron", n=6, method="cover")
+    assert first != session.suggest("neuron", n=6, method="entropy")
+    session.annotate("neuron", first, [True, False, False, True, False, False])
+    assert session.suggest("neuron", n=6) == session.suggest("neuron", n=6, method="entropy")
+    with pytest.raises(AgileInputError, match="Unknown suggestion method 'entropyy'"):
+        session.suggest("neuron", n=6, method="entropyy")
+
+
 def test_answers_reach_disk_immediately_and_undo_is_journaled(session):
     ids = session.cells.ids[:2].tolist()
     session.annotate("neuron", ids, ["yes", 0])

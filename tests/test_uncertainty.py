@@ -3,7 +3,8 @@ import torch
 
 from napari_agile.model import ModelConfig, estimate_stats, init_params
 from napari_agile.uncertainty import (
-    bald, binary_entropy, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy, trunk_features,
+    bald, binary_entropy, covering_cells, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
+    trunk_features,
 )
 
 
@@ -33,3 +34,14 @@ def test_pick_spread_skips_neighbours_then_falls_back():
     score = np.array([0.9, 0.8, 0.7, 0.1])
     assert pick_spread(score, centroids, 3, min_distance=20).tolist() == [0, 2, 3]
     assert sorted(pick_spread(score, centroids, 4, min_distance=20).tolist()) == [0, 1, 2, 3]
+
+
+def test_covering_cells_reach_every_cluster_however_small():
+    rng = np.random.default_rng(0)
+    sizes, centres = [400, 100, 60, 40], np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
+    feats = np.concatenate([c + rng.normal(0, 0.5, (k, 2)) for c, k in zip(centres, sizes)])
+    cluster = np.repeat(np.arange(4), sizes)
+    picked = covering_cells(feats, 4, seed=0)
+    assert sorted(cluster[picked].tolist()) == [0, 1, 2, 3]  # 4 random picks: all four clusters 2% of the time
+    assert len(set(picked.tolist())) == 4
+    assert covering_cells(np.ones((5, 3)), 8).tolist() == [0, 1, 2, 3, 4]  # fewer cells than asked, all alike

@@ -35,10 +35,12 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
 
 
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
-             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = SAMPLE_SEED) -> dict:
+             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = SAMPLE_SEED,
+             method: str = "auto") -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
-    `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it).
+    `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it);
+    `method` is how each round's cells are suggested (`Session.suggest`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +53,7 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
     for name in types:
         for _ in range(rounds):
-            ids = session.suggest(name, n=per_round)
+            ids = session.suggest(name, n=per_round, method=method)
             session.annotate(name, ids, truth[session._rows(ids)] == name)
             session.adapt(name, steps=1)
     table = session.predict()

@@ -28,9 +28,12 @@ from .model import Params, bin_patches, estimate_stats
 from .modelio import AgileModel, check_channels, load_model
 from .patches import Normalizer, fit_normalizer, iter_patches
 from .tissue import Tissue
-from .uncertainty import mc_head_probs, mc_full_probs, pick_spread, predictive_entropy, scores, trunk_features
+from .uncertainty import (METHODS, covering_cells, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
+                          scores, trunk_features)
 
 Progress = Callable[[int, int], None]
+#: what `Session.suggest` accepts: the acquisition scores, a covering round, or cover-then-entropy
+SUGGEST_METHODS = ("auto", "cover", *METHODS)
 
 
 def default_store() -> Path:
@@ -162,13 +165,18 @@ class Session:
 
     # ---- the loop ---------------------------------------------------------------------------
     def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
-                method: str = "entropy", min_distance: float = 20.0, progress: Progress | None = None) -> list[int]:
-        """Ids of the `n` unlabelled cells the model is least sure are `cell_type` (within `among`).
+                method: str = "auto", min_distance: float = 20.0, progress: Progress | None = None) -> list[int]:
+        """Ids of the `n` unlabelled cells to ask about next for `cell_type` (within `among`).
 
-        `progress(done, total)` follows the network pass over the cells when it is not cached yet.
+        `method`: "entropy" (the paper: the cells the model is least sure of), "bald", "random", "cover" (cells
+        that cover the section's range of centre-block features, type-agnostic), or "auto": "cover" while the
+        type has no answer yet, then "entropy" (docs/method.md). `progress(done, total)` follows the network
+        pass over the cells when it is not cached yet.
         """
         if n < 1:
             raise AgileInputError(f"Ask for at least one cell (n={n}).")
+        if method not in SUGGEST_METHODS:
+            raise AgileInputError(f"Unknown suggestion method {method!r}: use one of {', '.join(SUGGEST_METHODS)}.")
         rows = np.arange(len(self.cells)) if among is None else self._rows(among)
         state = self._type(cell_type, create=True)
         ids = self.cells.ids[rows]
@@ -176,6 +184,14 @@ class Session:
         rows = rows[unlabelled]
         if rows.size == 0:
             return []
+        if method == "auto":
+            method = "entropy" if state.answers else "cover"
+        if method == "cover":
+            cfg = self.model.config
+            feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]
+            block = feats[:, cfg.trunk_size:] if cfg.centre_size else feats  # the meta-trained features
+            picked = covering_cells(block.cpu().numpy(), n, seed=self.seed)
+            return [int(i) for i in self.cells.ids[rows[picked]]]
         samples = self._mc_samples(cell_type, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
         score = scores(samples, method, rng)

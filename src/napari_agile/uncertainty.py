@@ -91,6 +91,44 @@ def scores(samples: np.ndarray, method: str, rng: np.random.Generator) -> np.nda
     raise ValueError(f"Unknown acquisition method {method!r}: use one of {METHODS}.")
 
 
+def covering_cells(feats: np.ndarray, n: int, seed: int = 0, restarts: int = 5, iterations: int = 30) -> np.ndarray:
+    """Indices of n distinct cells that cover the feature space: the cell nearest each centre of a k-means with
+    n centres (k-means++ starts, the tightest of `restarts` runs).
+
+    A type's first round: before any answer says which cells are wanted, the unadapted model's entropy only
+    reflects what meta-training left in the dense layer and varies with its seed; a covering round reaches
+    every kind of cell the section holds, so a rare type is likely among the answers (docs/method.md).
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    n = min(n, len(feats))
+    rng = np.random.default_rng(seed)
+    runs = [_kmeans(feats, n, rng, iterations) for _ in range(restarts)]
+    dist = _sq_dist(feats, min(runs, key=lambda run: run[1])[0])
+    picked: list[int] = []
+    for j in range(n):
+        dist[picked, j] = np.inf
+        picked.append(int(dist[:, j].argmin()))
+    return np.asarray(picked, dtype=np.int64)
+
+
+def _kmeans(feats: np.ndarray, n: int, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, float]:
+    """Lloyd's k-means from a k-means++ start: (centres, sum of squared distances to the nearest centre)."""
+    centres = feats[rng.choice(len(feats), 1)]
+    for _ in range(n - 1):
+        dist = _sq_dist(feats, centres).min(1)
+        p = dist / dist.sum() if dist.sum() > 0 else None  # all cells identical: any will do
+        centres = np.vstack([centres, feats[rng.choice(len(feats), 1, p=p)]])
+    for _ in range(iterations):
+        nearest = _sq_dist(feats, centres).argmin(1)
+        centres = np.stack([feats[nearest == j].mean(0) if (nearest == j).any() else centres[j] for j in range(n)])
+    return centres, float(_sq_dist(feats, centres).min(1).sum())
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared Euclidean distances, never below 0."""
+    return np.maximum((a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None], 0.0)
+
+
 def pick_spread(score: np.ndarray, centroids: np.ndarray, n: int, min_distance: float) -> np.ndarray:
     """Indices of the n best-scoring cells, skipping any within `min_distance` px of one already picked.
 
