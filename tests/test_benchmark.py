@@ -5,13 +5,13 @@ from napari_agile.benchmark_report import render
 
 TINY = BenchConfig(n_per_type=24, repeats=2, labels=4, big_labels=8, al_batch=2, steps_curve=1, label_curve=(4, 8),
                    supervised_steps=1, pretrain_steps=1, meta_iterations=1, meta_fields=1, field=1024, mc_passes=3,
-                   extra_acquisition=("random",))
+                   extra_acquisition=("auto", "random"))
 
 
 def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     logs = []
     results = run_benchmark(TINY, tmp_path / "run", log=logs.append)
-    expected = set(METHODS) | {"agile_phase2_random"}
+    expected = set(METHODS) | {"agile_phase2_auto", "agile_phase2_random"}
     assert set(results["summary"]) == expected
     for s in results["summary"].values():
         assert 0 <= s["accuracy"] <= 1 and s["n"] == 4 and len(s["steps_curve"]) == 2
@@ -21,5 +21,5 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     again = run_benchmark(TINY, tmp_path / "run", log=logs.append)  # resumes: every repeat is already there
     assert again["runs"] == runs_before
     page = render(results, tmp_path / "docs" / "bench.md").read_text()
-    assert "| MAML (1%) |" in page and "paper accuracy" in page
+    assert "| MAML (1%) |" in page and "| AGILE phase II, covering first round (1%) |" in page and "paper accuracy" in page
     assert (tmp_path / "docs" / "bench-steps.png").stat().st_size > 0

@@ -24,7 +24,7 @@ from .synth import CELL_TYPES, SimParams, simulate_cell_pool
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
 from .tissue import PAPER_CHANNELS
-from .uncertainty import mc_head_probs, scores, trunk_features
+from .uncertainty import covering_cells, mc_head_probs, scores, trunk_features
 
 META_TYPES = ("neuron", "oligodendrocyte", "microglia")
 REAL_TYPES = ("astrocyte", "endothelial")
@@ -49,7 +49,7 @@ class BenchConfig:
     field: int = 1024
     mc_passes: int = 20
     seed: int = 0
-    extra_acquisition: tuple[str, ...] = ("bald", "random")
+    extra_acquisition: tuple[str, ...] = ("auto", "bald", "random")
     # the bundled recipe (configs/bundled-model.toml, docs/method.md): Proto-MAML heads, the centre-intensity
     # block, first-order, a head-only step, channels shuffled on every augmented task; every method shares the network
     head_init: str = "prototypes"
@@ -64,7 +64,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
-                   meta_iterations=300, meta_fields=4, field=768, steps_curve=5, extra_acquisition=())
+                   meta_iterations=300, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
 
 
 @dataclass
@@ -154,7 +154,10 @@ class Protocol:
 
     def active(self, model: AgileModel, task: str, budget: int, batch: int, rng: np.random.Generator,
                method: str = "entropy") -> np.ndarray:
-        """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`."""
+        """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`.
+
+        `method="auto"` asks the first batch by covering the pool instead, as `Session.suggest` does by default.
+        """
         train = self.data.tasks[task]["train"]
         x_pool = self.data.pool.patches[train]
         stats = self.stats(model.params)
@@ -162,11 +165,15 @@ class Protocol:
         params = model.params
         while len(chosen) < min(budget, len(train)):
             feats = trunk_features(self.cfg, params, stats, x_pool)
-            samples = mc_head_probs(self.cfg, params, feats, self.bench.mc_passes, int(rng.integers(1 << 30))).numpy()
-            score = scores(samples, method, rng)
-            score[chosen] = -np.inf
             n = min(batch, budget - len(chosen))
-            chosen += [int(i) for i in np.argsort(-score, kind="stable")[:n]]
+            if method == "auto" and not chosen:
+                block = feats[:, self.cfg.trunk_size:] if self.cfg.centre_size else feats
+                chosen += [int(i) for i in covering_cells(block.numpy(), n, seed=int(rng.integers(1 << 30)))]
+            else:
+                samples = mc_head_probs(self.cfg, params, feats, self.bench.mc_passes, int(rng.integers(1 << 30)))
+                score = scores(samples.numpy(), "entropy" if method == "auto" else method, rng)
+                score[chosen] = -np.inf
+                chosen += [int(i) for i in np.argsort(-score, kind="stable")[:n]]
             params = self.adapt(model, train[chosen], task)
         return train[np.asarray(chosen)]
 
@@ -208,7 +215,7 @@ class Protocol:
             if method in ("maml", "agile_phase1"):
                 idx = self.balanced(task, n, rng)
             else:
-                how = method.rsplit("_", 1)[-1] if method.endswith(("_bald", "_random")) else "entropy"
+                how = method.rsplit("_", 1)[-1] if method.endswith(("_bald", "_random", "_auto")) else "entropy"
                 idx = self.active(model, task, n, self.bench.al_batch if n <= 16 else 16, rng, how)
             params, stats = self.adapt(model, idx, task), self.stats(model.params)
             curve = [self._score(self.adapt(model, idx, task, s), task, stats)["accuracy"]

@@ -12,6 +12,7 @@ PAPER_ROWS = (
     ("agile_phase1", "AGILE phase I (1%)", 0.791),
     ("agile_phase2", "AGILE phase II (1%)", 0.902),
     ("agile_phase2_160", "AGILE phase II (10%)", 0.950),
+    ("agile_phase2_auto", "AGILE phase II, covering first round (1%)", None),
     ("agile_phase2_bald", "AGILE phase II, BALD (1%)", None),
     ("agile_phase2_random", "AGILE phase II loop, random picks (1%)", None),
 )
