@@ -198,9 +198,14 @@ class Protocol:
         return self._transfer
 
     def run(self, method: str, task: str, repeat: int) -> dict:
-        """One repeat of `method` on `task`: Table 2's metrics and Fig. 3(a)'s accuracy-per-step curve."""
+        """One repeat of `method` on `task`: Table 2's metrics and Fig. 3(a)'s accuracy-per-step curve.
+
+        Torch's global generator (dropout) is seeded per run, so a run's result does not depend on which runs came
+        before it in this process: a resumed benchmark gives what an uninterrupted one would.
+        """
         rng = np.random.default_rng([self.bench.seed, repeat, REAL_TYPES.index(task), sum(map(ord, method))])
         seed = int(rng.integers(1 << 30))
+        torch.manual_seed(seed)
         n = self.bench.big_labels if method == "agile_phase2_160" else self.bench.labels
         curve: list[float] = []
         stats: Params | None = None  # supervised weights get their own statistics when scored
@@ -293,6 +298,7 @@ def label_curve(proto: Protocol, bench: BenchConfig) -> dict:
         for task in REAL_TYPES:
             for r in range(max(1, bench.repeats // 2)):
                 rng = np.random.default_rng([bench.seed, r, n])
+                torch.manual_seed(int(np.random.default_rng([bench.seed, r, n, REAL_TYPES.index(task)]).integers(1 << 30)))
                 model = proto.models["agile"]
                 idx = proto.active(model, task, n, bench.al_batch if n <= 16 else max(16, n // 10), rng)
                 agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params))["accuracy"])
