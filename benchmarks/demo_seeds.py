@@ -1,5 +1,6 @@
-"""The demo's whole loop (detection, 2 rounds of 8 entropy suggestions answered from the truth, one step each)
-on several simulated sections, for one or more models: balanced accuracy per new type, natural proportions.
+"""The demo's whole loop (detection, 2 rounds of 8 suggestions answered from the truth, one step each; by
+default the first round covers the section, the second is by entropy) on several simulated sections, for one
+or more models: balanced accuracy per new type, natural proportions.
 
 Unlike the paper's protocol (balanced tasks, labels from a pool), this is the Session as a user runs it.
 `--validation` runs it on the meta types (neuron, oligodendrocyte, microglia) of sections seeded 70,000 and up,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_agile import benchmark as bm
-from napari_agile.model import ModelConfig, centre_means, features, zca_matrix
+from napari_agile.model import centre_means, features, zca_matrix
 from napari_agile.modelio import load_model
 
 SEED = 70_000

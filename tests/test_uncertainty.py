@@ -36,7 +36,7 @@ def test_pick_spread_skips_neighbours_then_falls_back():
     assert sorted(pick_spread(score, centroids, 4, min_distance=20).tolist()) == [0, 1, 2, 3]
 
 
-def test_covering_cells_reach_every_cluster_however_small():
+def test_covering_cells_reach_every_cluster_of_unequal_size():
     rng = np.random.default_rng(0)
     sizes, centres = [400, 100, 60, 40], np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
     feats = np.concatenate([c + rng.normal(0, 0.5, (k, 2)) for c, k in zip(centres, sizes)])

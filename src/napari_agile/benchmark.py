@@ -24,7 +24,7 @@ from .synth import CELL_TYPES, SimParams, simulate_cell_pool
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
 from .tissue import PAPER_CHANNELS
-from .uncertainty import covering_cells, mc_head_probs, scores, trunk_features
+from .uncertainty import cover, mc_head_probs, scores, trunk_features
 
 META_TYPES = ("neuron", "oligodendrocyte", "microglia")
 REAL_TYPES = ("astrocyte", "endothelial")
@@ -167,8 +167,7 @@ class Protocol:
             feats = trunk_features(self.cfg, params, stats, x_pool)
             n = min(batch, budget - len(chosen))
             if method == "auto" and not chosen:
-                block = feats[:, self.cfg.trunk_size:] if self.cfg.centre_size else feats
-                chosen += [int(i) for i in covering_cells(block.numpy(), n, seed=int(rng.integers(1 << 30)))]
+                chosen += [int(i) for i in cover(self.cfg, feats, n, seed=int(rng.integers(1 << 30)))]
             else:
                 samples = mc_head_probs(self.cfg, params, feats, self.bench.mc_passes, int(rng.integers(1 << 30)))
                 score = scores(samples.numpy(), "entropy" if method == "auto" else method, rng)

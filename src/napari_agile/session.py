@@ -28,7 +28,7 @@ from .model import Params, bin_patches, estimate_stats
 from .modelio import AgileModel, check_channels, load_model
 from .patches import Normalizer, fit_normalizer, iter_patches
 from .tissue import Tissue
-from .uncertainty import (METHODS, covering_cells, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
+from .uncertainty import (METHODS, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, trunk_features)
 
 Progress = Callable[[int, int], None]
@@ -187,10 +187,8 @@ class Session:
         if method == "auto":
             method = "entropy" if state.answers else "cover"
         if method == "cover":
-            cfg = self.model.config
-            feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]
-            block = feats[:, cfg.trunk_size:] if cfg.centre_size else feats  # the meta-trained features
-            picked = covering_cells(block.cpu().numpy(), n, seed=self.seed)
+            feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]  # meta-trained
+            picked = cover(self.model.config, feats, n, seed=self.seed)
             return [int(i) for i in self.cells.ids[rows[picked]]]
         samples = self._mc_samples(cell_type, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])

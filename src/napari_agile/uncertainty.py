@@ -111,6 +111,12 @@ def covering_cells(feats: np.ndarray, n: int, seed: int = 0, restarts: int = 5, 
     return np.asarray(picked, dtype=np.int64)
 
 
+def cover(cfg: ModelConfig, feats: torch.Tensor, n: int, seed: int = 0) -> np.ndarray:
+    """`covering_cells` over the centre block of the model's features (all of them for a model without one)."""
+    block = feats[:, cfg.trunk_size:] if cfg.centre_size else feats
+    return covering_cells(block.cpu().numpy(), n, seed=seed)
+
+
 def _kmeans(feats: np.ndarray, n: int, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, float]:
     """Lloyd's k-means from a k-means++ start: (centres, sum of squared distances to the nearest centre)."""
     centres = feats[rng.choice(len(feats), 1)]
