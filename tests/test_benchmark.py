@@ -1,7 +1,14 @@
 import json
+from dataclasses import replace
 
-from napari_agile.benchmark import METHODS, BenchConfig, run_benchmark
+import numpy as np
+import pytest
+
+from napari_agile.benchmark import METHODS, BenchConfig, labelled_pool, run_benchmark
 from napari_agile.benchmark_report import render
+from napari_agile.model import ModelConfig
+from napari_agile.synth import CELL_TYPES
+from napari_agile.tissue import PAPER_CHANNELS
 
 TINY = BenchConfig(n_per_type=24, repeats=2, labels=4, big_labels=8, al_batch=2, steps_curve=1, label_curve=(4, 8),
                    supervised_steps=1, pretrain_steps=1, meta_iterations=1, meta_fields=1, field=1024, mc_passes=3,
@@ -22,8 +29,26 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     again = run_benchmark(TINY, tmp_path / "run", log=logs.append)  # resumes: every repeat is already there
     assert again["runs"] == saved["runs"] and again["label_curve"] == saved["label_curve"]
     cut = {**saved, "runs": {k: v for k, v in saved["runs"].items() if not k.startswith("agile_phase2")}}
+    del cut["config"]["label_source"]  # saved before that option existed: it ran with the default
     path.write_text(json.dumps(cut))  # as if interrupted: the later runs are redone, in a fresh order of events
     assert run_benchmark(TINY, tmp_path / "run", log=logs.append)["runs"] == saved["runs"]
     page = render(results, tmp_path / "docs" / "bench.md").read_text()
     assert "| MAML (1%) |" in page and "| AGILE phase II, covering first round (1%) |" in page and "paper accuracy" in page
     assert (tmp_path / "docs" / "bench-steps.png").stat().st_size > 0
+
+
+def test_a_folder_of_another_config_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"config": {"repeats": 99}}))
+    with pytest.raises(ValueError, match="another benchmark config"):
+        run_benchmark(TINY, run)
+
+
+def test_lab_labels_pool_holds_every_type_from_the_rule():
+    bench = replace(TINY, n_per_type=2, field=256, label_source="lab")
+    pool = labelled_pool(bench, ModelConfig(channels=PAPER_CHANNELS))
+    counts = {t: int(np.sum(pool.types == t)) for t in CELL_TYPES}
+    assert set(pool.types) == set(CELL_TYPES) and min(counts.values()) >= 2
+    # 256 px fields hold about 8 whole-patch cells: the rule keeps the brightest one per marker at most
+    assert len(pool) <= 5 * (pool.fields.max() + 1)

@@ -3,13 +3,15 @@
 Data: 800 cells per type (5 types); a binary task per real type (astrocyte, endothelial): 800 positives and
 800 negatives drawn from the other types; 60% of each task is the labelling pool, 40% the test set.
 Meta-learned methods are meta-trained on separate simulated fields (other seeds) on the meta types only.
+Cell types are the simulator's truth, or with `label_source="lab"` the lab's weak labels (weak_labels.py), which are
+what the paper's tables were measured against.
 """
 from __future__ import annotations
 
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -20,11 +22,14 @@ from .meta import MetaConfig, adapt_params, meta_train
 from .model import ModelConfig, Params, estimate_stats
 from .modelio import AgileModel
 from .supervised import binary_metrics, fresh_params, predict_proba, train_supervised
-from .synth import CELL_TYPES, SimParams, simulate_cell_pool
+from .cells import Cells
+from .errors import AgileInputError
+from .synth import CELL_TYPES, Simulation, SimParams, simulate_cell_pool, simulate_tissue
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
-from .tissue import PAPER_CHANNELS
+from .tissue import PAPER_CHANNELS, Tissue
 from .uncertainty import cover, mc_head_probs, scores, trunk_features
+from .weak_labels import lab_labelled
 
 META_TYPES = ("neuron", "oligodendrocyte", "microglia")
 REAL_TYPES = ("astrocyte", "endothelial")
@@ -60,6 +65,7 @@ class BenchConfig:
     adapt_scope: str = "head"
     shuffle: float = 1.0
     randomize: float = 1.0  # domain randomisation of the meta-training fields
+    label_source: str = "truth"  # "truth": the simulator's cell types; "lab": the lab's weak labels, as in the paper
 
     @classmethod
     def quick(cls) -> "BenchConfig":
@@ -80,14 +86,8 @@ def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = 
                task_types: tuple[str, ...] = REAL_TYPES) -> BenchData:
     """Simulate fields until every type has n_per_type cells, keep that many per type, split each task's cells
     (the real types by default; validation studies pass the meta types)."""
-    sims = simulate_cell_pool(bench.n_per_type, seed=bench.seed, params=params, field=bench.field)
     rng = np.random.default_rng(bench.seed)
-    labelled = []
-    for sim in sims:
-        t = sim.cells.table
-        inner = (t.y >= 50) & (t.x >= 50) & (t.y < bench.field - 50) & (t.x < bench.field - 50)
-        labelled.append((sim.tissue, sim.cells.subset(t.index[inner])))
-    pool = pool_from_tissues(labelled, cfg, seed=bench.seed)
+    pool = labelled_pool(bench, cfg, params)
     keep = np.concatenate([rng.choice(np.flatnonzero(pool.types == c), bench.n_per_type, replace=False)
                            for c in CELL_TYPES])
     pool = TaskPool(pool.patches[keep], pool.types[keep], pool.fields[keep])
@@ -101,11 +101,49 @@ def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = 
     return data
 
 
+def _inner(sim: Simulation, side: int) -> tuple[Tissue, Cells]:
+    """A field with only its cells at least 50 px from the border (whole patches)."""
+    t = sim.cells.table
+    inner = (t.y >= 50) & (t.x >= 50) & (t.y < side - 50) & (t.x < side - 50)
+    return sim.tissue, sim.cells.subset(t.index[inner])
+
+
+def labelled_pool(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None) -> TaskPool:
+    """Binned patches of fields (seeds seed, seed+1, ...) until every type has n_per_type inner cells, typed by
+    the labels asked for.
+
+    The lab's rule keeps about 5 % of cells per marker, few of them endothelial, so it takes hundreds of fields;
+    each is ranked on its own (a tile of one section) so that only its kept cells' patches are held.
+    """
+    if bench.label_source == "truth":
+        sims = simulate_cell_pool(bench.n_per_type, bench.seed, params, bench.field)
+        return pool_from_tissues([_inner(s, bench.field) for s in sims], cfg, seed=bench.seed)
+    if bench.label_source != "lab":
+        raise AgileInputError(f"label_source must be 'truth' or 'lab'; got {bench.label_source!r}.")
+    pools: list[TaskPool] = []
+    counts = dict.fromkeys(CELL_TYPES, 0)
+    while min(counts.values()) < bench.n_per_type:
+        if len(pools) >= 2000:
+            raise AgileInputError(f"After 2000 fields the lab's rule still gives too few of some type ({counts}).")
+        sim = simulate_tissue((bench.field, bench.field), bench.seed + len(pools), params)
+        pools.append(pool_from_tissues(lab_labelled([_inner(sim, bench.field)]), cfg, seed=bench.seed))
+        for t in CELL_TYPES:
+            counts[t] += int(np.sum(pools[-1].types == t))
+    return TaskPool(torch.cat([p.patches for p in pools]), np.concatenate([p.types for p in pools]),
+                    np.concatenate([np.full(len(p), i) for i, p in enumerate(pools)]))
+
+
 def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
     """Fields for meta-training (seeds disjoint from the benchmark's), plus one for validation; each draws its
-    own imaging and staining at `bench.randomize`, as the bundled recipe's fields do."""
-    pairs = simulated_fields({"field_size": bench.field, "randomize": bench.randomize}, bench.seed + 10_000,
-                             bench.meta_fields + 1)
+    own imaging and staining at `bench.randomize`, as the bundled recipe's fields do.
+
+    With the lab's labels each field is its own section, four times the side so that its 5 % per marker still
+    holds a task's 24 cells of each meta type."""
+    lab = bench.label_source == "lab"
+    pairs = simulated_fields({"field_size": bench.field * (4 if lab else 1), "randomize": bench.randomize},
+                             bench.seed + 10_000, bench.meta_fields + 1)
+    if lab:
+        pairs = [lab_labelled([p])[0] for p in pairs]
     return pool_from_tissues(pairs[:-1], cfg, 300, bench.seed), pool_from_tissues(pairs[-1:], cfg, 300, bench.seed)
 
 
@@ -259,7 +297,9 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if results.get("config") not in (None, json.loads(json.dumps(asdict(bench)))):
+    # a run saved before a config field existed ran with that field's default
+    defaults, current = (json.loads(json.dumps(d)) for d in ({f.name: f.default for f in fields(bench)}, asdict(bench)))
+    if "config" in results and {**defaults, **results["config"]} != current:
         raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
     cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius,
