@@ -17,6 +17,9 @@ PAPER_ROWS = (
     ("agile_phase2_random", "AGILE phase II loop, random picks (1%)", None),
 )
 
+LAB = ("the lab's weak labels, as in the paper (napari_agile.weak_labels: the brightest 5 % of cells per marker "
+       "inside the nucleus box, each typed by its brightest marker; docs/simulator.md)")
+
 
 def table2(summary: dict) -> str:
     """Table 2 as markdown: precision, recall, F1, accuracy ± std, 95% CI, and the paper's accuracy."""
@@ -69,10 +72,12 @@ def render(results: dict, path: str | Path) -> Path:
     plots = _plots(results, path.parent, path.stem)
     m, c = results["machine"], results["config"]
     lc = results["label_curve"]
+    lab = c.get("label_source") == "lab"
     text = "\n".join([
         "# Reproducing the AGILE paper on simulated tissue", "",
-        f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}--render {path}` on "
-        f"{m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
+        f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}{'--label-source lab ' if lab else ''}"
+        f"--render {path}` on {m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
+        f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
         "(meta types neuron, oligodendrocyte, microglia); learner: "
