@@ -1,8 +1,9 @@
 """Zero-shot and one-step accuracy of a meta-trained model on tissue it was not trained on (for the model card).
 
-Two test sets, both simulated with seeds no training run uses: the simulator's defaults (the rat-brain
-calibration), and a shifted domain (imaging, staining, size and density drawn with SimParams.randomized at
-strength 1.5, wider than meta-training's 1.0). Real tasks astrocyte and endothelial, 16 labels, 1 step.
+Three test sets, all simulated with seeds no training run uses: the simulator's defaults (the rat-brain
+calibration), a shifted domain (imaging, staining, size and density drawn with SimParams.randomized at
+strength 1.5, wider than meta-training's 1.0), and the defaults scored against the lab's weak labels as the
+paper was (napari_agile.weak_labels). Real tasks astrocyte and endothelial, 16 labels, 1 step.
 
     python benchmarks/evaluate_model.py [MODEL] [--repeats 5]
 """
@@ -13,6 +14,8 @@ import json
 
 import numpy as np
 
+from dataclasses import replace
+
 from napari_agile import benchmark as bm
 from napari_agile.modelio import load_model
 from napari_agile.synth import SimParams
@@ -21,9 +24,12 @@ from napari_agile.synth import SimParams
 def evaluate(model_path: str | None, repeats: int, n_per_type: int = 400) -> dict:
     model = load_model(model_path)
     bench = bm.BenchConfig(n_per_type=n_per_type, repeats=repeats, seed=90_000, field=1024, steps_curve=0)
-    domains = {"default": SimParams(), "shifted": SimParams().randomized(np.random.default_rng(90_001), 1.5)}
+    domains = {"default": (SimParams(), "truth"),
+               "shifted": (SimParams().randomized(np.random.default_rng(90_001), 1.5), "truth"),
+               "lab labels": (SimParams(), "lab")}
     out = {}
-    for name, params in domains.items():
+    for name, (params, labels) in domains.items():
+        bench = replace(bench, label_source=labels)
         data = bm.build_data(bench, model.config, params)
         proto = bm.Protocol(bench, model.config, data, {"agile": model})
         for method in ("agile_phase1", "agile_phase2"):
@@ -49,7 +55,9 @@ def model_card(model_path: str | None, result: dict, repeats: int) -> str:
     centre = (f"; the dense layer also reads each channel's mean within {cfg.centre_radius} px of the centre{rings},"
               f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section" if cfg.centre_radius else "")
     phase2 = result.get("default/agile_phase2", {}).get("one_step", float("nan"))
-    verdict = ("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): {phase2:.3f} on the default domain"
+    lab = result.get("lab labels/agile_phase2", {}).get("one_step", float("nan"))
+    verdict = (("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): "
+               f"{phase2:.3f} on the default domain, {lab:.3f} against the lab's labels")
     rows = "\n".join(f"| {k.split('/')[0]} | {'entropy (phase II)' if k.endswith('2') else 'random, balanced (phase I)'} "
                      f"| {v['zero_shot']:.3f} | {v['one_step']:.3f} ± {v['std']:.3f} |" for k, v in result.items())
     return f"""# Model card: agile-rat-brain
@@ -76,7 +84,9 @@ Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
 `python benchmarks/evaluate_model.py --repeats {repeats} --card src/napari_agile/models/MODEL_CARD.md`: fresh simulator seeds, real
 tasks astrocyte and endothelial, 16 labels, mean over both tasks and {repeats} repeats each (± is the standard
 deviation over those runs). "default" is the calibrated
-simulator; "shifted" draws imaging, staining, size and density at 1.5x the training randomisation.
+simulator; "shifted" draws imaging, staining, size and density at 1.5x the training randomisation; "lab labels"
+is the default simulator scored against the lab's weak labels (the brightest 5 % of cells per marker inside the
+nucleus, typed by the brightest marker), which is what the paper's figures were scored against.
 
 | domain | how the 16 labels were chosen | zero-shot accuracy | after 1 step |
 |---|---|---|---|

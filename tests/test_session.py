@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from napari_agile import AgileInputError, Session, simulate_tissue
 from napari_agile.model import ModelConfig, init_params
@@ -147,12 +148,19 @@ def test_predict_and_paint_agree(session):
     assert np.all(painted[labels == 0] == 0)
 
 
-def test_save_load_round_trip_keeps_answers_and_weights(session, tmp_path):
+@pytest.mark.parametrize("scope", ["all", "head"])
+def test_save_load_round_trip_keeps_answers_and_weights(sim, model, tmp_path, scope):
+    model = AgileModel(model.config, model.params, model.inner_lr, adapt_scope=scope)
+    session = Session(sim.tissue, sim.cells, model, store=tmp_path / "store", mc_passes=8)
     session.annotate("astrocyte", session.cells.ids[:4], [True, False, True, False])
     session.adapt("astrocyte")
     before = session.predict()
     path = session.save(tmp_path / "saved")
+    stored = {k for k in load_file(str(path / "adapted.safetensors")) if k.startswith("type/")}
+    changed = {"head.weight", "head.bias"} if scope == "head" else set(model.params)  # the rest is the model's
+    assert stored == {f"type/astrocyte/{k}" for k in changed}
     again = Session.load(path, session.tissue)
+    assert all(torch.equal(again.types["astrocyte"].params[k], v) for k, v in session.types["astrocyte"].params.items())
     assert again.types["astrocyte"].answers == session.types["astrocyte"].answers
     after = again.predict()
     assert np.allclose(before["p_astrocyte"], after["p_astrocyte"], atol=1e-5)

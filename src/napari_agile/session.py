@@ -24,7 +24,7 @@ from .device import pick_device
 from .errors import AgileInputError
 from .export import NONE_TYPE
 from .meta import adapt_params
-from .model import Params, bin_patches, estimate_stats
+from .model import Params, bin_patches, estimate_stats, head_keys
 from .modelio import AgileModel, check_channels, load_model
 from .patches import Normalizer, fit_normalizer, iter_patches
 from .tissue import Tissue
@@ -318,9 +318,10 @@ class Session:
     def _save_weights(self, folder: Path) -> None:
         tensors = {f"stats/{k}": v.cpu() for k, v in self.stats.items()}
         for name, state in self.types.items():
-            if state.params is not None:
-                # cloned: after head-only steps every type shares the trunk's tensors, which safetensors refuses
-                tensors.update({f"type/{name}/{k}": v.cpu().clone() for k, v in state.params.items()})
+            if state.params is not None:  # the dense layer and what adaptation changed; the rest is the model's
+                head = head_keys(state.params)
+                tensors.update({f"type/{name}/{k}": v.cpu().contiguous() for k, v in state.params.items()
+                                if k in head or not torch.equal(v, self._init[k])})
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "adapted.safetensors"))
         self._write_meta()
@@ -374,9 +375,7 @@ class Session:
             tensors = load_file(str(weights), device=str(session.device))
             session.stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or session.stats
             for name, state in session.types.items():
-                prefix = f"type/{name}/"
-                params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-                state.params = params or None
+                state.params = session._saved_params(tensors, name)
         return session
 
     @classmethod
@@ -394,11 +393,16 @@ class Session:
                       mc_passes=meta["mc_passes"], threshold=meta["threshold"], seed=meta["seed"])
         tensors = load_file(str(saved / "adapted.safetensors"), device=str(session.device))
         for name in meta["types"]:
-            prefix = f"type/{name}/"
-            params = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if params:
+            params = session._saved_params(tensors, name)
+            if params is not None:
                 session._type(name, create=True).params = params
         return session
+
+    def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
+        """A type's weights from a saved file: the model's, overwritten by what the file holds (None if nothing)."""
+        prefix = f"type/{name}/"
+        saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return {**self._init, **saved} if saved else None
 
     def adapted_model(self, cell_type: str) -> AgileModel:
         """The weights adapted to `cell_type`, as a model file others can load."""
