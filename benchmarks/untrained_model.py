@@ -17,7 +17,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     bundled = load_model()
-    info = {**bundled.info, "iterations_done": 0, "untrained": True}
+    info = {"untrained": True, "iterations_done": 0, "init_seed": args.seed}  # none of the bundled model's training facts
     AgileModel(bundled.config, init_params(bundled.config, args.seed), bundled.inner_lr, bundled.adapt_scope, info).save(args.out)
     print(f"wrote {args.out}: {bundled.config.feature_size} features, fresh weights (seed {args.seed})")
 
