@@ -18,12 +18,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .cells import Cells
+from .errors import AgileInputError
 from .meta import MetaConfig, adapt_params, meta_train
 from .model import ModelConfig, Params, estimate_stats
 from .modelio import AgileModel
 from .supervised import binary_metrics, fresh_params, predict_proba, train_supervised
-from .cells import Cells
-from .errors import AgileInputError
 from .synth import CELL_TYPES, Simulation, SimParams, simulate_cell_pool, simulate_tissue
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
