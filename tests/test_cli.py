@@ -1,9 +1,12 @@
 """The command line, end to end through main([...])."""
+import json
+
 import numpy as np
 import pandas as pd
 import tifffile
 
 from napari_agile.cli import main
+from napari_agile.modelio import load_model
 
 
 def test_synth_then_detect(tmp_path, capsys):
@@ -22,3 +25,54 @@ def test_bad_input_prints_a_message_and_exits_2(tmp_path, capsys):
     assert main(["detect", str(image), "--names", "NeuN", "S100", "--out", str(tmp_path / "c.csv")]) == 2
     err = capsys.readouterr().err
     assert "--channels" in err and "Traceback" not in err
+
+
+def test_weak_labels_types_the_brightest_cells_and_refuses_bad_markers(tmp_path, capsys):
+    image, truth, out = tmp_path / "tissue.ome.tif", tmp_path / "truth.csv", tmp_path / "weak.csv"
+    assert main(["synth", "--shape", "512", "512", "--seed", "1", "--out", str(image), "--cells", str(truth)]) == 0
+    assert main(["weak-labels", str(image), str(truth), "--out", str(out)]) == 0
+    weak, all_cells = pd.read_csv(out), pd.read_csv(truth)
+    assert 0 < len(weak) <= 5 * round(0.05 * len(all_cells))  # at most the top 5 % of each of 5 markers
+    assert set(weak["cell_type"]) <= {"neuron", "astrocyte", "oligodendrocyte", "microglia", "endothelial"}
+    assert weak["true_type"].notna().all() and set(weak["id"]) <= set(all_cells["id"])
+    assert main(["weak-labels", str(image), str(truth), "--marker", "astrocyte:S100", "--out", str(out)]) == 2
+    assert main(["weak-labels", str(image), str(truth), "--marker", "astrocyte=GFAP", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "TYPE=CHANNEL" in err and "GFAP" in err and "Traceback" not in err
+
+
+PANEL_TOML = """
+[model]
+channels = ["DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1"]
+centre_radius = 14
+[meta]
+meta_types = ["neuron", "astrocyte"]
+iterations = 2
+tasks_per_batch = 1
+k_max = 2
+n_query = 2
+n_unlabelled = 8
+validate_every = 1
+validate_tasks = 2
+[data]
+source = "labelled"
+images = {images}
+cells = {tables}
+"""
+
+
+def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path):
+    images, tables = [], []
+    for seed in (1, 2):  # your own sections: an image and its detected nuclei, typed by the marker rule
+        image, cells, types = (tmp_path / f"s{seed}{end}" for end in (".ome.tif", "-cells.csv", "-types.csv"))
+        assert main(["synth", "--shape", "768", "768", "--seed", str(seed), "--out", str(image)]) == 0
+        assert main(["detect", str(image), "--out", str(cells)]) == 0
+        assert main(["weak-labels", str(image), str(cells), "--top", "0.2", "--out", str(types)]) == 0
+        images.append(str(image))
+        tables.append(str(types))
+    config = tmp_path / "panel.toml"
+    config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables)))
+    assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    assert model.info["iterations_done"] == 2 and model.info["config"]["data"]["source"] == "labelled"
+    assert model.channels == ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")

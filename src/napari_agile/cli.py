@@ -82,6 +82,40 @@ def _run_detect(args: argparse.Namespace) -> None:
         print(f"wrote {args.labels}")
 
 
+def _add_weak_labels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", type=Path, help="the tissue image (any format `detect` reads)")
+    p.add_argument("cells", type=Path, help="its cell table with each nucleus's box: `detect`'s .csv or the lab's .tsv")
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME", help="channel names for unnamed images")
+    p.add_argument("--marker", nargs="+", default=None, metavar="TYPE=CHANNEL",
+                   help="the cell type each marker channel stands for (default: the paper's neuron=NeuN "
+                        "astrocyte=S100 oligodendrocyte=Olig2 microglia=Iba1 endothelial=RECA1)")
+    p.add_argument("--top", type=float, default=0.05,
+                   help="fraction of the brightest cells kept per marker (default 0.05, as the lab's topN)")
+    p.add_argument("--inset", type=int, default=10, help="pixels cut from each side of a nucleus box (default 10)")
+    p.add_argument("--out", type=Path, default=Path("weak-labels.csv"),
+                   help="CSV of the kept cells with their cell_type: a [data] source = 'labelled' table for meta-train")
+
+
+def _run_weak_labels(args: argparse.Namespace) -> None:
+    from .cells import read_cell_table, write_cell_table
+    from .tissue_io import read_tissue
+    from .weak_labels import lab_labelled
+
+    if args.out.suffix.lower() != ".csv":
+        raise AgileInputError(f"Write the labels as .csv (got {args.out.name}): the lab's .tsv has no type column.")
+    markers = None
+    if args.marker:
+        pairs = [m.split("=", 1) for m in args.marker]
+        if any(len(p) != 2 or not all(x.strip() for x in p) for p in pairs):
+            raise AgileInputError(f"--marker takes TYPE=CHANNEL pairs, e.g. astrocyte=S100; got {args.marker}.")
+        markers = {t.strip(): c.strip() for t, c in pairs}
+    tissue = read_tissue(args.image, channel_names=args.names)
+    (_, kept), = lab_labelled([(tissue, read_cell_table(args.cells))], args.top, args.inset, markers)
+    write_cell_table(kept, args.out, format="csv")
+    counts = kept.table["cell_type"].value_counts()
+    print(f"kept {len(kept)} cells ({', '.join(f'{n} {t}' for t, n in counts.items())}); wrote {args.out}")
+
+
 def _add_meta_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True,
                    help="TOML recipe: network, schedule and data (see configs/bundled-model.toml); "
@@ -181,6 +215,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "detect": ("find every nucleus in a tissue image and write a cell table", _add_detect, _run_detect),
     "demo": ("run the whole AGILE loop headless on the bundled sample tissue and write every output",
              _add_demo, _run_demo),
+    "weak-labels": ("type the brightest cells of each marker as the paper's lab did, for meta-training on your panel",
+                    _add_weak_labels, _run_weak_labels),
     "meta-train": ("meta-train a model (AGILE phase I) from a recipe, on simulated tissue or your labelled cells",
                    _add_meta_train, _run_meta_train),
     "predict": ("type every cell of more images with the cell types adapted in a saved session",
