@@ -6,6 +6,7 @@ import pytest
 
 from napari_agile.benchmark import METHODS, BenchConfig, labelled_pool, run_benchmark
 from napari_agile.benchmark_report import render
+from napari_agile.errors import AgileInputError
 from napari_agile.model import ModelConfig
 from napari_agile.synth import CELL_TYPES
 from napari_agile.tissue import PAPER_CHANNELS
@@ -52,3 +53,5 @@ def test_lab_labels_pool_holds_every_type_from_the_rule():
     assert set(pool.types) == set(CELL_TYPES) and min(counts.values()) >= 2
     # 256 px fields hold about 8 whole-patch cells: the rule keeps the brightest one per marker at most
     assert len(pool) <= 5 * (pool.fields.max() + 1)
+    with pytest.raises(AgileInputError, match="fewer cells per type"):  # refused after 20 fields, not hours
+        labelled_pool(replace(bench, n_per_type=100_000), ModelConfig(channels=PAPER_CHANNELS))

@@ -123,8 +123,10 @@ def labelled_pool(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None
     pools: list[TaskPool] = []
     counts = dict.fromkeys(CELL_TYPES, 0)
     while min(counts.values()) < bench.n_per_type:
-        if len(pools) >= 2000:
-            raise AgileInputError(f"After 2000 fields the lab's rule still gives too few of some type ({counts}).")
+        rarest = min(counts.values()) / max(len(pools), 1)
+        if len(pools) >= 20 and (rarest == 0 or bench.n_per_type / rarest > 2000):  # do not simulate for hours
+            raise AgileInputError(f"The lab's rule gives too few of some type ({counts} in {len(pools)} fields) for "
+                                  f"{bench.n_per_type} per type within 2000 fields: ask for fewer cells per type.")
         sim = simulate_tissue((bench.field, bench.field), bench.seed + len(pools), params)
         pools.append(pool_from_tissues(lab_labelled([_inner(sim, bench.field)]), cfg, seed=bench.seed))
         for t in CELL_TYPES:
