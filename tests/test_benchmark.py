@@ -6,6 +6,7 @@ import pytest
 
 from napari_agile.benchmark import METHODS, BenchConfig, labelled_pool, run_benchmark
 from napari_agile.benchmark_report import render
+from napari_agile.cli import main
 from napari_agile.errors import AgileInputError
 from napari_agile.model import ModelConfig
 from napari_agile.synth import CELL_TYPES
@@ -31,7 +32,12 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     assert again["runs"] == saved["runs"] and again["label_curve"] == saved["label_curve"]
     cut = {**saved, "runs": {k: v for k, v in saved["runs"].items() if not k.startswith("agile_phase2")}}
     del cut["config"]["label_source"]  # saved before that option existed: it ran with the default
+    del cut["label_curve"], cut["summary"]
     path.write_text(json.dumps(cut))  # as if interrupted: the later runs are redone, in a fresh order of events
+    partial = tmp_path / "docs" / "partial.md"
+    assert main(["benchmark", "--out", str(tmp_path / "run"), "--render", str(partial), "--no-run"]) == 0
+    text = partial.read_text()
+    assert "Unfinished run" in text and "| MAML (1%) |" in text and "AGILE phase II" not in text
     assert run_benchmark(TINY, tmp_path / "run", log=logs.append)["runs"] == saved["runs"]
     page = render(results, tmp_path / "docs" / "bench.md").read_text()
     assert "| MAML (1%) |" in page and "| AGILE phase II, covering first round (1%) |" in page and "paper accuracy" in page

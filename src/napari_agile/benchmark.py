@@ -321,10 +321,16 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
                 results_path.write_text(json.dumps(results))
             log(f"{method:18s} {task:12s} acc {summarise(_rows(results, method, task))['accuracy']:.3f}")
     results["label_curve"] = label_curve(proto, bench)
-    results["summary"] = {m: summarise([r for t in REAL_TYPES for r in _rows(results, m, t)])
-                          for m in sorted({k.split("/")[0] for k in results["runs"]})}
+    results["summary"] = summaries(results)
     results_path.write_text(json.dumps(results, indent=1))
     return results
+
+
+def summaries(results: dict) -> dict:
+    """Table 2's rows from the runs done so far (both tasks pooled): a finished run's summary, or where an
+    unfinished one stands."""
+    return {m: summarise([r for t in REAL_TYPES for r in _rows(results, m, t)])
+            for m in sorted({k.split("/")[0] for k in results["runs"]})}
 
 
 def _rows(results: dict, method: str, task: str) -> list[dict]:

@@ -52,8 +52,11 @@ def _plots(results: dict, folder: Path, stem: str) -> list[str]:
     fig.tight_layout()
     names.append(f"{stem}-steps.png")
     fig.savefig(folder / names[-1], dpi=120)
+    lc = results.get("label_curve")
+    if lc is None:  # an unfinished run: the label curve comes last
+        plt.close("all")
+        return names
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    lc = results["label_curve"]
     ax.plot(lc["labels"], lc["agile"], marker="o", label="AGILE (entropy, 1 step)")
     ax.plot(lc["labels"], lc["vanilla"], marker="s", label="Vanilla (from scratch, 100 steps)")
     ax.set(xscale="log", xlabel="labelled cells", ylabel="test accuracy", title="Fig. 3(b): labels")
@@ -71,12 +74,18 @@ def render(results: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = _plots(results, path.parent, path.stem)
     m, c = results["machine"], results["config"]
-    lc = results["label_curve"]
+    lc = results.get("label_curve")
     lab = c.get("label_source") == "lab"
+    curve = ["| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
+             "|---|" + "---|" * len(lc["labels"]),
+             "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
+             "| Vanilla | " + " | ".join(f"{a:.3f}" for a in lc["vanilla"]) + " |"] if lc else [
+        f"**Unfinished run** (rendered with `--no-run`): each row has the runs done so far (n, of "
+        f"{2 * c['repeats']}), and Fig. 3(b), which comes last, is not run yet."]
     text = "\n".join([
         "# Reproducing the AGILE paper on simulated tissue", "",
         f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}{'--label-source lab ' if lab else ''}"
-        f"--render {path}` on {m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
+        f"--render {path}{'' if lc else ' --no-run'}` on {m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
         f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
@@ -89,11 +98,7 @@ def render(results: dict, path: str | Path) -> Path:
         f"{' (whitened on the section)' if c.get('centre_radius') and c.get('centre_whiten') else ''}, "
         "shared by every method; MAML is the same learner without task augmentation (docs/method.md).", "",
         "## Table 2", "", table2(results["summary"]), "",
-        "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "",
-        "| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
-        "|---|" + "---|" * len(lc["labels"]),
-        "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
-        "| Vanilla | " + " | ".join(f"{a:.3f}" for a in lc["vanilla"]) + " |", "",
+        "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "", *curve, "",
     ])
     path.write_text(text)
     return path

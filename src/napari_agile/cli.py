@@ -192,16 +192,26 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
                    help="cell types to score against: the simulator's truth, or the lab's weak labels that the "
                         "paper's tables used (brightest 5%% of cells per marker, typed by their brightest marker)")
     p.add_argument("--render", type=Path, default=None, metavar="MARKDOWN",
-                   help="also write the results as markdown with PNG plots beside it (e.g. docs/benchmarks.md)")
+                   help="also write the results as markdown with PNG plots beside it (e.g. docs/benchmarks-quick.md)")
+    p.add_argument("--no-run", action="store_true",
+                   help="only render what --out holds so far (a long run's state, while it runs or after a stop)")
 
 
 def _run_benchmark(args: argparse.Namespace) -> None:
+    import json
     from dataclasses import replace
 
-    from .benchmark import BenchConfig, run_benchmark
+    from .benchmark import BenchConfig, run_benchmark, summaries
 
-    bench = replace(BenchConfig.quick() if args.quick else BenchConfig(), label_source=args.label_source)
-    results = run_benchmark(bench, args.out)
+    if args.no_run:
+        saved = args.out / "results.json"
+        if not saved.exists() or not args.render:
+            raise AgileInputError(f"--no-run renders {saved}, which must exist, to the page --render names.")
+        results = json.loads(saved.read_text())
+        results["summary"] = summaries(results)
+    else:
+        bench = replace(BenchConfig.quick() if args.quick else BenchConfig(), label_source=args.label_source)
+        results = run_benchmark(bench, args.out)
     if args.render:
         from .benchmark_report import render
 
