@@ -18,16 +18,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cells import Cells
 from .errors import AgileInputError
 from .meta import MetaConfig, adapt_params, meta_train
 from .model import ModelConfig, Params, estimate_stats
 from .modelio import AgileModel
 from .supervised import binary_metrics, fresh_params, predict_proba, train_supervised
-from .synth import CELL_TYPES, Simulation, SimParams, simulate_cell_pool, simulate_tissue
+from .synth import CELL_TYPES, SimParams, inner_cells, simulate_cell_pool, simulate_tissue
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
-from .tissue import PAPER_CHANNELS, Tissue
+from .tissue import PAPER_CHANNELS
 from .uncertainty import cover, mc_head_probs, scores, trunk_features
 from .weak_labels import lab_labelled
 
@@ -101,13 +100,6 @@ def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = 
     return data
 
 
-def _inner(sim: Simulation, side: int) -> tuple[Tissue, Cells]:
-    """A field with only its cells at least 50 px from the border (whole patches)."""
-    t = sim.cells.table
-    inner = (t.y >= 50) & (t.x >= 50) & (t.y < side - 50) & (t.x < side - 50)
-    return sim.tissue, sim.cells.subset(t.index[inner])
-
-
 def labelled_pool(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None) -> TaskPool:
     """Binned patches of fields (seeds seed, seed+1, ...) until every type has n_per_type inner cells, typed by
     the labels asked for.
@@ -117,7 +109,7 @@ def labelled_pool(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None
     """
     if bench.label_source == "truth":
         sims = simulate_cell_pool(bench.n_per_type, bench.seed, params, bench.field)
-        return pool_from_tissues([_inner(s, bench.field) for s in sims], cfg, seed=bench.seed)
+        return pool_from_tissues([(i.tissue, i.cells) for i in map(inner_cells, sims)], cfg, seed=bench.seed)
     if bench.label_source != "lab":
         raise AgileInputError(f"label_source must be 'truth' or 'lab'; got {bench.label_source!r}.")
     pools: list[TaskPool] = []
@@ -127,8 +119,8 @@ def labelled_pool(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None
         if len(pools) >= 20 and (rarest == 0 or bench.n_per_type / rarest > 2000):  # do not simulate for hours
             raise AgileInputError(f"The lab's rule gives too few of some type ({counts} in {len(pools)} fields) for "
                                   f"{bench.n_per_type} per type within 2000 fields: ask for fewer cells per type.")
-        sim = simulate_tissue((bench.field, bench.field), bench.seed + len(pools), params)
-        pools.append(pool_from_tissues(lab_labelled([_inner(sim, bench.field)]), cfg, seed=bench.seed))
+        inner = inner_cells(simulate_tissue((bench.field, bench.field), bench.seed + len(pools), params))
+        pools.append(pool_from_tissues(lab_labelled([(inner.tissue, inner.cells)]), cfg, seed=bench.seed))
         for t in CELL_TYPES:
             counts[t] += int(np.sum(pools[-1].types == t))
     return TaskPool(torch.cat([p.patches for p in pools]), np.concatenate([p.types for p in pools]),

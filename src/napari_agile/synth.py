@@ -216,15 +216,20 @@ def simulate_cell_pool(
                 "raise `field` or the density, or ask for fewer cells."
             )
         sim = simulate_tissue((field, field), seed + len(sims), params)
-        t = sim.cells.table
-        inner = (t.y >= 50) & (t.x >= 50) & (t.y < field - 50) & (t.x < field - 50)
-        for name, n in t.loc[inner, "cell_type"].value_counts().items():
+        for name, n in inner_cells(sim).cells.table["cell_type"].value_counts().items():
             counts[name] += int(n)
         sims.append(sim)
     return sims
 
 
 # ---------------------------------------------------------------- input checks
+
+
+def inner_cells(sim: Simulation, margin: int = 50) -> Simulation:
+    """The field with only its cells at least `margin` px from the border (whole 100 px patches)."""
+    t, (rows, cols) = sim.cells.table, sim.tissue.shape
+    inner = (t.y >= margin) & (t.x >= margin) & (t.y < rows - margin) & (t.x < cols - margin)
+    return Simulation(sim.tissue, sim.cells.subset(t.index[inner]))
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
