@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import ModelConfig, Params, estimate_stats, forward, head_keys, init_params, prototype_head
+from .model import (ModelConfig, Params, estimate_stats, features, forward, head, head_keys, init_params,
+                    prototype_head)
 from .tasks import Augmentation, TaskPool, TaskTransform
 
 
@@ -73,10 +74,15 @@ def adapt_params(
     params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True)
               for k, v in params.items()}
     prototypes = cfg.head_init == "prototypes"
+    # the support's features stay put while only the dense layer moves, and dropout in the head draws nothing
+    # in the trunk: compute them once for the prototypes and every step
+    fixed = scope == "head" and cfg.dropout_placement == "head"
+    feats = features(cfg, params, x, stats, mc=False) if prototypes or fixed else None
     if prototypes:
-        params = prototype_head(cfg, params, stats, x, y)
+        params = prototype_head(cfg, params, feats, y)
     for _ in range(steps):
-        loss = F.cross_entropy(forward(cfg, params, x, stats), y)
+        logits = head(cfg, params, feats) if fixed else forward(cfg, params, x, stats)
+        loss = F.cross_entropy(logits, y)
         # the prototypes' graph must outlive the step: the query loss reaches the trunk through them
         grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph,
                                     retain_graph=create_graph or prototypes)

@@ -178,14 +178,14 @@ def forward(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc
     return head(cfg, params, features(cfg, params, x, stats, mc), mc)
 
 
-def prototype_head(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
-    """`params` with class prototypes of the labelled cells (x, y) added to the dense layer (Proto-MAML).
+def prototype_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.Tensor) -> Params:
+    """`params` with class prototypes of the labelled cells' features `feats` (labels `y`) added to the dense
+    layer (Proto-MAML).
 
-    Row k gains 2 c_k / D and its bias -|c_k|^2 / D (c_k: mean trunk feature of class k, D: feature length),
+    Row k gains 2 c_k / D and its bias -|c_k|^2 / D (c_k: mean feature of class k, D: feature length),
     so the adapted head starts as a nearest-prototype classifier; an absent class adds nothing. Differentiable,
     so meta-training learns features whose class means separate new types.
     """
-    feats = features(cfg, params, x, stats, mc=False)
     onehot = F.one_hot(y, cfg.n_classes).to(feats.dtype)
     counts = onehot.sum(0)
     protos = (onehot.T @ feats) / counts.clamp_min(1)[:, None]
