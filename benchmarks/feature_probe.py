@@ -7,12 +7,15 @@ touched. Per task: the model's one step from 8 + 8 random labels (phase I, as th
 class mean and a logistic regression fitted on *every* pool label, on all features, on the trunk alone and on
 the centre block alone. The last two are ceilings for a linear one-step learner on those features.
 
+`--label-source lab` scores every learner against the lab's marker rule (`napari_agile.weak_labels`) instead of
+the simulator's true types: the paper's own labels.
+
 `--centre-blocks` probes hand-crafted centre blocks instead (no network): each channel's mean in rings around
 the centre, whitened on the tissue sample ring by ring or all together; a nearest class mean from 16 or 160
 random class-balanced labels (30 draws per task, the closest a one-step prototype head gets) and a logistic
 regression on every label. This chose the bundled model's `centre_rings`.
 
-    python benchmarks/feature_probe.py [--model FILE] [--repeats 3] [--centre-blocks] [--seed 70000]
+    python benchmarks/feature_probe.py [--model FILE] [--repeats 3] [--centre-blocks] [--seed 70000] [--label-source lab]
 """
 from __future__ import annotations
 
@@ -53,20 +56,25 @@ def nearest_mean_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: 
     return float((torch.cdist(f_test, means).argmin(1) == y_test).float().mean())
 
 
-def probe(model_path: str | None, repeats: int) -> dict[str, list[float]]:
+def validation_bench(seed: int, label_source: str) -> bm.BenchConfig:
+    """The quick benchmark's sizes on the validation fields, typed by `label_source`."""
+    return replace(bm.BenchConfig.quick(), seed=seed, label_source=label_source)
+
+
+def probe(model_path: str | None, repeats: int, seed: int, label_source: str) -> dict[str, list[float]]:
     model = load_model(model_path)
     cfg = model.config
-    bench = replace(bm.BenchConfig.quick(), seed=SEED)
+    bench = validation_bench(seed, label_source)
     base = bm.build_data(bench, cfg, task_types=bm.META_TYPES)
     parts = {"all": slice(None), "trunk": slice(0, cfg.trunk_size), "centre": slice(cfg.trunk_size, None)}
     out: dict[str, list[float]] = {}
     for r in range(repeats):
-        perm = torch.as_tensor(np.random.default_rng([SEED, r]).permutation(len(cfg.channels)))
+        perm = torch.as_tensor(np.random.default_rng([seed, r]).permutation(len(cfg.channels)))
         pool = bm.TaskPool(base.pool.patches[:, perm], base.pool.types, base.pool.fields)
         proto = bm.Protocol(bench, cfg, bm.BenchData(pool, base.tissue_idx, base.tasks), {"agile": model})
         stats = proto.stats(model.params)
         for task in bm.META_TYPES:
-            rng = np.random.default_rng([SEED, r, bm.META_TYPES.index(task)])
+            rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task)])
             idx = proto.balanced(task, 16, rng)
             out.setdefault("one step, 16 labels", []).append(
                 proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"])
@@ -91,10 +99,10 @@ CENTRE_BLOCKS = {
 }
 
 
-def centre_blocks(seed: int, draws: int = 30) -> dict[str, list[float]]:
+def centre_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
     """Accuracy of the hand-crafted centre blocks on the validation tasks (no network, channels as drawn)."""
     cfg = load_model(None).config
-    data = bm.build_data(replace(bm.BenchConfig.quick(), seed=seed), cfg, task_types=bm.META_TYPES)
+    data = bm.build_data(validation_bench(seed, label_source), cfg, task_types=bm.META_TYPES)
     x, sample = data.pool.patches.float(), data.tissue_idx
     out: dict[str, list[float]] = {}
     for name, (radius, rings, by_ring) in CENTRE_BLOCKS.items():
@@ -122,13 +130,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--centre-blocks", action="store_true", help="probe hand-crafted centre blocks instead")
     ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
+    ap.add_argument("--label-source", choices=("truth", "lab"), default="truth",
+                    help="score against the simulator's types or the lab's marker rule")
     args = ap.parse_args()
     if args.centre_blocks:
         print("| centre block | learner | accuracy (mean ± SE) |\n|---|---|---|")
-        for name, accs in centre_blocks(args.seed).items():
+        for name, accs in centre_blocks(args.seed, args.label_source).items():
             print(f"| {name} | {np.mean(accs):.3f} ± {np.std(accs, ddof=1) / np.sqrt(len(accs)):.3f} |")
         return
-    rows = probe(args.model, args.repeats)
+    rows = probe(args.model, args.repeats, args.seed, args.label_source)
     print("| learner | features | accuracy (mean ± SE) |\n|---|---|---|")
     for name, accs in rows.items():
         learner, _, part = name.rpartition(", ") if "all labels" in name else (name, "", "all")

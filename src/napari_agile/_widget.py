@@ -163,10 +163,7 @@ class AgileWidget(QWidget):
 
         box = QGroupBox("3. Label the suggested cells")
         form = QFormLayout(box)
-        self.n_spin = QSpinBox()
-        self.n_spin.setRange(1, 500)
-        self.n_spin.setValue(8)
-        form.addRow("Cells to suggest", self.n_spin)
+        self.n_spin = self._spin("Cells to suggest", 1, 500, 8, form)
         self.suggest_btn = self._button("Suggest", self.suggest, form)
         self.click_mode = QComboBox()
         self.click_mode.addItems(CLICK_MODES)
@@ -182,10 +179,7 @@ class AgileWidget(QWidget):
 
         box = QGroupBox("4. Learn and predict")
         form = QFormLayout(box)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100)
-        self.steps_spin.setValue(1)
-        form.addRow("Gradient steps", self.steps_spin)
+        self.steps_spin = self._spin("Gradient steps", 1, 100, 1, form)
         self.adapt_btn = self._button("Adapt", self.adapt, form)
         self.predict_btn = self._button("Predict", self.predict, form)
         self.legend = QLabel("")
@@ -226,6 +220,14 @@ class AgileWidget(QWidget):
         btn.clicked.connect(lambda *_: slot())
         form.addRow(btn)
         return btn
+
+    @staticmethod
+    def _spin(text: str, low: int, high: int, value: int, form: QFormLayout) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setValue(value)
+        form.addRow(text, spin)
+        return spin
 
     def _with_browse(self, edit: QLineEdit, slot: Callable[[], None]) -> QWidget:
         w = QWidget()
