@@ -69,7 +69,8 @@ def probe(model_path: str | None, repeats: int, seed: int, label_source: str) ->
     parts = {"all": slice(None), "trunk": slice(0, cfg.trunk_size), "centre": slice(cfg.trunk_size, None)}
     out: dict[str, list[float]] = {}
     for r in range(repeats):
-        perm = torch.as_tensor(np.random.default_rng([seed, r]).permutation(len(cfg.channels)))
+        perm = torch.as_tensor(np.r_[np.random.default_rng([seed, r]).permutation(len(cfg.channels)),
+                                     len(cfg.channels):cfg.planes])  # a nucleus-mask plane stays last
         pool = bm.TaskPool(base.pool.patches[:, perm], base.pool.types, base.pool.fields)
         proto = bm.Protocol(bench, cfg, bm.BenchData(pool, base.tissue_idx, base.tasks), {"agile": model})
         stats = proto.stats(model.params)

@@ -61,7 +61,7 @@ def val_shuffled(cfg: ModelConfig, params, meta: MetaConfig, val: TaskPool, n: i
     """One step on 8 + 8 labels, 16 + 16 query cells, every channel order shuffled."""
     rng, accs = np.random.default_rng(7), []
     for i in range(n):
-        shuffle = TaskTransform(False, rng.permutation(len(cfg.channels)), 0, None, None, 0.0, 0.0)
+        shuffle = TaskTransform(False, rng.permutation(len(cfg.channels)), 0, None, None, 0.0, 0.0, len(cfg.channels))
         task = val.sample_task(meta.meta_types[i % 3], 8, 16, 64, rng, shuffle)
         stats = estimate_stats(cfg, params, task.unlabelled_x)
         accs.append(one_step_accuracy(cfg, params, meta, stats, task.support_x, task.support_y, task.query_x,

@@ -146,3 +146,34 @@ def test_centre_block_gain_is_meta_learned_and_kept_by_the_head_only_step():
     assert g.abs().sum() > 0  # reaches the gain through the prototypes and the query features
     with pytest.raises(ValueError, match="centre_radius"):
         ModelConfig(channels=("a",), centre_radius=50)
+
+
+NUCLEUS = ModelConfig(channels=tuple("abcdefg"), centre_block="nucleus", centre_whiten=True)
+
+
+def test_nucleus_block_reads_the_channels_inside_the_mask_plane_and_the_trunk_ignores_it():
+    params, gen = init_params(NUCLEUS), torch.Generator().manual_seed(0)
+    x = torch.rand(64, NUCLEUS.planes, 50, 50, generator=gen)
+    x[:, -1] = 0
+    x[:, -1, 20:30, 22:28] = 1  # the nucleus
+    stats = estimate_stats(NUCLEUS, params, x)
+    f = features(NUCLEUS, params, x, stats, mc=False)
+    assert NUCLEUS.planes == 8 and f.shape == (64, NUCLEUS.trunk_size + 7)
+    inside = x[:, :7, 20:30, 22:28].mean((2, 3))
+    expect = (inside - inside.mean(0)) @ stats["centre.whiten"][0] * params["centre.weight"]
+    torch.testing.assert_close(f[:, -7:], expect, rtol=1e-4, atol=1e-4)
+    moved = x.clone()
+    moved[:, -1] = torch.roll(x[:, -1], 5, dims=2)  # another nucleus: only the centre block changes
+    g = features(NUCLEUS, params, moved, stats, mc=False)
+    assert torch.equal(g[:, :-7], f[:, :-7]) and not torch.allclose(g[:, -7:], f[:, -7:])
+
+
+def test_task_transform_only_rotates_a_mask_plane():
+    t = TaskTransform.draw(Augmentation(p=1.0, intensity=0.3, blur=1.0), 7, np.random.default_rng(3))
+    assert t.perm is not None and t.rot and t.gain is not None and t.blur_sigma > 0
+    x = torch.rand(2, 8, 50, 50)
+    x[:, -1] = 0
+    x[:, -1, 0:5, 0:3] = 1
+    out = t.images(x)
+    torch.testing.assert_close(out[:, -1], torch.rot90(x[:, -1], t.rot, dims=(1, 2)))  # not permuted, blurred, scaled
+    torch.testing.assert_close(out[:, :7], t.images(x[:, :7]))  # the markers as without the plane

@@ -1,7 +1,9 @@
 """Patches: centring, border padding, normaliser robustness, streaming, cell tables."""
 import numpy as np
 import pandas as pd
+import pytest
 
+from napari_agile.errors import AgileInputError
 from napari_agile.cells import Cells, read_cell_table, write_cell_table
 from napari_agile.patches import at_border, extract_patches, fit_normalizer, iter_patches
 from napari_agile.tissue import Tissue
@@ -69,3 +71,27 @@ def test_cell_tables_round_trip_csv_and_lab_tsv(tmp_path):
     back = read_cell_table(tmp_path / "c.tsv")
     np.testing.assert_allclose(back.centroids, cells.centroids)  # x = column, y = row kept apart
     assert back.table.loc[5, "xmax"] == 11
+
+
+def test_nucleus_mask_plane_marks_each_cells_own_nucleus():
+    tissue = _tissue(shape=(120, 140))
+    labels = np.zeros((120, 140), np.int32)
+    labels[40:50, 60:66] = 10  # cell 10's nucleus; cell 20 has none in the label image
+    labels[44:48, 70:75] = 30  # a neighbour inside cell 10's window
+    cells = _cells([(45, 63), (5, 5)])
+    cells.labels = labels
+    (ids, out), = iter_patches(tissue, cells, size=20, nucleus_mask=True)
+    own = {int(i): p[-1] for i, p in zip(ids, out)}
+    assert out.shape == (2, 3, 20, 20)
+    assert own[10].sum() == 60 and own[10][5, 7] == 1 and own[10][9, 17] == 0  # not the neighbour's pixels
+    assert own[20][10, 10] == 1 and own[20].sum() < 20 * 20 / 2  # no nucleus: a small disk at the centre
+    np.testing.assert_array_equal(out[:, :2], extract_patches(tissue, cells, size=20, ids=ids))
+
+
+def test_nucleus_mask_needs_a_label_image_of_the_tissues_size():
+    tissue, cells = _tissue(), _cells([(45, 63)])
+    with pytest.raises(AgileInputError, match="no label image"):
+        next(iter_patches(tissue, cells, size=20, nucleus_mask=True))
+    cells.labels = np.zeros((10, 10), np.int32)
+    with pytest.raises(AgileInputError, match="label image made on this tissue"):
+        next(iter_patches(tissue, cells, size=20, nucleus_mask=True))

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from napari_agile import AgileInputError, Session, simulate_tissue
+from napari_agile.cells import Cells
 from napari_agile.model import ModelConfig, init_params
 from napari_agile.modelio import AgileModel, load_model
 from napari_agile.tissue import PAPER_CHANNELS
@@ -188,3 +189,19 @@ def test_a_folder_holding_a_session_is_not_overwritten(session, sim, model):
 def test_empty_cells_are_refused(sim, model, tmp_path):
     with pytest.raises(AgileInputError, match="no cells"):
         Session(sim.tissue, sim.cells.subset([]), model, store=tmp_path / "s")
+
+
+def test_a_nucleus_block_model_runs_the_loop_and_needs_the_label_image(sim, tmp_path):
+    cfg = ModelConfig(channels=PAPER_CHANNELS, centre_block="nucleus", centre_whiten=True)
+    model = AgileModel(cfg, init_params(cfg, seed=3), inner_lr=0.1)
+    session = Session(sim.tissue, sim.cells, model, store=tmp_path / "store", mc_passes=4)
+    truth = _truth(session, sim, "neuron")
+    ids = session.suggest("neuron", n=8)
+    session.annotate("neuron", ids, truth[session.cells.table.index.get_indexer(ids)])
+    session.adapt("neuron")
+    assert len(session.predict()) == len(sim.cells)
+    again = Session.load(session.save(tmp_path / "saved"), sim.tissue)
+    np.testing.assert_allclose(again.probabilities("neuron")[0], session.probabilities("neuron")[0], atol=1e-5)
+    bare = Cells(sim.cells.table, None)
+    with pytest.raises(AgileInputError, match="no label image"):
+        Session(sim.tissue, bare, model, store=tmp_path / "bare")

@@ -60,6 +60,7 @@ class BenchConfig:
     centre_radius: int = 14
     centre_whiten: bool = True
     centre_rings: int = 2
+    centre_block: str = "rings"  # "nucleus": the centre block is read inside each cell's own nucleus mask
     first_order: bool = True
     adapt_scope: str = "head"
     shuffle: float = 1.0
@@ -297,7 +298,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
         raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
     cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius,
-                      centre_whiten=bench.centre_whiten, centre_rings=bench.centre_rings)
+                      centre_whiten=bench.centre_whiten, centre_rings=bench.centre_rings, centre_block=bench.centre_block)
     torch.manual_seed(bench.seed)
     t0 = time.time()
     data = build_data(bench, cfg)

@@ -21,6 +21,18 @@ LAB = ("the lab's weak labels, as in the paper (napari_agile.weak_labels: the br
        "inside the nucleus box, each typed by its brightest marker; docs/simulator.md)")
 
 
+def centre_text(c: dict) -> str:
+    """How the benchmark's network reads the centre cell, in words ("" for the paper's plain network)."""
+    if c.get("centre_block") == "nucleus":
+        where = " + centre intensities inside each cell's nucleus mask"
+    elif c.get("centre_radius"):
+        rings = c.get("centre_rings", 1)
+        where = f" + centre intensities within {c['centre_radius']} px" + (f" in {rings} rings" if rings > 1 else "")
+    else:
+        return ""
+    return where + (" (whitened on the section)" if c.get("centre_whiten") else "")
+
+
 def table2(summary: dict) -> str:
     """Table 2 as markdown: precision, recall, F1, accuracy ± std, 95% CI, and the paper's accuracy."""
     lines = ["| method | precision | recall | F1 | accuracy (± std) | CI95 | n | paper accuracy |",
@@ -93,9 +105,7 @@ def render(results: dict, path: str | Path) -> Path:
         f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
         f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
-        f"{' + centre intensities within %d px' % c['centre_radius'] if c.get('centre_radius') else ''}"
-        f"{' in %d rings' % c['centre_rings'] if c.get('centre_radius') and c.get('centre_rings', 1) > 1 else ''}"
-        f"{' (whitened on the section)' if c.get('centre_radius') and c.get('centre_whiten') else ''}, "
+        f"{centre_text(c)}, "
         "shared by every method; MAML is the same learner without task augmentation (docs/method.md).", "",
         "## Table 2", "", table2(results["summary"]), "",
         "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "", *curve, "",

@@ -114,13 +114,15 @@ VALIDATION = Augmentation(p=0.0, shuffle=1.0)
 
 
 def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
-              gen: torch.Generator, augment: Augmentation | None = None, k_support: int | None = None):
+              gen: torch.Generator, augment: Augmentation | None = None, k_support: int | None = None,
+              n_channels: int | None = None):
     """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches.
 
-    `augment` defaults to the config's task augmentation.
+    `augment` defaults to the config's task augmentation; `n_channels` (default: every plane) are the marker
+    channels, which it permutes and distorts, while later planes (a nucleus mask) are only rotated.
     """
     k = int(rng.integers(1, meta.k_max + 1)) if k_support is None else k_support
-    n_channels = pool.patches.shape[1]
+    n_channels = pool.patches.shape[1] if n_channels is None else n_channels
     aug = meta.augmentation if augment is None else augment
     transform = TaskTransform.draw(aug, n_channels, rng)
     return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen)
@@ -136,7 +138,8 @@ def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig,
     accs = []
     for i in range(meta.validate_tasks):
         cell_type = meta.meta_types[i % len(meta.meta_types)]
-        task = draw_task(pool, meta, cell_type, rng, gen, augment=VALIDATION, k_support=meta.k_max)
+        task = draw_task(pool, meta, cell_type, rng, gen, augment=VALIDATION, k_support=meta.k_max,
+                         n_channels=len(cfg.channels))
         stats = estimate_stats(cfg, params, task.unlabelled_x)
         with torch.enable_grad():
             fast = adapt_params(cfg, params, stats, task.support_x, task.support_y, meta.inner_lr,
@@ -231,7 +234,7 @@ def meta_train(
         losses, accs = [], []
         for _ in range(meta.tasks_per_batch):
             cell_type = meta.meta_types[int(state.rng.integers(len(meta.meta_types)))]
-            task = draw_task(pool, meta, cell_type, state.rng, state.gen)
+            task = draw_task(pool, meta, cell_type, state.rng, state.gen, n_channels=len(cfg.channels))
             loss, acc = episode_loss(cfg, state.params, task, meta, second_order)
             (loss / meta.tasks_per_batch).backward()
             losses.append(float(loss.detach()))

@@ -8,9 +8,10 @@ tissue) and in use (stats from the user's section) keeps the two consistent and 
 normalisation on tissue the model never saw.
 MC dropout (rate 0.1, always on, train and test) sits before the dense layer by default ("head"), so T
 stochastic passes cost one trunk pass; "blocks" puts it after every block instead.
-Optionally (`centre_radius`, used by the bundled model) the dense layer also reads each channel's mean at the
-centre cell (in `centre_rings` concentric rings: nucleus core, then its rim and the soma around it), standardised
-or whitened with the same tissue statistics.
+Optionally the dense layer also reads each channel's mean at the centre cell, standardised or whitened with the
+same tissue statistics: in `centre_rings` concentric rings of `centre_radius` (nucleus core, then its rim and the
+soma around it; the bundled model), or inside the cell's own segmented nucleus (`centre_block = "nucleus"`; the
+patch then carries that mask as one plane after the marker channels, which the convolutions do not read).
 """
 from __future__ import annotations
 
@@ -42,10 +43,14 @@ class ModelConfig:
     # only scale each channel: a shared nuclear stain or bleed-through then counts once in the prototypes' distance
     centre_rings: int = 1  # split the centre disk into this many rings of equal width, each ring's channel means
     # normalised on their own: a marker in the nucleus and one on its rim (membrane, soma) read apart
+    centre_block: str = "rings"  # "rings": the means above; "nucleus": each channel's mean inside the centre cell's
+    # segmented nucleus, wherever and however large it is (cells need a label image; centre_radius is then unused)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
+        if self.centre_block not in ("rings", "nucleus"):
+            raise ValueError("centre_block must be 'rings' or 'nucleus'")
         if self.dropout_placement not in ("head", "blocks"):
             raise ValueError("dropout_placement must be 'head' or 'blocks'")
         if self.head_init not in ("meta", "prototypes"):
@@ -76,9 +81,26 @@ class ModelConfig:
         return self.trunk_size + self.centre_size
 
     @property
+    def nucleus_mask(self) -> bool:
+        """Whether patches carry the centre cell's nucleus mask as an extra plane after the channels."""
+        return self.centre_block == "nucleus"
+
+    @property
+    def planes(self) -> int:
+        """Planes of an input patch: the channels, then the nucleus mask if the model reads it."""
+        return len(self.channels) + self.nucleus_mask
+
+    @property
+    def centre_parts(self) -> int:
+        """Blocks of channel means in the centre block, each normalised on its own (0 without a centre block)."""
+        if self.nucleus_mask:
+            return 1
+        return self.centre_rings if self.centre_radius else 0
+
+    @property
     def centre_size(self) -> int:
-        """Length of the centre block: one mean per channel and ring (0 without a centre block)."""
-        return len(self.channels) * self.centre_rings if self.centre_radius else 0
+        """Length of the centre block: one mean per channel and ring or nucleus (0 without a centre block)."""
+        return len(self.channels) * self.centre_parts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +124,7 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
     if cfg.head_init == "prototypes":  # the prototypes start the head; its own weights learn a residual
         params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
-    if cfg.centre_radius:  # one gain for the centre block, starting with as much weight as the whole trunk
+    if cfg.centre_parts:  # one gain for the centre block, starting with as much weight as the whole trunk
         params["centre.weight"] = torch.full((1,), (cfg.trunk_size / cfg.centre_size) ** 0.5)
     return params
 
@@ -147,19 +169,29 @@ def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ncyx,ryx->nrc", x, rings / rings.sum((1, 2), keepdim=True)).flatten(1)
 
 
+def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """(N, centre_size) raw centre block of binned patches `x`: ring means, or each channel's mean inside the
+    nucleus-mask plane (binned, so a weight per pixel)."""
+    if not cfg.nucleus_mask:
+        return centre_means(cfg, x)
+    c = len(cfg.channels)
+    weight = x[:, c]
+    return torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
+
+
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
     """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any."""
-    out = x
+    out = x[:, : len(cfg.channels)]
     for b in range(cfg.blocks):
         out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
     out = out.flatten(1)
-    if not cfg.centre_radius:
+    if not cfg.centre_parts:
         return out
-    centre = centre_means(cfg, x) - stats["centre.mean"]
+    centre = centre_block(cfg, x) - stats["centre.mean"]
     if cfg.centre_whiten:  # ring by ring: (N, rings, C) @ (rings, C, C)
-        c = len(cfg.channels)
-        rings = centre.unflatten(1, (cfg.centre_rings, c)).transpose(0, 1)
-        whiten = stats["centre.whiten"].reshape(cfg.centre_rings, c, c)  # sessions saved before rings hold (C, C)
+        c, parts = len(cfg.channels), cfg.centre_parts
+        rings = centre.unflatten(1, (parts, c)).transpose(0, 1)
+        whiten = stats["centre.whiten"].reshape(parts, c, c)  # sessions saved before rings hold (C, C)
         centre = torch.bmm(rings, whiten).transpose(0, 1).flatten(1)
     else:
         centre = centre / stats["centre.var"].sqrt()
@@ -217,14 +249,14 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
     Layer by layer: each layer's moments are pooled over batches, then its normalised output feeds the next.
     """
     stats: Params = {}
-    if cfg.centre_radius:
-        centre = centre_means(cfg, x)
+    if cfg.centre_parts:
+        centre = centre_block(cfg, x)
         stats["centre.mean"] = centre.mean(0)
         if cfg.centre_whiten:  # one (C, C) matrix per ring
             stats["centre.whiten"] = torch.stack([zca_matrix(ring) for ring in centre.split(len(cfg.channels), 1)])
         else:
             stats["centre.var"] = centre.var(0, unbiased=False).clamp_min(1e-6)
-    xs = list(torch.split(x, batch_size))
+    xs = list(torch.split(x[:, : len(cfg.channels)], batch_size))
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
         count = sum(z.shape[0] * z.shape[2] * z.shape[3] for z in zs)

@@ -104,18 +104,57 @@ def iter_patches(
     size: int = 100,
     normalizer: Normalizer | None = None,
     batch_size: int = 512,
+    nucleus_mask: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (ids, float32 (n, C, size, size) patches) in batches, reading only the regions around each batch.
 
     Cells are visited band by band (rows of a few patch heights, left to right), and each run of nearby cells is cut
-    from one region read, so a memory-mapped whole section is never loaded.
+    from one region read, so a memory-mapped whole section is never loaded. With `nucleus_mask` each patch gains a
+    last plane, 1 on its own cell's nucleus in the cells' label image (C + 1 planes).
     """
     chosen, top, left, order = _plan(tissue, cells, ids, size, normalizer)
+    if nucleus_mask:
+        _check_label_image(tissue, cells)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        out = np.empty((len(batch), tissue.n_channels, size, size), np.float32)
-        _cut(tissue, top[batch], left[batch], size, normalizer, out, np.arange(len(batch)))
+        out = np.empty((len(batch), tissue.n_channels + nucleus_mask, size, size), np.float32)
+        _cut(tissue, top[batch], left[batch], size, normalizer, out[:, : tissue.n_channels], np.arange(len(batch)))
+        if nucleus_mask:
+            out[:, -1] = _nucleus_masks(cells.labels, chosen[batch], top[batch], left[batch], size)
         yield chosen[batch], out
+
+
+#: radius (px) of the disk that stands in for a nucleus the label image does not hold
+FALLBACK_RADIUS = 7
+
+
+def _check_label_image(tissue: Tissue, cells: Cells) -> None:
+    if cells.labels is None:
+        raise AgileInputError(
+            "This model reads each cell's nucleus mask, but these cells have no label image: detect the nuclei "
+            "(napari-agile detect, or the widget's Detect) or give the cells with their label image."
+        )
+    if tuple(cells.labels.shape) != tuple(tissue.shape):
+        raise AgileInputError(
+            f"The cells' label image is {tuple(cells.labels.shape)} px but the tissue is {tuple(tissue.shape)} px: "
+            "give the label image made on this tissue."
+        )
+
+
+def _nucleus_masks(labels: np.ndarray, ids: np.ndarray, top: np.ndarray, left: np.ndarray, size: int) -> np.ndarray:
+    """(n, size, size) float32: 1 where each patch's window of `labels` holds its own cell id (zero outside the
+    image); a cell absent from the label image gets a disk of FALLBACK_RADIUS px at the patch centre."""
+    h, w = labels.shape
+    out = np.zeros((len(ids), size, size), np.float32)
+    r = np.arange(size) - size // 2
+    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= FALLBACK_RADIUS**2
+    for k, (cell, y0, x0) in enumerate(zip(ids, top, left)):
+        ya, xa, yb, xb = max(y0, 0), max(x0, 0), min(y0 + size, h), min(x0 + size, w)
+        if ya < yb and xa < xb:
+            out[k, ya - y0 : yb - y0, xa - x0 : xb - x0] = labels[ya:yb, xa:xb] == cell
+        if not out[k].any():
+            out[k] = disk
+    return out
 
 
 def _plan(

@@ -105,9 +105,10 @@ class Session:
     def _binned_patches(self, progress: Progress | None) -> torch.Tensor:
         """All cells' patches, normalised and binned to the network's input, kept as float16."""
         cfg = self.model.config
-        out = torch.empty((len(self.cells), len(cfg.channels), cfg.input_size, cfg.input_size), dtype=torch.float16)
+        out = torch.empty((len(self.cells), cfg.planes, cfg.input_size, cfg.input_size), dtype=torch.float16)
         done = 0
-        for ids, batch in iter_patches(self.tissue, self.cells, size=cfg.patch_size, normalizer=self.normalizer):
+        for ids, batch in iter_patches(self.tissue, self.cells, size=cfg.patch_size, normalizer=self.normalizer,
+                                       nucleus_mask=cfg.nucleus_mask):
             rows = torch.from_numpy(self.cells.table.index.get_indexer(ids))
             out[rows] = bin_patches(torch.from_numpy(batch), cfg.bin).half()
             done += len(ids)

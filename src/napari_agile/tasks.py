@@ -43,6 +43,7 @@ class TaskTransform:
     gamma: np.ndarray | None
     blur_sigma: float
     noise_sigma: float
+    n_channels: int | None = None  # marker channels among the planes; later planes (a nucleus mask) only rotate
 
     @classmethod
     def draw(cls, aug: Augmentation, n_channels: int, rng: np.random.Generator) -> "TaskTransform":
@@ -55,17 +56,27 @@ class TaskTransform:
             gamma=np.exp(rng.normal(0, aug.intensity / 2, n_channels)) if intensity else None,
             blur_sigma=float(rng.uniform(0.3, 1.0)) if rng.random() < aug.blur else 0.0,
             noise_sigma=float(rng.uniform(0, aug.noise)) if aug.noise > 0 else 0.0,
+            n_channels=n_channels,
         )
 
     def labels(self, y: torch.Tensor) -> torch.Tensor:
         return 1 - y if self.flip else y
 
     def images(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        """Transform (N, C, H, W) patches; noise draws from `gen`."""
+        """Transform (N, C, H, W) patches; noise draws from `gen`. Planes after the first `n_channels` are
+        only rotated."""
+        c = x.shape[1] if self.n_channels is None else self.n_channels
+        if c < x.shape[1]:
+            return torch.cat([self._markers(x[:, :c], gen), self._rotate(x[:, c:])], 1)
+        return self._markers(x, gen)
+
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(x, self.rot, dims=(2, 3)) if self.rot else x
+
+    def _markers(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if self.perm is not None:
             x = x[:, torch.as_tensor(self.perm)]
-        if self.rot:
-            x = torch.rot90(x, self.rot, dims=(2, 3))
+        x = self._rotate(x)
         if self.gamma is not None:
             gamma = torch.as_tensor(self.gamma, dtype=x.dtype)[None, :, None, None]
             gain = torch.as_tensor(self.gain, dtype=x.dtype)[None, :, None, None]
@@ -176,7 +187,8 @@ def pool_from_tissues(
         ])
         ids = cells.ids[np.sort(keep)]
         norm = fit_normalizer(tissue, seed=seed)
-        for batch_ids, batch in iter_patches(tissue, cells, ids=ids, size=cfg.patch_size, normalizer=norm):
+        for batch_ids, batch in iter_patches(tissue, cells, ids=ids, size=cfg.patch_size, normalizer=norm,
+                                             nucleus_mask=cfg.nucleus_mask):
             xs.append(bin_patches(torch.from_numpy(batch), cfg.bin).half())
             types.append(cells.table.loc[batch_ids, type_column].astype(str).to_numpy())
             fields.append(np.full(len(batch_ids), f))
