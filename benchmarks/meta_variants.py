@@ -47,6 +47,9 @@ VARIANTS = {
     "proto_first_order_shuffle_1_head_only_centre_14_whiten_rings_2": (
         {"centre_radius": 14, "centre_whiten": True, "centre_rings": 2},
         {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+    "proto_first_order_shuffle_1_head_only_nucleus_whiten": (
+        {"centre_block": "nucleus", "centre_whiten": True},
+        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
     "proto_first_order_head_only_centre_14_whiten": ({"centre_radius": 14, "centre_whiten": True},
                                                      {"first_order": True, "adapt_scope": "head"}, {"shuffle": None}),
 }
@@ -107,12 +110,18 @@ def main() -> None:
         print(render([json.loads(line) for line in Path(args.out).read_text().splitlines()]))
         return
     config = tomllib.loads(CONFIG.read_text())
-    base = ModelConfig(**config["model"])
-    pool, val = build_pools(config, base)
-    data = bm.build_data(bm.BenchConfig.quick(), base)
+    built: dict[int, tuple[TaskPool, TaskPool, bm.BenchData]] = {}
+
+    def data_for(cfg: ModelConfig) -> tuple[TaskPool, TaskPool, bm.BenchData]:
+        """Training and validation pools and the new-type data, cut once per patch layout (a mask plane or not)."""
+        if cfg.planes not in built:
+            built[cfg.planes] = (*build_pools(config, cfg), bm.build_data(bm.BenchConfig.quick(), cfg))
+        return built[cfg.planes]
+
     if args.evaluate:
         model = load_model(None if args.evaluate == "bundled" else args.evaluate)
         meta = MetaConfig(inner_lr=model.inner_lr, adapt_scope=model.adapt_scope)
+        _, val, data = data_for(model.config)
         _write(args.out, {"variant": f"model {args.evaluate}", "iterations": model.info.get("iterations_done", "?"),
                           "val_shuffled": val_shuffled(model.config, model.params, meta, val),
                           "new_types": new_types(model.config, model.params, meta, data), "seconds": 0})
@@ -120,6 +129,7 @@ def main() -> None:
     for name in args.only:
         model_o, meta_o, aug_o = VARIANTS[name]
         cfg = ModelConfig(**{**config["model"], **model_o})
+        pool, val, data = data_for(cfg)
         aug = {**config["meta"]["augmentation"], **aug_o}
         meta = MetaConfig.from_dict({**config["meta"], "augmentation": aug, "iterations": args.iterations,
                                      "tasks_per_batch": 4, "validate_every": 50, **meta_o})

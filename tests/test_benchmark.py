@@ -1,5 +1,5 @@
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -31,7 +31,7 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     again = run_benchmark(TINY, tmp_path / "run", log=logs.append)  # resumes: every repeat is already there
     assert again["runs"] == saved["runs"] and again["label_curve"] == saved["label_curve"]
     cut = {**saved, "runs": {k: v for k, v in saved["runs"].items() if not k.startswith("agile_phase2")}}
-    del cut["config"]["label_source"]  # saved before that option existed: it ran with the default
+    del cut["config"]["label_source"]  # saved before that option existed: it ran with the simulator's types
     del cut["label_curve"], cut["summary"]
     path.write_text(json.dumps(cut))  # as if interrupted: the later runs are redone, in a fresh order of events
     partial = tmp_path / "docs" / "partial.md"
@@ -50,6 +50,11 @@ def test_a_folder_of_another_config_is_refused(tmp_path):
     (run / "results.json").write_text(json.dumps({"config": {"repeats": 99}}))
     with pytest.raises(ValueError, match="another benchmark config"):
         run_benchmark(TINY, run)
+    before = asdict(replace(TINY, centre_block="rings"))
+    del before["centre_block"]  # saved before the option existed, when every run read rings
+    (run / "results.json").write_text(json.dumps({"config": before}))
+    with pytest.raises(ValueError, match="another benchmark config"):
+        run_benchmark(replace(TINY, centre_block="nucleus"), run)
 
 
 def test_lab_labels_pool_holds_every_type_from_the_rule():

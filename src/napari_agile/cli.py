@@ -191,6 +191,9 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-source", choices=("truth", "lab"), default="truth",
                    help="cell types to score against: the simulator's truth, or the lab's weak labels that the "
                         "paper's tables used (brightest 5%% of cells per marker, typed by their brightest marker)")
+    p.add_argument("--centre-block", choices=("rings", "nucleus"), default=None,
+                   help="how every method's network reads the centre cell: channel means in rings around the centre, "
+                        "or inside each cell's nucleus mask (default: the bundled recipe's)")
     p.add_argument("--render", type=Path, default=None, metavar="MARKDOWN",
                    help="also write the results as markdown with PNG plots beside it (e.g. docs/benchmarks-quick.md)")
     p.add_argument("--no-run", action="store_true",
@@ -211,6 +214,8 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         results["summary"] = summaries(results)
     else:
         bench = replace(BenchConfig.quick() if args.quick else BenchConfig(), label_source=args.label_source)
+        if args.centre_block:
+            bench = replace(bench, centre_block=args.centre_block)
         results = run_benchmark(bench, args.out)
     if args.render:
         from .benchmark_report import render
