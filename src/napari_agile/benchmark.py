@@ -60,7 +60,7 @@ class BenchConfig:
     centre_radius: int = 14
     centre_whiten: bool = True
     centre_rings: int = 2
-    centre_block: str = "rings"  # "nucleus": the centre block is read inside each cell's own nucleus mask
+    centre_block: str = "nucleus"  # the centre block read inside each cell's own nucleus mask ("rings": around it)
     first_order: bool = True
     adapt_scope: str = "head"
     shuffle: float = 1.0
