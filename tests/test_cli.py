@@ -44,7 +44,7 @@ def test_weak_labels_types_the_brightest_cells_and_refuses_bad_markers(tmp_path,
 PANEL_TOML = """
 [model]
 channels = ["DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1"]
-centre_radius = 14
+centre_block = "nucleus"
 [meta]
 meta_types = ["neuron", "astrocyte"]
 iterations = 2
@@ -58,21 +58,27 @@ validate_tasks = 2
 source = "labelled"
 images = {images}
 cells = {tables}
+labels = {masks}
 """
 
 
 def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path):
-    images, tables = [], []
+    images, tables, masks = [], [], []
     for seed in (1, 2):  # your own sections: an image and its detected nuclei, typed by the marker rule
-        image, cells, types = (tmp_path / f"s{seed}{end}" for end in (".ome.tif", "-cells.csv", "-types.csv"))
+        image, cells, types, mask = (tmp_path / f"s{seed}{end}"
+                                     for end in (".ome.tif", "-cells.csv", "-types.csv", "-nuclei.tif"))
         assert main(["synth", "--shape", "768", "768", "--seed", str(seed), "--out", str(image)]) == 0
-        assert main(["detect", str(image), "--out", str(cells)]) == 0
+        assert main(["detect", str(image), "--out", str(cells), "--labels", str(mask)]) == 0
         assert main(["weak-labels", str(image), str(cells), "--top", "0.2", "--out", str(types)]) == 0
         images.append(str(image))
         tables.append(str(types))
+        masks.append(str(mask))
     config = tmp_path / "panel.toml"
-    config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables)))
+    config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables), masks=json.dumps(masks)))
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     model = load_model(tmp_path / "run" / "model.safetensors")
     assert model.info["iterations_done"] == 2 and model.info["config"]["data"]["source"] == "labelled"
     assert model.channels == ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
+    assert model.config.centre_block == "nucleus"  # the bundled recipe's block, read on the given label images
+    config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables), masks="[]"))
+    assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "again")]) == 2  # labels: one per image

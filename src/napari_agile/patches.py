@@ -132,7 +132,8 @@ def _check_label_image(tissue: Tissue, cells: Cells) -> None:
     if cells.labels is None:
         raise AgileInputError(
             "This model reads each cell's nucleus mask, but these cells have no label image: detect the nuclei "
-            "(napari-agile detect, or the widget's Detect) or give the cells with their label image."
+            "(napari-agile detect --labels, or the widget's Detect) and give the cells with that label image "
+            "(a meta-training recipe: [data] labels = [...])."
         )
     if tuple(cells.labels.shape) != tuple(tissue.shape):
         raise AgileInputError(

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import tifffile
 import torch
 
-from .cells import read_cell_table
+from .cells import Cells, read_cell_table
 from .errors import AgileInputError
 from .meta import MetaConfig, meta_train
 from .model import ModelConfig
@@ -60,12 +61,22 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
         train = simulated_fields(data, int(data.get("seed", 1000)), int(data.get("fields", 16)))
         val = simulated_fields(data, int(data.get("val_seed", 5000)), int(data.get("val_fields", 2)))
     else:
-        pairs = [(read_tissue(i), read_cell_table(c)) for i, c in zip(data["images"], data["cells"])]
+        masks = data.get("labels", [None] * len(data["images"]))
+        if len(masks) != len(data["images"]):
+            raise AgileInputError(f"[data] labels names {len(masks)} nucleus label images for {len(data['images'])} "
+                                  "images: give one per image, in the same order (napari-agile detect --labels).")
+        pairs = [(read_tissue(i), _cells_with_mask(c, m)) for i, c, m in zip(data["images"], data["cells"], masks)]
         if len(pairs) < 2:
             raise AgileInputError("Meta-training on your own cells needs at least two labelled sections "
                                   "(one is held out for validation).")
         train, val = pairs[:-1], pairs[-1:]
     return pool_from_tissues(train, cfg, per_type), pool_from_tissues(val, cfg, per_type)
+
+
+def _cells_with_mask(table: str | Path, mask: str | Path | None) -> Cells:
+    """A cell table, with its nucleus label image when one is given (a nucleus-block model needs it)."""
+    cells = read_cell_table(table)
+    return cells if mask is None else Cells(cells.table, tifffile.imread(mask).astype(np.int32))
 
 
 def train_from_config(
