@@ -52,8 +52,12 @@ def model_card(model_path: str | None, result: dict, repeats: int) -> str:
             if cfg.head_init == "prototypes" else "the meta-learned dense layer, then")
     scope = "the dense layer only" if meta.get("adapt_scope") == "head" else "every weight"
     rings = f" in {cfg.centre_rings} rings of equal width" if cfg.centre_rings > 1 else ""
-    centre = (f"; the dense layer also reads each channel's mean within {cfg.centre_radius} px of the centre{rings},"
-              f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section" if cfg.centre_radius else "")
+    where = ("inside the cell's own nucleus mask" if cfg.nucleus_mask
+             else f"within {cfg.centre_radius} px of the centre{rings}")
+    centre = (f"; the dense layer also reads each channel's mean {where},"
+              f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section" if cfg.centre_parts else "")
+    mask = ("; each cell's nucleus mask from the label image (detected nuclei have one) as one more plane"
+            if cfg.nucleus_mask else "")
     phase2 = result.get("default/agile_phase2", {}).get("one_step", float("nan"))
     lab = result.get("lab labels/agile_phase2", {}).get("one_step", float("nan"))
     verdict = (("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): "
@@ -68,7 +72,7 @@ meta-trained with task-augmented {order}-order MAML to adapt in one step to a ne
 Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
 
 - **Inputs**: channels {', '.join(cfg.channels)}; {cfg.patch_size} x {cfg.patch_size} px patches around nucleus
-  centres, binned {cfg.bin} x {cfg.bin}; per-section percentile normalisation (1st to 99.8th).
+  centres, binned {cfg.bin} x {cfg.bin}; per-section percentile normalisation (1st to 99.8th){mask}.
 - **Training data**: simulated rat-brain tissue only (napari_agile.synth), {info['config']['data']['fields']} fields
   of {info['config']['data']['field_size']} px with simulator parameters drawn per field (domain randomisation,
   strength {info['config']['data']['randomize']}), {info['pool_cells']} cells. Meta tasks: {', '.join(meta['meta_types'])};
