@@ -102,7 +102,7 @@ CENTRE_BLOCKS = {
 
 def centre_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
     """Accuracy of the hand-crafted centre blocks on the validation tasks (no network, channels as drawn)."""
-    cfg = load_model(None).config
+    cfg = replace(load_model(None).config, centre_block="rings")  # patches without a nucleus-mask plane
     data = bm.build_data(validation_bench(seed, label_source), cfg, task_types=bm.META_TYPES)
     x, sample = data.pool.patches.float(), data.tissue_idx
     out: dict[str, list[float]] = {}

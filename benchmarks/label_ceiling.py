@@ -4,8 +4,8 @@ Why this exists: against the lab's marker rule (`napari_agile.weak_labels`, the 
 the network tops out near 0.93 even with every label. This measures the ceiling of learners that see each
 channel's mean in three regions around each cell, fitted on every pool label:
 
-- centre rings: the bundled model's centre block (0-7 and 7-14 px around the patch centre, on the binned,
-  normalised patch): what the dense layer reads besides the trunk;
+- centre rings: the two-ring centre block the bundled model read before the nucleus block (0-7 and 7-14 px
+  around the patch centre, on the binned, normalised patch);
 - nucleus mask: inside the cell's own segmented nucleus;
 - inset box: inside the nucleus box inset by 10 px per side, the rule's own inputs.
 
