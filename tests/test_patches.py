@@ -86,6 +86,7 @@ def test_nucleus_mask_plane_marks_each_cells_own_nucleus():
     assert own[10].sum() == 60 and own[10][5, 7] == 1 and own[10][9, 17] == 0  # not the neighbour's pixels
     assert own[20][10, 10] == 1 and own[20].sum() < 20 * 20 / 2  # no nucleus: a small disk at the centre
     np.testing.assert_array_equal(out[:, :2], extract_patches(tissue, cells, size=20, ids=ids))
+    np.testing.assert_array_equal(out, extract_patches(tissue, cells, size=20, ids=ids, nucleus_mask=True))
 
 
 def test_nucleus_mask_needs_a_label_image_of_the_tissues_size():

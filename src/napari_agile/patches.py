@@ -86,14 +86,17 @@ def extract_patches(
     size: int = 100,
     ids: Sequence[int] | None = None,
     normalizer: Normalizer | None = None,
+    nucleus_mask: bool = False,
 ) -> np.ndarray:
     """float32 (N, C, size, size) patches centred on the cells `ids` (all by default), in that order.
 
     The cell centre lands on pixel (size // 2, size // 2); pixels outside the image are 0 after normalisation.
+    With `nucleus_mask` each patch gains a last plane, 1 on its own cell's nucleus in the cells' label image.
     """
     chosen, top, left, order = _plan(tissue, cells, ids, size, normalizer)
-    out = np.empty((len(chosen), tissue.n_channels, size, size), np.float32)
-    _cut(tissue, top[order], left[order], size, normalizer, out, order)
+    labels = _label_image(tissue, cells) if nucleus_mask else None
+    out = np.empty((len(chosen), tissue.n_channels + nucleus_mask, size, size), np.float32)
+    _cut(tissue, top[order], left[order], size, normalizer, out, order, labels, chosen[order])
     return out
 
 
@@ -113,14 +116,11 @@ def iter_patches(
     last plane, 1 on its own cell's nucleus in the cells' label image (C + 1 planes).
     """
     chosen, top, left, order = _plan(tissue, cells, ids, size, normalizer)
-    if nucleus_mask:
-        _check_label_image(tissue, cells)
+    labels = _label_image(tissue, cells) if nucleus_mask else None
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         out = np.empty((len(batch), tissue.n_channels + nucleus_mask, size, size), np.float32)
-        _cut(tissue, top[batch], left[batch], size, normalizer, out[:, : tissue.n_channels], np.arange(len(batch)))
-        if nucleus_mask:
-            out[:, -1] = _nucleus_masks(cells.labels, chosen[batch], top[batch], left[batch], size)
+        _cut(tissue, top[batch], left[batch], size, normalizer, out, np.arange(len(batch)), labels, chosen[batch])
         yield chosen[batch], out
 
 
@@ -128,7 +128,8 @@ def iter_patches(
 FALLBACK_RADIUS = 7
 
 
-def _check_label_image(tissue: Tissue, cells: Cells) -> None:
+def _label_image(tissue: Tissue, cells: Cells) -> np.ndarray:
+    """The cells' label image, checked to cover the tissue."""
     if cells.labels is None:
         raise AgileInputError(
             "This model reads each cell's nucleus mask, but these cells have no label image: detect the nuclei "
@@ -140,22 +141,13 @@ def _check_label_image(tissue: Tissue, cells: Cells) -> None:
             f"The cells' label image is {tuple(cells.labels.shape)} px but the tissue is {tuple(tissue.shape)} px: "
             "give the label image made on this tissue."
         )
+    return cells.labels
 
 
-def _nucleus_masks(labels: np.ndarray, ids: np.ndarray, top: np.ndarray, left: np.ndarray, size: int) -> np.ndarray:
-    """(n, size, size) float32: 1 where each patch's window of `labels` holds its own cell id (zero outside the
-    image); a cell absent from the label image gets a disk of FALLBACK_RADIUS px at the patch centre."""
-    h, w = labels.shape
-    out = np.zeros((len(ids), size, size), np.float32)
+def _fallback_disk(size: int) -> np.ndarray:
+    """The FALLBACK_RADIUS disk at the patch centre, for a cell absent from the label image."""
     r = np.arange(size) - size // 2
-    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= FALLBACK_RADIUS**2
-    for k, (cell, y0, x0) in enumerate(zip(ids, top, left)):
-        ya, xa, yb, xb = max(y0, 0), max(x0, 0), min(y0 + size, h), min(x0 + size, w)
-        if ya < yb and xa < xb:
-            out[k, ya - y0 : yb - y0, xa - x0 : xb - x0] = labels[ya:yb, xa:xb] == cell
-        if not out[k].any():
-            out[k] = disk
-    return out
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= FALLBACK_RADIUS**2
 
 
 def _plan(
@@ -188,12 +180,17 @@ def _cut(
     normalizer: Normalizer | None,
     out: np.ndarray,
     rows: np.ndarray,
+    labels: np.ndarray | None = None,
+    cell_ids: np.ndarray | None = None,
 ) -> None:
     """Write the patches at corners (`top`, `left`), sorted by band then column, into out[rows].
 
-    One region is read and normalised per run of neighbouring cells; patches are then plain slices of it.
+    One region is read and normalised per run of neighbouring cells; patches are then plain slices of it. With
+    `labels`, each patch's last plane is its cell's (`cell_ids`) nucleus, cut from the same region of `labels`.
     """
     h, w = tissue.shape
+    c = tissue.n_channels
+    disk = _fallback_disk(size)
     band = top // (_BAND * size)
     # a new run starts at a new band or after a horizontal gap wider than two patches
     breaks = np.flatnonzero((np.diff(band) != 0) | (np.diff(left) > 2 * size)) + 1
@@ -204,8 +201,13 @@ def _cut(
         y1, x1 = int(top[run].max()) + size, int(left[run].max()) + size
         block = tissue.read_region(y0, y1, x0, x1)
         block = normalizer.apply(block) if normalizer is not None else block.astype(np.float32, copy=False)
-        pad = ((0, 0), (max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)))
+        pad = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)))
+        if labels is not None:
+            region = np.pad(labels[max(y0, 0) : y1, max(x0, 0) : x1], pad)
         if any(p for pair in pad for p in pair):
-            block = np.pad(block, pad)
-        for k, ty, tx in zip(rows[run], top[run] - y0, left[run] - x0):
-            out[k] = block[:, ty : ty + size, tx : tx + size]
+            block = np.pad(block, ((0, 0), *pad))
+        for k, ty, tx, i in zip(rows[run], top[run] - y0, left[run] - x0, run):
+            out[k, :c] = block[:, ty : ty + size, tx : tx + size]
+            if labels is not None:
+                own = region[ty : ty + size, tx : tx + size] == cell_ids[i]
+                out[k, c] = own if own.any() else disk
