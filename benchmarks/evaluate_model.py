@@ -51,10 +51,7 @@ def model_card(model_path: str | None, result: dict, repeats: int) -> str:
     head = ("class prototypes of the labelled cells added to the dense layer (Proto-MAML), then"
             if cfg.head_init == "prototypes" else "the meta-learned dense layer, then")
     scope = "the dense layer only" if meta.get("adapt_scope") == "head" else "every weight"
-    rings = f" in {cfg.centre_rings} rings of equal width" if cfg.centre_rings > 1 else ""
-    where = ("inside the cell's own nucleus mask" if cfg.nucleus_mask
-             else f"within {cfg.centre_radius} px of the centre{rings}")
-    centre = (f"; the dense layer also reads each channel's mean {where},"
+    centre = (f"; the dense layer also reads each channel's mean {cfg.centre_words},"
               f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section" if cfg.centre_parts else "")
     mask = ("; each cell's nucleus mask from the label image (detected nuclei have one) as one more plane"
             if cfg.nucleus_mask else "")

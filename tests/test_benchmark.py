@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_agile.benchmark import METHODS, BenchConfig, labelled_pool, run_benchmark
-from napari_agile.benchmark_report import render
+from napari_agile.benchmark_report import centre_text, render
 from napari_agile.cli import main
 from napari_agile.errors import AgileInputError
 from napari_agile.model import ModelConfig
@@ -55,6 +55,15 @@ def test_a_folder_of_another_config_is_refused(tmp_path):
     (run / "results.json").write_text(json.dumps({"config": before}))
     with pytest.raises(ValueError, match="another benchmark config"):
         run_benchmark(replace(TINY, centre_block="nucleus"), run)
+
+
+def test_reports_name_the_centre_block_as_the_model_card_does():
+    rings = {"centre_radius": 14, "centre_rings": 2, "centre_whiten": True}  # an old results file: no centre_block
+    assert centre_text(rings) == (" + centre intensities within 14 px of the centre in 2 rings of equal width"
+                                  " (whitened on the section)")
+    nucleus = ModelConfig(channels=PAPER_CHANNELS, centre_block="nucleus", centre_radius=14)
+    assert centre_text({"centre_block": "nucleus", "centre_radius": 14}) == f" + centre intensities {nucleus.centre_words}"
+    assert "nucleus mask" in nucleus.centre_words and centre_text({}) == ""
 
 
 def test_lab_labels_pool_holds_every_type_from_the_rule():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .model import describe_centre
+
 #: Rows of Table 2 in the paper's order, with the paper's accuracy for comparison.
 PAPER_ROWS = (
     ("vanilla_limit", "Vanilla limit (1%)", 0.637),
@@ -23,14 +25,10 @@ LAB = ("the lab's weak labels, as in the paper (napari_agile.weak_labels: the br
 
 def centre_text(c: dict) -> str:
     """How the benchmark's network reads the centre cell, in words ("" for the paper's plain network)."""
-    if c.get("centre_block") == "nucleus":
-        where = " + centre intensities inside each cell's nucleus mask"
-    elif c.get("centre_radius"):
-        rings = c.get("centre_rings", 1)
-        where = f" + centre intensities within {c['centre_radius']} px" + (f" in {rings} rings" if rings > 1 else "")
-    else:
+    where = describe_centre(c.get("centre_block", "rings"), c.get("centre_radius", 0), c.get("centre_rings", 1))
+    if not where:
         return ""
-    return where + (" (whitened on the section)" if c.get("centre_whiten") else "")
+    return f" + centre intensities {where}" + (" (whitened on the section)" if c.get("centre_whiten") else "")
 
 
 def table2(summary: dict) -> str:

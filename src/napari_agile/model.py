@@ -98,12 +98,26 @@ class ModelConfig:
         return self.centre_rings if self.centre_radius else 0
 
     @property
+    def centre_words(self) -> str:
+        """Where the centre block reads each channel's mean, in words ("" without a centre block)."""
+        return describe_centre(self.centre_block, self.centre_radius, self.centre_rings)
+
+    @property
     def centre_size(self) -> int:
         """Length of the centre block: one mean per channel and ring or nucleus (0 without a centre block)."""
         return len(self.channels) * self.centre_parts
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def describe_centre(block: str, radius: int, rings: int) -> str:
+    """Where a centre block of this kind reads, in words ("" for none): one phrasing for model cards and reports."""
+    if block == "nucleus":
+        return "inside the cell's own nucleus mask"
+    if not radius:
+        return ""
+    return f"within {radius} px of the centre" + (f" in {rings} rings of equal width" if rings > 1 else "")
 
 
 def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
