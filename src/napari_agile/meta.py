@@ -114,15 +114,14 @@ VALIDATION = Augmentation(p=0.0, shuffle=1.0)
 
 
 def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
-              gen: torch.Generator, augment: Augmentation | None = None, k_support: int | None = None,
-              n_channels: int | None = None):
+              gen: torch.Generator, *, n_channels: int, augment: Augmentation | None = None,
+              k_support: int | None = None):
     """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches.
 
-    `augment` defaults to the config's task augmentation; `n_channels` (default: every plane) are the marker
-    channels, which it permutes and distorts, while later planes (a nucleus mask) are only rotated.
+    The first `n_channels` planes are the marker channels, which the transform permutes and distorts; later planes
+    (a nucleus mask) are only rotated. `augment` defaults to the config's task augmentation.
     """
     k = int(rng.integers(1, meta.k_max + 1)) if k_support is None else k_support
-    n_channels = pool.patches.shape[1] if n_channels is None else n_channels
     aug = meta.augmentation if augment is None else augment
     transform = TaskTransform.draw(aug, n_channels, rng)
     return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen)
