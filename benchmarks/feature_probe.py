@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from napari_agile import benchmark as bm
 from napari_agile.model import centre_means, features, zca_matrix
-from napari_agile.modelio import load_model
+from napari_agile.modelio import AgileModel, load_model
 
 SEED = 70_000
 
@@ -61,19 +62,27 @@ def validation_bench(seed: int, label_source: str) -> bm.BenchConfig:
     return replace(bm.BenchConfig.quick(), seed=seed, label_source=label_source)
 
 
-def probe(model_path: str | None, repeats: int, seed: int, label_source: str) -> dict[str, list[float]]:
-    model = load_model(model_path)
+def shuffled_protocols(model: AgileModel, repeats: int, seed: int, label_source: str
+                       ) -> Iterator[tuple[int, bm.BenchData, bm.Protocol, dict]]:
+    """Per repeat r: the validation data, the protocol on it with the channel order shuffled, and the model's
+    tissue statistics there."""
     cfg = model.config
     bench = validation_bench(seed, label_source)
     base = bm.build_data(bench, cfg, task_types=bm.META_TYPES)
-    parts = {"all": slice(None), "trunk": slice(0, cfg.trunk_size), "centre": slice(cfg.trunk_size, None)}
-    out: dict[str, list[float]] = {}
     for r in range(repeats):
         perm = torch.as_tensor(np.r_[np.random.default_rng([seed, r]).permutation(len(cfg.channels)),
                                      len(cfg.channels):cfg.planes])  # a nucleus-mask plane stays last
         pool = bm.TaskPool(base.pool.patches[:, perm], base.pool.types, base.pool.fields)
         proto = bm.Protocol(bench, cfg, bm.BenchData(pool, base.tissue_idx, base.tasks), {"agile": model})
-        stats = proto.stats(model.params)
+        yield r, base, proto, proto.stats(model.params)
+
+
+def probe(model_path: str | None, repeats: int, seed: int, label_source: str) -> dict[str, list[float]]:
+    model = load_model(model_path)
+    cfg = model.config
+    parts = {"all": slice(None), "trunk": slice(0, cfg.trunk_size), "centre": slice(cfg.trunk_size, None)}
+    out: dict[str, list[float]] = {}
+    for r, base, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
         for task in bm.META_TYPES:
             rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task)])
             idx = proto.balanced(task, 16, rng)
