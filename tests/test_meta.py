@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_agile.errors import AgileInputError
 from napari_agile.meta import MetaConfig, meta_train, validate
 from napari_agile.model import ModelConfig
 from napari_agile.tasks import Augmentation, TaskPool
@@ -24,16 +25,29 @@ META = MetaConfig(iterations=6, tasks_per_batch=2, k_max=4, n_query=6, n_unlabel
                   checkpoint_seconds=0.0, validate_every=3, validate_tasks=3)
 
 
-def test_interrupted_meta_training_resumes_exactly(tmp_path):
+#: devices this machine has for meta-training (a GPU machine runs the CUDA case too)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_interrupted_meta_training_resumes_exactly(tmp_path, device):
     pool = _pool(0)
-    straight, hist = meta_train(CFG, META, pool, pool, tmp_path / "a")
+    straight, hist = meta_train(CFG, META, pool, pool, tmp_path / "a", device=device)
     calls = iter(range(100))
     stop_after_3 = lambda: next(calls) >= 3  # noqa: E731  (cancel like the GUI's button would)
-    _, part = meta_train(CFG, META, pool, pool, tmp_path / "b", should_stop=stop_after_3)
+    _, part = meta_train(CFG, META, pool, pool, tmp_path / "b", should_stop=stop_after_3, device=device)
     assert len(part) == 3
-    resumed, hist_b = meta_train(CFG, META, pool, pool, tmp_path / "b")
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert {v.device.type for v in saved["params"].values()} == {"cpu"}  # a checkpoint resumes on any device
+    resumed, hist_b = meta_train(CFG, META, pool, pool, tmp_path / "b", device=device)
     assert len(hist_b) == 6 and hist_b == hist
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert all(torch.equal(straight[k], resumed[k]) and resumed[k].device.type == "cpu" for k in straight)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_gpu_is_a_clear_error():
+    with pytest.raises(AgileInputError, match="sees no CUDA GPU"):
+        meta_train(CFG, META, _pool(0), device="cuda")
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):

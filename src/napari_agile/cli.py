@@ -124,6 +124,9 @@ def _add_meta_train(p: argparse.ArgumentParser) -> None:
                    help="folder for model.safetensors, history.json and the checkpoint; "
                         "run the same command again to resume after an interruption")
     p.add_argument("--iterations", type=int, default=None, help="override the recipe's number of meta-iterations")
+    p.add_argument("--device", default=None,
+                   help="auto (default: CUDA, then Apple MPS, else CPU; or $NAPARI_AGILE_DEVICE), cpu, cuda, mps; "
+                        "a run resumes on any device")
 
 
 def _run_meta_train(args: argparse.Namespace) -> None:
@@ -139,7 +142,7 @@ def _run_meta_train(args: argparse.Namespace) -> None:
         bar.set_postfix({k: round(v, 3) for k, v in info.items() if k != "iteration"})
 
     try:
-        model = train_from_config(args.config, args.out, progress, args.iterations)
+        model = train_from_config(args.config, args.out, progress, args.iterations, args.device)
     finally:
         bar.close()
     print(f"wrote {args.out / 'model.safetensors'} ({model.n_parameters()} parameters, "

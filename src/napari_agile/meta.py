@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import pick_device
 from .model import (ModelConfig, Params, estimate_stats, features, forward, head, head_keys, init_params,
                     prototype_head)
 from .tasks import Augmentation, TaskPool, TaskTransform
@@ -134,11 +135,12 @@ def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig,
     meta type gains nothing, one that learned to find the marker from the support does.
     """
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    device = next(iter(params.values())).device
     accs = []
     for i in range(meta.validate_tasks):
         cell_type = meta.meta_types[i % len(meta.meta_types)]
         task = draw_task(pool, meta, cell_type, rng, gen, augment=VALIDATION, k_support=meta.k_max,
-                         n_channels=len(cfg.channels))
+                         n_channels=len(cfg.channels)).to(device)
         stats = estimate_stats(cfg, params, task.unlabelled_x)
         with torch.enable_grad():
             fast = adapt_params(cfg, params, stats, task.support_x, task.support_y, meta.inner_lr,
@@ -161,13 +163,16 @@ class MetaState:
 
 
 def _save_checkpoint(path: Path, state: MetaState, meta: MetaConfig, cfg: ModelConfig) -> None:
+    device = next(iter(state.params.values())).device
     blob = {
-        "params": {k: v.detach() for k, v in state.params.items()},
+        "params": {k: v.detach().cpu() for k, v in state.params.items()},
         "optimizer": state.optimizer.state_dict(),
         "iteration": state.iteration,
         "numpy_rng": json.dumps(state.rng.bit_generator.state),
         "torch_gen": state.gen.get_state(),
         "torch_global": torch.get_rng_state(),
+        # dropout on a GPU draws from that device's generator: kept too, so a GPU run resumes exactly
+        **({"cuda_global": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         "history": json.dumps(state.history),
         "meta": json.dumps(meta.to_dict()),
         "model": json.dumps(cfg.to_dict()),
@@ -177,8 +182,9 @@ def _save_checkpoint(path: Path, state: MetaState, meta: MetaConfig, cfg: ModelC
     tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
-def _new_state(cfg: ModelConfig, meta: MetaConfig, init: Params | None) -> MetaState:
-    params = {k: v.clone().requires_grad_(True) for k, v in (init or init_params(cfg, meta.seed)).items()}
+def _new_state(cfg: ModelConfig, meta: MetaConfig, init: Params | None, device: torch.device) -> MetaState:
+    start = init or init_params(cfg, meta.seed)
+    params = {k: v.detach().to(device, copy=True).requires_grad_(True) for k, v in start.items()}
     opt = torch.optim.Adam(params.values(), lr=meta.meta_lr)
     gen = torch.Generator().manual_seed(meta.seed)
     torch.manual_seed(meta.seed)
@@ -190,12 +196,14 @@ def _schedule_free(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in ("iterations", "checkpoint_seconds", "validate_every")}
 
 
-def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig) -> MetaState:
-    blob = torch.load(path, weights_only=True)  # never unpickles code
+def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig, device: torch.device) -> MetaState:
+    blob = torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
     if _schedule_free(json.loads(blob["meta"])) != _schedule_free(json.loads(json.dumps(meta.to_dict()))):
         raise ValueError(f"{path} was written by another meta-training config; use a fresh output folder.")
-    state = _new_state(cfg, meta, blob["params"])
-    state.optimizer.load_state_dict(blob["optimizer"])
+    state = _new_state(cfg, meta, blob["params"], device)
+    state.optimizer.load_state_dict(blob["optimizer"])  # moves Adam's moments to the parameters' device
+    if device.type == "cuda" and "cuda_global" in blob:
+        torch.cuda.set_rng_state(blob["cuda_global"], device)
     state.iteration = int(blob["iteration"])
     state.rng.bit_generator.state = json.loads(blob["numpy_rng"])
     state.gen.set_state(blob["torch_gen"])
@@ -213,17 +221,21 @@ def meta_train(
     init: Params | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    device: str | None = None,
 ) -> tuple[Params, list[dict]]:
     """Task-augmented MAML on `pool`'s meta types; resumes from `out_dir/checkpoint.pt` if present.
 
-    Returns the meta-trained parameters and the history (loss, accuracy, validation per logged step).
+    Returns the meta-trained parameters (on the CPU) and the history (loss, accuracy, validation per logged step).
     `progress(iteration, total, info)` is called every iteration; `should_stop()` allows cancelling
-    (a checkpoint is written first, so a later call resumes).
+    (a checkpoint is written first, so a later call resumes). `device`: 'auto' (CUDA, then MPS, else CPU; the
+    default, or $NAPARI_AGILE_DEVICE), 'cpu', 'cuda', 'mps'; a checkpoint resumes on any device.
     """
+    dev = pick_device(device)
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-    state = _load_checkpoint(ckpt, cfg, meta) if ckpt is not None and ckpt.exists() else _new_state(cfg, meta, init)
+    resume = ckpt is not None and ckpt.exists()
+    state = _load_checkpoint(ckpt, cfg, meta, dev) if resume else _new_state(cfg, meta, init, dev)
     last_save = time.monotonic()
     while state.iteration < meta.iterations:
         if should_stop is not None and should_stop():
@@ -233,7 +245,7 @@ def meta_train(
         losses, accs = [], []
         for _ in range(meta.tasks_per_batch):
             cell_type = meta.meta_types[int(state.rng.integers(len(meta.meta_types)))]
-            task = draw_task(pool, meta, cell_type, state.rng, state.gen, n_channels=len(cfg.channels))
+            task = draw_task(pool, meta, cell_type, state.rng, state.gen, n_channels=len(cfg.channels)).to(dev)
             loss, acc = episode_loss(cfg, state.params, task, meta, second_order)
             (loss / meta.tasks_per_batch).backward()
             losses.append(float(loss.detach()))
@@ -251,5 +263,5 @@ def meta_train(
             last_save = time.monotonic()
     if ckpt is not None:
         _save_checkpoint(ckpt, state, meta, cfg)
-    return {k: v.detach().clone() for k, v in state.params.items()}, state.history
+    return {k: v.detach().cpu().clone() for k, v in state.params.items()}, state.history
 

@@ -175,7 +175,7 @@ def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     """(N, rings * C) mean of each channel of binned patches `x` in each ring of the centre disk of
     `cfg.centre_radius`, innermost ring first (one ring: the whole disk)."""
     side = cfg.input_size
-    r = torch.arange(side, dtype=x.dtype) - (side - 1) / 2
+    r = torch.arange(side, dtype=x.dtype, device=x.device) - (side - 1) / 2
     dist = (r[:, None] ** 2 + r[None, :] ** 2).sqrt() * cfg.bin
     edges = torch.linspace(0, cfg.centre_radius, cfg.centre_rings + 1).tolist()
     rings = torch.stack([((dist > lo) | (lo == 0)) & (dist <= hi) for lo, hi in zip(edges[:-1], edges[1:])])
@@ -248,12 +248,13 @@ def zca_matrix(x: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     The ridge (a fraction of each channel's variance) keeps a near-constant or duplicated channel finite. With
     fewer than 4 samples per channel the covariances are noise: the diagonal alone is used (plain standardisation).
     """
-    cov = torch.cov(x.T.double(), correction=0).reshape(x.shape[1], x.shape[1])
+    # a C x C problem: solved on the CPU in float64 whatever the device (MPS has no float64)
+    cov = torch.cov(x.T.double().cpu(), correction=0).reshape(x.shape[1], x.shape[1])
     if len(x) < 4 * x.shape[1]:
         cov = torch.diag(cov.diagonal())
     cov = cov + ridge * torch.diag(cov.diagonal().clamp_min(1e-6))
     eigval, eigvec = torch.linalg.eigh(cov)
-    return ((eigvec * eigval.clamp_min(1e-12).rsqrt()) @ eigvec.T).to(x.dtype)
+    return ((eigvec * eigval.clamp_min(1e-12).rsqrt()) @ eigvec.T).to(x.device, x.dtype)
 
 
 @torch.no_grad()

@@ -109,6 +109,12 @@ class Task:
     query_y: torch.Tensor
     unlabelled_x: torch.Tensor  # sample of the task's tissue that sets batch-norm statistics
 
+    def to(self, device: torch.device) -> "Task":
+        """The same episode on `device` (episodes are drawn and augmented on the CPU, so every device sees the
+        same tasks)."""
+        return Task(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y,
+                                             self.unlabelled_x)))
+
 
 class TaskPool:
     """Binned patches of labelled cells with their types (and the field each came from)."""

@@ -18,6 +18,7 @@ import tifffile
 import torch
 
 from .cells import Cells, read_cell_table
+from .device import pick_device
 from .errors import AgileInputError
 from .meta import MetaConfig, meta_train
 from .model import ModelConfig
@@ -84,8 +85,10 @@ def train_from_config(
     out_dir: str | Path,
     progress: Callable[[int, int, dict], None] | None = None,
     iterations: int | None = None,
+    device: str | None = None,
 ) -> AgileModel:
-    """Run (or resume) the meta-training a config describes and write the model with its card facts."""
+    """Run (or resume) the meta-training a config describes, on `device` (default: the fastest present), and
+    write the model with its card facts."""
     config = load_config(config_path)
     cfg = ModelConfig(**config["model"])
     meta_dict = dict(config["meta"])
@@ -97,12 +100,13 @@ def train_from_config(
     t0 = time.time()
     pool, val_pool = build_pools(config, cfg)
     data_seconds = time.time() - t0
-    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress)
+    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress, device=device)
     (out / "history.json").write_text(json.dumps(history))
     info = {
         "config": config, "iterations_done": len(history), "pool_cells": len(pool),
         "final_val_acc": next((h["val_acc"] for h in reversed(history) if "val_acc" in h), None),
         "data_seconds": round(data_seconds, 1), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "device": str(pick_device(device)),
     }
     model = AgileModel(cfg, params, meta.inner_lr, meta.adapt_scope, info)
     model.save(out / "model.safetensors")
