@@ -1,7 +1,7 @@
 """Speed of napari-agile on this machine: CNN inference, MC-dropout suggestion, the Session loop, meta-training,
 nucleus detection and patch extraction; a markdown report on stdout and, with --json PATH, the numbers as JSON.
 
-Run:  /work/venv/bin/python benchmarks/speed.py [--quick] [--json PATH] [--field-sizes 1024 4096 16384]
+Run:  python benchmarks/speed.py [--quick] [--json PATH] [--field-sizes 1024 4096 16384]
 
 Every timing is the median of repeats after a warm-up run, with torch's default thread count. Simulated tissue
 stands in for real sections (fields larger than one simulation are tiles of it). On a machine shared with other
@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from napari_agile.cells import Cells
+from napari_agile.device import pick_device
 from napari_agile.meta import MetaConfig, meta_train
 from napari_agile.model import ModelConfig, bin_patches, estimate_stats, forward, head, init_params
 from napari_agile.modelio import AgileModel, load_model
@@ -352,7 +353,7 @@ def bench_meta(sz: Sizes, sim: Simulation) -> dict:
         rows.append({"recipe": recipe, "tasks": tasks, "order": "first" if first_order else "second",
                      "k_max": meta.k_max, "n_query": meta.n_query, "n_unlabelled": meta.n_unlabelled,
                      "s_per_iteration": float(np.median(per_iter)), "iterations_timed": len(per_iter)})
-    return {"rows": rows, "pool_cells": len(pool)}
+    return {"rows": rows, "pool_cells": len(pool), "device": str(pick_device())}
 
 
 # ---------------------------------------------------------------- 5. fields: detection and patch extraction
@@ -524,8 +525,9 @@ def markdown(report: dict) -> str:
                   f"({_f(s['predict_cells_per_s'])} cells/s) | |", ""]
     if "meta" in report:
         r0 = report["meta"]["rows"][0]
+        device = report["meta"].get("device", "cpu")
         lines += [f"## 4. Meta-iteration (pool of {report['meta']['pool_cells']:,} cells; support 1-{r0['k_max']} per class, "
-                  f"query {r0['n_query']} per class, {r0['n_unlabelled']} unlabelled for BN stats)", "",
+                  f"query {r0['n_query']} per class, {r0['n_unlabelled']} unlabelled for BN stats; on {device})", "",
                   "| recipe | tasks per meta-batch | order | s / iteration | iterations timed |", "|---|---|---|---|---|"]
         lines += [f"| {r.get('recipe', 'paper')} | {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | {r['iterations_timed']} |"
                   for r in report["meta"]["rows"]]
