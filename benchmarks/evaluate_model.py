@@ -77,7 +77,7 @@ Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
 - **Schedule**: {info['iterations_done']} iterations x {meta['tasks_per_batch']} tasks, support 1-{meta['k_max']} per
   class, query {meta['n_query']} per class, inner lr {meta['inner_lr']}, meta lr {meta['meta_lr']}, {meta['inner_steps']} inner
   step, {order}-order, augmentation {meta['augmentation']}, seed {meta['seed']}; torch {info['torch']}
-  on {info['machine']}. Final validation accuracy (one step, held-out fields, meta types): {info['final_val_acc']:.3f}.
+  on {info['machine']} ({info.get('device', 'cpu')}). Final validation accuracy (one step, held-out fields, meta types): {info['final_val_acc']:.3f}.
 - **Reproduce**: `napari-agile meta-train --config configs/bundled-model.toml --out runs/bundled`, then copy
   `runs/bundled/model.safetensors` here (seconds per iteration on this CPU: docs/speed.md, section 4).
 
