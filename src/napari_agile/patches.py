@@ -202,12 +202,12 @@ def _cut(
         block = tissue.read_region(y0, y1, x0, x1)
         block = normalizer.apply(block) if normalizer is not None else block.astype(np.float32, copy=False)
         pad = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)))
-        if labels is not None:
-            region = np.pad(labels[max(y0, 0) : y1, max(x0, 0) : x1], pad)
+        region = labels[max(y0, 0) : y1, max(x0, 0) : x1] if labels is not None else None
         if any(p for pair in pad for p in pair):
             block = np.pad(block, ((0, 0), *pad))
+            region = np.pad(region, pad) if region is not None else None
         for k, ty, tx, i in zip(rows[run], top[run] - y0, left[run] - x0, run):
             out[k, :c] = block[:, ty : ty + size, tx : tx + size]
-            if labels is not None:
+            if region is not None:
                 own = region[ty : ty + size, tx : tx + size] == cell_ids[i]
                 out[k, c] = own if own.any() else disk
