@@ -10,7 +10,7 @@ from qtpy.QtCore import QPoint, Qt
 
 from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES
 from napari_agile._reader import tissue_layer_data
-from napari_agile._widget import AgileWidget
+from napari_agile._widget import DETECT, AgileWidget
 from napari_agile.model import ModelConfig, init_params
 from napari_agile.modelio import AgileModel
 from napari_agile.session import Session
@@ -281,6 +281,29 @@ def test_cancel_stops_detection_without_a_session(widget, qtbot):
     _wait(qtbot, w)
     assert w.session is None and w.detect_btn.isEnabled()
     assert any("cancelled" in str(n.message) for n in notification_manager.records)
+
+
+def test_nuclei_from_a_labels_layer_the_user_already_has(widget, qtbot, sim):
+    w, viewer = widget, widget.viewer
+    viewer.add_labels(np.zeros((10, 10), np.int32), name="other section")
+    w.nuclei_combo.setCurrentText("other section")
+    w.detect()
+    assert any("made on this section" in e for e in _errors()) and w.session is None
+    mask = sim.cells.labels.copy()
+    viewer.add_labels(mask, name="stardist")  # e.g. from StarDist, with its own ids
+    assert w.nuclei_combo.findText("stardist") >= 0 and w.nuclei_combo.findText(NUCLEI) < 0
+    w.nuclei_combo.setCurrentText("stardist")
+    assert w.detect_btn.text() == "Use the nuclei in 'stardist'"
+    w.detect()
+    _wait(qtbot, w)
+    assert w.session is not None, _errors()
+    assert sorted(w.session.cells.ids) == sorted(set(np.unique(mask)) - {0})
+    assert NUCLEI not in viewer.layers and "stardist" in viewer.layers  # the user's layer stays, no copy of it
+    dots = viewer.layers[CELLS]
+    one = int(dots.features["id"][0])
+    np.testing.assert_allclose(dots.data[0], np.argwhere(mask == one).mean(0))  # a dot at its nucleus' centre
+    w.nuclei_combo.setCurrentText(DETECT)
+    assert w.detect_btn.text() == "Detect nuclei"
 
 
 def test_reader_and_sample_feed_the_widget(make_napari_viewer, tmp_path, sim):

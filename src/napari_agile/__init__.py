@@ -18,6 +18,7 @@ _API = {
     "read_tissue": "tissue_io",
     "write_ome_tiff": "tissue_io",
     "detect_nuclei": "nuclei",
+    "cells_from_labels": "nuclei",
     "read_cell_table": "cells",
     "write_cell_table": "cells",
     "extract_patches": "patches",

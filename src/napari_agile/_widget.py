@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -26,7 +26,7 @@ from . import _layers
 from .errors import AgileInputError
 from .export import default_colors, export_table
 from .modelio import AgileModel, BUNDLED_MODEL, check_channels, load_model
-from .nuclei import detect_nuclei
+from .nuclei import cells_from_labels, detect_nuclei
 from .session import Session
 from .tissue import NUCLEAR_CHANNELS, Tissue
 
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 KEYS = {"y": ("answer_yes", "yes"), "n": ("answer_no", "no"), "u": ("undo", "undo"),
         "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell")}
 CLICK_MODES = ("select + keys", "click = yes", "click = no")
+#: the 'Nuclei' choice that finds them in the nuclear channels; the other choices are the viewer's Labels layers
+DETECT = "detect in the nuclear channels"
 
 
 class Cancelled(Exception):
@@ -131,6 +133,11 @@ class AgileWidget(QWidget):
         self.nuclear_list.setToolTip("Channels that stain every nucleus (summed for detection).")
         self.nuclear_list.setMinimumHeight(80)
         form.addRow("Nuclear channels", self.nuclear_list)
+        self.nuclei_combo = QComboBox()
+        self.nuclei_combo.setToolTip("Detect nuclei here, or use a nucleus label image you already have (a Labels "
+                                     "layer from StarDist, Cellpose, QuPath…: one integer id per nucleus).")
+        self.nuclei_combo.currentTextChanged.connect(self._on_nuclei_source)
+        form.addRow("Nuclei", self.nuclei_combo)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText(f"bundled: {BUNDLED_MODEL}")
         form.addRow("Model", self._with_browse(self.model_edit, self._browse_model))
@@ -276,6 +283,22 @@ class AgileWidget(QWidget):
             self.image_list.addItem(item)
         self.image_list.blockSignals(False)
         self._refresh_channels()
+        self._refresh_nuclei_sources()
+
+    def _refresh_nuclei_sources(self) -> None:
+        """'detect', then every Labels layer that is not one of this widget's outputs; the choice is kept."""
+        current = self.nuclei_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Labels) and layer.name not in (_layers.NUCLEI, _layers.TYPES)]
+        self.nuclei_combo.blockSignals(True)
+        self.nuclei_combo.clear()
+        self.nuclei_combo.addItems([DETECT, *names])
+        self.nuclei_combo.setCurrentText(current if current in names else DETECT)
+        self.nuclei_combo.blockSignals(False)
+        self._on_nuclei_source(self.nuclei_combo.currentText())
+
+    def _on_nuclei_source(self, source: str) -> None:
+        self.detect_btn.setText("Detect nuclei" if source in (DETECT, "") else f"Use the nuclei in '{source}'")
 
     def _on_image_ticked(self, item: QListWidgetItem) -> None:
         """Remember layers the user unticked (new layers come ticked), then refresh the channel list."""
@@ -447,12 +470,30 @@ class AgileWidget(QWidget):
                 "choose another folder (empty the field for a new automatic one)."
             )
 
+        mask = self._nuclei_mask(tissue)
+
         def work(progress: _Progress) -> Session:
-            cells = detect_nuclei(tissue, channels=channels, progress=progress)
+            if mask is None:
+                cells = detect_nuclei(tissue, channels=channels, progress=progress)
+            else:
+                cells = cells_from_labels(mask)
             progress.phase(f"Cutting patches around {len(cells)} cells")
             return Session(tissue, cells, model, store=store, progress=progress)
 
-        self._run("Detecting nuclei", work, self._on_session)
+        self._run("Detecting nuclei" if mask is None else "Reading the nuclei", work, self._on_session)
+
+    def _nuclei_mask(self, tissue: Tissue) -> np.ndarray | None:
+        """The chosen Labels layer's data (None: detect), checked to cover the tissue pixel for pixel."""
+        source = self.nuclei_combo.currentText()
+        if source in (DETECT, "") or source not in self.viewer.layers:
+            return None
+        mask = np.asarray(self.viewer.layers[source].data)
+        if mask.shape != tuple(tissue.shape):
+            raise AgileInputError(
+                f"The nuclei layer '{source}' is {mask.shape} px but the tissue is {tuple(tissue.shape)} px: choose "
+                "the label image made on this section, or 'detect'."
+            )
+        return mask
 
     def _on_session(self, session: Session) -> None:
         self.session = session
@@ -461,7 +502,7 @@ class AgileWidget(QWidget):
         for name in (_layers.CELLS, _layers.NUCLEI, _layers.SUGGESTED, _layers.TYPES):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        if session.cells.labels is not None:
+        if session.cells.labels is not None and self.nuclei_combo.currentText() in (DETECT, ""):
             self.viewer.add_layer(_layers.nuclei_layer(session.cells.labels, frame))
         self.viewer.add_layer(_layers.suggestions_layer(frame))
         self.viewer.add_layer(_layers.cells_layer(table, frame))

@@ -83,6 +83,33 @@ def detect_nuclei(
     return Cells(table[columns].astype({"id": np.int64}), labels)
 
 
+#: the largest label value cells_from_labels measures directly (its tables are as long as the largest id)
+MAX_LABEL = 2**24
+
+
+def cells_from_labels(labels: np.ndarray) -> Cells:
+    """Cells from a nucleus instance mask made elsewhere (StarDist, Cellpose, QuPath, a hand-painted napari layer):
+    each label value is a cell id (0 is background), its centroid, area and box measured on the mask."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise AgileInputError(f"A nucleus mask is one 2D (rows, columns) label image; this one has shape {lab.shape}.")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise AgileInputError(
+            f"A nucleus mask holds an integer id per nucleus (0 = background); this one is {lab.dtype}. A yes/no "
+            "mask is not enough: label its nuclei first (e.g. skimage.measure.label)."
+        )
+    if not lab.any():
+        raise AgileInputError("The nucleus mask labels no pixel: give the label image of the nuclei (0 = background).")
+    low, high = int(lab.min()), int(lab.max())
+    if low < 0 or high > MAX_LABEL:
+        raise AgileInputError(
+            f"Nucleus ids run from {low} to {high}; they must lie in 0..{MAX_LABEL}: renumber them "
+            "(skimage.segmentation.relabel_sequential)."
+        )
+    lab = lab.astype(np.int32, copy=False)
+    return Cells(_measure(lab, None, 0, 0, 1), lab)
+
+
 @dataclass(frozen=True)
 class _Params:
     """Window sizes in pixels of the (binned) image the segmentation runs on."""
@@ -220,8 +247,9 @@ def _fill_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:
     return mask | fill[background]
 
 
-def _measure(lab: np.ndarray, img: np.ndarray, oy: int, ox: int, b: int) -> pd.DataFrame:
-    """Per-label centroid, area, half-open bbox and mean nuclear intensity, in full-resolution global coordinates.
+def _measure(lab: np.ndarray, img: np.ndarray | None, oy: int, ox: int, b: int) -> pd.DataFrame:
+    """Per-label centroid, area, half-open bbox and (given `img`) mean nuclear intensity, in full-resolution global
+    coordinates.
 
     `lab` and `img` are binned by `b`; a binned pixel stands for its b×b block, whose centre is b*i + (b-1)/2.
     """
@@ -230,14 +258,13 @@ def _measure(lab: np.ndarray, img: np.ndarray, oy: int, ox: int, b: int) -> pd.D
     area = np.bincount(flat, minlength=n + 1)
     rows = np.bincount(flat, np.repeat(np.arange(lab.shape[0], dtype=np.float64), lab.shape[1]), minlength=n + 1)
     cols = np.bincount(flat, np.tile(np.arange(lab.shape[1], dtype=np.float64), lab.shape[0]), minlength=n + 1)
-    total = np.bincount(flat, img.ravel(), minlength=n + 1)
     ids = np.flatnonzero(area[1:]) + 1
     slices = ndi.find_objects(lab)
     box = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in ids)])
     box = box.reshape(-1, 4) * b
     a = area[ids]
     centre = (b - 1) / 2
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "id": ids,
             "y": rows[ids] / a * b + centre + oy,
@@ -247,6 +274,8 @@ def _measure(lab: np.ndarray, img: np.ndarray, oy: int, ox: int, b: int) -> pd.D
             "xmin": box[:, 1] + ox,
             "ymax": box[:, 2] + oy,
             "xmax": box[:, 3] + ox,
-            "intensity": total[ids] / a,
         }
     )
+    if img is not None:
+        table["intensity"] = np.bincount(flat, img.ravel(), minlength=n + 1)[ids] / a
+    return table
