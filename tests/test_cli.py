@@ -82,3 +82,30 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path):
     assert model.config.centre_block == "nucleus"  # the bundled recipe's block, read on the given label images
     config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables), masks="[]"))
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "again")]) == 2  # labels: one per image
+
+
+def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(tmp_path, capsys):
+    from napari_agile.session import Session
+    from napari_agile.synth import simulate_tissue
+    from napari_agile.tissue_io import write_ome_tiff
+
+    sim = simulate_tissue((256, 256), seed=4)
+    session = Session(sim.tissue, sim.cells, load_model(), store=tmp_path / "session")
+    types = sim.cells.table["cell_type"]
+    ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
+    session.annotate("neuron", ids, [True] * 4 + [False] * 4)
+    session.adapt("neuron")
+    session.save(tmp_path / "session")
+    new = simulate_tissue((256, 256), seed=5)
+    image, mask = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif"), tmp_path / "new-nuclei.tif"
+    tifffile.imwrite(mask, new.cells.labels)
+
+    assert main(["predict", str(tmp_path / "session"), str(image), "--out", str(tmp_path / "detected")]) == 0
+    detected = pd.read_csv(tmp_path / "detected" / "new.csv")
+    assert len(detected) > 0 and detected["p_neuron"].between(0, 1).all()
+    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask),
+                 "--out", str(tmp_path / "masked")]) == 0
+    masked = pd.read_csv(tmp_path / "masked" / "new.csv")
+    assert sorted(masked["id"]) == sorted(set(np.unique(new.cells.labels)) - {0})  # the mask's own ids
+    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), str(mask)]) == 2
+    assert "one per image" in capsys.readouterr().err

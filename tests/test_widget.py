@@ -288,6 +288,7 @@ def test_nuclei_from_a_labels_layer_the_user_already_has(widget, qtbot, sim):
     viewer.add_labels(np.zeros((10, 10), np.int32), name="other section")
     w.nuclei_combo.setCurrentText("other section")
     w.detect()
+    _wait(qtbot, w)
     assert any("made on this section" in e for e in _errors()) and w.session is None
     mask = sim.cells.labels.copy()
     viewer.add_labels(mask, name="stardist")  # e.g. from StarDist, with its own ids

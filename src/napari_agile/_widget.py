@@ -470,30 +470,24 @@ class AgileWidget(QWidget):
                 "choose another folder (empty the field for a new automatic one)."
             )
 
-        mask = self._nuclei_mask(tissue)
+        mask = self._nuclei_mask()
 
         def work(progress: _Progress) -> Session:
             if mask is None:
                 cells = detect_nuclei(tissue, channels=channels, progress=progress)
             else:
-                cells = cells_from_labels(mask)
+                cells = cells_from_labels(mask, tissue.shape)
             progress.phase(f"Cutting patches around {len(cells)} cells")
             return Session(tissue, cells, model, store=store, progress=progress)
 
         self._run("Detecting nuclei" if mask is None else "Reading the nuclei", work, self._on_session)
 
-    def _nuclei_mask(self, tissue: Tissue) -> np.ndarray | None:
-        """The chosen Labels layer's data (None: detect), checked to cover the tissue pixel for pixel."""
+    def _nuclei_mask(self) -> np.ndarray | None:
+        """The chosen Labels layer's data (None: detect)."""
         source = self.nuclei_combo.currentText()
         if source in (DETECT, "") or source not in self.viewer.layers:
             return None
-        mask = np.asarray(self.viewer.layers[source].data)
-        if mask.shape != tuple(tissue.shape):
-            raise AgileInputError(
-                f"The nuclei layer '{source}' is {mask.shape} px but the tissue is {tuple(tissue.shape)} px: choose "
-                "the label image made on this section, or 'detect'."
-            )
-        return mask
+        return np.asarray(self.viewer.layers[source].data)
 
     def _on_session(self, session: Session) -> None:
         self.session = session

@@ -153,6 +153,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("session", type=Path, help="a saved session folder (from the widget's Save or Session.save)")
     p.add_argument("images", type=Path, nargs="+", help="tissue images to type (same channels as the session's)")
     p.add_argument("--names", nargs="+", default=None, metavar="NAME", help="channel names for unnamed images")
+    p.add_argument("--masks", type=Path, nargs="+", default=None, metavar="MASK",
+                   help="nucleus label images (TIFF, one integer id per nucleus), one per image in the same order, "
+                        "instead of detecting the nuclei")
     p.add_argument("--out", type=Path, default=Path("predictions"),
                    help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type)")
 
@@ -162,14 +165,22 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    from .nuclei import detect_nuclei
+    import tifffile
+
+    from .nuclei import cells_from_labels, detect_nuclei
     from .session import Session
     from .tissue_io import read_tissue
 
+    if args.masks is not None and len(args.masks) != len(args.images):
+        raise AgileInputError(f"--masks names {len(args.masks)} nucleus label images for {len(args.images)} images: "
+                              "give one per image, in the same order.")
     args.out.mkdir(parents=True, exist_ok=True)
-    for image in tqdm(args.images, desc="images", unit="image"):
+    for k, image in enumerate(tqdm(args.images, desc="images", unit="image")):
         tissue = read_tissue(image, channel_names=args.names)
-        cells = detect_nuclei(tissue)
+        if args.masks is None:
+            cells = detect_nuclei(tissue)
+        else:
+            cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
         with tempfile.TemporaryDirectory() as scratch:
             table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
         dest = args.out / f"{image.name.split('.')[0]}.csv"

@@ -87,12 +87,16 @@ def detect_nuclei(
 MAX_LABEL = 2**24
 
 
-def cells_from_labels(labels: np.ndarray) -> Cells:
+def cells_from_labels(labels: np.ndarray, shape: tuple[int, int] | None = None) -> Cells:
     """Cells from a nucleus instance mask made elsewhere (StarDist, Cellpose, QuPath, a hand-painted napari layer):
-    each label value is a cell id (0 is background), its centroid, area and box measured on the mask."""
+    each label value is a cell id (0 is background), its centroid, area and box measured on the mask. `shape`: the
+    tissue's (rows, columns), which the mask must match pixel for pixel."""
     lab = np.asarray(labels)
     if lab.ndim != 2:
         raise AgileInputError(f"A nucleus mask is one 2D (rows, columns) label image; this one has shape {lab.shape}.")
+    if shape is not None and lab.shape != tuple(shape):
+        raise AgileInputError(f"The nucleus mask is {lab.shape} px but the tissue is {tuple(shape)} px: give the "
+                              "label image made on this section.")
     if not np.issubdtype(lab.dtype, np.integer):
         raise AgileInputError(
             f"A nucleus mask holds an integer id per nucleus (0 = background); this one is {lab.dtype}. A yes/no "
