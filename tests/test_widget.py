@@ -303,6 +303,10 @@ def test_nuclei_from_a_labels_layer_the_user_already_has(widget, qtbot, sim):
     dots = viewer.layers[CELLS]
     one = int(dots.features["id"][0])
     np.testing.assert_allclose(dots.data[0], np.argwhere(mask == one).mean(0))  # a dot at its nucleus' centre
+    viewer.layers["stardist"].name = "cellpose"  # renaming a layer reaches the widget's choices
+    assert w.nuclei_combo.findText("cellpose") >= 0 and w.nuclei_combo.findText("stardist") < 0
+    viewer.layers["RECA1"].name = "CD31"
+    assert w._ticked(w.image_list)[-1] == "CD31"
     w.nuclei_combo.setCurrentText(DETECT)
     assert w.detect_btn.text() == "Detect nuclei"
 

@@ -77,7 +77,8 @@ def _detach(viewer, alive: dict, cancel: threading.Event, on_click, on_layers) -
         viewer.bind_key(key, None)
     if on_click in viewer.mouse_drag_callbacks:
         viewer.mouse_drag_callbacks.remove(on_click)
-    for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.moved):
+    events = viewer.layers.events
+    for event in (events.inserted, events.removed, events.moved, events.renamed):
         event.disconnect(on_layers)
 
 
@@ -107,6 +108,7 @@ class AgileWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_image_layers)
         self.viewer.layers.events.removed.connect(self._refresh_image_layers)
         self.viewer.layers.events.moved.connect(self._refresh_image_layers)
+        self.viewer.layers.events.renamed.connect(self._refresh_image_layers)  # layer names are channel names
         hooks = (self.viewer, self._alive, self._cancel, self._on_click, self._refresh_image_layers)
         self.destroyed.connect(lambda *_: _detach(*hooks))  # the viewer closed, or the dock was removed
         self._refresh_image_layers()
