@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from feature_probe import SEED, shuffled_protocols
 
 from napari_agile import benchmark as bm
-from napari_agile.model import features, head, head_keys, prototype_head
+from napari_agile.model import features, head, head_keys, head_with_prototypes, prototype_head
 from napari_agile.modelio import AgileModel, load_model
 
 CONFIDENT, PSEUDO_WEIGHT = 0.7, 0.25
@@ -42,9 +42,7 @@ def variants(model: AgileModel, f_s: torch.Tensor, y: torch.Tensor, f_pool: torc
     p = torch.softmax(head(cfg, one_step, f_pool, mc=False), 1)
     onehot = F.one_hot(y, cfg.n_classes).float()
     refined = (onehot.T @ f_s + p.T @ f_pool) / (onehot.sum(0) + p.sum(0))[:, None]
-    start = dict(model.params)
-    start["head.weight"] = start["head.weight"] + 2 * refined / cfg.feature_size
-    start["head.bias"] = start["head.bias"] - (refined**2).sum(1) / cfg.feature_size
+    start = head_with_prototypes(cfg, model.params, refined)
     confident, guess = p.max(1)
     keep = confident > CONFIDENT
     f, yy = torch.cat([f_s, f_pool[keep]]), torch.cat([y, guess[keep]])

@@ -300,7 +300,7 @@ class AgileWidget(QWidget):
         self._on_nuclei_source(self.nuclei_combo.currentText())
 
     def _on_nuclei_source(self, source: str) -> None:
-        self.detect_btn.setText("Detect nuclei" if source in (DETECT, "") else f"Use the nuclei in '{source}'")
+        self.detect_btn.setText("Detect nuclei" if source == DETECT else f"Use the nuclei in '{source}'")
 
     def _on_image_ticked(self, item: QListWidgetItem) -> None:
         """Remember layers the user unticked (new layers come ticked), then refresh the channel list."""
@@ -482,23 +482,26 @@ class AgileWidget(QWidget):
             progress.phase(f"Cutting patches around {len(cells)} cells")
             return Session(tissue, cells, model, store=store, progress=progress)
 
-        self._run("Detecting nuclei" if mask is None else "Reading the nuclei", work, self._on_session)
+        if mask is None:
+            self._run("Detecting nuclei", work, self._on_session)
+        else:  # the user's own Labels layer stays the nuclei layer
+            self._run("Reading the nuclei", work, lambda session: self._on_session(session, show_nuclei=False))
 
     def _nuclei_mask(self) -> np.ndarray | None:
         """The chosen Labels layer's data (None: detect)."""
         source = self.nuclei_combo.currentText()
-        if source in (DETECT, "") or source not in self.viewer.layers:
+        if source == DETECT or source not in self.viewer.layers:
             return None
         return np.asarray(self.viewer.layers[source].data)
 
-    def _on_session(self, session: Session) -> None:
+    def _on_session(self, session: Session, show_nuclei: bool = True) -> None:
         self.session = session
         table = session.cells.table
         frame = self._frame
         for name in (_layers.CELLS, _layers.NUCLEI, _layers.SUGGESTED, _layers.TYPES):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        if session.cells.labels is not None and self.nuclei_combo.currentText() in (DETECT, ""):
+        if session.cells.labels is not None and show_nuclei:
             self.viewer.add_layer(_layers.nuclei_layer(session.cells.labels, frame))
         self.viewer.add_layer(_layers.suggestions_layer(frame))
         self.viewer.add_layer(_layers.cells_layer(table, frame))

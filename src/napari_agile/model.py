@@ -234,7 +234,11 @@ def prototype_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: tor
     """
     onehot = F.one_hot(y, cfg.n_classes).to(feats.dtype)
     counts = onehot.sum(0)
-    protos = (onehot.T @ feats) / counts.clamp_min(1)[:, None]
+    return head_with_prototypes(cfg, params, (onehot.T @ feats) / counts.clamp_min(1)[:, None])
+
+
+def head_with_prototypes(cfg: ModelConfig, params: Params, protos: torch.Tensor) -> Params:
+    """`params` with the (n_classes, feature_size) class prototypes `protos` added to the dense layer."""
     scale = 1.0 / cfg.feature_size
     out = dict(params)
     out["head.weight"] = params["head.weight"] + 2 * scale * protos

@@ -100,13 +100,14 @@ def train_from_config(
     t0 = time.time()
     pool, val_pool = build_pools(config, cfg)
     data_seconds = time.time() - t0
-    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress, device=device)
+    dev = pick_device(device)
+    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress, device=str(dev))
     (out / "history.json").write_text(json.dumps(history))
     info = {
         "config": config, "iterations_done": len(history), "pool_cells": len(pool),
         "final_val_acc": next((h["val_acc"] for h in reversed(history) if "val_acc" in h), None),
         "data_seconds": round(data_seconds, 1), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-        "device": str(pick_device(device)),
+        "device": str(dev),
     }
     model = AgileModel(cfg, params, meta.inner_lr, meta.adapt_scope, info)
     model.save(out / "model.safetensors")
