@@ -168,6 +168,22 @@ def test_nucleus_block_reads_the_channels_inside_the_mask_plane_and_the_trunk_ig
     assert torch.equal(g[:, :-7], f[:, :-7]) and not torch.allclose(g[:, -7:], f[:, -7:])
 
 
+def test_mask_input_lets_the_trunk_read_which_nucleus_is_the_target():
+    cfg = ModelConfig(channels=tuple("abcdefg"), centre_block="nucleus", centre_whiten=True, mask_input=True)
+    params, gen = init_params(cfg), torch.Generator().manual_seed(0)
+    assert params["conv0.weight"].shape[1] == 8 and params["conv1.weight"].shape[1] == cfg.width
+    x = torch.rand(64, cfg.planes, 50, 50, generator=gen)
+    x[:, -1] = 0
+    x[:, -1, 20:30, 22:28] = 1
+    stats = estimate_stats(cfg, params, x)
+    moved = x.clone()
+    moved[:, -1] = torch.roll(x[:, -1], 5, dims=2)  # another nucleus, the same markers: now the trunk changes too
+    f, g = (features(cfg, params, v, stats, mc=False) for v in (x, moved))
+    assert not torch.allclose(g[:, :cfg.trunk_size], f[:, :cfg.trunk_size])
+    with pytest.raises(ValueError, match="mask_input needs centre_block 'nucleus'"):
+        ModelConfig(channels=tuple("abc"), mask_input=True)
+
+
 def test_task_transform_only_rotates_a_mask_plane():
     t = TaskTransform.draw(Augmentation(p=1.0, intensity=0.3, blur=1.0), 7, np.random.default_rng(3))
     assert t.perm is not None and t.rot and t.gain is not None and t.blur_sigma > 0

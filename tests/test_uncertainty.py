@@ -3,7 +3,7 @@ import torch
 
 from napari_agile.model import ModelConfig, estimate_stats, init_params
 from napari_agile.uncertainty import (
-    bald, binary_entropy, covering_cells, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
+    bald, binary_entropy, covering_cells, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy, spread_picks,
     trunk_features,
 )
 
@@ -45,3 +45,15 @@ def test_covering_cells_reach_every_cluster_of_unequal_size():
     assert sorted(cluster[picked].tolist()) == [0, 1, 2, 3]  # 4 random picks: all four clusters 2% of the time
     assert len(set(picked.tolist())) == 4
     assert covering_cells(np.ones((5, 3)), 8).tolist() == [0, 1, 2, 3, 4]  # fewer cells than asked, all alike
+
+
+def test_spread_picks_take_one_cell_of_each_kind_among_the_candidates():
+    cfg = ModelConfig(channels=("a", "b"), centre_radius=8)  # features: trunk, then a 2-number centre block
+    rng = np.random.default_rng(1)
+    block = np.concatenate([c + rng.normal(0, 0.1, (k, 2)) for c, k in zip([[0, 0], [5, 0], [0, 5]], [30, 5, 5])])
+    feats = torch.cat([torch.randn(len(block), cfg.trunk_size), torch.as_tensor(block, dtype=torch.float32)], 1)
+    kind = np.repeat([0, 1, 2], [30, 5, 5])
+    candidates = np.arange(40)[::-1].copy()  # best first: most of them of the common kind
+    picked = spread_picks(cfg, feats, candidates, 3)
+    assert set(picked.tolist()) <= set(candidates.tolist()) and sorted(kind[picked].tolist()) == [0, 1, 2]
+    assert spread_picks(cfg, feats, candidates[:2], 3).tolist() == candidates[:2].tolist()  # too few: all

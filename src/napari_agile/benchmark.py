@@ -27,7 +27,7 @@ from .synth import CELL_TYPES, SimParams, inner_cells, simulate_cell_pool, simul
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
 from .tissue import PAPER_CHANNELS
-from .uncertainty import cover, mc_head_probs, scores, trunk_features
+from .uncertainty import cover, mc_head_probs, scores, spread_picks, trunk_features
 from .weak_labels import lab_labelled
 
 META_TYPES = ("neuron", "oligodendrocyte", "microglia")
@@ -53,6 +53,7 @@ class BenchConfig:
     field: int = 1024
     mc_passes: int = 20
     seed: int = 0
+    al_spread: int = 1  # > 1: a round asks the al_batch cells covering the al_spread * al_batch most uncertain
     extra_acquisition: tuple[str, ...] = ("auto", "bald", "random")
     # the bundled recipe (configs/bundled-model.toml, docs/method.md): Proto-MAML heads, the centre-intensity
     # block, first-order, a head-only step, channels shuffled on every augmented task; every method shares the network
@@ -74,7 +75,7 @@ class BenchConfig:
 
 
 #: what a results file saved before a config field existed ran with (not necessarily today's default)
-RAN_BEFORE_FIELD = {"label_source": "truth", "centre_block": "rings"}
+RAN_BEFORE_FIELD = {"label_source": "truth", "centre_block": "rings", "al_spread": 1}
 
 
 @dataclass
@@ -194,6 +195,8 @@ class Protocol:
         """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`.
 
         `method="auto"` asks the first batch by covering the pool instead, as `Session.suggest` does by default.
+        With `al_spread` > 1 a round asks the `batch` cells covering the al_spread * batch most uncertain (measured,
+        not kept: docs/method.md).
         """
         train = self.data.tasks[task]["train"]
         x_pool = self.data.pool.patches[train]
@@ -209,7 +212,10 @@ class Protocol:
                 samples = mc_head_probs(self.cfg, params, feats, self.bench.mc_passes, int(rng.integers(1 << 30)))
                 score = scores(samples.numpy(), "entropy" if method == "auto" else method, rng)
                 score[chosen] = -np.inf
-                chosen += [int(i) for i in np.argsort(-score, kind="stable")[:n]]
+                top = np.argsort(-score, kind="stable")[: n * self.bench.al_spread]
+                if self.bench.al_spread > 1:
+                    top = spread_picks(self.cfg, feats, top, n, seed=int(rng.integers(1 << 30)))
+                chosen += [int(i) for i in top]
             params = self.adapt(model, train[chosen], task)
         return train[np.asarray(chosen)]
 

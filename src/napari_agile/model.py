@@ -45,12 +45,16 @@ class ModelConfig:
     # normalised on their own: a marker in the nucleus and one on its rim (membrane, soma) read apart
     centre_block: str = "rings"  # "rings": the means above; "nucleus": each channel's mean inside the centre cell's
     # segmented nucleus, wherever and however large it is (cells need a label image; centre_radius is then unused)
+    mask_input: bool = False  # the convolutions also read the nucleus-mask plane, so the trunk knows which cell
+    # is the target among its neighbours (CellSighter, Amitay et al. 2023); needs centre_block "nucleus"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         if self.centre_block not in ("rings", "nucleus"):
             raise ValueError("centre_block must be 'rings' or 'nucleus'")
+        if self.mask_input and self.centre_block != "nucleus":
+            raise ValueError("mask_input needs centre_block 'nucleus' (the patches then carry the mask plane)")
         if self.dropout_placement not in ("head", "blocks"):
             raise ValueError("dropout_placement must be 'head' or 'blocks'")
         if self.head_init not in ("meta", "prototypes"):
@@ -91,6 +95,11 @@ class ModelConfig:
         return len(self.channels) + self.nucleus_mask
 
     @property
+    def trunk_planes(self) -> int:
+        """Planes the convolutions read: the channels, and the nucleus mask with `mask_input`."""
+        return len(self.channels) + self.mask_input
+
+    @property
     def centre_parts(self) -> int:
         """Blocks of channel means in the centre block, each normalised on its own (0 without a centre block)."""
         if self.nucleus_mask:
@@ -124,7 +133,7 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
     """Fresh weights (Kaiming-uniform convs, unit BN scale), deterministic from `seed`."""
     gen = torch.Generator().manual_seed(seed)
     params: Params = {}
-    c_in = len(cfg.channels)
+    c_in = cfg.trunk_planes
     for b in range(cfg.blocks):
         fan_in = c_in * 9
         bound = (6.0 / fan_in) ** 0.5
@@ -195,7 +204,7 @@ def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
 
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
     """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any."""
-    out = x[:, : len(cfg.channels)]
+    out = x[:, : cfg.trunk_planes]
     for b in range(cfg.blocks):
         out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
     out = out.flatten(1)
@@ -275,7 +284,7 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
             stats["centre.whiten"] = torch.stack([zca_matrix(ring) for ring in centre.split(len(cfg.channels), 1)])
         else:
             stats["centre.var"] = centre.var(0, unbiased=False).clamp_min(1e-6)
-    xs = list(torch.split(x[:, : len(cfg.channels)], batch_size))
+    xs = list(torch.split(x[:, : cfg.trunk_planes], batch_size))
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
         count = sum(z.shape[0] * z.shape[2] * z.shape[3] for z in zs)

@@ -117,6 +117,17 @@ def cover(cfg: ModelConfig, feats: torch.Tensor, n: int, seed: int = 0) -> np.nd
     return covering_cells(block.cpu().numpy(), n, seed=seed)
 
 
+def spread_picks(cfg: ModelConfig, feats: torch.Tensor, candidates: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """The n of `candidates` (indices into `feats`, best first) that cover their centre-block features.
+
+    One round's cells then differ in their marker levels instead of repeating one uncertain kind of cell (diverse
+    mini-batch active learning, Zhdanov 2019). With n or fewer candidates, all of them.
+    """
+    if len(candidates) <= n:
+        return np.asarray(candidates, dtype=np.int64)
+    return candidates[cover(cfg, feats[torch.as_tensor(candidates, device=feats.device)], n, seed=seed)]
+
+
 def _kmeans(feats: np.ndarray, n: int, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, float]:
     """Lloyd's k-means from a k-means++ start: (centres, sum of squared distances to the nearest centre)."""
     centres = feats[rng.choice(len(feats), 1)]
