@@ -6,7 +6,7 @@ Unlike the paper's protocol (balanced tasks, labels from a pool), this is the Se
 `--validation` runs it on the meta types (neuron, oligodendrocyte, microglia) of sections seeded 70,000 and up,
 which no model trains or is tested on: the loop's figure that may choose between recipes.
 
-    python benchmarks/demo_seeds.py [MODEL ...] [--seeds 10] [--validation] [--method entropy]
+    python benchmarks/demo_seeds.py [MODEL ...] [--seeds 10] [--validation] [--method entropy] [--spread 1]
     (MODEL: a file, or "bundled"; --method entropy asks every round by entropy, as before the covering round)
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from napari_agile.benchmark import META_TYPES, REAL_TYPES
 from napari_agile.demo import SAMPLE_SEED, run_demo
 from napari_agile.modelio import load_model
 from napari_agile.session import SUGGEST_METHODS
+from napari_agile.uncertainty import SPREAD
 
 
 def main() -> None:
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--validation", action="store_true", help="meta types on sections seeded 70,000 and up")
     ap.add_argument("--method", default="auto", choices=SUGGEST_METHODS,
                     help="how rounds are suggested (default: a covering first round, then entropy; 'entropy' is the paper)")
+    ap.add_argument("--spread", type=int, default=SPREAD,
+                    help="entropy rounds ask the n cells covering the spread * n most uncertain (1: the paper's round)")
     args = ap.parse_args()
     first, types = (70_000, META_TYPES) if args.validation else (SAMPLE_SEED, REAL_TYPES)
     rows: dict[tuple[str, str], list[float]] = {}
@@ -38,7 +41,8 @@ def main() -> None:
         for seed in range(first, first + args.seeds):
             with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the one-class warning is expected on some first rounds
-                report = run_demo(out, model=model, types=types, log=lambda _: None, seed=seed, method=args.method)
+                report = run_demo(out, model=model, types=types, log=lambda _: None, seed=seed, method=args.method,
+                                  spread=args.spread)
             for cell_type, r in report.items():
                 rows.setdefault((name, cell_type), []).append(r["balanced_accuracy"])
     print("| model | cell type | balanced accuracy (mean ± SE) | min | max |\n|---|---|---|---|---|")

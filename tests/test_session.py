@@ -53,6 +53,19 @@ def test_first_round_covers_the_section_then_entropy_takes_over(session):
         session.suggest("neuron", n=6, method="entropyy")
 
 
+def test_spread_rounds_ask_among_the_spread_times_n_most_uncertain(session):
+    session.annotate("neuron", session.cells.ids[:4].tolist(), [True, False, False, True])
+    _, entropy = session.probabilities("neuron")
+    unlabelled = np.setdiff1d(np.arange(len(session.cells)), np.arange(4))
+    ranked = session.cells.ids[unlabelled[np.argsort(-entropy[unlabelled], kind="stable")]]
+    plain = session.suggest("neuron", n=4, method="entropy", spread=1, min_distance=0)
+    assert plain == ranked[:4].tolist()  # the paper's round
+    wide = session.suggest("neuron", n=4, method="entropy", spread=5, min_distance=0)
+    assert len(set(wide)) == 4 and set(wide) <= set(ranked[:20].tolist()) and wide != plain
+    with pytest.raises(AgileInputError, match="spread=0"):
+        session.suggest("neuron", n=4, spread=0)
+
+
 def test_answers_reach_disk_immediately_and_undo_is_journaled(session):
     ids = session.cells.ids[:2].tolist()
     session.annotate("neuron", ids, ["yes", 0])

@@ -21,6 +21,7 @@ from .nuclei import detect_nuclei
 from .session import NONE_TYPE, Session
 from .synth import simulate_tissue
 from .tissue_io import write_ome_tiff
+from .uncertainty import SPREAD
 
 #: The bundled sample: one simulated 1024 x 1024 field of rat brain (7 channels).
 SAMPLE_SHAPE, SAMPLE_SEED = (1024, 1024), 2026
@@ -36,11 +37,11 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
 
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
              rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = SAMPLE_SEED,
-             method: str = "auto") -> dict:
+             method: str = "auto", spread: int = SPREAD) -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
     `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it);
-    `method` is how each round's cells are suggested (`Session.suggest`).
+    `method` and `spread` are how each round's cells are suggested (`Session.suggest`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
     for name in types:
         for _ in range(rounds):
-            ids = session.suggest(name, n=per_round, method=method)
+            ids = session.suggest(name, n=per_round, method=method, spread=spread)
             session.annotate(name, ids, truth[session._rows(ids)] == name)
             session.adapt(name, steps=1)
     table = session.predict()

@@ -28,8 +28,8 @@ from .model import Params, bin_patches, estimate_stats, head_keys
 from .modelio import AgileModel, check_channels, load_model
 from .patches import Normalizer, fit_normalizer, iter_patches
 from .tissue import Tissue
-from .uncertainty import (METHODS, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
-                          scores, trunk_features)
+from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
+                          scores, spread_picks, trunk_features)
 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, or cover-then-entropy
@@ -166,16 +166,21 @@ class Session:
 
     # ---- the loop ---------------------------------------------------------------------------
     def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
-                method: str = "auto", min_distance: float = 20.0, progress: Progress | None = None) -> list[int]:
+                method: str = "auto", min_distance: float = 20.0, spread: int = SPREAD,
+                progress: Progress | None = None) -> list[int]:
         """Ids of the `n` unlabelled cells to ask about next for `cell_type` (within `among`).
 
         `method`: "entropy" (the paper: the cells the model is least sure of), "bald", "random", "cover" (cells
         that cover the section's range of centre-block features, type-agnostic), or "auto": "cover" while the
-        type has no answer yet, then "entropy" (docs/method.md). `progress(done, total)` follows the network
-        pass over the cells when it is not cached yet.
+        type has no answer yet, then "entropy" (docs/method.md). By entropy or BALD the n asked are those that
+        cover the marker levels of the `spread` * n most uncertain cells, so one round does not repeat one kind of
+        cell (`spread=1`: the n most uncertain, as the paper). `progress(done, total)` follows the network pass
+        over the cells when it is not cached yet.
         """
         if n < 1:
             raise AgileInputError(f"Ask for at least one cell (n={n}).")
+        if spread < 1:
+            raise AgileInputError(f"spread={spread}: use 1 (the n most uncertain cells) or more (a wider choice).")
         if method not in SUGGEST_METHODS:
             raise AgileInputError(f"Unknown suggestion method {method!r}: use one of {', '.join(SUGGEST_METHODS)}.")
         rows = np.arange(len(self.cells)) if among is None else self._rows(among)
@@ -194,7 +199,11 @@ class Session:
         samples = self._mc_samples(cell_type, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
         score = scores(samples, method, rng)
-        picked = pick_spread(score, self.cells.centroids[rows], min(n, rows.size), min_distance)
+        wide = spread if method != "random" else 1
+        picked = pick_spread(score, self.cells.centroids[rows], min(n * wide, rows.size), min_distance)
+        if wide > 1:
+            feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]  # the block: any weights
+            picked = spread_picks(self.model.config, feats, picked, n, seed=self.seed)
         return [int(i) for i in self.cells.ids[rows[picked]]]
 
     def annotate(self, cell_type: str, ids: Sequence[int], answers: Sequence[bool]) -> None:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from .model import ModelConfig, Params, features, forward, head
 
 METHODS = ("entropy", "bald", "random")
+#: a round of n asks the n cells that cover the marker levels of the SPREAD * n most uncertain (docs/method.md)
+SPREAD = 9
 
 
 @torch.no_grad()
