@@ -195,8 +195,8 @@ class Protocol:
         """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`.
 
         `method="auto"` asks the first batch by covering the pool instead, as `Session.suggest` does by default.
-        With `al_spread` > 1 a round asks the `batch` cells covering the al_spread * batch most uncertain (measured,
-        not kept: docs/method.md).
+        With `al_spread` > 1 a round asks the `batch` cells covering the al_spread * batch most uncertain, as
+        `Session.suggest` does; Table 2 keeps the paper's round (docs/method.md).
         """
         train = self.data.tasks[task]["train"]
         x_pool = self.data.pool.patches[train]
