@@ -322,7 +322,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
                 results["runs"][key] = proto.run(method, task, r)
                 results_path.write_text(json.dumps(results))
             log(f"{method:18s} {task:12s} acc {summarise(_rows(results, method, task))['accuracy']:.3f}")
-    results["label_curve"] = label_curve(proto, bench)
+    results["label_curve"] = label_curve(proto, bench, results, results_path)
     results["summary"] = summaries(results)
     results_path.write_text(json.dumps(results, indent=1))
     return results
@@ -339,10 +339,13 @@ def _rows(results: dict, method: str, task: str) -> list[dict]:
     return [v for k, v in results["runs"].items() if k.startswith(f"{method}/{task}/")]
 
 
-def label_curve(proto: Protocol, bench: BenchConfig) -> dict:
-    """Fig. 3(b): accuracy against number of labels for AGILE (entropy, 1 step) and Vanilla (100 steps)."""
-    curve = {"labels": list(bench.label_curve), "agile": [], "vanilla": []}
+def label_curve(proto: Protocol, bench: BenchConfig, results: dict, results_path: Path) -> dict:
+    """Fig. 3(b): accuracy against number of labels for AGILE (entropy, 1 step) and Vanilla (100 steps); each
+    point is saved in results as it finishes, so an interrupted curve resumes where it stopped."""
+    points = results.setdefault("label_points", {})
     for n in bench.label_curve:
+        if str(n) in points:
+            continue
         agile, vanilla = [], []
         for task in REAL_TYPES:
             for r in range(max(1, bench.repeats // 2)):
@@ -353,9 +356,10 @@ def label_curve(proto: Protocol, bench: BenchConfig) -> dict:
                 agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params))["accuracy"])
                 idx = proto.balanced(task, n, rng)
                 vanilla.append(proto._score(proto.supervised(idx, task, int(rng.integers(1 << 30))), task)["accuracy"])
-        curve["agile"].append(float(np.mean(agile)))
-        curve["vanilla"].append(float(np.mean(vanilla)))
-    return curve
+        points[str(n)] = {"agile": float(np.mean(agile)), "vanilla": float(np.mean(vanilla))}
+        results_path.write_text(json.dumps(results))
+    return {"labels": list(bench.label_curve), "agile": [points[str(n)]["agile"] for n in bench.label_curve],
+            "vanilla": [points[str(n)]["vanilla"] for n in bench.label_curve]}
 
 
 def _machine() -> dict:

@@ -208,6 +208,9 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centre-block", choices=("rings", "nucleus"), default=None,
                    help="how every method's network reads the centre cell: channel means in rings around the centre, "
                         "or inside each cell's nucleus mask (default: the bundled recipe's)")
+    p.add_argument("--spread", type=int, default=None, metavar="S",
+                   help="phase II rounds ask the cells covering the S x batch most uncertain (default 1: the paper's "
+                        "round; the Session's default is 9)")
     p.add_argument("--render", type=Path, default=None, metavar="MARKDOWN",
                    help="also write the results as markdown with PNG plots beside it (e.g. docs/benchmarks-quick.md)")
     p.add_argument("--no-run", action="store_true",
@@ -230,6 +233,8 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         bench = replace(BenchConfig.quick() if args.quick else BenchConfig(), label_source=args.label_source)
         if args.centre_block:
             bench = replace(bench, centre_block=args.centre_block)
+        if args.spread:
+            bench = replace(bench, al_spread=args.spread)
         results = run_benchmark(bench, args.out)
     if args.render:
         from .benchmark_report import render
