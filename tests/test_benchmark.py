@@ -76,3 +76,11 @@ def test_lab_labels_pool_holds_every_type_from_the_rule():
     assert len(pool) <= 5 * (pool.fields.max() + 1)
     with pytest.raises(AgileInputError, match="fewer cells per type"):  # refused after 20 fields, not hours
         labelled_pool(replace(bench, n_per_type=100_000), ModelConfig(channels=PAPER_CHANNELS))
+
+
+def test_methods_runs_only_the_rows_named(tmp_path):
+    with pytest.raises(AgileInputError, match="Unknown benchmark method.*choose among vanilla_limit"):
+        run_benchmark(TINY, tmp_path / "bad", methods=["phase_two"])
+    assert not (tmp_path / "bad" / "results.json").exists()
+    results = run_benchmark(TINY, tmp_path / "run", methods=["agile_phase1"])
+    assert set(results["summary"]) == {"agile_phase1"} and "label_curve" not in results

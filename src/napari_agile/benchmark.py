@@ -13,7 +13,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -296,8 +296,14 @@ def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[
     return models
 
 
-def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every method on both real tasks; results land in out/results.json after each repeat."""
+def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None] = print,
+                  methods: Sequence[str] | None = None) -> dict:
+    """Run (or resume) every method on both real tasks, or only `methods` (then without Fig. 3(b)); results land in
+    out/results.json after each repeat."""
+    every = METHODS + tuple(f"agile_phase2_{a}" for a in bench.extra_acquisition)
+    unknown = sorted(set(methods or ()) - set(every))
+    if unknown:
+        raise AgileInputError(f"Unknown benchmark method(s) {', '.join(unknown)}; choose among {', '.join(every)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -313,7 +319,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     data = build_data(bench, cfg)
     log(f"data: {len(data.pool)} cells in {time.time() - t0:.0f}s")
     proto = Protocol(bench, cfg, data, meta_models(bench, cfg, out, log))
-    for method in METHODS + tuple(f"agile_phase2_{a}" for a in bench.extra_acquisition):
+    for method in [m for m in every if methods is None or m in methods]:
         for task in REAL_TYPES:
             for r in range(bench.repeats):
                 key = f"{method}/{task}/{r}"
@@ -322,7 +328,8 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
                 results["runs"][key] = proto.run(method, task, r)
                 results_path.write_text(json.dumps(results))
             log(f"{method:18s} {task:12s} acc {summarise(_rows(results, method, task))['accuracy']:.3f}")
-    results["label_curve"] = label_curve(proto, bench, results, results_path)
+    if methods is None:
+        results["label_curve"] = label_curve(proto, bench, results, results_path)
     results["summary"] = summaries(results)
     results_path.write_text(json.dumps(results, indent=1))
     return results
