@@ -84,3 +84,5 @@ def test_methods_runs_only_the_rows_named(tmp_path):
     assert not (tmp_path / "bad" / "results.json").exists()
     results = run_benchmark(TINY, tmp_path / "run", methods=["agile_phase1"])
     assert set(results["summary"]) == {"agile_phase1"} and "label_curve" not in results
+    curve = run_benchmark(TINY, tmp_path / "run", methods=["label_curve"])["label_curve"]
+    assert curve["labels"] == list(TINY.label_curve) and len(curve["agile"]) == len(curve["vanilla"]) == 2

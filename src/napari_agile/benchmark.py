@@ -298,12 +298,12 @@ def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[
 
 def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None] = print,
                   methods: Sequence[str] | None = None) -> dict:
-    """Run (or resume) every method on both real tasks, or only `methods` (then without Fig. 3(b)); results land in
-    out/results.json after each repeat."""
+    """Run (or resume) every method on both real tasks and Fig. 3(b), or only those `methods` names ("label_curve":
+    Fig. 3(b)); results land in out/results.json after each repeat."""
     every = METHODS + tuple(f"agile_phase2_{a}" for a in bench.extra_acquisition)
-    unknown = sorted(set(methods or ()) - set(every))
+    unknown = sorted(set(methods or ()) - set(every) - {"label_curve"})
     if unknown:
-        raise AgileInputError(f"Unknown benchmark method(s) {', '.join(unknown)}; choose among {', '.join(every)}.")
+        raise AgileInputError(f"Unknown benchmark method(s) {', '.join(unknown)}; choose among {', '.join(every)}, label_curve.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -328,7 +328,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
                 results["runs"][key] = proto.run(method, task, r)
                 results_path.write_text(json.dumps(results))
             log(f"{method:18s} {task:12s} acc {summarise(_rows(results, method, task))['accuracy']:.3f}")
-    if methods is None:
+    if methods is None or "label_curve" in methods:
         results["label_curve"] = label_curve(proto, bench, results, results_path)
     results["summary"] = summaries(results)
     results_path.write_text(json.dumps(results, indent=1))

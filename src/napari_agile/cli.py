@@ -212,7 +212,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
                    help="phase II rounds ask the cells covering the S x batch most uncertain (default 1: the paper's "
                         "round; the Session's default is 9)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="run only these rows (e.g. agile_phase2 agile_phase2_160), without Fig. 3(b) (default: all)")
+                   help="run only these rows (e.g. agile_phase2 agile_phase2_160; label_curve: Fig. 3(b)) (default: all)")
     p.add_argument("--render", type=Path, default=None, metavar="MARKDOWN",
                    help="also write the results as markdown with PNG plots beside it (e.g. docs/benchmarks-quick.md)")
     p.add_argument("--no-run", action="store_true",
