@@ -38,6 +38,7 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     assert main(["benchmark", "--out", str(tmp_path / "run"), "--render", str(partial), "--no-run"]) == 0
     text = partial.read_text()
     assert "Unfinished run" in text and "| MAML (1%) |" in text and "AGILE phase II" not in text
+    assert f" --out {tmp_path / 'run'} --render" in text and "(the paper's round)" in text
     resumed = run_benchmark(TINY, tmp_path / "run", log=logs.append)
     assert resumed["runs"] == saved["runs"] and resumed["label_curve"] == saved["label_curve"]
     page = render(results, tmp_path / "docs" / "bench.md").read_text()

@@ -78,14 +78,17 @@ def _plots(results: dict, folder: Path, stem: str) -> list[str]:
     return names
 
 
-def render(results: dict, path: str | Path) -> Path:
-    """Write `path` (markdown) and its PNG plots; every number comes from `results`."""
+def render(results: dict, path: str | Path, out: str | Path | None = None) -> Path:
+    """Write `path` (markdown) and its PNG plots; every number comes from `results` (read from the folder `out`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plots = _plots(results, path.parent, path.stem)
     m, c = results["machine"], results["config"]
     lc = results.get("label_curve")
     lab = c.get("label_source") == "lab"
+    spread = c.get("al_spread", 1)
+    options = "".join([" --quick" if c["repeats"] < 10 else "", " --label-source lab" if lab else "",
+                       f" --spread {spread}" if spread > 1 else "", f" --out {out}" if out else ""])
     curve = ["| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
              "|---|" + "---|" * len(lc["labels"]),
              "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
@@ -94,8 +97,8 @@ def render(results: dict, path: str | Path) -> Path:
         f"{2 * c['repeats']}), and Fig. 3(b), which comes last, is not run yet."]
     text = "\n".join([
         "# Reproducing the AGILE paper on simulated tissue", "",
-        f"Produced by `napari-agile benchmark {'--quick ' if c['repeats'] < 10 else ''}{'--label-source lab ' if lab else ''}"
-        f"--render {path}{'' if lc else ' --no-run'}` on {m['date']} ({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
+        f"Produced by `napari-agile benchmark{options} --render {path}{'' if lc else ' --no-run'}` on {m['date']} "
+        f"({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
         f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
@@ -104,7 +107,10 @@ def render(results: dict, path: str | Path) -> Path:
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
         f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
         f"{centre_text(c)}, "
-        "shared by every method; MAML is the same learner without task augmentation (docs/method.md).", "",
+        "shared by every method; MAML is the same learner without task augmentation (docs/method.md); "
+        + ("each active round asks the n most uncertain cells (the paper's round)." if spread == 1 else
+           f"each active round asks the n cells covering the {spread}·n most uncertain (the Session's spread round)."),
+        "",
         "## Table 2", "", table2(results["summary"]), "",
         "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "", *curve, "",
     ])

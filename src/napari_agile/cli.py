@@ -241,7 +241,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     if args.render:
         from .benchmark_report import render
 
-        print(f"wrote {render(results, args.render)}")
+        print(f"wrote {render(results, args.render, args.out)}")
 
 
 #: name -> (help line, add arguments, run).
