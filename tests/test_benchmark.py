@@ -83,6 +83,8 @@ def test_methods_runs_only_the_rows_named(tmp_path):
     with pytest.raises(AgileInputError, match="Unknown benchmark method.*choose among vanilla_limit"):
         run_benchmark(TINY, tmp_path / "bad", methods=["phase_two"])
     assert not (tmp_path / "bad" / "results.json").exists()
+    assert main(["benchmark", "--spread", "0", "--out", str(tmp_path / "bad")]) != 0
+    assert not (tmp_path / "bad" / "results.json").exists()
     results = run_benchmark(TINY, tmp_path / "run", methods=["agile_phase1"])
     assert set(results["summary"]) == {"agile_phase1"} and "label_curve" not in results
     curve = run_benchmark(TINY, tmp_path / "run", methods=["label_curve"])["label_curve"]

@@ -303,7 +303,8 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     every = METHODS + tuple(f"agile_phase2_{a}" for a in bench.extra_acquisition)
     unknown = sorted(set(methods or ()) - set(every) - {"label_curve"})
     if unknown:
-        raise AgileInputError(f"Unknown benchmark method(s) {', '.join(unknown)}; choose among {', '.join(every)}, label_curve.")
+        raise AgileInputError(f"Unknown benchmark method(s) {', '.join(unknown)}; "
+                              f"choose among {', '.join(every)}, label_curve.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"

@@ -235,7 +235,9 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         bench = replace(BenchConfig.quick() if args.quick else BenchConfig(), label_source=args.label_source)
         if args.centre_block:
             bench = replace(bench, centre_block=args.centre_block)
-        if args.spread:
+        if args.spread is not None:
+            if args.spread < 1:
+                raise AgileInputError(f"--spread {args.spread}: use 1 (the paper's round) or more (a wider choice).")
             bench = replace(bench, al_spread=args.spread)
         results = run_benchmark(bench, args.out, methods=args.methods)
     if args.render:
