@@ -46,6 +46,24 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     assert (tmp_path / "docs" / "bench-steps.png").stat().st_size > 0
 
 
+def test_more_repeats_extend_a_run_and_the_page_names_its_options(tmp_path):
+    two = run_benchmark(TINY, tmp_path / "run", methods=["agile_phase1"])
+    three = run_benchmark(replace(TINY, repeats=3), tmp_path / "run", methods=["agile_phase1", "maml"])
+    assert {k: three["runs"][k] for k in two["runs"]} == two["runs"]  # the first two repeats are kept as they were
+    assert three["summary"]["agile_phase1"]["n"] == 6 and three["summary"]["maml"]["n"] == 6
+    assert three["methods"] == ["agile_phase1", "maml"] and three["config"]["repeats"] == 3
+    fewer = run_benchmark(TINY, tmp_path / "run", methods=["maml"])  # fewer repeats: nothing redone or dropped
+    assert fewer["runs"] == three["runs"] and fewer["config"]["repeats"] == 3
+    page = render(fewer, tmp_path / "bench.md", "runs/x").read_text()
+    assert "`napari-agile benchmark --repeats 3 --methods agile_phase1 maml --out runs/x --render" in page
+    everything = run_benchmark(replace(TINY, al_spread=1), tmp_path / "run")
+    assert everything["methods"] is None and "--methods" not in render(everything, tmp_path / "b.md").read_text()
+
+def test_bad_repeats_are_refused_with_what_to_give(tmp_path, capsys):
+    assert main(["benchmark", "--repeats", "1", "--out", str(tmp_path / "bad")]) != 0
+    assert "--repeats 1: use 2 or more" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_a_folder_of_another_config_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -310,9 +310,12 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     current = json.loads(json.dumps(asdict(bench)))
-    if "config" in results and {**RAN_BEFORE_FIELD, **results["config"]} != current:
+    # a repeat's draws depend only on the seed, repeat, task and method: more repeats extend a run, fewer add none
+    if "config" in results and _sizes({**RAN_BEFORE_FIELD, **results["config"]}) != _sizes(current):
         raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
-    results.update(config=asdict(bench), runs=results.get("runs", {}), machine=_machine())
+    repeats = max(bench.repeats, results.get("config", {}).get("repeats", 0))
+    results.update(config={**asdict(bench), "repeats": repeats}, runs=results.get("runs", {}), machine=_machine(),
+                   methods=_asked(results, methods))
     cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius,
                       centre_whiten=bench.centre_whiten, centre_rings=bench.centre_rings, centre_block=bench.centre_block)
     torch.manual_seed(bench.seed)
@@ -334,6 +337,23 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     results["summary"] = summaries(results)
     results_path.write_text(json.dumps(results, indent=1))
     return results
+
+
+def _asked(results: dict, methods: Sequence[str] | None) -> list[str] | None:
+    """The rows a folder has been asked for over all its runs (None: every row); folders saved before this was
+    recorded were asked for what they hold."""
+    if "methods" in results:
+        before = results["methods"]
+    elif results.get("runs"):
+        before = sorted({k.split("/")[0] for k in results["runs"]} | ({"label_curve"} if "label_curve" in results else set()))
+    else:
+        before = []
+    return None if methods is None or before is None else sorted(set(before) | set(methods))
+
+
+def _sizes(config: dict) -> dict:
+    """A benchmark config less its repeat count: what must match for runs to be resumed or extended."""
+    return {k: v for k, v in config.items() if k != "repeats"}
 
 
 def summaries(results: dict) -> dict:
@@ -364,7 +384,7 @@ def label_curve(proto: Protocol, bench: BenchConfig, results: dict, results_path
                 agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params))["accuracy"])
                 idx = proto.balanced(task, n, rng)
                 vanilla.append(proto._score(proto.supervised(idx, task, int(rng.integers(1 << 30))), task)["accuracy"])
-        points[str(n)] = {"agile": float(np.mean(agile)), "vanilla": float(np.mean(vanilla))}
+        points[str(n)] = {"agile": float(np.mean(agile)), "vanilla": float(np.mean(vanilla)), "runs": len(agile)}
         results_path.write_text(json.dumps(results))
     return {"labels": list(bench.label_curve), "agile": [points[str(n)]["agile"] for n in bench.label_curve],
             "vanilla": [points[str(n)]["vanilla"] for n in bench.label_curve]}

@@ -31,6 +31,24 @@ def centre_text(c: dict) -> str:
     return f" + centre intensities {where}" + (" (whitened on the section)" if c.get("centre_whiten") else "")
 
 
+def command_options(results: dict) -> str:
+    """The `napari-agile benchmark` options that reproduce `results` (quick or full, repeats, label source, centre
+    block, spread, the rows asked for)."""
+    from .benchmark import BenchConfig
+
+    c = results["config"]
+    quick = BenchConfig.quick()
+    is_quick = (c["n_per_type"], c["meta_iterations"]) == (quick.n_per_type, quick.meta_iterations)
+    default_repeats = (quick if is_quick else BenchConfig()).repeats
+    methods = results.get("methods")
+    return "".join([" --quick" if is_quick else "",
+                    f" --repeats {c['repeats']}" if c["repeats"] != default_repeats else "",
+                    " --label-source lab" if c.get("label_source") == "lab" else "",
+                    f" --centre-block {block}" if (block := c.get("centre_block", "rings")) != BenchConfig.centre_block else "",
+                    f" --spread {c['al_spread']}" if c.get("al_spread", 1) > 1 else "",
+                    f" --methods {' '.join(methods)}" if methods else ""])
+
+
 def table2(summary: dict) -> str:
     """Table 2 as markdown: precision, recall, F1, accuracy ± std, 95% CI, and the paper's accuracy."""
     lines = ["| method | precision | recall | F1 | accuracy (± std) | CI95 | n | paper accuracy |",
@@ -87,8 +105,7 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
     lc = results.get("label_curve")
     lab = c.get("label_source") == "lab"
     spread = c.get("al_spread", 1)
-    options = "".join([" --quick" if c["repeats"] < 10 else "", " --label-source lab" if lab else "",
-                       f" --spread {spread}" if spread > 1 else "", f" --out {out}" if out else ""])
+    options = command_options(results) + (f" --out {out}" if out else "")
     curve = ["| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
              "|---|" + "---|" * len(lc["labels"]),
              "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
@@ -101,7 +118,7 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
         f"({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
         f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
-        f"{c['repeats']} repeats per task; meta-training {c['meta_iterations']} iterations on separate fields "
+        f"{c['repeats']} repeats per task (n in the table counts the runs of both tasks); meta-training {c['meta_iterations']} iterations on separate fields "
         "(meta types neuron, oligodendrocyte, microglia); learner: "
         f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "

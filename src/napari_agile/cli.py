@@ -211,6 +211,8 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spread", type=int, default=None, metavar="S",
                    help="phase II rounds ask the cells covering the S x batch most uncertain (default 1: the paper's "
                         "round; the Session's default is 9)")
+    p.add_argument("--repeats", type=int, default=None, metavar="N",
+                   help="repeats per task (default 10, 3 with --quick); more than a folder holds extend its runs")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="run only these rows (e.g. agile_phase2 agile_phase2_160; label_curve: Fig. 3(b)) (default: all)")
     p.add_argument("--render", type=Path, default=None, metavar="MARKDOWN",
@@ -239,6 +241,10 @@ def _run_benchmark(args: argparse.Namespace) -> None:
             if args.spread < 1:
                 raise AgileInputError(f"--spread {args.spread}: use 1 (the paper's round) or more (a wider choice).")
             bench = replace(bench, al_spread=args.spread)
+        if args.repeats is not None:
+            if args.repeats < 2:
+                raise AgileInputError(f"--repeats {args.repeats}: use 2 or more (a confidence interval needs two runs).")
+            bench = replace(bench, repeats=args.repeats)
         results = run_benchmark(bench, args.out, methods=args.methods)
     if args.render:
         from .benchmark_report import render
