@@ -141,6 +141,17 @@ def test_whole_loop(widget, qtbot, tmp_path):
     _wait(qtbot, w)
     assert w.session.types["astrocyte"].params is not None, _errors()
 
+    # Pick by / Spread choose the round as suggest(method=, spread=) does headless: the paper's round here
+    w.pick_combo.setCurrentText("entropy")
+    w.spread_spin.setValue(1)
+    w.suggest()
+    _wait(qtbot, w)
+    assert w.suggested == w.session.suggest("astrocyte", 6, method="entropy", spread=1), _errors()
+    p, h = w.session.probabilities("astrocyte")
+    asked = np.isin(w.session.cells.ids, w.suggested)
+    unanswered = ~np.isin(w.session.cells.ids, list(w.session.types["astrocyte"].answers)) & ~asked
+    assert np.median(h[asked]) > np.quantile(h[unanswered], 0.9)  # among the most uncertain (20 px apart)
+
     w.session.threshold = 0.0  # every cell takes its most probable type: the canvas check needs painted nuclei
     w.predict()
     _wait(qtbot, w)

@@ -27,8 +27,9 @@ from .errors import AgileInputError
 from .export import default_colors, export_table
 from .modelio import AgileModel, BUNDLED_MODEL, check_channels, load_model
 from .nuclei import cells_from_labels, detect_nuclei
-from .session import Session
+from .session import SUGGEST_METHODS, Session
 from .tissue import NUCLEAR_CHANNELS, Tissue
+from .uncertainty import SPREAD
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,14 @@ class AgileWidget(QWidget):
         box = QGroupBox("3. Label the suggested cells")
         form = QFormLayout(box)
         self.n_spin = self._spin("Cells to suggest", 1, 500, 8, form)
+        self.pick_combo = QComboBox()
+        self.pick_combo.addItems(SUGGEST_METHODS)
+        self.pick_combo.setToolTip("auto: cells covering the section's range first, then the most uncertain (entropy); "
+                                   "bald and random as in docs/method.md; cover: the section's range only.")
+        form.addRow("Pick by", self.pick_combo)
+        self.spread_spin = self._spin("Spread", 1, 50, SPREAD, form)
+        self.spread_spin.setToolTip("A round asks the cells that cover the spread × N most uncertain "
+                                    "(1: the N most uncertain, as the paper).")
         self.suggest_btn = self._button("Suggest", self.suggest, form)
         self.click_mode = QComboBox()
         self.click_mode.addItems(CLICK_MODES)
@@ -555,9 +564,10 @@ class AgileWidget(QWidget):
 
     def _suggest(self) -> None:
         session, name, n = self._need_session(), self._current_type(), self.n_spin.value()
+        method, spread = self.pick_combo.currentText(), self.spread_spin.value()
 
         def work(progress):
-            ids = session.suggest(name, n, progress=progress)
+            ids = session.suggest(name, n, method=method, spread=spread, progress=progress)
             p, h = session.probabilities(name)
             return name, ids, p, h
 
