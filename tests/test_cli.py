@@ -1,12 +1,16 @@
 """The command line, end to end through main([...])."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 
 from napari_agile.cli import main
 from napari_agile.modelio import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_synth_then_detect(tmp_path, capsys):
@@ -109,3 +113,23 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     assert sorted(masked["id"]) == sorted(set(np.unique(new.cells.labels)) - {0})  # the mask's own ids
     assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), str(mask)]) == 2
     assert "one per image" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    twin = write_ome_tiff(new.tissue, tmp_path / "b" / "new.ome.tif")  # same name, another folder
+    assert main(["predict", str(tmp_path / "session"), str(image), str(twin), "--out", str(tmp_path / "twins")]) == 2
+    assert "Several images would write new.csv" in capsys.readouterr().err and not (tmp_path / "twins").exists()
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda t: t.replace("[meta]", "[meta\n"), "is not valid TOML"),
+    (lambda t: t.replace("k_max = 8", "kmax = 8"), "unexpected keyword argument 'kmax'"),
+    (lambda t: t.replace("dropout = 0.1", "dropout = 0.1\ndropout_placment = \"head\""), "dropout_placment"),
+    (lambda t: t.replace('source = "simulated"', 'source = "simulate"'), "use \"simulated\" or \"labelled\""),
+    (lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]'), "one cell table per image"),
+    (lambda t: t.replace('centre_block = "nucleus"', 'centre_block = "nuclei"'), "centre_block must be"),
+])
+def test_a_bad_meta_training_config_is_a_message_not_a_traceback(tmp_path, capsys, edit, says):
+    config = tmp_path / "bad.toml"
+    config.write_text(edit((ROOT / "configs" / "bundled-model.toml").read_text()))
+    assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

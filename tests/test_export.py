@@ -28,3 +28,11 @@ def test_geojson_export_is_a_qupath_feature_collection(tmp_path):
         export_table(table, tmp_path / "c.xlsx")
     with pytest.raises(AgileInputError, match="cell_type"):
         write_geojson(table.drop(columns="cell_type"), tmp_path / "d.geojson")
+
+
+def test_geojson_keeps_type_names_that_are_not_python_names(tmp_path):
+    table = pd.DataFrame({"id": [7], "y": [1.0], "x": [2.0], "p_T cell": [0.8], "p_CD4+": [0.1], "p_class": [0.3],
+                          "cell_type": ["T cell"]})
+    (feature,) = json.loads(write_geojson(table, tmp_path / "t.geojson").read_text())["features"]
+    assert feature["properties"]["measurements"] == {"p_T cell": 0.8, "p_CD4+": 0.1, "p_class": 0.3}
+    assert feature["properties"]["classification"]["name"] == "T cell"

@@ -54,8 +54,11 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     pool = _pool(0)
     meta_train(CFG, META, pool, None, tmp_path, should_stop=lambda: True)
     other = MetaConfig(**{**META.__dict__, "inner_lr": 0.5})
-    with pytest.raises(ValueError, match="another meta-training config"):
+    with pytest.raises(AgileInputError, match="another meta-training config"):
         meta_train(CFG, other, pool, None, tmp_path)
+    wider = ModelConfig(**{**CFG.__dict__, "dropout": 0.3})
+    with pytest.raises(AgileInputError, match=r"another network \(dropout differ\)"):
+        meta_train(wider, META, pool, None, tmp_path)
 
 
 def test_meta_training_learns_toy_tasks_that_a_fresh_network_cannot_do_in_one_step():

@@ -182,6 +182,17 @@ def test_save_load_round_trip_keeps_answers_and_weights(sim, model, tmp_path, sc
     assert np.allclose(on_new.predict()["p_astrocyte"], before["p_astrocyte"], atol=1e-4)
 
 
+def test_a_reopened_session_works_under_the_statistics_it_saved(sim, model, tmp_path):
+    # statistics from fewer cells than a reopened session draws: it takes the saved ones, for every feature
+    session = Session(sim.tissue, sim.cells, model, store=tmp_path / "store", mc_passes=8, stats_cells=12)
+    session.annotate("astrocyte", session.cells.ids[:4], [True, False, True, False])
+    session.adapt("astrocyte")
+    again = Session.load(session.save(tmp_path / "saved"), session.tissue)
+    assert json.loads((tmp_path / "saved" / "session.json").read_text())["steps"] == {"astrocyte": 1}
+    assert np.allclose(again.predict()["p_astrocyte"], session.predict()["p_astrocyte"], atol=1e-5)
+    assert again.suggest("neuron", 6) == session.suggest("neuron", 6)  # a new type's covering round: same features
+
+
 def test_model_files_are_safetensors_and_channel_mismatch_is_named(sim, model, tmp_path):
     path = model.save(tmp_path / "m.safetensors")
     loaded = load_model(path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -282,6 +283,26 @@ def test_close_viewer_while_working_loses_no_answers(make_napari_viewer, qtbot, 
     assert [json.loads(x)["answer"] for x in lines] == [True, False]
     reopened = Session.load(tmp_path / "s", sim.tissue)  # the headless twin picks up where the GUI stopped
     assert reopened.types["neuron"].answers == {ids[0]: True, ids[1]: False}
+
+
+def test_answers_wait_while_a_job_reads_them(widget, qtbot):
+    w = widget
+    w.detect()
+    _wait(qtbot, w)
+    w.add_type("neuron")
+    cid = int(w.session.cells.ids[0])
+    w.answer(True, [cid])
+    release = threading.Event()
+    w._run("Saving the session", lambda progress: release.wait(10), lambda _: None)  # a job that holds the answers
+    notification_manager.records.clear()
+    w.answer(False, [int(w.session.cells.ids[1])])
+    w.undo()
+    assert w.session.types["neuron"].answers == {cid: True}  # neither changed the answers under the job
+    assert sum("answer again when it is done" in e for e in _errors()) == 2
+    release.set()
+    _wait(qtbot, w)
+    w.undo()
+    assert w.session.types["neuron"].answers == {}
 
 
 def test_cancel_stops_detection_without_a_session(widget, qtbot):

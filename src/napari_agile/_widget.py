@@ -639,8 +639,7 @@ class AgileWidget(QWidget):
         if not ids:
             show_info("Select a cell first (press Suggest, or click a cell in the 'cells' layer).")
             return
-        if self.job.startswith("Adapting") and self.worker is not None:
-            show_warning("Adapting uses the answers right now: answer again in a moment.")
+        if self._answers_in_use():
             return
         session.annotate(name, ids, [yes] * len(ids))
         self._refresh_answers()
@@ -662,8 +661,18 @@ class AgileWidget(QWidget):
         """Take back the last answer (Session.undo)."""
         self._guard(self._undo)
 
+    def _answers_in_use(self) -> bool:
+        """True (and says so) while a worker runs: it may be reading the answers (adapt, suggest, save, predict)."""
+        if self.worker is None:
+            return False
+        show_warning(f"'{self.job}' is using the answers right now: answer again when it is done.")
+        return True
+
     def _undo(self) -> None:
-        undone = self._need_session().undo()
+        session = self._need_session()
+        if self._answers_in_use():
+            return
+        undone = session.undo()
         if undone is None:
             show_info("Nothing to undo.")
             return

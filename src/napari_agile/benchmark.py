@@ -312,7 +312,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     current = json.loads(json.dumps(asdict(bench)))
     # a repeat's draws depend only on the seed, repeat, task and method: more repeats extend a run, fewer add none
     if "config" in results and _sizes({**RAN_BEFORE_FIELD, **results["config"]}) != _sizes(current):
-        raise ValueError(f"{results_path} holds another benchmark config; use a fresh output folder.")
+        raise AgileInputError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     repeats = max(bench.repeats, results.get("config", {}).get("repeats", 0))
     results.update(config={**asdict(bench), "repeats": repeats}, runs=results.get("runs", {}), machine=_machine(),
                    methods=_asked(results, methods))

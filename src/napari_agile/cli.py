@@ -174,8 +174,13 @@ def _run_predict(args: argparse.Namespace) -> None:
     if args.masks is not None and len(args.masks) != len(args.images):
         raise AgileInputError(f"--masks names {len(args.masks)} nucleus label images for {len(args.images)} images: "
                               "give one per image, in the same order.")
+    dests = [args.out / f"{_image_stem(image)}.csv" for image in args.images]
+    if len(set(dests)) < len(dests):
+        same = sorted({str(d.name) for d in dests if dests.count(d) > 1})
+        raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
+                              "its own --out folder.")
     args.out.mkdir(parents=True, exist_ok=True)
-    for k, image in enumerate(tqdm(args.images, desc="images", unit="image")):
+    for k, (image, dest) in enumerate(zip(tqdm(args.images, desc="images", unit="image"), dests)):
         tissue = read_tissue(image, channel_names=args.names)
         if args.masks is None:
             cells = detect_nuclei(tissue)
@@ -183,9 +188,14 @@ def _run_predict(args: argparse.Namespace) -> None:
             cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
         with tempfile.TemporaryDirectory() as scratch:
             table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
-        dest = args.out / f"{image.name.split('.')[0]}.csv"
         table.to_csv(dest, index=False)
         print(f"{image}: {len(table)} cells -> {dest}")
+
+
+def _image_stem(image: Path) -> str:
+    """An image's name without its file extension ("s1.ome.tif" -> "s1", "s1.a.tif" -> "s1.a")."""
+    stem = image.stem if image.suffix else image.name
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:

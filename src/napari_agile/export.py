@@ -55,8 +55,7 @@ def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, ob
     rgb = {name: to_rgb255(colors[name]) for name in names}
     measured = [c for c in table.columns if c not in ("id", "y", "x") and pd.api.types.is_numeric_dtype(table[c])]
     features = []
-    for row in table.itertuples(index=False):
-        rec = row._asdict()
+    for rec in table.to_dict("records"):  # itertuples would rename columns such as "p_T cell"
         props: dict = {"objectType": "detection", "name": f"cell {int(rec['id'])}",
                        "measurements": {c: float(rec[c]) for c in measured}}
         if rec["cell_type"] != NONE_TYPE:

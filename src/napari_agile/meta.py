@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import pick_device
+from .errors import AgileInputError
 from .model import (ModelConfig, Params, estimate_stats, features, forward, head, head_keys, init_params,
                     prototype_head)
 from .tasks import Augmentation, TaskPool, TaskTransform
@@ -199,7 +200,12 @@ def _schedule_free(meta: dict) -> dict:
 def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig, device: torch.device) -> MetaState:
     blob = torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
     if _schedule_free(json.loads(blob["meta"])) != _schedule_free(json.loads(json.dumps(meta.to_dict()))):
-        raise ValueError(f"{path} was written by another meta-training config; use a fresh output folder.")
+        raise AgileInputError(f"{path} was written by another meta-training config; use a fresh output folder.")
+    saved = json.loads(blob.get("model", "{}"))  # fields added since it was written count as matching
+    changed = sorted(k for k, v in json.loads(json.dumps(cfg.to_dict())).items() if saved.get(k, v) != v)
+    if changed:
+        raise AgileInputError(f"{path} was written for another network ({', '.join(changed)} differ); use a fresh "
+                              "output folder, or restore the [model] settings it was trained with.")
     state = _new_state(cfg, meta, blob["params"], device)
     state.optimizer.load_state_dict(blob["optimizer"])  # moves Adam's moments to the parameters' device
     if device.type == "cuda" and "cuda_global" in blob:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .errors import AgileInputError
+
 Params = dict[str, torch.Tensor]
 
 
@@ -52,19 +54,19 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         if self.centre_block not in ("rings", "nucleus"):
-            raise ValueError("centre_block must be 'rings' or 'nucleus'")
+            raise AgileInputError("centre_block must be 'rings' or 'nucleus'")
         if self.mask_input and self.centre_block != "nucleus":
-            raise ValueError("mask_input needs centre_block 'nucleus' (the patches then carry the mask plane)")
+            raise AgileInputError("mask_input needs centre_block 'nucleus' (the patches then carry the mask plane)")
         if self.dropout_placement not in ("head", "blocks"):
-            raise ValueError("dropout_placement must be 'head' or 'blocks'")
+            raise AgileInputError("dropout_placement must be 'head' or 'blocks'")
         if self.head_init not in ("meta", "prototypes"):
-            raise ValueError("head_init must be 'meta' or 'prototypes'")
+            raise AgileInputError("head_init must be 'meta' or 'prototypes'")
         if self.patch_size % self.bin:
-            raise ValueError("patch_size must be a multiple of bin")
+            raise AgileInputError("patch_size must be a multiple of bin")
         if not 0 <= self.centre_radius < self.patch_size // 2:
-            raise ValueError("centre_radius must be between 0 and half the patch size")
+            raise AgileInputError("centre_radius must be between 0 and half the patch size")
         if self.centre_rings < 1 or self.centre_radius and self.centre_radius / self.centre_rings < self.bin:
-            raise ValueError("centre_rings must be at least 1, and each ring at least `bin` pixels wide")
+            raise AgileInputError("centre_rings must be at least 1, and each ring at least `bin` pixels wide")
 
     @property
     def input_size(self) -> int:

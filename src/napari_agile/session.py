@@ -99,7 +99,8 @@ class Session:
         self.store = Path(store) if store is not None else default_store()
         if not (self.store / "cells.csv").exists():
             self._write_static(self.store)
-        self._write_meta()
+        if not resume:  # a resumed folder keeps its session.json (types, steps) until the session changes
+            self._write_meta()
 
     # ---- cells and patches ------------------------------------------------------------------
     def _binned_patches(self, progress: Progress | None) -> torch.Tensor:
@@ -383,9 +384,15 @@ class Session:
         weights = path / "adapted.safetensors"
         if weights.exists():
             tensors = load_file(str(weights), device=str(session.device))
-            session.stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or session.stats
+            stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")}
+            if stats:  # the statistics the weights were adapted under; features cached under others are dropped
+                session.stats = stats
+                session._feats.clear()
+                session._mc.clear()
+                session._features(None)
             for name, state in session.types.items():
                 state.params = session._saved_params(tensors, name)
+        session._write_meta()  # as saved: re-creating the types above wrote them with no steps
         return session
 
     @classmethod

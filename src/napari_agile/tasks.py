@@ -151,7 +151,8 @@ class TaskPool:
         fields = [f for f in np.unique(self.fields)
                   if min(np.sum(self.fields[pos] == f), np.sum(self.fields[neg] == f)) >= need]
         if not fields:
-            raise ValueError(f"No field has {need} {cell_type} cells and {need} others for a task.")
+            raise AgileInputError(f"No section has {need} {cell_type} cells and {need} others for a task: label more "
+                                  f"cells of that type per section, or lower k_max or n_query in [meta].")
         field = rng.choice(fields)
         pos, neg = pos[self.fields[pos] == field], neg[self.fields[neg] == field]
         same_field = np.flatnonzero(self.fields == field)

@@ -33,7 +33,10 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise AgileInputError(f"No config file at {path}; see configs/bundled-model.toml for an example.")
-    config = tomllib.loads(path.read_text())
+    try:
+        config = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise AgileInputError(f"{path} is not valid TOML ({err}); compare with configs/bundled-model.toml.") from None
     for section in ("model", "meta", "data"):
         if section not in config:
             raise AgileInputError(f"{path} has no [{section}] section; see configs/bundled-model.toml.")
@@ -58,10 +61,16 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
     """(training pool, validation pool) as the [data] section says."""
     data = config["data"]
     per_type = data.get("per_type")
-    if data.get("source", "simulated") == "simulated":
+    source = data.get("source", "simulated")
+    if source not in ("simulated", "labelled"):
+        raise AgileInputError(f"[data] source = {source!r}: use \"simulated\" or \"labelled\" (your cell tables).")
+    if source == "simulated":
         train = simulated_fields(data, int(data.get("seed", 1000)), int(data.get("fields", 16)))
         val = simulated_fields(data, int(data.get("val_seed", 5000)), int(data.get("val_fields", 2)))
     else:
+        if "images" not in data or len(data.get("cells", ())) != len(data["images"]):
+            raise AgileInputError("[data] with source = \"labelled\" needs images = [...] and cells = [...], one cell "
+                                  "table per image, in the same order (napari-agile weak-labels or your own labels).")
         masks = data.get("labels", [None] * len(data["images"]))
         if len(masks) != len(data["images"]):
             raise AgileInputError(f"[data] labels names {len(masks)} nucleus label images for {len(data['images'])} "
@@ -90,11 +99,15 @@ def train_from_config(
     """Run (or resume) the meta-training a config describes, on `device` (default: the fastest present), and
     write the model with its card facts."""
     config = load_config(config_path)
-    cfg = ModelConfig(**config["model"])
     meta_dict = dict(config["meta"])
     if iterations is not None:
         meta_dict["iterations"] = iterations
-    meta = MetaConfig.from_dict(meta_dict)
+    try:
+        cfg = ModelConfig(**config["model"])
+        meta = MetaConfig.from_dict(meta_dict)
+    except TypeError as err:  # an unknown or misspelt key
+        raise AgileInputError(f"{config_path}: {err}. The keys each section takes are in configs/bundled-model.toml "
+                              "and docs/method.md.") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
