@@ -67,15 +67,18 @@ class BenchConfig:
     shuffle: float = 1.0
     randomize: float = 1.0  # domain randomisation of the meta-training fields
     label_source: str = "truth"  # "truth": the simulator's cell types; "lab": the lab's weak labels, as in the paper
+    # 2: Transfer pre-trains on the meta-training fields (1, before 2026-11-27 22:00: on the benchmark's own cells,
+    # the real tasks' test cells among the negatives); every other row is the same in both
+    protocol: int = 2
 
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
-                   meta_iterations=300, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
+                   meta_iterations=100, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
 
 
 #: what a results file saved before a config field existed ran with (not necessarily today's default)
-RAN_BEFORE_FIELD = {"label_source": "truth", "centre_block": "rings", "al_spread": 1}
+RAN_BEFORE_FIELD = {"label_source": "truth", "centre_block": "rings", "al_spread": 1, "protocol": 1}
 
 
 @dataclass
@@ -150,8 +153,9 @@ def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, Ta
 class Protocol:
     """Runs the methods on the benchmark data; each call is one repeat of one method on one task."""
 
-    def __init__(self, bench: BenchConfig, cfg: ModelConfig, data: BenchData, models: dict[str, AgileModel]):
-        self.bench, self.cfg, self.data, self.models = bench, cfg, data, models
+    def __init__(self, bench: BenchConfig, cfg: ModelConfig, data: BenchData, models: dict[str, AgileModel],
+                 meta_pool: TaskPool | None = None):
+        self.bench, self.cfg, self.data, self.models, self.meta_pool = bench, cfg, data, models, meta_pool
         self.tissue_x = data.pool.patches[data.tissue_idx].float()
         self._transfer: Params | None = None
         self._stats: dict[int, tuple[Params, Params]] = {}
@@ -225,9 +229,12 @@ class Protocol:
                                 seed=seed, init=init)
 
     def transfer_init(self) -> Params:
-        """Pre-train on the three meta tasks pooled into one binary problem (their labels contradict)."""
+        """Pre-train on the three meta tasks of the meta-training fields pooled into one binary problem (their labels
+        contradict); like meta-training it never sees the benchmark's cells."""
         if self._transfer is None:
-            pool = self.data.pool
+            if self.meta_pool is None:
+                raise AgileInputError("Transfer pre-trains on the meta-training fields: give Protocol a meta_pool.")
+            pool = self.meta_pool
             xs, ys = [], []
             for t in META_TYPES:
                 pos = np.flatnonzero(pool.types == t)
@@ -235,7 +242,8 @@ class Protocol:
                 idx = np.concatenate([pos, neg])
                 xs.append(pool.patches[idx].float())
                 ys.append(torch.as_tensor(pool.types[idx] == t).long())
-            self._transfer = train_supervised(self.cfg, torch.cat(xs), torch.cat(ys), self.tissue_x,
+            sample = np.random.default_rng(2).choice(len(pool), min(512, len(pool)), replace=False)
+            self._transfer = train_supervised(self.cfg, torch.cat(xs), torch.cat(ys), pool.patches[sample].float(),
                                               steps=self.bench.pretrain_steps, seed=self.bench.seed)
         return self._transfer
 
@@ -280,9 +288,10 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[str], None]) -> dict[str, AgileModel]:
-    """AGILE (task augmentation) and plain MAML (none) meta-trained with the same recipe and schedule, resumable."""
-    pool, val = meta_fields_pool(bench, cfg)
+def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[str], None], pool: TaskPool,
+                val: TaskPool) -> dict[str, AgileModel]:
+    """AGILE (task augmentation) and plain MAML (none) meta-trained on `pool` with the same recipe and schedule,
+    resumable."""
     models = {}
     for name, p in (("agile", 0.5), ("maml", 0.0)):
         aug = Augmentation(p=p, shuffle=bench.shuffle if p > 0 else None)
@@ -322,7 +331,8 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     t0 = time.time()
     data = build_data(bench, cfg)
     log(f"data: {len(data.pool)} cells in {time.time() - t0:.0f}s")
-    proto = Protocol(bench, cfg, data, meta_models(bench, cfg, out, log))
+    meta_pool, meta_val = meta_fields_pool(bench, cfg)
+    proto = Protocol(bench, cfg, data, meta_models(bench, cfg, out, log, meta_pool, meta_val), meta_pool)
     for method in [m for m in every if methods is None or m in methods]:
         for task in REAL_TYPES:
             for r in range(bench.repeats):

@@ -38,7 +38,7 @@ def command_options(results: dict) -> str:
 
     c = results["config"]
     quick = BenchConfig.quick()
-    is_quick = (c["n_per_type"], c["meta_iterations"]) == (quick.n_per_type, quick.meta_iterations)
+    is_quick = c["n_per_type"] == quick.n_per_type  # quick ran 300 meta-iterations before 2026-11-27 22:00
     default_repeats = (quick if is_quick else BenchConfig()).repeats
     methods = results.get("methods")
     return "".join([" --quick" if is_quick else "",
@@ -125,6 +125,9 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
         f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
         f"{centre_text(c)}, "
         "shared by every method; MAML is the same learner without task augmentation (docs/method.md); "
+        + ("Transfer pre-trains on the meta-training fields; " if c.get("protocol", 1) >= 2 else
+           "Transfer pre-trained on the benchmark's own cells (protocol 1; since replaced by the meta-training "
+           "fields); ")
         + ("each active round asks the n most uncertain cells (the paper's round)." if spread == 1 else
            f"each active round asks the n cells covering the {spread}·n most uncertain (the Session's spread round)."),
         "",
