@@ -1,11 +1,14 @@
 """The command line, end to end through main([...])."""
 import json
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 
 from napari_agile.cli import main
 from napari_agile.modelio import load_model
@@ -66,7 +69,7 @@ labels = {masks}
 """
 
 
-def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path):
+def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys):
     images, tables, masks = [], [], []
     for seed in (1, 2):  # your own sections: an image and its detected nuclei, typed by the marker rule
         image, cells, types, mask = (tmp_path / f"s{seed}{end}"
@@ -84,6 +87,15 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path):
     assert model.info["iterations_done"] == 2 and model.info["config"]["data"]["source"] == "labelled"
     assert model.channels == ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
     assert model.config.centre_block == "nucleus"  # the bundled recipe's block, read on the given label images
+    # Ctrl-C stops at an iteration's end with a checkpoint that the same command resumes
+    timer = threading.Timer(2.0, signal.raise_signal, [signal.SIGINT])
+    timer.start()
+    assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run"), "--iterations", "100000"]) == 0
+    timer.join()
+    stopped = load_model(tmp_path / "run" / "model.safetensors").info["iterations_done"]
+    assert 2 <= stopped < 100000 and "stopped at iteration" in capsys.readouterr().out
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["iteration"] == stopped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables), masks="[]"))
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "again")]) == 2  # labels: one per image
 

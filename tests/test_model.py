@@ -61,6 +61,12 @@ def test_task_transform_flips_shuffles_and_rotates_consistently():
     assert t.labels(torch.tensor([1, 0])).tolist() == [0, 1]
     none = TaskTransform.draw(Augmentation(p=0.0), 7, rng)
     assert torch.equal(none.images(x), x) and none.labels(torch.tensor([1])).tolist() == [1]
+    # pf, ps and pr apart: each set alone to 1 while p = 0
+    flip, shuffle, rotate = (TaskTransform.draw(Augmentation(p=0.0, **{k: 1.0}), 7, rng)
+                             for k in ("flip", "shuffle", "rotate"))
+    assert (flip.flip, flip.perm, flip.rot) == (True, None, 0)
+    assert not shuffle.flip and shuffle.perm is not None and shuffle.rot == 0
+    assert (rotate.flip, rotate.perm) == (False, None) and rotate.rot in (1, 2, 3)
 
 
 def test_prototype_models_start_with_a_zero_dense_layer_and_meta_models_do_not():

@@ -88,10 +88,28 @@ def test_bad_input_is_refused_and_leaves_the_session_unchanged(session):
         session.annotate("astrocyte", session.cells.ids[:1], ["maybe"])
     with pytest.raises(AgileInputError, match="knows \\['astrocyte'\\]"):
         session.adapt("astrocyt")
+    with pytest.raises(AgileInputError, match="Unknown cell ids"):
+        session.suggest("astrocyte", n=2, among=[10**9])
+    with pytest.raises(AgileInputError, match="Unknown suggestion method 'entropie'"):
+        session.suggest("astrocyte", n=2, method="entropie")
     session.suggest("microglia", n=1)
     with pytest.raises(AgileInputError, match="No answers for 'microglia'"):
         session.adapt("microglia")
     assert {n: t.answers for n, t in session.types.items() if t.answers} == before
+
+
+def test_bald_and_random_rounds(session):
+    session.annotate("neuron", session.cells.ids[:4], [True, False, True, False])
+    session.adapt("neuron")
+    among = [int(i) for i in session.cells.ids[4:24]]
+    bald = session.suggest("neuron", n=3, method="bald", spread=1, among=among, min_distance=0)
+    samples = session._mc_samples("neuron")[:, session._rows(among)]
+    mean = samples.mean(0)
+    info = (-(mean * np.log(mean + 1e-12) + (1 - mean) * np.log(1 - mean + 1e-12))
+            + (samples * np.log(samples + 1e-12) + (1 - samples) * np.log(1 - samples + 1e-12)).mean(0))
+    assert set(bald) == set(np.asarray(among)[np.argsort(-info)[:3]].tolist())  # the 3 of most mutual information
+    draws = {tuple(session.suggest("neuron", n=3, method="random", among=among)) for _ in range(2)}
+    assert all(set(d) <= set(among) and len(set(d)) == 3 for d in draws)
 
 
 def test_adapt_moves_predictions_towards_the_answers(session, sim):

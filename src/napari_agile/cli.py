@@ -130,21 +130,39 @@ def _add_meta_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_meta_train(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+
     from tqdm import tqdm
 
     from .training import train_from_config
 
     bar = tqdm(desc="meta-training", unit="it")
+    shown: dict[str, float] = {}  # the postfix keeps the last validation accuracy between validations
+    stop = threading.Event()
 
     def progress(done: int, total: int, info: dict) -> None:
         bar.total = total
         bar.update(done - bar.n)
-        bar.set_postfix({k: round(v, 3) for k, v in info.items() if k != "iteration"})
+        shown.update({k: round(v, 3) for k, v in info.items() if k != "iteration"})
+        bar.set_postfix(shown)
 
+    def interrupt(signum, frame) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop at once (the last checkpoint stays)
+            raise KeyboardInterrupt
+        stop.set()
+        bar.write("Stopping after this iteration and saving a checkpoint (Ctrl-C again to stop at once).")
+
+    before = signal.signal(signal.SIGINT, interrupt)
     try:
-        model = train_from_config(args.config, args.out, progress, args.iterations, args.device)
+        model = train_from_config(args.config, args.out, progress, args.iterations, args.device, stop.is_set)
     finally:
+        signal.signal(signal.SIGINT, before)
         bar.close()
+    total = args.iterations or model.info["config"]["meta"].get("iterations")
+    if stop.is_set():
+        print(f"stopped at iteration {model.info['iterations_done']} of {total}: {args.out / 'checkpoint.pt'} holds it; "
+              "run the same command again to resume.")
     print(f"wrote {args.out / 'model.safetensors'} ({model.n_parameters()} parameters, "
           f"validation accuracy {model.info['final_val_acc']})")
 

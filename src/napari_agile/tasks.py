@@ -23,10 +23,13 @@ from .tissue import Tissue
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Probabilities and ranges of task augmentations; `p` is the paper's pf = ps = pr."""
+    """Probabilities and ranges of task augmentations; `p` is the paper's pf = ps = pr, and `flip`, `shuffle`,
+    `rotate` set one of them apart (None: p)."""
 
     p: float = 0.5
-    shuffle: float | None = None  # channel-shuffle probability when it should differ from p (None: p)
+    shuffle: float | None = None  # channel-shuffle probability ps
+    flip: float | None = None  # label-flip probability pf
+    rotate: float | None = None  # probability pr of a 90/180/270 degree rotation
     intensity: float = 0.0  # log-gain spread per channel (0 = off); gamma spread follows it
     blur: float = 0.0  # probability of a small Gaussian blur
     noise: float = 0.0  # maximal added Gaussian noise sigma (patches are ~[0, 1])
@@ -48,10 +51,11 @@ class TaskTransform:
     @classmethod
     def draw(cls, aug: Augmentation, n_channels: int, rng: np.random.Generator) -> "TaskTransform":
         intensity = aug.intensity > 0
+        pf, ps, pr = (aug.p if q is None else q for q in (aug.flip, aug.shuffle, aug.rotate))
         return cls(
-            flip=bool(rng.random() < aug.p),
-            perm=rng.permutation(n_channels) if rng.random() < (aug.p if aug.shuffle is None else aug.shuffle) else None,
-            rot=int(rng.integers(1, 4)) if rng.random() < aug.p else 0,
+            flip=bool(rng.random() < pf),
+            perm=rng.permutation(n_channels) if rng.random() < ps else None,
+            rot=int(rng.integers(1, 4)) if rng.random() < pr else 0,
             gain=np.exp(rng.normal(0, aug.intensity, n_channels)) if intensity else None,
             gamma=np.exp(rng.normal(0, aug.intensity / 2, n_channels)) if intensity else None,
             blur_sigma=float(rng.uniform(0.3, 1.0)) if rng.random() < aug.blur else 0.0,

@@ -95,9 +95,10 @@ def train_from_config(
     progress: Callable[[int, int, dict], None] | None = None,
     iterations: int | None = None,
     device: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> AgileModel:
     """Run (or resume) the meta-training a config describes, on `device` (default: the fastest present), and
-    write the model with its card facts."""
+    write the model with its card facts; `should_stop()` ends it early at an iteration's end (checkpoint kept)."""
     config = load_config(config_path)
     meta_dict = dict(config["meta"])
     if iterations is not None:
@@ -114,7 +115,8 @@ def train_from_config(
     pool, val_pool = build_pools(config, cfg)
     data_seconds = time.time() - t0
     dev = pick_device(device)
-    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress, device=str(dev))
+    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress, should_stop=should_stop,
+                                 device=str(dev))
     (out / "history.json").write_text(json.dumps(history))
     info = {
         "config": config, "iterations_done": len(history), "pool_cells": len(pool),
