@@ -358,3 +358,20 @@ def test_reader_and_sample_feed_the_widget(make_napari_viewer, tmp_path, sim):
     viewer.layers.clear()
     viewer.open_sample("napari-agile", "simulated_rat_brain")
     assert w._ticked(w.image_list) == list(PAPER_CHANNELS) and w.tissue().n_channels == 7
+
+
+def test_channel_layers_from_memory_maps_stay_lazy(tmp_path):
+    from napari.layers import Image
+
+    from napari_agile._layers import tissue_from_layers
+
+    small = [Image(np.full((64, 64), i, np.uint16), name=n) for i, n in enumerate("ab")]
+    assert isinstance(tissue_from_layers(small).data, np.ndarray)  # small in-memory channels: one stack
+    maps = []
+    for i, name in enumerate("ab"):
+        m = np.lib.format.open_memmap(tmp_path / f"{name}.npy", "w+", np.uint16, (64, 64))
+        m[:] = i
+        maps.append(Image(m, name=name))
+    tissue = tissue_from_layers(maps)  # memory-mapped files: nothing read until a worker asks for a tile
+    assert not isinstance(tissue.data, np.ndarray) and tissue.channel_names == ["a", "b"]
+    assert np.asarray(tissue.data[:, :2, :2]).tolist() == [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]

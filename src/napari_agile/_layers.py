@@ -24,6 +24,8 @@ TYPES = "cell types"
 
 UNANSWERED = (1.0, 1.0, 1.0, 0.35)  # translucent white dot: no answer yet for the current type
 NO = (0.15, 0.15, 0.15, 1.0)  # dark dot with a white border: "no"
+#: channel layers up to this size are stacked in memory; larger ones (or memory maps) are stacked lazily
+SMALL_STACK_BYTES = 256 * 2**20
 
 
 def _channel_data(layer: Image):
@@ -57,7 +59,10 @@ def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | N
             f"The ticked channel layers differ in size {shapes}: tick the layers of one section only."
         )
     arrays = [_channel_data(layer) for layer in layers]
-    if all(isinstance(a, np.ndarray) for a in arrays):
+    # stacking copies every pixel, here on the GUI thread: only for small in-memory channels; memory-mapped files
+    # and large sections stay lazy and are read tile by tile in the workers
+    in_memory = all(type(a) is np.ndarray for a in arrays)
+    if in_memory and sum(a.nbytes for a in arrays) <= SMALL_STACK_BYTES:
         data = np.stack(arrays)
     else:
         import dask.array as da
@@ -71,22 +76,32 @@ def frame_kwargs(reference: Image) -> dict:
     return {"scale": tuple(reference.scale[-2:]), "translate": tuple(reference.translate[-2:])}
 
 
+def _answered_rows(ids: np.ndarray, answers: Mapping[int, bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `ids` answered yes, and answered no (vectorised: a section holds tens of thousands of cells)."""
+    if not answers:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    known = np.fromiter(answers.keys(), np.int64)
+    said = np.fromiter(answers.values(), bool)
+    pos = pd.Index(ids).get_indexer(known)
+    ok = pos >= 0
+    return pos[ok & said], pos[ok & ~said]
+
+
 def answer_colors(ids: np.ndarray, answers: Mapping[int, bool], color: str) -> np.ndarray:
     """(N, 4) RGBA per cell: the type's colour for yes, dark for no, translucent white when not answered."""
     out = np.tile(np.asarray(UNANSWERED, np.float32), (len(ids), 1))
-    if answers:
-        known = np.fromiter(answers.keys(), np.int64)
-        said = np.fromiter(answers.values(), bool)
-        pos = pd.Index(ids).get_indexer(known)
-        ok = pos >= 0
-        out[pos[ok & said]] = transform_color(color)[0]
-        out[pos[ok & ~said]] = NO
+    yes, no = _answered_rows(ids, answers)
+    out[yes] = transform_color(color)[0]
+    out[no] = NO
     return out
 
 
 def answer_column(ids: np.ndarray, answers: Mapping[int, bool]) -> np.ndarray:
     """'yes' / 'no' / '' per cell, for layer features."""
-    return np.array(["" if (a := answers.get(int(i))) is None else ("yes" if a else "no") for i in ids], dtype=object)
+    out = np.full(len(ids), "", dtype=object)
+    yes, no = _answered_rows(ids, answers)
+    out[yes], out[no] = "yes", "no"
+    return out
 
 
 def cells_layer(table: pd.DataFrame, frame: dict) -> Points:
