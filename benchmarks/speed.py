@@ -5,7 +5,9 @@ Run:  python benchmarks/speed.py [--quick] [--json PATH] [--field-sizes 1024 409
 
 Every timing is the median of repeats after a warm-up run, with torch's default thread count. Simulated tissue
 stands in for real sections (fields larger than one simulation are tiles of it). On a machine shared with other
-jobs the figures are contended: the report prints the load average before and after.
+jobs the figures are contended: the report prints the load average before and after. Sections 1-4 run where the
+engine would ($NAPARI_AGILE_DEVICE, else CUDA, then MPS, else the CPU) and report each operation's peak memory
+there; detection and patch extraction (section 5) are CPU work.
 """
 from __future__ import annotations
 
@@ -114,16 +116,45 @@ def machine() -> dict:
     }
 
 
+#: where sections 1-4 run: $NAPARI_AGILE_DEVICE, else CUDA, then MPS, else the CPU (scripts/gpu_check.sh sets cuda)
+DEVICE = pick_device()
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a timer or memory reading sees it done (nothing to wait for on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
     """Seconds of `fn()`: median and min of `repeats` runs after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     runs = []
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         runs.append(time.perf_counter() - start)
     return {"median_s": float(np.median(runs)), "min_s": float(min(runs)), "runs_s": runs}
+
+
+def peak_mb(fn: Callable[[], object]) -> float:
+    """Memory `fn()` takes at its peak beyond what was held before, in MB: GPU memory on CUDA, else resident
+    memory (Linux's peak mark, reset first); NaN where neither can be read."""
+    if DEVICE.type == "cuda":
+        _sync()
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        before = torch.cuda.memory_allocated(DEVICE)
+        fn()
+        _sync()
+        return (torch.cuda.max_memory_allocated(DEVICE) - before) / 2**20
+    if not _reset_peak():
+        return float("nan")
+    before = _rss_mb("VmRSS")
+    fn()
+    return _rss_mb("VmHWM") - before
 
 
 def gflop_per_patch(cfg: ModelConfig) -> float:
@@ -169,9 +200,9 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
     used = ModelConfig(channels=PAPER_CHANNELS)
     full = ModelConfig(channels=PAPER_CHANNELS, bin=1)
     raw = torch.rand(max(sz.infer_patches, sz.baseline_patches), len(PAPER_CHANNELS), 100, 100) * 1.5
-    x_used = bin_patches(raw[: sz.infer_patches], used.bin).half()  # what a Session keeps
-    x_full = raw[: sz.baseline_patches].contiguous()
-    p_used, p_full = init_params(used), init_params(full)
+    x_used = bin_patches(raw[: sz.infer_patches], used.bin).half().to(DEVICE)  # what a Session keeps
+    x_full = raw[: sz.baseline_patches].contiguous().to(DEVICE)
+    p_used, p_full = ({k: v.to(DEVICE) for k, v in init_params(c).items()} for c in (used, full))
     s_used, s_full = estimate_stats(used, p_used, x_used[:256].float()), estimate_stats(full, p_full, x_full[:64])
 
     def as_used(bs: int) -> Callable[[], object]:
@@ -190,8 +221,8 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
         rate = n / t["median_s"]
         rows.append({"variant": name, "bin": cfg.bin, "input": cfg.input_size, "patches": n, **extra,
                      "patches_per_s": rate, "gflop_per_patch": gflop_per_patch(cfg),
-                     "gflops": rate * gflop_per_patch(cfg), "peak_fraction": rate * gflop_per_patch(cfg) / mach["peak_gflops"],
-                     **t})
+                     "gflops": rate * gflop_per_patch(cfg), "peak_fraction": _of_peak(rate * gflop_per_patch(cfg), mach),
+                     "peak_mb": peak_mb(fn), **t})
 
     add("baseline: eager forward, NCHW, no binning", full, len(x_full),
         eager_nchw(full, p_full, s_full, x_full), batch=256, layout="NCHW")
@@ -213,14 +244,20 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
                      "input": used.input_size, "patches": len(x_used), "batch": 64, "layout": "channels_last",
                      "gflop_per_patch": gflop_per_patch(used),
                      "gflops": compiled["patches_per_s"] * gflop_per_patch(used),
-                     "peak_fraction": compiled["patches_per_s"] * gflop_per_patch(used) / mach["peak_gflops"],
+                     "peak_fraction": _of_peak(compiled["patches_per_s"] * gflop_per_patch(used), mach),
                      **compiled})
     base = rows[0]["patches_per_s"]
     for r in rows:
         r["speedup"] = r["patches_per_s"] / base
     as_used_default = next(r for r in rows if r["variant"].startswith("as used") and r["batch"] == default_bs)
     return {"rows": rows, "compile": compiled if "patches_per_s" not in compiled else {"ok": True},
-            "default_batch": default_bs, "speedup_as_used": as_used_default["speedup"], "target_speedup": 4.0}
+            "default_batch": default_bs, "speedup_as_used": as_used_default["speedup"], "target_speedup": 4.0,
+            "device": str(DEVICE)}
+
+
+def _of_peak(gflops: float, mach: dict) -> float:
+    """Achieved GFLOP/s as a fraction of the CPU's fp32 peak (NaN on a GPU: the peak estimate is the CPU's)."""
+    return gflops / mach["peak_gflops"] if DEVICE.type == "cpu" else float("nan")
 
 
 def _compiled_rate(cfg: ModelConfig, params, stats, x, sz: Sizes) -> dict:
@@ -251,12 +288,13 @@ def bench_mc(sz: Sizes) -> dict:
     """T-pass MC dropout over mc_cells: cached trunk + head re-sampling vs the whole network T times."""
     torch.manual_seed(1)
     cfg = ModelConfig(channels=PAPER_CHANNELS)
-    params = init_params(cfg)
-    x = bin_patches(torch.rand(sz.mc_cells, len(PAPER_CHANNELS), 100, 100) * 1.5, cfg.bin).half()
+    params = {k: v.to(DEVICE) for k, v in init_params(cfg).items()}
+    x = bin_patches(torch.rand(sz.mc_cells, len(PAPER_CHANNELS), 100, 100) * 1.5, cfg.bin).half().to(DEVICE)
     stats = estimate_stats(cfg, params, x[:256].float())
     trunk = timed(lambda: trunk_features(cfg, params, stats, x), sz.repeats)
     feats = trunk_features(cfg, params, stats, x)
     heads = timed(lambda: mc_head_probs(cfg, params, feats, sz.mc_passes), sz.repeats)
+    cached_mb = peak_mb(lambda: mc_head_probs(cfg, params, trunk_features(cfg, params, stats, x), sz.mc_passes))
     sub = x[: sz.mc_full_cells]
     mc_full_probs(cfg, params, stats, sub[:64], 1)  # warm-up; the T-pass run is long, so it is timed once
     full = timed(lambda: mc_full_probs(cfg, params, stats, sub, sz.mc_passes), 1, warmup=0)
@@ -264,7 +302,7 @@ def bench_mc(sz: Sizes) -> dict:
     full_s = full["median_s"] * sz.mc_cells / sz.mc_full_cells
     return {"cells": sz.mc_cells, "passes": sz.mc_passes, "trunk_s": trunk["median_s"], "heads_s": heads["median_s"],
             "cached_s": cached_s, "full_measured_cells": sz.mc_full_cells, "full_measured_s": full["median_s"],
-            "full_scaled_s": full_s, "speedup": full_s / cached_s}
+            "full_scaled_s": full_s, "speedup": full_s / cached_s, "cached_peak_mb": cached_mb, "device": str(DEVICE)}
 
 
 # ---------------------------------------------------------------- 3. the Session loop
@@ -283,8 +321,9 @@ def _make_session(sim: Simulation, model: AgileModel, store: Path) -> tuple[Sess
     """A Session on `sim`, timing its creation and (from its progress calls) the patch extraction part."""
     marks = []
     start = time.perf_counter()
-    session = Session(sim.tissue, sim.cells, model, store=store, device="cpu",
+    session = Session(sim.tissue, sim.cells, model, store=store, device=str(DEVICE),
                       progress=lambda done, total: marks.append(time.perf_counter()))
+    _sync()
     total = time.perf_counter() - start
     extraction = (marks[-1] - start) if marks else float("nan")
     return session, {"cells": len(sim.cells), "create_s": total, "create_patches_s": extraction,
@@ -302,15 +341,16 @@ def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
     def adapt_predict():
         t0 = time.perf_counter()
         small.adapt("astrocyte")
+        _sync()
         t1 = time.perf_counter()
         small.predict()
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, time.perf_counter() - t1  # predict returns a table: the GPU work is done
     adapt_predict()  # warm-up
     parts = [adapt_predict() for _ in range(sz.repeats)]
     loop = {**small_info, "adapt_s": float(np.median([a for a, _ in parts])),
             "predict_s": float(np.median([p for _, p in parts])),
             "adapt_predict_s": float(np.median([a + p for a, p in parts])), "target_s": 1.0,
-            "labels": sz.session_labels}
+            "labels": sz.session_labels, "adapt_predict_peak_mb": peak_mb(adapt_predict), "device": str(DEVICE)}
 
     big_sim = tiled(sim, *sz.session_tiles)
     big, big_info = _make_session(big_sim, model, tmp / "big")
@@ -327,7 +367,10 @@ def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
     suggest_s = float(np.median([after_adapt(lambda: big.suggest("astrocyte", n=8)) for _ in range(sz.repeats)]))
     predict_s = float(np.median([after_adapt(big.predict) for _ in range(sz.repeats)]))
     first_s = timed(lambda: big.suggest("a new type", n=8), sz.repeats)["median_s"]  # no answers: always covers
+    big.adapt("astrocyte")
+    suggest_mb = peak_mb(lambda: big.suggest("astrocyte", n=8))
     suggestion = {**big_info, "mc_passes": big.mc_passes, "suggest_s": suggest_s, "target_s": 5.0,
+                  "suggest_peak_mb": suggest_mb,
                   "first_suggest_s": first_s,
                   "predict_one_type_s": predict_s, "predict_cells_per_s": len(big_sim.cells) / predict_s}
     return {"adapt_predict": loop, "suggest": suggestion}, sim
@@ -347,13 +390,14 @@ def bench_meta(sz: Sizes, sim: Simulation) -> dict:
         cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=head_init)
         meta = MetaConfig(iterations=sz.meta_iterations, tasks_per_batch=tasks, first_order=first_order,
                           adapt_scope=scope, k_max=sz.meta_k_max, n_query=sz.meta_n_query, checkpoint_seconds=1e9)
-        stamps = [time.perf_counter()]
-        meta_train(cfg, meta, pool, progress=lambda i, n, info: stamps.append(time.perf_counter()))
+        stamps = [time.perf_counter()]  # progress comes after each step, once its loss is read (GPU work done)
+        mb = peak_mb(lambda: meta_train(cfg, meta, pool, progress=lambda i, n, info: stamps.append(time.perf_counter()),
+                                        device=str(DEVICE)))
         per_iter = np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)
         rows.append({"recipe": recipe, "tasks": tasks, "order": "first" if first_order else "second",
                      "k_max": meta.k_max, "n_query": meta.n_query, "n_unlabelled": meta.n_unlabelled,
-                     "s_per_iteration": float(np.median(per_iter)), "iterations_timed": len(per_iter)})
-    return {"rows": rows, "pool_cells": len(pool), "device": str(pick_device())}
+                     "s_per_iteration": float(np.median(per_iter)), "iterations_timed": len(per_iter), "peak_mb": mb})
+    return {"rows": rows, "pool_cells": len(pool), "device": str(DEVICE)}
 
 
 # ---------------------------------------------------------------- 5. fields: detection and patch extraction
@@ -476,17 +520,19 @@ def markdown(report: dict) -> str:
         f"{m['fp32_flop_per_cycle_per_core']} FLOP/cycle ({m['simd']}) = {m['peak_gflops']:.0f} GFLOP/s.",
         f"Load average (1, 5, 15 min) at start {tuple(round(v, 2) for v in m['load_average_start'])}, "
         f"at end {tuple(round(v, 2) for v in m.get('load_average_end', ()))}: above ~0 other jobs share the cores "
-        "and every figure is contended.", "",
+        "and every figure is contended.",
+        "Peak MB: memory an operation takes at its peak beyond what was held before it (resident memory on the CPU, "
+        "GPU memory on CUDA).", "",
     ]
     if "inference" in report:
         inf = report["inference"]
-        lines += ["## 1. CNN inference (7 channels, 100 px patches)", "",
-                  "| variant | input | batch | patches/s | GFLOP/patch | GFLOP/s | % of peak | speed-up |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"## 1. CNN inference (7 channels, 100 px patches; on {inf.get('device', 'cpu')})", "",
+                  "| variant | input | batch | patches/s | GFLOP/patch | GFLOP/s | % of CPU peak | speed-up | peak MB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in inf["rows"]:
             lines.append(f"| {r['variant']} | {r['input']}² | {r['batch']} | {_f(r['patches_per_s'])} | "
-                         f"{r['gflop_per_patch']:.4f} | {_f(r['gflops'])} | {100 * r['peak_fraction']:.1f} | "
-                         f"{r['speedup']:.2f}× |")
+                         f"{r['gflop_per_patch']:.4f} | {_f(r['gflops'])} | {_f(100 * r['peak_fraction'], 3)} | "
+                         f"{r['speedup']:.2f}× | {_f(r.get('peak_mb'))} |")
         if "skipped" in inf["compile"]:
             lines.append(f"\ntorch.compile: skipped ({inf['compile']['skipped']}).")
         else:
@@ -497,28 +543,30 @@ def markdown(report: dict) -> str:
                   f"{inf['speedup_as_used']:.2f}× ({ok} the ≥ {inf['target_speedup']:.0f}× target).", ""]
     if "mc" in report:
         mc = report["mc"]
-        lines += [f"## 2. MC-dropout suggestion, {mc['cells']:,} cells, T = {mc['passes']}", "",
-                  "| method | seconds |", "|---|---|",
+        lines += [f"## 2. MC-dropout suggestion, {mc['cells']:,} cells, T = {mc['passes']} (on {mc.get('device', 'cpu')})",
+                  "", "| method | seconds | peak MB |", "|---|---|---|",
                   f"| trunk once ({_f(mc['trunk_s'])} s) + head re-sampled T times ({_f(mc['heads_s'])} s) | "
-                  f"{_f(mc['cached_s'])} |",
+                  f"{_f(mc['cached_s'])} | {_f(mc.get('cached_peak_mb'))} |",
                   f"| whole network T times (measured on {mc['full_measured_cells']:,} cells: "
-                  f"{_f(mc['full_measured_s'])} s; scaled) | {_f(mc['full_scaled_s'])} |", "",
+                  f"{_f(mc['full_measured_s'])} s; scaled) | {_f(mc['full_scaled_s'])} | |", "",
                   f"Speed-up of the cached trunk: {mc['speedup']:.1f}×.", ""]
     if "session" in report:
         a, s = report["session"]["adapt_predict"], report["session"]["suggest"]
-        lines += ["## 3. Session loop (simulated fields, real Session API, the bundled model and its recipe)", "",
+        lines += [f"## 3. Session loop (simulated fields, real Session API, the bundled model and its recipe; on "
+                  f"{a.get('device', 'cpu')})", "",
                   "Creating a session cuts every cell's patch and runs the trunk over every cell once; each later "
                   "step is timed right after an adapt, which drops what was cached for the type.", "",
-                  "| step | cells | seconds | target |", "|---|---|---|---|",
+                  "| step | cells | seconds | target | peak MB |", "|---|---|---|---|---|",
                   f"| create session (patches {_f(a['create_patches_s'])} s + normaliser, stats, trunk features, files) | "
                   f"{a['cells']:,} | {_f(a['create_s'])} | |",
                   f"| adapt one type ({a['labels']} labels, 1 step) | {a['cells']:,} | {_f(a['adapt_s'])} | |",
                   f"| predict after adapt | {a['cells']:,} | {_f(a['predict_s'])} | |",
-                  f"| **adapt + predict** | {a['cells']:,} | **{_f(a['adapt_predict_s'])}** | ≤ {a['target_s']:g} |",
+                  f"| **adapt + predict** | {a['cells']:,} | **{_f(a['adapt_predict_s'])}** | ≤ {a['target_s']:g} | "
+                  f"{_f(a.get('adapt_predict_peak_mb'))} |",
                   f"| create session (patches {_f(s['create_patches_s'])} s + normaliser, stats, trunk features, files) | "
                   f"{s['cells']:,} | {_f(s['create_s'])} | |",
                   f"| **suggest** after adapt (T = {s['mc_passes']}) | {s['cells']:,} | **{_f(s['suggest_s'])}** | "
-                  f"≤ {s['target_s']:g} |",
+                  f"≤ {s['target_s']:g} | {_f(s.get('suggest_peak_mb'))} |",
                   f"| first suggest for a new type (covering round: k-means, no MC passes) | {s['cells']:,} | "
                   f"{_f(s['first_suggest_s'])} | |",
                   f"| predict one adapted type | {s['cells']:,} | {_f(s['predict_one_type_s'])} "
@@ -528,9 +576,10 @@ def markdown(report: dict) -> str:
         device = report["meta"].get("device", "cpu")
         lines += [f"## 4. Meta-iteration (pool of {report['meta']['pool_cells']:,} cells; support 1-{r0['k_max']} per class, "
                   f"query {r0['n_query']} per class, {r0['n_unlabelled']} unlabelled for BN stats; on {device})", "",
-                  "| recipe | tasks per meta-batch | order | s / iteration | iterations timed |", "|---|---|---|---|---|"]
-        lines += [f"| {r.get('recipe', 'paper')} | {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | {r['iterations_timed']} |"
-                  for r in report["meta"]["rows"]]
+                  "| recipe | tasks per meta-batch | order | s / iteration | iterations timed | peak MB |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r.get('recipe', 'paper')} | {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | "
+                  f"{r['iterations_timed']} | {_f(r.get('peak_mb'))} |" for r in report["meta"]["rows"]]
         lines.append("")
     if "fields" in report:
         lines += ["## 5. Fields: nucleus detection and patch extraction (fresh process per size)", "",

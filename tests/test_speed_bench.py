@@ -35,7 +35,9 @@ def test_inference_and_mc_sections_report_every_variant(tmp_path):
     assert rows[0]["variant"].startswith("baseline") and rows[0]["speedup"] == pytest.approx(1.0)
     assert {r["batch"] for r in rows if r["variant"].startswith("as used")} >= {4, report["inference"]["default_batch"]}
     assert all(r["patches_per_s"] > 0 and 0 < r["peak_fraction"] for r in rows)
+    assert all(r["peak_mb"] >= 0 for r in rows if "compile" not in r["variant"])  # memory of each variant, MB
     mc = report["mc"]
+    assert mc["cached_peak_mb"] >= 0
     assert mc["full_scaled_s"] == pytest.approx(mc["full_measured_s"] * 16 / 4)
     text = speed.markdown(report)
     assert "## 1. CNN inference" in text and "## 2. MC-dropout" in text and "## 3." not in text
@@ -49,7 +51,9 @@ def test_session_and_meta_sections_run_through_the_real_api(tmp_path):
     assert loop["adapt_predict_s"] > 0 and big["suggest_s"] > 0 and big["predict_cells_per_s"] > 0
     assert [(r["recipe"], r["tasks"], r["order"]) for r in report["meta"]["rows"]] == [
         ("bundled", 2, "first"), ("bundled", 2, "second"), ("paper", 2, "first"), ("paper", 2, "second")]
-    assert "## 4. Meta-iteration" in speed.markdown(report)
+    assert loop["adapt_predict_peak_mb"] >= 0 and big["suggest_peak_mb"] >= 0
+    assert all(r["peak_mb"] >= 0 for r in report["meta"]["rows"])
+    assert "## 4. Meta-iteration" in speed.markdown(report) and "| peak MB |" in speed.markdown(report)
 
 
 def test_tiled_field_shifts_cells_and_mask_consistently():
