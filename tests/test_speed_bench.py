@@ -52,6 +52,7 @@ def test_session_and_meta_sections_run_through_the_real_api(tmp_path):
     assert [(r["recipe"], r["tasks"], r["order"]) for r in report["meta"]["rows"]] == [
         ("bundled", 2, "first"), ("bundled", 2, "second"), ("paper", 2, "first"), ("paper", 2, "second")]
     assert loop["adapt_predict_peak_mb"] >= 0 and big["suggest_peak_mb"] >= 0
+    assert big["new_section"]["cells"] > 0 and big["new_section"]["total_s"] > big["new_section"]["detect_s"] > 0
     assert all(r["peak_mb"] >= 0 for r in report["meta"]["rows"])
     assert "## 4. Meta-iteration" in speed.markdown(report) and "| peak MB |" in speed.markdown(report)
 
