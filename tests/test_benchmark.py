@@ -57,7 +57,9 @@ def test_more_repeats_extend_a_run_and_the_page_names_its_options(tmp_path):
     page = render(fewer, tmp_path / "bench.md", "runs/x").read_text()
     assert "`napari-agile benchmark --repeats 3 --methods agile_phase1 maml --out runs/x --render" in page
     everything = run_benchmark(replace(TINY, al_spread=1), tmp_path / "run")
-    assert everything["methods"] is None and "--methods" not in render(everything, tmp_path / "b.md").read_text()
+    page = render(everything, tmp_path / "b.md").read_text()
+    assert everything["methods"] is None and "--methods" not in page
+    assert "up to 3 repeats per task" in page  # two rows hold 3 repeats, the others 2
 
 def test_bad_repeats_are_refused_with_what_to_give(tmp_path, capsys):
     assert main(["benchmark", "--repeats", "1", "--out", str(tmp_path / "bad")]) != 0

@@ -49,6 +49,11 @@ def command_options(results: dict) -> str:
                     f" --methods {' '.join(methods)}" if methods else ""])
 
 
+def _uneven(results: dict) -> bool:
+    """True when the rows hold different numbers of runs (a folder extended with more repeats for some rows)."""
+    return len({s["n"] for s in results["summary"].values()}) > 1
+
+
 def table2(summary: dict) -> str:
     """Table 2 as markdown: precision, recall, F1, accuracy ± std, 95% CI, and the paper's accuracy."""
     lines = ["| method | precision | recall | F1 | accuracy (± std) | CI95 | n | paper accuracy |",
@@ -118,7 +123,8 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
         f"({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
         f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
-        f"{c['repeats']} repeats per task (n in the table counts the runs of both tasks); meta-training {c['meta_iterations']} iterations on separate fields "
+        f"{'up to ' if _uneven(results) else ''}{c['repeats']} repeats per task (n in the table counts a row's runs "
+        "over both tasks); meta-training {c['meta_iterations']} iterations on separate fields "
         "(meta types neuron, oligodendrocyte, microglia); learner: "
         f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
