@@ -71,6 +71,9 @@ def test_cell_tables_round_trip_csv_and_lab_tsv(tmp_path):
     back = read_cell_table(tmp_path / "c.tsv")
     np.testing.assert_allclose(back.centroids, cells.centroids)  # x = column, y = row kept apart
     assert back.table.loc[5, "xmax"] == 11
+    (tmp_path / "bad.csv").write_text("id,y,x\ncell-a,1,2\n,3,4\n")  # text and empty ids, as spreadsheets save them
+    with pytest.raises(AgileInputError, match="whole numbers"):
+        read_cell_table(tmp_path / "bad.csv")
 
 
 def test_nucleus_mask_plane_marks_each_cells_own_nucleus():

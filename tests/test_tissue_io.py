@@ -48,6 +48,15 @@ def test_folder_with_lab_channel_map(tmp_path):
         read_tissue(tmp_path, channel_map={"R9C9": "Iba1"})
 
 
+def test_folder_of_channel_files_with_a_trailing_length_1_axis(tmp_path):
+    data = _data(2)
+    for name, plane in zip(["DAPI", "NeuN"], data):  # (rows, columns, 1): how some tools save one channel
+        tifffile.imwrite(tmp_path / f"{name}.tif", plane[..., None], photometric="minisblack")
+    t = read_tissue(tmp_path)
+    assert t.channel_names == ["DAPI", "NeuN"]
+    np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data)
+
+
 def test_folder_shape_mismatch_names_the_files(tmp_path):
     tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
     tifffile.imwrite(tmp_path / "NeuN.tif", _data(1, 200, 400)[0])

@@ -64,3 +64,19 @@ def test_bad_input_is_refused():
         marker_intensities(Tissue(image, list(PAPER_CHANNELS)), Cells(table.drop(columns=["xmax"])))
     with pytest.raises(AgileInputError, match="top_fraction"):
         weak_labels(pd.DataFrame({"neuron": [1.0]}), top_fraction=0)
+
+
+def test_tile_by_tile_reads_give_each_cell_its_own_box_mean(monkeypatch):
+    import dask.array as da
+
+    import napari_agile.weak_labels as wl
+
+    tissue, cells = _painted()
+    want = marker_intensities(tissue, cells)
+    direct = [np.asarray(tissue.data[[tissue.index(m) for m in wl.MARKER_OF.values()], y0 + 10:y1 - 10,
+                                     x0 + 10:x1 - 10], np.float64).mean((1, 2))
+              for y0, x0, y1, x1 in cells.table[["ymin", "xmin", "ymax", "xmax"]].to_numpy()]
+    np.testing.assert_allclose(want.to_numpy(), np.array(direct))
+    monkeypatch.setattr(wl, "TILE", 64)  # boxes spread over 13 tiles, read lazily from a dask array
+    lazy = Tissue(da.from_array(tissue.data, chunks=(1, 25, 100)), list(PAPER_CHANNELS))
+    np.testing.assert_allclose(marker_intensities(lazy, cells).to_numpy(), want.to_numpy())

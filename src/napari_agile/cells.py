@@ -1,7 +1,9 @@
 """Cells: the table of detected nuclei (stable integer ids) and their instance mask."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,12 @@ class Cells:
         missing = [c for c in ("id", "y", "x") if c not in self.table.columns]
         if missing:
             raise AgileInputError(f"A cell table needs columns id, y, x; missing {missing}.")
-        self.table = self.table.set_index(self.table["id"].astype(np.int64).rename(None))
+        try:
+            ids = self.table["id"].astype(np.int64)
+        except (TypeError, ValueError):
+            raise AgileInputError("Cell ids must be whole numbers, one per cell; the id column holds other values "
+                                  "(text or empty cells).") from None
+        self.table = self.table.set_index(ids.rename(None))
         if self.table.index.has_duplicates:
             raise AgileInputError("Cell ids must be unique; the table repeats some.")
 
@@ -32,6 +39,7 @@ class Cells:
 
     @property
     def ids(self) -> np.ndarray:
+        """The cells' integer ids, in table order."""
         return self.table.index.to_numpy()
 
     @property
@@ -39,7 +47,7 @@ class Cells:
         """(N, 2) float array of (y, x) centres."""
         return self.table[["y", "x"]].to_numpy(dtype=np.float64)
 
-    def check_ids(self, ids) -> np.ndarray:
+    def check_ids(self, ids: Iterable[int] | int) -> np.ndarray:
         """`ids` as an int64 array; a clear error naming ids that are not cells."""
         arr = np.atleast_1d(np.asarray(ids, dtype=np.int64))
         unknown = arr[~np.isin(arr, self.ids)]
@@ -50,7 +58,7 @@ class Cells:
             )
         return arr
 
-    def subset(self, ids) -> "Cells":
+    def subset(self, ids: Iterable[int]) -> "Cells":
         """The cells with these ids (the mask is shared, not copied)."""
         return Cells(self.table.loc[self.check_ids(ids)].reset_index(drop=True), self.labels)
 
@@ -60,10 +68,8 @@ LAB_COLUMNS = ("ID", "centroid_x", "centroid_y", "xmin", "ymin", "xmax", "ymax")
 _LAB_TO_OURS = {"ID": "id", "centroid_x": "x", "centroid_y": "y", "xmin": "xmin", "ymin": "ymin", "xmax": "xmax", "ymax": "ymax"}
 
 
-def _table_format(path, format: str | None) -> str:
+def _table_format(path: str | Path, format: str | None) -> str:
     """'lab' for .tsv/.txt, 'csv' for .csv, or the override; a clear error otherwise."""
-    from pathlib import Path
-
     fmt = format or {".tsv": "lab", ".txt": "lab", ".csv": "csv"}.get(Path(path).suffix.lower())
     if fmt not in ("lab", "csv"):
         raise AgileInputError(
@@ -73,10 +79,8 @@ def _table_format(path, format: str | None) -> str:
     return fmt
 
 
-def read_cell_table(path, format: str | None = None) -> Cells:
+def read_cell_table(path: str | Path, format: str | None = None) -> Cells:
     """Read a cell table: CSV with our columns, or the lab's tab-separated detections (chosen by extension)."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise AgileInputError(f"No such cell table: {p}.")
@@ -96,10 +100,8 @@ def read_cell_table(path, format: str | None = None) -> Cells:
     return Cells(df)
 
 
-def write_cell_table(cells, path, format: str | None = None):
+def write_cell_table(cells: Cells | pd.DataFrame, path: str | Path, format: str | None = None) -> Path:
     """Write `cells` (Cells or DataFrame) as CSV with all columns, or in the lab's tab-separated format."""
-    from pathlib import Path
-
     p = Path(path)
     df = cells.table if isinstance(cells, Cells) else Cells(cells).table
     if _table_format(p, format) == "lab":

@@ -18,7 +18,7 @@ from .device import pick_device
 from .errors import AgileInputError
 from .model import (ModelConfig, Params, estimate_stats, features, forward, head, head_keys, init_params,
                     prototype_head)
-from .tasks import Augmentation, TaskPool, TaskTransform
+from .tasks import Augmentation, Task, TaskPool, TaskTransform
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,12 @@ class MetaConfig:
     validate_tasks: int = 24
 
     def to_dict(self) -> dict:
+        """JSON-ready form (checkpoints and model files record the recipe)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "MetaConfig":
+        """The config `to_dict` (or a TOML [meta] section) describes."""
         d = dict(d)
         if "augmentation" in d:
             d["augmentation"] = Augmentation(**d["augmentation"])
@@ -99,7 +101,7 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def episode_loss(
-    cfg: ModelConfig, params: Params, task, meta: MetaConfig, second_order: bool
+    cfg: ModelConfig, params: Params, task: Task, meta: MetaConfig, second_order: bool
 ) -> tuple[torch.Tensor, float]:
     """Query loss and accuracy after adapting `params` on the task's support set."""
     stats = estimate_stats(cfg, {k: v.detach() for k, v in params.items()}, task.unlabelled_x)
@@ -117,7 +119,7 @@ VALIDATION = Augmentation(p=0.0, shuffle=1.0)
 
 def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
               gen: torch.Generator, *, n_channels: int, augment: Augmentation | None = None,
-              k_support: int | None = None):
+              k_support: int | None = None) -> Task:
     """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches.
 
     The first `n_channels` planes are the marker channels, which the transform permutes and distorts; later planes

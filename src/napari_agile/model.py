@@ -119,6 +119,7 @@ class ModelConfig:
         return len(self.channels) * self.centre_parts
 
     def to_dict(self) -> dict:
+        """JSON-ready form (model files and checkpoints record the network they hold)."""
         return asdict(self)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,9 +30,11 @@ class AgileModel:
 
     @property
     def channels(self) -> tuple[str, ...]:
+        """The channel names the model reads, in its input order."""
         return self.config.channels
 
     def n_parameters(self) -> int:
+        """How many numbers the weights hold."""
         return sum(int(v.numel()) for v in self.params.values())
 
     def save(self, path: str | Path) -> Path:
@@ -79,7 +82,7 @@ def load_model(path: str | Path | None = None) -> AgileModel:
     )
 
 
-def check_channels(model: AgileModel, channel_names) -> None:
+def check_channels(model: AgileModel, channel_names: Sequence[str]) -> None:
     """Refuse a tissue that lacks channels the model reads, naming them."""
     missing = [c for c in model.channels if c not in channel_names]
     if missing:

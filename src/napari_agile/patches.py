@@ -35,6 +35,7 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
+        """The normaliser `to_dict` wrote."""
         return cls(**d)
 
     def apply(self, block: np.ndarray) -> np.ndarray:

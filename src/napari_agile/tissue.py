@@ -51,6 +51,7 @@ class Tissue:
 
     @property
     def n_channels(self) -> int:
+        """How many channels (markers) the image holds."""
         return int(self.data.shape[0])
 
     def index(self, name: str) -> int:

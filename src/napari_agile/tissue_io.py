@@ -155,13 +155,18 @@ def _open_tiff(path: Path) -> tuple[Any, str, str | None]:
     return da.from_zarr(zarr.open(store, mode="r")), axes, ome
 
 
+def _squeeze(data, axes: str, keep: str):
+    """(`data` without its length-1 axes except those named in `keep`, the axes letters that remain)."""
+    idx = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if n > 1 or a in keep]
+    if len(idx) < data.ndim:
+        data = data.reshape([data.shape[i] for i in idx])
+    return data, "".join(axes[i] for i in idx)
+
+
 def _read_tiff(path: Path, channel_names: Sequence[str] | None) -> Tissue:
     """One TIFF file holding all channels (OME-TIFF names them)."""
     data, axes, ome = _open_tiff(path)
-    keep = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if n > 1 or a in "YX"]
-    if len(keep) < data.ndim:
-        data = data.reshape([data.shape[i] for i in keep])
-        axes = "".join(axes[i] for i in keep)
+    data, axes = _squeeze(data, axes, "YX")
     if data.ndim == 2:
         raise AgileInputError(
             f"{path.name} is a single 2D image (one channel). Put one TIFF per channel in a folder and open the "
@@ -281,7 +286,7 @@ def _read_folder(
                 f"{f.name} in {folder} is not a single-channel 2D image (shape {data.shape}): a channel folder "
                 "holds one 2D TIFF per channel."
             )
-        arrays.append((f, data.reshape(data.shape[-2:])))
+        arrays.append((f, _squeeze(data, axes, "YX")[0]))
     shapes = {f.name: a.shape for f, a in arrays}
     if len(set(shapes.values())) > 1:
         raise AgileInputError(
@@ -343,9 +348,7 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
         arr = arrays[0]
     data = da.from_zarr(arr)
     axes = axes or ("CYX"[-data.ndim :] if data.ndim <= 3 else "?" * (data.ndim - 3) + "CYX")
-    keep = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if n > 1 or a in "CYX"]
-    data = data.reshape([data.shape[i] for i in keep])
-    axes = "".join(axes[i] for i in keep)
+    data, axes = _squeeze(data, axes, "CYX")
     if data.ndim == 2:
         raise AgileInputError(f"{path} holds a single 2D image; multiplexed tissue needs a channel axis (C, Y, X).")
     if axes != "CYX":
