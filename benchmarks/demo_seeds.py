@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from napari_agile.benchmark import META_TYPES, REAL_TYPES
-from napari_agile.demo import SAMPLE_SEED, run_demo
+from napari_agile.demo import DEMO_SEED, run_demo
 from napari_agile.modelio import load_model
 from napari_agile.session import SUGGEST_METHODS
 from napari_agile.uncertainty import SPREAD
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--spread", type=int, default=SPREAD,
                     help="entropy rounds ask the n cells covering the spread * n most uncertain (1: the paper's round)")
     args = ap.parse_args()
-    first, types = (70_000, META_TYPES) if args.validation else (SAMPLE_SEED, REAL_TYPES)
+    first, types = (70_000, META_TYPES) if args.validation else (DEMO_SEED, REAL_TYPES)
     rows: dict[tuple[str, str], list[float]] = {}
     for path in args.models:
         model, name = load_model(None if path == "bundled" else path), path

@@ -23,8 +23,9 @@ from .synth import simulate_tissue
 from .tissue_io import write_ome_tiff
 from .uncertainty import SPREAD
 
-#: The bundled sample: one simulated 1024 x 1024 field of rat brain (7 channels).
-SAMPLE_SHAPE, SAMPLE_SEED = (1024, 1024), 2026
+#: The demo's section: one simulated 1024 x 1024 field of rat brain (7 channels); napari's File > Open Sample is a
+#: smaller, quicker one (_sample_data.py).
+DEMO_SHAPE, DEMO_SEED = (1024, 1024), 2026
 
 
 def true_types(detected: Cells, truth: Cells) -> np.ndarray:
@@ -36,7 +37,7 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
 
 
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
-             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = SAMPLE_SEED,
+             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = DEMO_SEED,
              method: str = "auto", spread: int = SPREAD) -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
@@ -45,17 +46,18 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sim = simulate_tissue(SAMPLE_SHAPE, seed=seed)
+    sim = simulate_tissue(DEMO_SHAPE, seed=seed)
     write_ome_tiff(sim.tissue, out / "tissue.ome.tif")
     cells = detect_nuclei(sim.tissue)
     write_cell_table(cells, out / "cells.csv")
     log(f"detected {len(cells)} nuclei ({len(sim.cells)} in the truth)")
     truth = true_types(cells, sim.cells)
+    truth_of = dict(zip(cells.ids.tolist(), truth))  # what an expert would answer, by cell id
     session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
     for name in types:
         for _ in range(rounds):
             ids = session.suggest(name, n=per_round, method=method, spread=spread)
-            session.annotate(name, ids, truth[session._rows(ids)] == name)
+            session.annotate(name, ids, [truth_of[i] == name for i in ids])
             session.adapt(name, steps=1)
     table = session.predict()
     table["true_type"] = truth
