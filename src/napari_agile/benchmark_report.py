@@ -124,7 +124,7 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
         f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{'up to ' if _uneven(results) else ''}{c['repeats']} repeats per task (n in the table counts a row's runs "
-        "over both tasks); meta-training {c['meta_iterations']} iterations on separate fields "
+        f"over both tasks); meta-training {c['meta_iterations']} iterations on separate fields "
         "(meta types neuron, oligodendrocyte, microglia); learner: "
         f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
