@@ -12,6 +12,7 @@ there; detection and patch extraction (section 5) are CPU work.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import inspect
 import itertools
@@ -118,6 +119,19 @@ def machine() -> dict:
 
 #: where sections 1-4 run: $NAPARI_AGILE_DEVICE, else CUDA, then MPS, else the CPU (scripts/gpu_check.sh sets cuda)
 DEVICE = pick_device()
+
+
+def _fixed_mmap_threshold() -> bool:
+    """glibc: blocks of 64 KiB and more get their own pages, returned when freed (no adaptive threshold), so the
+    resident-memory rise of an operation is its own allocations, not reuse of pages an earlier one left."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 64 * 1024)) and bool(libc.mallopt(-1, 128 * 1024))  # M_MMAP_ / M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+FIXED_MMAP = _fixed_mmap_threshold()
 
 
 def _sync() -> None:
@@ -494,7 +508,7 @@ def _meminfo_available() -> int | None:
 def run(sz: Sizes, field_sizes: tuple[int, ...] | None = None, only: set[str] | None = None) -> dict:
     """Every measurement (or those named in `only`), as one JSON-ready dict."""
     want = (lambda k: True) if only is None else (lambda k: k in only)
-    report = {"machine": machine(), "sizes": asdict(sz)}
+    report = {"machine": machine(), "sizes": asdict(sz), "fixed_mmap_threshold": FIXED_MMAP}
     with tempfile.TemporaryDirectory() as tmp:
         if want("inference"):
             report["inference"] = bench_inference(sz, report["machine"])
@@ -529,7 +543,8 @@ def markdown(report: dict) -> str:
         f"at end {tuple(round(v, 2) for v in m.get('load_average_end', ()))}: above ~0 other jobs share the cores "
         "and every figure is contended.",
         "Peak MB: memory an operation takes at its peak beyond what was held before it (resident memory on the CPU, "
-        "GPU memory on CUDA).", "",
+        "GPU memory on CUDA)" + ("." if report.get("fixed_mmap_threshold") else
+                                 "; glibc's allocator could not be fixed here, so CPU figures may read low."), "",
     ]
     if "inference" in report:
         inf = report["inference"]
