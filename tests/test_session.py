@@ -98,6 +98,16 @@ def test_bad_input_is_refused_and_leaves_the_session_unchanged(session):
     assert {n: t.answers for n, t in session.types.items() if t.answers} == before
 
 
+def test_a_new_type_named_like_a_known_one_warns(session):
+    session.annotate("astrocyte", session.cells.ids[:1], [True])
+    with pytest.warns(UserWarning, match="'astrocyt'.*next to 'astrocyte'"):
+        session.annotate("astrocyt", session.cells.ids[1:2], [True])
+    with pytest.warns(UserWarning, match="a typo"):
+        session.suggest("Astrocytes", n=1)
+    session.suggest("microglia", n=1)  # no warning: not like either
+    assert set(session.types) == {"astrocyte", "astrocyt", "Astrocytes", "microglia"}  # still created: the user decides
+
+
 def test_bald_and_random_rounds(session):
     session.annotate("neuron", session.cells.ids[:4], [True, False, True, False])
     session.adapt("neuron")
@@ -200,12 +210,15 @@ def test_save_load_round_trip_keeps_answers_and_weights(sim, model, tmp_path, sc
     assert np.allclose(on_new.predict()["p_astrocyte"], before["p_astrocyte"], atol=1e-4)
 
 
-def test_a_reopened_session_works_under_the_statistics_it_saved(sim, model, tmp_path):
+def test_a_reopened_session_works_under_the_statistics_it_saved(sim, model, tmp_path, monkeypatch):
     # statistics from fewer cells than a reopened session draws: it takes the saved ones, for every feature
     session = Session(sim.tissue, sim.cells, model, store=tmp_path / "store", mc_passes=8, stats_cells=12)
     session.annotate("astrocyte", session.cells.ids[:4], [True, False, True, False])
     session.adapt("astrocyte")
-    again = Session.load(session.save(tmp_path / "saved"), session.tissue)
+    saved = session.save(tmp_path / "saved")
+    monkeypatch.setattr("napari_agile.session.estimate_stats", lambda *a, **k: pytest.fail("statistics re-estimated"))
+    again = Session.load(saved, session.tissue)
+    assert all(torch.equal(again.stats[k], v) for k, v in session.stats.items())
     assert json.loads((tmp_path / "saved" / "session.json").read_text())["steps"] == {"astrocyte": 1}
     assert np.allclose(again.predict()["p_astrocyte"], session.predict()["p_astrocyte"], atol=1e-5)
     assert again.suggest("neuron", 6) == session.suggest("neuron", 6)  # a new type's covering round: same features

@@ -5,6 +5,7 @@ to `answers.jsonl` in the session's folder the moment they are given, so a crash
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import time
@@ -70,9 +71,12 @@ class Session:
         stats_cells: int = 512,
         progress: Progress | None = None,
         resume: bool = False,
+        stats: Params | None = None,
     ) -> None:
         """`store`: folder the answers are written to as they are given (a fresh one by default); a folder
-        that already holds a session is only reused with `resume=True` (what `Session.load` does)."""
+        that already holds a session is only reused with `resume=True` (what `Session.load` does).
+        `stats`: the batch-norm statistics to use (those saved with adapted weights); None estimates them on
+        `stats_cells` cells of this tissue."""
         if store is not None and (Path(store) / "session.json").exists() and not resume:
             raise AgileInputError(f"{store} already holds a session: open it with Session.load, or choose an empty folder.")
         model = load_model() if model is None else model
@@ -91,8 +95,10 @@ class Session:
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
-        sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
-        self.stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
+        if stats is None:
+            sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
+            stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
+        self.stats = {k: v.to(self.device) for k, v in stats.items()}
         self._feats: dict[str | None, torch.Tensor] = {}
         self._mc: dict[str | None, np.ndarray] = {}
         self._features(None)  # the meta-trained features, computed here so the first Suggest is interactive
@@ -129,6 +135,10 @@ class Session:
             if not create:
                 known = list(self.types) or "none yet"
                 raise AgileInputError(f"No cell type {name!r} in this session; it knows {known}.")
+            like = difflib.get_close_matches(name.lower(), [t.lower() for t in self.types], n=1, cutoff=0.8)
+            if like:
+                warnings.warn(f"New cell type {name!r}, next to {like[0]!r} already in this session: a typo? "
+                              "(session.undo() takes the last answer back)", stacklevel=3)
             self.types[name] = CellType(name)
             self._write_meta()
         return self.types[name]
@@ -363,36 +373,26 @@ class Session:
         path = Path(path)
         if not (path / "session.json").exists():
             raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
-        meta = json.loads((path / "session.json").read_text())
         cells = read_cell_table(path / "cells.csv")
         if (path / "nuclei.tif").exists():
             cells.labels = tifffile.imread(path / "nuclei.tif").astype(np.int32)
-        session = cls(
-            tissue, cells, load_model(path / "model.safetensors"), store=path, device=device, resume=True,
-            mc_passes=meta["mc_passes"], threshold=meta["threshold"], seed=meta["seed"],
-            normalizer=Normalizer.from_dict(meta["normalizer"]),
-        )
-        for name in meta["types"]:
-            session._type(name, create=True).steps = meta["steps"].get(name, 0)
+        weights = path / "adapted.safetensors"
+        tensors = load_file(str(weights)) if weights.exists() else {}
+        # the statistics the weights were adapted under (a session saved before any adapt has none)
+        stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or None
+        session, meta = cls._from_saved(path, tissue, cells, same_tissue=True, store=path, device=device, resume=True,
+                                        stats=stats)
+        session.types = {name: CellType(name, steps=meta["steps"].get(name, 0)) for name in meta["types"]}
         for line in (path / "answers.jsonl").read_text().splitlines() if (path / "answers.jsonl").exists() else []:
             r = json.loads(line)
-            state = session._type(r["type"], create=True)
+            state = session.types.setdefault(r["type"], CellType(r["type"]))
             if r["answer"] is None:
                 state.answers.pop(r["id"], None)
             else:
                 state.answers[r["id"]] = bool(r["answer"])
-        weights = path / "adapted.safetensors"
-        if weights.exists():
-            tensors = load_file(str(weights), device=str(session.device))
-            stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")}
-            if stats:  # the statistics the weights were adapted under; features cached under others are dropped
-                session.stats = stats
-                session._feats.clear()
-                session._mc.clear()
-                session._features(None)
-            for name, state in session.types.items():
-                state.params = session._saved_params(tensors, name)
-        session._write_meta()  # as saved: re-creating the types above wrote them with no steps
+        for name, state in session.types.items():
+            state.params = session._saved_params(tensors, name)
+        session._write_meta()
         return session
 
     @classmethod
@@ -405,20 +405,29 @@ class Session:
         saved = Path(path)
         if not (saved / "adapted.safetensors").exists():
             raise AgileInputError(f"{saved} holds no adapted cell types: adapt at least one type and save the session.")
-        meta = json.loads((saved / "session.json").read_text())
-        session = cls(tissue, cells, load_model(saved / "model.safetensors"), store=store, device=device,
-                      mc_passes=meta["mc_passes"], threshold=meta["threshold"], seed=meta["seed"])
-        tensors = load_file(str(saved / "adapted.safetensors"), device=str(session.device))
+        session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device)
+        tensors = load_file(str(saved / "adapted.safetensors"))
         for name in meta["types"]:
             params = session._saved_params(tensors, name)
             if params is not None:
-                session._type(name, create=True).params = params
+                session.types[name] = CellType(name, params=params)
+        session._write_meta()
         return session
+
+    @classmethod
+    def _from_saved(cls, path: Path, tissue: Tissue, cells: Cells, same_tissue: bool, **kwargs) -> tuple["Session", dict]:
+        """A session with the saved folder's model and settings (MC passes, threshold, seed; on the same tissue
+        its intensity normaliser too), and the folder's session.json."""
+        meta = json.loads((path / "session.json").read_text())
+        normalizer = Normalizer.from_dict(meta["normalizer"]) if same_tissue else None
+        session = cls(tissue, cells, load_model(path / "model.safetensors"), mc_passes=meta["mc_passes"],
+                      threshold=meta["threshold"], seed=meta["seed"], normalizer=normalizer, **kwargs)
+        return session, meta
 
     def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
         """A type's weights from a saved file: the model's, overwritten by what the file holds (None if nothing)."""
         prefix = f"type/{name}/"
-        saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        saved = {k[len(prefix):]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix)}
         return {**self._init, **saved} if saved else None
 
     def adapted_model(self, cell_type: str) -> AgileModel:
