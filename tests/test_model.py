@@ -4,6 +4,7 @@ import torch
 
 from napari_agile.meta import adapt_params
 from napari_agile.model import ModelConfig, estimate_stats, features, forward, init_params
+from napari_agile.supervised import fresh_params, train_supervised
 from napari_agile.tasks import Augmentation, TaskTransform
 
 CFG = ModelConfig(channels=tuple("abcdefg"))
@@ -199,3 +200,16 @@ def test_task_transform_only_rotates_a_mask_plane():
     out = t.images(x)
     torch.testing.assert_close(out[:, -1], torch.rot90(x[:, -1], t.rot, dims=(1, 2)))  # not permuted, blurred, scaled
     torch.testing.assert_close(out[:, :7], t.images(x[:, :7]))  # the markers as without the plane
+
+
+def test_supervised_snapshots_are_the_shorter_runs():
+    # Fig. 3(a)'s baseline curve is read off one training run: each snapshot must be what that many steps return
+    x, y = torch.rand(12, 7, 50, 50), torch.tensor([0, 1] * 6)
+    snaps = dict.fromkeys((0, 2, 3))
+    torch.manual_seed(0)  # dropout draws from the global generator
+    last = train_supervised(CFG, x, y, x, steps=3, batch_size=4, seed=5, snapshots=snaps)
+    torch.manual_seed(0)
+    two = train_supervised(CFG, x, y, x, steps=2, batch_size=4, seed=5)
+    assert all(torch.equal(snaps[2][k], two[k]) and torch.equal(snaps[3][k], last[k]) for k in last)
+    assert all(torch.equal(snaps[0][k], v) for k, v in fresh_params(CFG, 5).items())
+    assert not torch.equal(snaps[2]["conv0.weight"], last["conv0.weight"])

@@ -22,7 +22,7 @@ from .errors import AgileInputError
 from .meta import MetaConfig, adapt_params, meta_train
 from .model import ModelConfig, Params, estimate_stats
 from .modelio import AgileModel
-from .supervised import binary_metrics, fresh_params, predict_proba, train_supervised
+from .supervised import binary_metrics, predict_proba, train_supervised
 from .synth import CELL_TYPES, SimParams, inner_cells, simulate_cell_pool, simulate_tissue
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
@@ -49,6 +49,7 @@ class BenchConfig:
     supervised_steps: int = 100
     pretrain_steps: int = 300
     meta_iterations: int = 2000
+    meta_tasks: int = 8  # tasks per meta-batch (paper: 12; 4 cost nothing measurable, docs/method.md)
     meta_fields: int = 8
     field: int = 1024
     mc_passes: int = 20
@@ -71,14 +72,19 @@ class BenchConfig:
     # the real tasks' test cells among the negatives); every other row is the same in both
     protocol: int = 2
 
+    def __post_init__(self) -> None:
+        if self.steps_curve > self.supervised_steps:
+            raise AgileInputError(f"Fig. 3(a)'s curve ({self.steps_curve} steps) is read off the baselines' training "
+                                  f"runs: it cannot be longer than their {self.supervised_steps} steps.")
+
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
-                   meta_iterations=100, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
+                   meta_iterations=100, meta_tasks=4, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
 
 
 #: what a results file saved before a config field existed ran with (not necessarily today's default)
-RAN_BEFORE_FIELD = {"label_source": "truth", "centre_block": "rings", "al_spread": 1, "protocol": 1}
+RAN_BEFORE_FIELD = {"label_source": "truth", "centre_block": "rings", "al_spread": 1, "protocol": 1, "meta_tasks": 8}
 
 
 @dataclass
@@ -223,10 +229,11 @@ class Protocol:
             params = self.adapt(model, train[chosen], task)
         return train[np.asarray(chosen)]
 
-    def supervised(self, idx: np.ndarray, task: str, seed: int, init: Params | None = None, steps: int | None = None) -> Params:
+    def supervised(self, idx: np.ndarray, task: str, seed: int, init: Params | None = None,
+                   snapshots: dict[int, Params] | None = None) -> Params:
         x, y = self._xy(idx, task)
-        return train_supervised(self.cfg, x, y, self.tissue_x, steps=self.bench.supervised_steps if steps is None else steps,
-                                seed=seed, init=init)
+        return train_supervised(self.cfg, x, y, self.tissue_x, steps=self.bench.supervised_steps, seed=seed, init=init,
+                                snapshots=snapshots)
 
     def transfer_init(self) -> Params:
         """Pre-train on the three meta tasks of the meta-training fields pooled into one binary problem (their labels
@@ -262,9 +269,9 @@ class Protocol:
         if method in ("vanilla_limit", "vanilla_full", "transfer"):
             idx = self.data.tasks[task]["train"] if method == "vanilla_full" else self.balanced(task, n, rng)
             init = self.transfer_init() if method == "transfer" else None
-            params = self.supervised(idx, task, seed, init)
-            curve = [self._score(self.supervised(idx, task, seed, init, s) if s else (init or fresh_params(self.cfg, seed)),
-                                 task)["accuracy"] for s in range(self.bench.steps_curve + 1)]
+            snaps: dict[int, Params] = dict.fromkeys(range(self.bench.steps_curve + 1))
+            params = self.supervised(idx, task, seed, init, snaps)
+            curve = [self._score(snaps[s], task)["accuracy"] for s in range(self.bench.steps_curve + 1)]
         else:
             model = self.models["maml" if method == "maml" else "agile"]
             if method in ("maml", "agile_phase1"):
@@ -295,7 +302,8 @@ def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[
     models = {}
     for name, p in (("agile", 0.5), ("maml", 0.0)):
         aug = Augmentation(p=p, shuffle=bench.shuffle if p > 0 else None)
-        meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, augmentation=aug,
+        meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, tasks_per_batch=bench.meta_tasks,
+                          augmentation=aug,
                           first_order=bench.first_order, adapt_scope=bench.adapt_scope,
                           seed=bench.seed, validate_every=max(bench.meta_iterations // 4, 1))
         t0 = time.time()

@@ -165,6 +165,10 @@ def bin_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:
     return patches if factor == 1 else F.avg_pool2d(patches, factor)
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _conv(params: Params, b: int, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, params[f"conv{b}.weight"], params[f"conv{b}.bias"], padding=1)
 
@@ -206,8 +210,10 @@ def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
 
 
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
-    """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any."""
-    out = x[:, : cfg.trunk_planes]
+    """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any.
+
+    The trunk runs channels-last: about twice the throughput of NCHW on CPU (docs/speed.md, section 1)."""
+    out = _channels_last(x[:, : cfg.trunk_planes])
     for b in range(cfg.blocks):
         out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
     out = out.flatten(1)
@@ -274,10 +280,11 @@ def zca_matrix(x: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
 
 
 @torch.no_grad()
-def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size: int = 256) -> Params:
+def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size: int = 32) -> Params:
     """Batch-norm statistics of the tissue sample `x` under `params` (per layer mean and variance).
 
     Layer by layer: each layer's moments are pooled over batches, then its normalised output feeds the next.
+    Small channels-last batches: 2x the speed of NCHW batches of 256 on a 2-core CPU.
     """
     stats: Params = {}
     if cfg.centre_parts:
@@ -287,7 +294,7 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
             stats["centre.whiten"] = torch.stack([zca_matrix(ring) for ring in centre.split(len(cfg.channels), 1)])
         else:
             stats["centre.var"] = centre.var(0, unbiased=False).clamp_min(1e-6)
-    xs = list(torch.split(x[:, : cfg.trunk_planes], batch_size))
+    xs = [_channels_last(xb) for xb in torch.split(x[:, : cfg.trunk_planes], batch_size)]
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
         count = sum(z.shape[0] * z.shape[2] * z.shape[3] for z in zs)

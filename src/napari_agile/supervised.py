@@ -26,12 +26,22 @@ def train_supervised(
     batch_size: int = 64,
     seed: int = 0,
     init: Params | None = None,
+    snapshots: dict[int, Params] | None = None,
 ) -> Params:
-    """`steps` Adam updates on (x, y) from `init` (or fresh weights); batch norm uses `tissue_x`'s statistics."""
+    """`steps` Adam updates on (x, y) from `init` (or fresh weights); batch norm uses `tissue_x`'s statistics.
+
+    `snapshots`: a dict whose keys are step counts; each is filled with the weights after that many steps, which
+    are what a run of that many steps returns (the batches are drawn in the same order), so one run gives a
+    whole accuracy-per-step curve."""
     gen = torch.Generator().manual_seed(seed)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in (init or fresh_params(cfg, seed)).items()}
     opt = torch.optim.Adam(params.values(), lr=lr)
-    for _ in range(steps):
+    snapshots = {} if snapshots is None else snapshots
+    for step in range(steps + 1):
+        if step in snapshots:
+            snapshots[step] = {k: v.detach().clone() for k, v in params.items()}
+        if step == steps:
+            break
         idx = torch.randperm(len(x), generator=gen)[:batch_size]
         stats = estimate_stats(cfg, params, tissue_x[torch.randperm(len(tissue_x), generator=gen)[:64]])
         loss = F.cross_entropy(forward(cfg, params, x[idx], stats), y[idx])
@@ -42,7 +52,7 @@ def train_supervised(
 
 
 @torch.no_grad()
-def predict_proba(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+def predict_proba(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Positive-class probability per patch with dropout off (its expectation)."""
     return torch.cat([torch.softmax(forward(cfg, params, xb, stats, mc=False), -1)[:, 1]
                       for xb in torch.split(x, batch_size)]).numpy()
