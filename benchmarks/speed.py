@@ -223,9 +223,11 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
         return lambda: head(used, p_used, trunk_features(used, p_used, s_used, x_used, batch_size=bs), mc=False)
 
     def eager_nchw(cfg, p, s, x, bs=256) -> Callable[[], object]:
+        net = plain_module(cfg, p, s)
+
         def run():
             with torch.no_grad():
-                return [forward(cfg, p, xb.float().contiguous(), s, mc=False) for xb in torch.split(x, bs)]
+                return [net(xb.float().contiguous()) for xb in torch.split(x, bs)]
         return run
 
     rows = []
@@ -267,6 +269,30 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
     return {"rows": rows, "compile": compiled if "patches_per_s" not in compiled else {"ok": True},
             "default_batch": default_bs, "speedup_as_used": as_used_default["speedup"], "target_speedup": 4.0,
             "device": str(DEVICE)}
+
+
+def plain_module(cfg: ModelConfig, params, stats) -> torch.nn.Module:
+    """The network as plain eager PyTorch would write it (nn.Sequential, NCHW, eval mode), holding the same weights
+    and batch-norm statistics: the baseline the engine's path is measured against (the paper's network: no centre
+    block)."""
+    assert not cfg.centre_parts, "the plain baseline is the paper's network, without a centre block"
+    layers: list[torch.nn.Module] = []
+    for b in range(cfg.blocks):
+        conv = torch.nn.Conv2d(cfg.trunk_planes if b == 0 else cfg.width, cfg.width, 3, padding=1)
+        bn = torch.nn.BatchNorm2d(cfg.width, eps=1e-5)
+        with torch.no_grad():
+            conv.weight.copy_(params[f"conv{b}.weight"])
+            conv.bias.copy_(params[f"conv{b}.bias"])
+            bn.weight.copy_(params[f"bn{b}.weight"])
+            bn.bias.copy_(params[f"bn{b}.bias"])
+            bn.running_mean.copy_(stats[f"bn{b}.mean"])
+            bn.running_var.copy_(stats[f"bn{b}.var"])
+        layers += [conv, bn, torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+    dense = torch.nn.Linear(cfg.feature_size, cfg.n_classes)
+    with torch.no_grad():
+        dense.weight.copy_(params["head.weight"])
+        dense.bias.copy_(params["head.bias"])
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), dense).to(params["head.weight"].device).eval()
 
 
 def _of_peak(gflops: float, mach: dict) -> float:

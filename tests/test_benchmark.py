@@ -3,13 +3,16 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
+import torch
 
-from napari_agile.benchmark import METHODS, BenchConfig, labelled_pool, run_benchmark
+from napari_agile.benchmark import METHODS, BenchConfig, BenchData, Protocol, labelled_pool, run_benchmark
 from napari_agile.benchmark_report import centre_text, render
 from napari_agile.cli import main
 from napari_agile.errors import AgileInputError
-from napari_agile.model import ModelConfig
+from napari_agile.model import ModelConfig, init_params
+from napari_agile.modelio import AgileModel
 from napari_agile.synth import CELL_TYPES
+from napari_agile.tasks import TaskPool
 from napari_agile.tissue import PAPER_CHANNELS
 
 TINY = BenchConfig(n_per_type=24, repeats=2, labels=4, big_labels=8, al_batch=2, steps_curve=1, label_curve=(4, 8),
@@ -110,3 +113,17 @@ def test_methods_runs_only_the_rows_named(tmp_path):
     assert set(results["summary"]) == {"agile_phase1"} and "label_curve" not in results
     curve = run_benchmark(TINY, tmp_path / "run", methods=["label_curve"])["label_curve"]
     assert curve["labels"] == list(TINY.label_curve) and len(curve["agile"]) == len(curve["vanilla"]) == 2
+
+
+def test_head_only_steps_are_scored_on_the_shared_test_features():
+    cfg = ModelConfig(channels=PAPER_CHANNELS, centre_radius=14, head_init="meta")
+    types = np.array(["astrocyte", "neuron"] * 20)
+    pool = TaskPool(torch.rand(40, cfg.planes, cfg.input_size, cfg.input_size).half(), types, np.zeros(40, int))
+    data = BenchData(pool, np.arange(20), {"astrocyte": {"train": np.arange(20), "test": np.arange(20, 40)}})
+    model = AgileModel(cfg, init_params(cfg, seed=3), inner_lr=0.5, adapt_scope="head")
+    proto = Protocol(TINY, cfg, data, {"agile": model})
+    params, stats = proto.adapt(model, np.arange(8), "astrocyte", steps=2), proto.stats(model.params)
+    shared = proto.test_proba(params, "astrocyte", stats, proto.test_features(model, "astrocyte"))
+    assert np.allclose(shared, proto.test_proba(params, "astrocyte", stats), atol=1e-5)
+    assert not np.allclose(shared, proto.test_proba(model.params, "astrocyte", stats), atol=1e-3)  # the step moved it
+    assert proto.test_features(AgileModel(cfg, model.params, 0.5, "all"), "astrocyte") is None  # the trunk moves

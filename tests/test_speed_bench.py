@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from napari_agile.model import ModelConfig
+from napari_agile.model import ModelConfig, estimate_stats, forward, init_params
 from napari_agile.synth import simulate_tissue
 from napari_agile.tissue import PAPER_CHANNELS
 
@@ -27,6 +28,14 @@ def test_gflop_count_matches_hand_count_and_binning_quarters_it():
     macs = 50 * 50 * 32 * 7 * 9 + 25 * 25 * 32 * 32 * 9 + 12 * 12 * 32 * 32 * 9 + 6 * 6 * 32 * 32 * 9 + 288 * 2
     assert speed.gflop_per_patch(binned) == pytest.approx(2 * macs / 1e9)
     assert 3.9 < speed.gflop_per_patch(full) / speed.gflop_per_patch(binned) < 4.1
+
+
+def test_plain_baseline_computes_what_the_engine_does():
+    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init="meta")
+    params, x = init_params(cfg, seed=1), torch.rand(6, 7, 50, 50)
+    stats = estimate_stats(cfg, params, x)
+    with torch.no_grad():
+        assert torch.allclose(speed.plain_module(cfg, params, stats)(x), forward(cfg, params, x, stats, mc=False), atol=1e-5)
 
 
 def test_inference_and_mc_sections_report_every_variant(tmp_path):

@@ -20,7 +20,7 @@ import torch
 
 from .errors import AgileInputError
 from .meta import MetaConfig, adapt_params, meta_train
-from .model import ModelConfig, Params, estimate_stats
+from .model import ModelConfig, Params, estimate_stats, head
 from .modelio import AgileModel
 from .supervised import binary_metrics, predict_proba, train_supervised
 from .synth import CELL_TYPES, SimParams, inner_cells, simulate_cell_pool, simulate_tissue
@@ -177,11 +177,31 @@ class Protocol:
         y = torch.as_tensor(self.data.pool.types[idx] == task).long()
         return x, y
 
-    def _score(self, params: Params, task: str, stats: Params | None = None) -> dict[str, float]:
+    def _score(self, params: Params, task: str, stats: Params | None = None,
+               feats: torch.Tensor | None = None) -> dict[str, float]:
         """Test-set metrics; adapted weights keep their meta-init's tissue statistics, as in a Session."""
-        x, y = self._xy(self.data.tasks[task]["test"], task)
+        _, y = self._xy(self.data.tasks[task]["test"], task)
+        return binary_metrics(y.numpy(), self.test_proba(params, task, stats, feats) >= 0.5)
+
+    def test_proba(self, params: Params, task: str, stats: Params | None = None,
+                   feats: torch.Tensor | None = None) -> np.ndarray:
+        """The test cells' positive probabilities under `params` (with `stats`, else their own tissue statistics).
+
+        `feats`: the test cells' trunk features when only the dense layer differs from the weights they came from
+        (a head-only step), so a whole curve of steps costs one network pass."""
+        if feats is not None:
+            return torch.softmax(head(self.cfg, params, feats, mc=False), -1)[:, 1].numpy()
+        x, _ = self._xy(self.data.tasks[task]["test"], task)
         stats = estimate_stats(self.cfg, params, self.tissue_x) if stats is None else stats
-        return binary_metrics(y.numpy(), predict_proba(self.cfg, params, stats, x) >= 0.5)
+        return predict_proba(self.cfg, params, stats, x)
+
+    def test_features(self, model: AgileModel, task: str) -> torch.Tensor | None:
+        """The test cells' trunk features under the meta-trained weights, which every head-only step keeps (None
+        when the step moves the whole network)."""
+        if model.adapt_scope != "head":
+            return None
+        x, _ = self._xy(self.data.tasks[task]["test"], task)
+        return trunk_features(self.cfg, model.params, self.stats(model.params), x)
 
     def balanced(self, task: str, n: int, rng: np.random.Generator) -> np.ndarray:
         """n random labels from the task's pool, half positive (the paper's class-balanced K)."""
@@ -264,25 +284,24 @@ class Protocol:
         seed = int(rng.integers(1 << 30))
         torch.manual_seed(seed)
         n = self.bench.big_labels if method == "agile_phase2_160" else self.bench.labels
-        curve: list[float] = []
-        stats: Params | None = None  # supervised weights get their own statistics when scored
-        if method in ("vanilla_limit", "vanilla_full", "transfer"):
+        steps = range(self.bench.steps_curve + 1)
+        if method in ("vanilla_limit", "vanilla_full", "transfer"):  # scored under their own tissue statistics
             idx = self.data.tasks[task]["train"] if method == "vanilla_full" else self.balanced(task, n, rng)
             init = self.transfer_init() if method == "transfer" else None
-            snaps: dict[int, Params] = dict.fromkeys(range(self.bench.steps_curve + 1))
+            snaps: dict[int, Params] = dict.fromkeys(steps)
             params = self.supervised(idx, task, seed, init, snaps)
-            curve = [self._score(snaps[s], task)["accuracy"] for s in range(self.bench.steps_curve + 1)]
+            curve = [self._score(snaps[s], task)["accuracy"] for s in steps]
+            return {**self._score(params, task), "labels": int(len(idx)), "steps_curve": curve}
+        model = self.models["maml" if method == "maml" else "agile"]
+        if method in ("maml", "agile_phase1"):
+            idx = self.balanced(task, n, rng)
         else:
-            model = self.models["maml" if method == "maml" else "agile"]
-            if method in ("maml", "agile_phase1"):
-                idx = self.balanced(task, n, rng)
-            else:
-                how = method.rsplit("_", 1)[-1] if method.endswith(("_bald", "_random", "_auto")) else "entropy"
-                idx = self.active(model, task, n, self.bench.al_batch if n <= 16 else 16, rng, how)
-            params, stats = self.adapt(model, idx, task), self.stats(model.params)
-            curve = [self._score(self.adapt(model, idx, task, s), task, stats)["accuracy"]
-                     for s in range(self.bench.steps_curve + 1)]
-        return {**self._score(params, task, stats), "labels": int(len(idx)), "steps_curve": curve}
+            how = method.rsplit("_", 1)[-1] if method.endswith(("_bald", "_random", "_auto")) else "entropy"
+            idx = self.active(model, task, n, self.bench.al_batch if n <= 16 else 16, rng, how)
+        params = self.adapt(model, idx, task)  # before the curve: the step's dropout draws stay those of earlier runs
+        stats, feats = self.stats(model.params), self.test_features(model, task)
+        curve = [self._score(self.adapt(model, idx, task, s), task, stats, feats)["accuracy"] for s in steps]
+        return {**self._score(params, task, stats, feats), "labels": int(len(idx)), "steps_curve": curve}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -399,7 +418,8 @@ def label_curve(proto: Protocol, bench: BenchConfig, results: dict, results_path
                 torch.manual_seed(int(np.random.default_rng([bench.seed, r, n, REAL_TYPES.index(task)]).integers(1 << 30)))
                 model = proto.models["agile"]
                 idx = proto.active(model, task, n, bench.al_batch if n <= 16 else max(16, n // 10), rng)
-                agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params))["accuracy"])
+                agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params),
+                                          proto.test_features(model, task))["accuracy"])
                 idx = proto.balanced(task, n, rng)
                 vanilla.append(proto._score(proto.supervised(idx, task, int(rng.integers(1 << 30))), task)["accuracy"])
         points[str(n)] = {"agile": float(np.mean(agile)), "vanilla": float(np.mean(vanilla)), "runs": len(agile)}

@@ -15,7 +15,7 @@ patch then carries that mask as one plane after the marker channels, which the c
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +49,6 @@ class ModelConfig:
     # segmented nucleus, wherever and however large it is (cells need a label image; centre_radius is then unused)
     mask_input: bool = False  # the convolutions also read the nucleus-mask plane, so the trunk knows which cell
     # is the target among its neighbours (CellSighter, Amitay et al. 2023); needs centre_block "nucleus"
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))

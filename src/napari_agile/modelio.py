@@ -72,7 +72,9 @@ def load_model(path: str | Path | None = None) -> AgileModel:
         ) from None
     if meta.get("format") != "napari-agile-model/1":
         raise AgileInputError(f"{path} is a safetensors file but not a napari-agile model (no model metadata).")
-    cfg = ModelConfig(**{"head_init": "meta", **json.loads(meta["config"])})  # files from before head_init
+    saved = json.loads(meta["config"])
+    saved.pop("extra", None)  # a field files written before 2026-11-28 carry, never used
+    cfg = ModelConfig(**{"head_init": "meta", **saved})  # files from before head_init: the paper's head
     return AgileModel(
         config=cfg,
         params={k: v.float() for k, v in tensors.items()},
