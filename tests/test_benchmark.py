@@ -127,3 +127,14 @@ def test_head_only_steps_are_scored_on_the_shared_test_features():
     assert np.allclose(shared, proto.test_proba(params, "astrocyte", stats), atol=1e-5)
     assert not np.allclose(shared, proto.test_proba(model.params, "astrocyte", stats), atol=1e-3)  # the step moved it
     assert proto.test_features(AgileModel(cfg, model.params, 0.5, "all"), "astrocyte") is None  # the trunk moves
+
+
+def test_page_commands_name_the_spread_where_it_is_not_the_modes_default():
+    from napari_agile.benchmark_report import command_options
+
+    def options(bench):
+        return command_options({"config": asdict(bench)})
+
+    assert options(BenchConfig.quick()) == " --quick"  # quick asks the Session's spread rounds
+    assert options(replace(BenchConfig.quick(), al_spread=1)) == " --quick --spread 1"
+    assert options(BenchConfig()) == "" and options(replace(BenchConfig(), al_spread=9)) == " --spread 9"

@@ -27,7 +27,7 @@ from .synth import CELL_TYPES, SimParams, inner_cells, simulate_cell_pool, simul
 from .tasks import Augmentation, TaskPool, pool_from_tissues
 from .training import simulated_fields
 from .tissue import PAPER_CHANNELS
-from .uncertainty import cover, mc_head_probs, scores, spread_picks, trunk_features
+from .uncertainty import SPREAD, cover, mc_head_probs, scores, spread_picks, trunk_features
 from .weak_labels import lab_labelled
 
 META_TYPES = ("neuron", "oligodendrocyte", "microglia")
@@ -79,7 +79,8 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        return cls(n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
+        """The few-minute run: fewer and smaller everything, and the Session's own active rounds (spread 9)."""
+        return cls(al_spread=SPREAD, n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
                    meta_iterations=100, meta_tasks=4, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
 
 

@@ -39,13 +39,13 @@ def command_options(results: dict) -> str:
     c = results["config"]
     quick = BenchConfig.quick()
     is_quick = c["n_per_type"] == quick.n_per_type  # quick ran 300 meta-iterations before 2026-11-27 22:00
-    default_repeats = (quick if is_quick else BenchConfig()).repeats
+    default = quick if is_quick else BenchConfig()
     methods = results.get("methods")
     return "".join([" --quick" if is_quick else "",
-                    f" --repeats {c['repeats']}" if c["repeats"] != default_repeats else "",
+                    f" --repeats {c['repeats']}" if c["repeats"] != default.repeats else "",
                     " --label-source lab" if c.get("label_source") == "lab" else "",
                     f" --centre-block {block}" if (block := c.get("centre_block", "rings")) != BenchConfig.centre_block else "",
-                    f" --spread {c['al_spread']}" if c.get("al_spread", 1) > 1 else "",
+                    f" --spread {spread}" if (spread := c.get("al_spread", 1)) != default.al_spread else "",
                     f" --methods {' '.join(methods)}" if methods else ""])
 
 

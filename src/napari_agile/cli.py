@@ -238,7 +238,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
                         "or inside each cell's nucleus mask (default: the bundled recipe's)")
     p.add_argument("--spread", type=int, default=None, metavar="S",
                    help="phase II rounds ask the cells covering the S x batch most uncertain (default 1: the paper's "
-                        "round; the Session's default is 9)")
+                        "round; 9 with --quick, the Session's default)")
     p.add_argument("--repeats", type=int, default=None, metavar="N",
                    help="repeats per task (default 10, 3 with --quick); more than a folder holds extend its runs")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
