@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -121,17 +121,20 @@ def machine() -> dict:
 DEVICE = pick_device()
 
 
-def _fixed_mmap_threshold() -> bool:
-    """glibc: blocks of 64 KiB and more get their own pages, returned when freed (no adaptive threshold), so the
-    resident-memory rise of an operation is its own allocations, not reuse of pages an earlier one left."""
+def _per_block_pages() -> bool:
+    """glibc: blocks of 64 KiB and more get their own pages, returned when freed, so the resident-memory rise of an
+    operation is its own allocations, not reuse of pages an earlier one left (what `peak_mb` needs). Set once, at
+    the start of the memory pass: it makes every large allocation a fresh mapping, which slows the network 3-4x on
+    CPU, so the timings come from a pass without it."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 64 * 1024)) and bool(libc.mallopt(-1, 128 * 1024))  # M_MMAP_ / M_TRIM_THRESHOLD
+        return bool(libc.mallopt(-3, 64 * 1024)) and bool(libc.mallopt(-1, 128 * 1024))  # M_MMAP_, M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         return False
 
 
-FIXED_MMAP = _fixed_mmap_threshold()
+#: True in the memory pass (a child process `run` starts on the CPU): `peak_mb` reads memory there only
+MEMORY_PASS = False
 
 
 def _sync() -> None:
@@ -141,7 +144,10 @@ def _sync() -> None:
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
-    """Seconds of `fn()`: median and min of `repeats` runs after `warmup` untimed ones."""
+    """Seconds of `fn()`: median and min of `repeats` runs after `warmup` untimed ones (once in the memory pass,
+    whose timings are not used)."""
+    if MEMORY_PASS:
+        repeats, warmup = 1, 0
     for _ in range(warmup):
         fn()
     runs = []
@@ -156,7 +162,8 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
 
 def peak_mb(fn: Callable[[], object]) -> float:
     """Memory `fn()` takes at its peak beyond what was held before, in MB: GPU memory on CUDA, else resident
-    memory (Linux's peak mark, reset first); NaN where neither can be read."""
+    memory (Linux's peak mark, reset first) in the memory pass; the CPU timing pass runs `fn` and gives NaN, filled
+    in from the memory pass by `run`."""
     if DEVICE.type == "cuda":
         _sync()
         torch.cuda.reset_peak_memory_stats(DEVICE)
@@ -164,7 +171,8 @@ def peak_mb(fn: Callable[[], object]) -> float:
         fn()
         _sync()
         return (torch.cuda.max_memory_allocated(DEVICE) - before) / 2**20
-    if not _reset_peak():
+    if not (MEMORY_PASS and _reset_peak()):
+        fn()
         return float("nan")
     before = _rss_mb("VmRSS")
     fn()
@@ -532,24 +540,58 @@ def _meminfo_available() -> int | None:
 
 
 def run(sz: Sizes, field_sizes: tuple[int, ...] | None = None, only: set[str] | None = None) -> dict:
-    """Every measurement (or those named in `only`), as one JSON-ready dict."""
+    """Every measurement (or those named in `only`), as one JSON-ready dict: sections 1-4 timed here, their CPU
+    memory from a second pass in a child process (see `_per_block_pages`)."""
     want = (lambda k: True) if only is None else (lambda k: k in only)
-    report = {"machine": machine(), "sizes": asdict(sz), "fixed_mmap_threshold": FIXED_MMAP}
-    with tempfile.TemporaryDirectory() as tmp:
-        if want("inference"):
-            report["inference"] = bench_inference(sz, report["machine"])
-        if want("mc"):
-            report["mc"] = bench_mc(sz)
-        sim = None
-        if want("session"):
-            report["session"], sim = bench_session(sz, Path(tmp))
-        if want("meta"):
-            sim = sim or simulate_tissue((sz.session_field, sz.session_field), seed=0)
-            report["meta"] = bench_meta(sz, sim)
+    report = {"machine": machine(), "sizes": asdict(sz)}
+    sections = [k for k in SECTIONS if want(k)]
+    report.update(_sections(sz, sections, report["machine"]))
+    if sections and DEVICE.type == "cpu":
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_memory", json.dumps(asdict(sz)),
+                               *sections], capture_output=True, text=True)
+        if proc.returncode == 0:
+            memory = json.loads(proc.stdout.strip().splitlines()[-1])
+            _fill_peaks(report, memory)
+            report["fixed_mmap_threshold"] = memory["fixed_mmap_threshold"]
+        else:
+            report["memory_pass_error"] = proc.stderr.strip().splitlines()[-1:] or ["no output"]
     if want("fields"):
         report["fields"] = bench_fields(sz, tuple(field_sizes or sz.field_sizes))
     report["machine"]["load_average_end"] = os.getloadavg()
     return report
+
+
+SECTIONS = ("inference", "mc", "session", "meta")
+
+
+def _sections(sz: Sizes, sections: Sequence[str], mach: dict) -> dict:
+    """Sections 1-4 (those named), run in this process."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "inference" in sections:
+            out["inference"] = bench_inference(sz, mach)
+        if "mc" in sections:
+            out["mc"] = bench_mc(sz)
+        sim = None
+        if "session" in sections:
+            out["session"], sim = bench_session(sz, Path(tmp))
+        if "meta" in sections:
+            sim = sim or simulate_tissue((sz.session_field, sz.session_field), seed=0)
+            out["meta"] = bench_meta(sz, sim)
+    return out
+
+
+def _fill_peaks(into: dict | list, memory: dict | list) -> None:
+    """Copy every `*peak_mb` figure of the memory pass into the same place of the timing pass's report."""
+    pairs = zip(into, memory) if isinstance(into, list) else ((k, k) for k in memory if k in into)
+    for a, b in pairs:
+        if isinstance(into, list):
+            if isinstance(a, (dict, list)):
+                _fill_peaks(a, b)
+        elif a.endswith("peak_mb"):
+            into[a] = memory[b]
+        elif isinstance(into[a], (dict, list)):
+            _fill_peaks(into[a], memory[b])
 
 
 def _f(v: float, digits: int = 3) -> str:
@@ -569,7 +611,8 @@ def markdown(report: dict) -> str:
         f"at end {tuple(round(v, 2) for v in m.get('load_average_end', ()))}: above ~0 other jobs share the cores "
         "and every figure is contended.",
         "Peak MB: memory an operation takes at its peak beyond what was held before it (resident memory on the CPU, "
-        "GPU memory on CUDA)" + ("." if report.get("fixed_mmap_threshold") else
+        "GPU memory on CUDA), measured in a separate run of it with glibc giving large blocks their own pages; "
+        "timings run with the allocator's usual reuse" + ("." if report.get("fixed_mmap_threshold") else
                                  "; glibc's allocator could not be fixed here, so CPU figures may read low."), "",
     ]
     if "inference" in report:
@@ -667,9 +710,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--field-sizes", type=int, nargs="+", help="field sides for section 5 (default 1024 4096 16384)")
     parser.add_argument("--only", nargs="+", choices=["inference", "mc", "session", "meta", "fields"])
     parser.add_argument("--_field", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_memory", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._field:
         print(json.dumps(field_worker(*args._field)))
+        return
+    if args._memory:  # the memory pass: sizes as JSON, then the sections
+        global MEMORY_PASS
+        MEMORY_PASS, fixed = True, _per_block_pages()
+        sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args._memory[0]).items()})
+        print(json.dumps({**_sections(sizes, args._memory[1:], machine()), "fixed_mmap_threshold": fixed}))
         return
     report = run(Sizes.quick() if args.quick else Sizes(), args.field_sizes, set(args.only) if args.only else None)
     print(markdown(report))

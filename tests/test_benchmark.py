@@ -46,7 +46,9 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     assert resumed["runs"] == saved["runs"] and resumed["label_curve"] == saved["label_curve"]
     page = render(results, tmp_path / "docs" / "bench.md").read_text()
     assert "| MAML (1%) |" in page and "| AGILE phase II, covering first round (1%) |" in page and "paper accuracy" in page
-    assert "meta-training 1 iterations" in page and "{" not in page  # every field filled in
+    assert "meta-training 1 iterations × 8 tasks" in page and "{" not in page  # every field filled in
+    assert "Wall time: " in page and " in 1 call of the command" in page
+    assert len(resumed["calls"]) == 2 and all(c["seconds"] > 0 for c in resumed["calls"])  # cut from after the first
     assert (tmp_path / "docs" / "bench-steps.png").stat().st_size > 0
 
 

@@ -9,6 +9,7 @@ what the paper's tables were measured against.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -357,6 +358,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
                       centre_whiten=bench.centre_whiten, centre_rings=bench.centre_rings, centre_block=bench.centre_block)
     torch.manual_seed(bench.seed)
     t0 = time.time()
+    call = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_at_start": os.getloadavg()[0]}
     data = build_data(bench, cfg)
     log(f"data: {len(data.pool)} cells in {time.time() - t0:.0f}s")
     meta_pool, meta_val = meta_fields_pool(bench, cfg)
@@ -373,6 +375,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     if methods is None or "label_curve" in methods:
         results["label_curve"] = label_curve(proto, bench, results, results_path)
     results["summary"] = summaries(results)
+    results.setdefault("calls", []).append({**call, "seconds": time.time() - t0})  # what each call of this run cost
     results_path.write_text(json.dumps(results, indent=1))
     return results
 
@@ -430,7 +433,5 @@ def label_curve(proto: Protocol, bench: BenchConfig, results: dict, results_path
 
 
 def _machine() -> dict:
-    import os
-
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}

@@ -101,6 +101,14 @@ def _plots(results: dict, folder: Path, stem: str) -> list[str]:
     return names
 
 
+def wall_time(calls: list[dict]) -> str:
+    """What the run cost: its wall time over the calls that made it, and whether it had the cores to itself."""
+    total = sum(c["seconds"] for c in calls) / 60
+    loads = ", ".join(f"{c['load_at_start']:.1f}" for c in calls)
+    return (f"Wall time: {total:.1f} min in {len(calls)} call{'s' if len(calls) > 1 else ''} of the command "
+            f"(load average at the start: {loads}; under ~0.5 the run had the cores to itself).")
+
+
 def render(results: dict, path: str | Path, out: str | Path | None = None) -> Path:
     """Write `path` (markdown) and its PNG plots; every number comes from `results` (read from the folder `out`)."""
     path = Path(path)
@@ -124,7 +132,7 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
         f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
         f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
         f"{'up to ' if _uneven(results) else ''}{c['repeats']} repeats per task (n in the table counts a row's runs "
-        f"over both tasks); meta-training {c['meta_iterations']} iterations on separate fields "
+        f"over both tasks); meta-training {c['meta_iterations']} iterations × {c.get('meta_tasks', 8)} tasks on separate fields "
         "(meta types neuron, oligodendrocyte, microglia); learner: "
         f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
         f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
@@ -136,6 +144,7 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
            "fields); ")
         + ("each active round asks the n most uncertain cells (the paper's round)." if spread == 1 else
            f"each active round asks the n cells covering the {spread}·n most uncertain (the Session's spread round)."),
+        *([wall_time(results["calls"])] if results.get("calls") else []),
         "",
         "## Table 2", "", table2(results["summary"]), "",
         "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "", *curve, "",
