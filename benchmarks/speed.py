@@ -581,17 +581,17 @@ def _sections(sz: Sizes, sections: Sequence[str], mach: dict) -> dict:
     return out
 
 
-def _fill_peaks(into: dict | list, memory: dict | list) -> None:
+def _fill_peaks(into: object, memory: object) -> None:
     """Copy every `*peak_mb` figure of the memory pass into the same place of the timing pass's report."""
-    pairs = zip(into, memory) if isinstance(into, list) else ((k, k) for k in memory if k in into)
-    for a, b in pairs:
-        if isinstance(into, list):
-            if isinstance(a, (dict, list)):
-                _fill_peaks(a, b)
-        elif a.endswith("peak_mb"):
-            into[a] = memory[b]
-        elif isinstance(into[a], (dict, list)):
-            _fill_peaks(into[a], memory[b])
+    if isinstance(into, list):
+        for a, b in zip(into, memory):
+            _fill_peaks(a, b)
+    elif isinstance(into, dict):
+        for k, v in memory.items():
+            if k.endswith("peak_mb"):
+                into[k] = v
+            elif k in into:
+                _fill_peaks(into[k], v)
 
 
 def _f(v: float, digits: int = 3) -> str:

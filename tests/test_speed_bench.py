@@ -80,3 +80,13 @@ def test_field_worker_measures_detection_and_extraction(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["size"] == 128 and out["detect"]["count"] == out["extract"]["count"] > 0
     assert out["detect"]["per_s"] > 0 and out["field_mb"] == pytest.approx(7 * 128 * 128 * 2 / 2**20)
+
+
+def test_memory_pass_figures_land_where_the_timing_pass_left_nan():
+    timing = {"a": {"rows": [{"s": 1.0, "peak_mb": float("nan")}, {"s": 2.0, "peak_mb": float("nan")}]},
+              "b": {"t": 3.0, "cached_peak_mb": float("nan")}}
+    memory = {"a": {"rows": [{"s": 9.0, "peak_mb": 10.0}, {"s": 9.0, "peak_mb": 20.0}]},
+              "b": {"t": 9.0, "cached_peak_mb": 30.0}, "fixed_mmap_threshold": True}
+    speed._fill_peaks(timing, memory)
+    assert timing == {"a": {"rows": [{"s": 1.0, "peak_mb": 10.0}, {"s": 2.0, "peak_mb": 20.0}]},
+                      "b": {"t": 3.0, "cached_peak_mb": 30.0}}  # timings kept, only memory copied

@@ -106,7 +106,7 @@ def wall_time(calls: list[dict]) -> str:
     total = sum(c["seconds"] for c in calls) / 60
     loads = ", ".join(f"{c['load_at_start']:.1f}" for c in calls)
     return (f"Wall time: {total:.1f} min in {len(calls)} call{'s' if len(calls) > 1 else ''} of the command "
-            f"(load average at the start: {loads}; under ~0.5 the run had the cores to itself).")
+            f"(load average over the minute before each call: {loads}; 1.0 is one core kept busy by other work).")
 
 
 def render(results: dict, path: str | Path, out: str | Path | None = None) -> Path:
