@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,21 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     wider = ModelConfig(**{**CFG.__dict__, "dropout": 0.3})
     with pytest.raises(AgileInputError, match=r"another network \(dropout differ\)"):
         meta_train(wider, META, pool, None, tmp_path)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes(tmp_path):
+    # Augmentation.flip / .rotate came after runs whose checkpoints lack them; their defaults are the old behaviour
+    pool = _pool(0)
+    meta_train(CFG, META, pool, None, tmp_path, should_stop=lambda: True)
+    blob = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    old = json.loads(blob["meta"])
+    del old["augmentation"]["flip"], old["augmentation"]["rotate"]
+    torch.save({**blob, "meta": json.dumps(old)}, tmp_path / "checkpoint.pt")
+    _, hist = meta_train(CFG, META, pool, None, tmp_path)
+    assert len(hist) == META.iterations
+    torch.save({**blob, "meta": json.dumps({**old, "retired_field": 1})}, tmp_path / "checkpoint.pt")
+    with pytest.raises(AgileInputError, match="another version's meta-training config"):
+        meta_train(CFG, META, pool, None, tmp_path)
 
 
 def test_meta_training_learns_toy_tasks_that_a_fresh_network_cannot_do_in_one_step():

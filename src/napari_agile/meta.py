@@ -201,7 +201,11 @@ def _schedule_free(meta: dict) -> dict:
 
 def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig, device: torch.device) -> MetaState:
     blob = torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
-    if _schedule_free(json.loads(blob["meta"])) != _schedule_free(json.loads(json.dumps(meta.to_dict()))):
+    try:  # fields added since it was written take their defaults, which keep the older behaviour
+        saved_meta = MetaConfig.from_dict(json.loads(blob["meta"])).to_dict()
+    except TypeError as err:
+        raise AgileInputError(f"{path} was written by another version's meta-training config ({err}).") from None
+    if _schedule_free(json.loads(json.dumps(saved_meta))) != _schedule_free(json.loads(json.dumps(meta.to_dict()))):
         raise AgileInputError(f"{path} was written by another meta-training config; use a fresh output folder.")
     saved = json.loads(blob.get("model", "{}"))  # fields added since it was written count as matching
     changed = sorted(k for k, v in json.loads(json.dumps(cfg.to_dict())).items() if saved.get(k, v) != v)
