@@ -359,6 +359,7 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     torch.manual_seed(bench.seed)
     t0 = time.time()
     call = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_at_start": os.getloadavg()[0]}
+    before = len(results["runs"])
     data = build_data(bench, cfg)
     log(f"data: {len(data.pool)} cells in {time.time() - t0:.0f}s")
     meta_pool, meta_val = meta_fields_pool(bench, cfg)
@@ -375,6 +376,8 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     if methods is None or "label_curve" in methods:
         results["label_curve"] = label_curve(proto, bench, results, results_path)
     results["summary"] = summaries(results)
+    if "calls" not in results and before:  # runs made by calls from before calls were timed
+        results["calls"] = [{"date": None, "seconds": None, "load_at_start": None}]
     results.setdefault("calls", []).append({**call, "seconds": time.time() - t0})  # what each call of this run cost
     results_path.write_text(json.dumps(results, indent=1))
     return results

@@ -102,11 +102,13 @@ def _plots(results: dict, folder: Path, stem: str) -> list[str]:
 
 
 def wall_time(calls: list[dict]) -> str:
-    """What the run cost: its wall time over the calls that made it, and whether it had the cores to itself."""
-    total = sum(c["seconds"] for c in calls) / 60
-    loads = ", ".join(f"{c['load_at_start']:.1f}" for c in calls)
-    return (f"Wall time: {total:.1f} min in {len(calls)} call{'s' if len(calls) > 1 else ''} of the command "
-            f"(load average over the minute before each call: {loads}; 1.0 is one core kept busy by other work).")
+    """What the run cost: its wall time over the calls that made it (those timed), and how busy the cores were."""
+    timed = [c for c in calls if c["seconds"] is not None]
+    total = sum(c["seconds"] for c in timed) / 60
+    loads = ", ".join(f"{c['load_at_start']:.1f}" for c in timed)
+    earlier = "calls before 2026-11-28 were not timed; the later " if len(timed) < len(calls) else ""
+    return (f"Wall time: {earlier}{len(timed)} call{'s' if len(timed) > 1 else ''} of the command took {total:.1f} min "
+            f"(load average over the minute before each: {loads}; 1.0 is one core kept busy by other work).")
 
 
 def render(results: dict, path: str | Path, out: str | Path | None = None) -> Path:
