@@ -13,15 +13,16 @@ the simulator's true types: the paper's own labels.
 `--centre-blocks` probes hand-crafted centre blocks instead (no network): each channel's mean in rings around
 the centre, whitened on the tissue sample ring by ring or all together; a nearest class mean from 16 or 160
 random class-balanced labels (30 draws per task, the closest a one-step prototype head gets) and a logistic
-regression on every label. This chose the bundled model's `centre_rings`.
+regression on every label. This chose the bundled model's `centre_rings`. `--rim` probes the bundled nucleus
+block the same way, alone and with each channel's mean in a rim just outside the nucleus mask.
 
-    python benchmarks/feature_probe.py [--model FILE] [--repeats 3] [--centre-blocks] [--seed 70000] [--label-source lab]
+    python benchmarks/feature_probe.py [--model FILE] [--repeats 3] [--centre-blocks | --rim] [--seed 70000] [--label-source lab]
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -113,12 +114,43 @@ def centre_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, li
     """Accuracy of the hand-crafted centre blocks on the validation tasks (no network, channels as drawn)."""
     cfg = replace(load_model(None).config, centre_block="rings")  # patches without a nucleus-mask plane
     data = bm.build_data(validation_bench(seed, label_source), cfg, task_types=bm.META_TYPES)
-    x, sample = data.pool.patches.float(), data.tissue_idx
-    out: dict[str, list[float]] = {}
+    x = data.pool.patches.float()
+    blocks = {}
     for name, (radius, rings, by_ring) in CENTRE_BLOCKS.items():
         block = centre_means(replace(cfg, centre_radius=radius, centre_rings=rings), x)
-        parts = block.split(len(cfg.channels), 1) if by_ring else (block,)
-        z = torch.cat([(p - p[sample].mean(0)) @ zca_matrix(p[sample]) for p in parts], 1)
+        blocks[name] = _whitened(block.split(len(cfg.channels), 1) if by_ring else (block,), data.tissue_idx)
+    return _score_blocks(blocks, data, seed, draws)
+
+
+def rim_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
+    """The bundled block (each channel's mean inside the cell's nucleus mask) against it plus each channel's mean
+    in a rim just outside the mask (the mask grown by 2 or 4 binned pixels, 4 or 8 px), each part whitened."""
+    cfg = load_model(None).config  # the nucleus block: patches carry the mask plane
+    data = bm.build_data(validation_bench(seed, label_source), cfg, task_types=bm.META_TYPES)
+    x = data.pool.patches.float()
+    c, mask = len(cfg.channels), x[:, len(cfg.channels)]
+
+    def means(weight: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
+
+    inside = means(mask)
+    blocks = {"nucleus (bundled)": _whitened((inside,), data.tissue_idx)}
+    for grow in (2, 4):
+        rim = (F.max_pool2d(mask[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0] - mask).clamp_min(0)
+        blocks[f"nucleus + rim of {2 * grow} px"] = _whitened((inside, means(rim)), data.tissue_idx)
+    return _score_blocks(blocks, data, seed, draws)
+
+
+def _whitened(parts: Sequence[torch.Tensor], sample: np.ndarray) -> torch.Tensor:
+    """Each part centred and ZCA-whitened on the tissue sample, side by side."""
+    return torch.cat([(p - p[sample].mean(0)) @ zca_matrix(p[sample]) for p in parts], 1)
+
+
+def _score_blocks(blocks: dict[str, torch.Tensor], data: bm.BenchData, seed: int, draws: int) -> dict[str, list[float]]:
+    """Per block and validation task: a nearest class mean from 16 or 160 random class-balanced labels (`draws`
+    draws) and a logistic regression on every pool label."""
+    out: dict[str, list[float]] = {}
+    for name, z in blocks.items():
         for task in bm.META_TYPES:
             (tr, y_tr), (te, y_te) = ((i, torch.as_tensor(data.pool.types[i] == task).long())
                                       for i in (data.tasks[task]["train"], data.tasks[task]["test"]))
@@ -139,13 +171,14 @@ def main() -> None:
     ap.add_argument("--model", help="model file (default: the bundled model)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--centre-blocks", action="store_true", help="probe hand-crafted centre blocks instead")
+    ap.add_argument("--rim", action="store_true", help="probe the nucleus block with and without a rim outside it")
     ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
     ap.add_argument("--label-source", choices=("truth", "lab"), default="truth",
                     help="score against the simulator's types or the lab's marker rule")
     args = ap.parse_args()
-    if args.centre_blocks:
+    if args.centre_blocks or args.rim:
         print("| centre block | learner | accuracy (mean ± SE) |\n|---|---|---|")
-        for name, accs in centre_blocks(args.seed, args.label_source).items():
+        for name, accs in (rim_blocks if args.rim else centre_blocks)(args.seed, args.label_source).items():
             print(f"| {name} | {np.mean(accs):.3f} ± {np.std(accs, ddof=1) / np.sqrt(len(accs)):.3f} |")
         return
     rows = probe(args.model, args.repeats, args.seed, args.label_source)
