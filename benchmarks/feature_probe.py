@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -126,14 +126,7 @@ def centre_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, li
 def rim_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
     """The bundled block (each channel's mean inside the cell's nucleus mask) against it plus each channel's mean
     in a rim just outside the mask (the mask grown by 2 or 4 binned pixels, 4 or 8 px), each part whitened."""
-    cfg = load_model(None).config  # the nucleus block: patches carry the mask plane
-    data = bm.build_data(validation_bench(seed, label_source), cfg, task_types=bm.META_TYPES)
-    x = data.pool.patches.float()
-    c, mask = len(cfg.channels), x[:, len(cfg.channels)]
-
-    def means(weight: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
-
+    data, means, mask = _nucleus_block_data(seed, label_source)
     inside = means(mask)
     blocks = {"nucleus (bundled)": _whitened((inside,), data.tissue_idx)}
     for grow in (2, 4):
@@ -148,29 +141,51 @@ def transductive(seed: int, label_source: str, draws: int = 30) -> dict[str, lis
 
     The benchmark's pools are half positive, which suits two-cluster k-means; a section's natural proportions
     (a type at 10-35 % of the cells) would not, so a gain here is a lead, not a result."""
+    data, means, mask = _nucleus_block_data(seed, label_source)
+    z = _whitened((means(mask),), data.tissue_idx)
+    out: dict[str, list[float]] = {}
+    for task in bm.META_TYPES:
+        tr, y_tr, te, y_te = _split(data, task)
+        for n, sel in _label_draws(y_tr, seed, draws):
+            labelled, y = z[tr][sel], y_tr[sel]
+            protos = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
+            for temperature in (None, 0.5, 2.0):
+                refined = protos if temperature is None else _soft_kmeans(protos, labelled, y, z[tr], temperature)
+                name = "prototypes" if temperature is None else f"refined, soft k-means at {temperature:g}"
+                hit = (torch.cdist(z[te], refined).argmin(1) == y_te).float().mean()
+                out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
+    return out
+
+
+def _nucleus_block_data(seed: int, label_source: str
+                        ) -> tuple[bm.BenchData, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """The validation data with the bundled model's patches (mask plane included), a function giving each cell's
+    channel means under a per-pixel weight, and the binned nucleus masks."""
     cfg = load_model(None).config
     data = bm.build_data(validation_bench(seed, label_source), cfg, task_types=bm.META_TYPES)
     x = data.pool.patches.float()
-    c, mask = len(cfg.channels), x[:, len(cfg.channels)]
-    inside = torch.einsum("ncyx,nyx->nc", x[:, :c], mask) / mask.sum((1, 2)).clamp_min(1e-6)[:, None]
-    z = _whitened((inside,), data.tissue_idx)
-    out: dict[str, list[float]] = {}
-    for task in bm.META_TYPES:
-        (tr, y_tr), (te, y_te) = ((i, torch.as_tensor(data.pool.types[i] == task).long())
-                                  for i in (data.tasks[task]["train"], data.tasks[task]["test"]))
-        for n in (16, 160):
-            for d in range(draws):
-                rng = np.random.default_rng([seed, d])
-                sel = np.concatenate([rng.choice(np.flatnonzero(y_tr.numpy() == k), n // 2, replace=False)
-                                      for k in (0, 1)])
-                labelled, y = z[tr][sel], y_tr[sel]
-                protos = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
-                for temperature in (None, 0.5, 2.0):
-                    refined = protos if temperature is None else _soft_kmeans(protos, labelled, y, z[tr], temperature)
-                    name = "prototypes" if temperature is None else f"refined, soft k-means at {temperature:g}"
-                    hit = (torch.cdist(z[te], refined).argmin(1) == y_te).float().mean()
-                    out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
-    return out
+    c = len(cfg.channels)
+
+    def means(weight: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
+
+    return data, means, x[:, c]
+
+
+def _split(data: bm.BenchData, task: str) -> tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]:
+    """A validation task's pool and test cells with their binary labels."""
+    (tr, y_tr), (te, y_te) = ((i, torch.as_tensor(data.pool.types[i] == task).long())
+                              for i in (data.tasks[task]["train"], data.tasks[task]["test"]))
+    return tr, y_tr, te, y_te
+
+
+def _label_draws(y_tr: torch.Tensor, seed: int, draws: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(n, positions) of `draws` random class-balanced label sets of 16 and of 160 pool cells."""
+    for n in (16, 160):
+        for d in range(draws):
+            rng = np.random.default_rng([seed, d])
+            yield n, np.concatenate([rng.choice(np.flatnonzero(y_tr.numpy() == k), n // 2, replace=False)
+                                     for k in (0, 1)])
 
 
 def _soft_kmeans(protos: torch.Tensor, labelled: torch.Tensor, y: torch.Tensor, pool: torch.Tensor,
@@ -195,15 +210,10 @@ def _score_blocks(blocks: dict[str, torch.Tensor], data: bm.BenchData, seed: int
     out: dict[str, list[float]] = {}
     for name, z in blocks.items():
         for task in bm.META_TYPES:
-            (tr, y_tr), (te, y_te) = ((i, torch.as_tensor(data.pool.types[i] == task).long())
-                                      for i in (data.tasks[task]["train"], data.tasks[task]["test"]))
-            for n in (16, 160):
-                for d in range(draws):
-                    rng = np.random.default_rng([seed, d])
-                    sel = np.concatenate([rng.choice(np.flatnonzero(y_tr.numpy() == k), n // 2, replace=False)
-                                          for k in (0, 1)])
-                    out.setdefault(f"{name} | nearest class mean, {n} labels", []).append(
-                        nearest_mean_accuracy(z[tr][sel], y_tr[sel], z[te], y_te))
+            tr, y_tr, te, y_te = _split(data, task)
+            for n, sel in _label_draws(y_tr, seed, draws):
+                out.setdefault(f"{name} | nearest class mean, {n} labels", []).append(
+                    nearest_mean_accuracy(z[tr][sel], y_tr[sel], z[te], y_te))
             out.setdefault(f"{name} | logistic regression, all labels", []).append(
                 logistic_accuracy(z[tr], y_tr, z[te], y_te))
     return out
