@@ -594,6 +594,17 @@ def _fill_peaks(into: object, memory: object) -> None:
                 _fill_peaks(into[k], v)
 
 
+def _memory_pass_words(report: dict) -> str:
+    """How sections 1-4's CPU memory was read, in words (nothing to say where no such section ran on the CPU)."""
+    if "memory_pass_error" in report:
+        return f"; the memory pass failed ({report['memory_pass_error'][0]}), so sections 1-4 show none."
+    if "fixed_mmap_threshold" not in report:
+        return "."
+    return (", on the CPU in a separate run with glibc giving large blocks their own pages; timings run with the "
+            "allocator's usual reuse" + ("." if report["fixed_mmap_threshold"] else
+                                         "; glibc's allocator could not be set here, so CPU figures may read low."))
+
+
 def _f(v: float, digits: int = 3) -> str:
     return "n/a" if v is None or v != v else f"{v:,.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}"
 
@@ -611,9 +622,7 @@ def markdown(report: dict) -> str:
         f"at end {tuple(round(v, 2) for v in m.get('load_average_end', ()))}: above ~0 other jobs share the cores "
         "and every figure is contended.",
         "Peak MB: memory an operation takes at its peak beyond what was held before it (resident memory on the CPU, "
-        "GPU memory on CUDA), measured in a separate run of it with glibc giving large blocks their own pages; "
-        "timings run with the allocator's usual reuse" + ("." if report.get("fixed_mmap_threshold") else
-                                 "; glibc's allocator could not be fixed here, so CPU figures may read low."), "",
+        "GPU memory on CUDA)" + _memory_pass_words(report), "",
     ]
     if "inference" in report:
         inf = report["inference"]

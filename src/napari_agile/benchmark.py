@@ -167,6 +167,7 @@ class Protocol:
         self.tissue_x = data.pool.patches[data.tissue_idx].float()
         self._transfer: Params | None = None
         self._stats: dict[int, tuple[Params, Params]] = {}
+        self._test_feats: dict[tuple[int, str], tuple[Params, torch.Tensor]] = {}  # params held: their id stays unique
 
     def stats(self, params: Params) -> Params:
         """Tissue statistics under `params`, computed once per weight set (held so its id stays unique)."""
@@ -175,14 +176,15 @@ class Protocol:
         return self._stats[id(params)][1]
 
     def _xy(self, idx: np.ndarray, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.data.pool.patches[idx].float()
-        y = torch.as_tensor(self.data.pool.types[idx] == task).long()
-        return x, y
+        return self.data.pool.patches[idx].float(), self._labels(idx, task)
+
+    def _labels(self, idx: np.ndarray, task: str) -> torch.Tensor:
+        return torch.as_tensor(self.data.pool.types[idx] == task).long()
 
     def _score(self, params: Params, task: str, stats: Params | None = None,
                feats: torch.Tensor | None = None) -> dict[str, float]:
         """Test-set metrics; adapted weights keep their meta-init's tissue statistics, as in a Session."""
-        _, y = self._xy(self.data.tasks[task]["test"], task)
+        y = self._labels(self.data.tasks[task]["test"], task)
         return binary_metrics(y.numpy(), self.test_proba(params, task, stats, feats) >= 0.5)
 
     def test_proba(self, params: Params, task: str, stats: Params | None = None,
@@ -202,8 +204,11 @@ class Protocol:
         when the step moves the whole network)."""
         if model.adapt_scope != "head":
             return None
-        x, _ = self._xy(self.data.tasks[task]["test"], task)
-        return trunk_features(self.cfg, model.params, self.stats(model.params), x)
+        key = (id(model.params), task)  # the same for every run of a model on a task: computed once
+        if key not in self._test_feats:
+            x, _ = self._xy(self.data.tasks[task]["test"], task)
+            self._test_feats[key] = (model.params, trunk_features(self.cfg, model.params, self.stats(model.params), x))
+        return self._test_feats[key][1]
 
     def balanced(self, task: str, n: int, rng: np.random.Generator) -> np.ndarray:
         """n random labels from the task's pool, half positive (the paper's class-balanced K)."""
