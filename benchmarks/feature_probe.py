@@ -3,9 +3,9 @@
 Tasks: the meta types (neuron, oligodendrocyte, microglia) on fresh simulated fields (seed 70,000, never used for
 training or testing), the benchmark's split (800 cells per task as 60% pool, 40% test), every channel order
 shuffled per repeat, as the validation during meta-training. The new types (astrocyte, endothelial) are not
-touched. Per task: the model's one step from 8 + 8 random labels (phase I, as the benchmark runs it); a nearest
-class mean and a logistic regression fitted on *every* pool label, on all features, on the trunk alone and on
-the centre block alone. The last two are ceilings for a linear one-step learner on those features.
+touched. Per task: the model's one step from 8 + 8 and from 80 + 80 random labels (phase I, as the benchmark
+runs it; the same draws for every model); a nearest class mean and a logistic regression fitted on *every* pool
+label, on all features, on the trunk alone and on the centre block alone. The last two are ceilings for a linear one-step learner on those features.
 
 `--label-source lab` scores every learner against the lab's marker rule (`napari_agile.weak_labels`) instead of
 the simulator's true types: the paper's own labels.
@@ -15,9 +15,11 @@ the centre, whitened on the tissue sample ring by ring or all together; a neares
 random class-balanced labels (30 draws per task, the closest a one-step prototype head gets) and a logistic
 regression on every label. This chose the bundled model's `centre_rings`. `--rim` probes the bundled nucleus
 block the same way, alone and with each channel's mean in a rim just outside the nucleus mask; `--transductive`
-its 16- or 160-label prototypes against the same refined by soft k-means on the unlabelled pool.
+its 16- or 160-label prototypes against the same refined by soft k-means on the unlabelled pool; `--stabilise`
+the nucleus block against the same whitened on a robust covariance of the sample's bulk, or its intensities taken
+through a square root or a logarithm first (variance-stabilising: expression is log-normal).
 
-    python benchmarks/feature_probe.py [--model FILE] [--repeats 3] [--centre-blocks | --rim | --transductive] [--seed 70000] [--label-source lab]
+    python benchmarks/feature_probe.py [--model FILE ...] [--repeats 3] [--centre-blocks | --rim | --transductive | --stabilise] [--seed 70000] [--label-source lab]
 """
 from __future__ import annotations
 
@@ -79,17 +81,18 @@ def shuffled_protocols(model: AgileModel, repeats: int, seed: int, label_source:
         yield r, base, proto, proto.stats(model.params)
 
 
-def probe(model_path: str | None, repeats: int, seed: int, label_source: str) -> dict[str, list[float]]:
-    model = load_model(model_path)
+def probe(model_path: str, repeats: int, seed: int, label_source: str) -> dict[str, list[float]]:
+    model = load_model(None if model_path == "bundled" else model_path)
     cfg = model.config
     parts = {"all": slice(None), "trunk": slice(0, cfg.trunk_size), "centre": slice(cfg.trunk_size, None)}
     out: dict[str, list[float]] = {}
     for r, base, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
         for task in bm.META_TYPES:
-            rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task)])
-            idx = proto.balanced(task, 16, rng)
-            out.setdefault("one step, 16 labels", []).append(
-                proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"])
+            for n in (16, 160):
+                rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task)])
+                idx = proto.balanced(task, n, rng)
+                out.setdefault(f"one step, {n} labels", []).append(
+                    proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"])
             (x_tr, y_tr), (x_te, y_te) = (proto._xy(base.tasks[task][s], task) for s in ("train", "test"))
             f_tr, f_te = (features(cfg, model.params, x, stats, mc=False) for x in (x_tr, x_te))
             for name, cols in parts.items():
@@ -157,6 +160,34 @@ def transductive(seed: int, label_source: str, draws: int = 30) -> dict[str, lis
     return out
 
 
+def stabilised_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
+    """The nucleus block whitened on the whole tissue sample (bundled) against: whitened on the covariance of the
+    sample's bulk, the fraction `keep` closest to its centre (C-steps of a minimum-covariance-determinant fit: a
+    marker's positive cells are a minority the total covariance counts as variance); and the channel means taken
+    through a square root or log(1 + m / median) before whitening (expression is log-normal: in linear units
+    the bright class is the wider, which a nearest class mean does not model)."""
+    data, means, mask = _nucleus_block_data(seed, label_source)
+    block = means(mask).clamp_min(0)
+    blocks = {"nucleus (bundled)": _whitened((block,), data.tissue_idx)}
+    for keep in (0.75, 0.5):
+        mean, whiten = _bulk_whitening(block[data.tissue_idx], keep)
+        blocks[f"nucleus, whitened on the {keep:.0%} bulk"] = (block - mean) @ whiten
+    blocks["nucleus, square root"] = _whitened((block.sqrt(),), data.tissue_idx)
+    median = block[data.tissue_idx].median(0).values.clamp_min(1e-3)
+    blocks["nucleus, log(1 + m / median)"] = _whitened((torch.log1p(block / median),), data.tissue_idx)
+    return _score_blocks(blocks, data, seed, draws)
+
+
+def _bulk_whitening(sample: torch.Tensor, keep: float, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and ZCA matrix of the `keep` fraction of `sample` closest to their own mean (Mahalanobis), iterated."""
+    inside = torch.ones(len(sample), dtype=torch.bool)
+    for _ in range(steps):
+        mean, whiten = sample[inside].mean(0), zca_matrix(sample[inside])
+        distance = (((sample - mean) @ whiten) ** 2).sum(1)
+        inside = distance <= distance.quantile(keep)
+    return sample[inside].mean(0), zca_matrix(sample[inside])
+
+
 def _nucleus_block_data(seed: int, label_source: str
                         ) -> tuple[bm.BenchData, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """The validation data with the bundled model's patches (mask plane included), a function giving each cell's
@@ -221,27 +252,42 @@ def _score_blocks(blocks: dict[str, torch.Tensor], data: bm.BenchData, seed: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="model file (default: the bundled model)")
+    ap.add_argument("--model", nargs="+", default=["bundled"],
+                    help="model file(s), or 'bundled' (the default); from a second on, each row also gives the "
+                         "paired difference to the first (the same draws)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--centre-blocks", action="store_true", help="probe hand-crafted centre blocks instead")
     ap.add_argument("--rim", action="store_true", help="probe the nucleus block with and without a rim outside it")
     ap.add_argument("--transductive", action="store_true",
                     help="probe prototypes refined by soft k-means on the unlabelled pool")
+    ap.add_argument("--stabilise", action="store_true",
+                    help="probe the nucleus block whitened on the sample's bulk, or after a square root or a log")
     ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
     ap.add_argument("--label-source", choices=("truth", "lab"), default="truth",
                     help="score against the simulator's types or the lab's marker rule")
     args = ap.parse_args()
-    if args.centre_blocks or args.rim or args.transductive:
-        probe_blocks = rim_blocks if args.rim else transductive if args.transductive else centre_blocks
+    probes = {"rim": rim_blocks, "transductive": transductive, "stabilise": stabilised_blocks,
+              "centre_blocks": centre_blocks}
+    chosen = [probes[name] for name in probes if getattr(args, name)]
+    if chosen:
+        probe_blocks = chosen[0]
         print("| centre block | learner | accuracy (mean ± SE) |\n|---|---|---|")
         for name, accs in probe_blocks(args.seed, args.label_source).items():
-            print(f"| {name} | {np.mean(accs):.3f} ± {np.std(accs, ddof=1) / np.sqrt(len(accs)):.3f} |")
+            print(f"| {name} | {np.mean(accs):.3f} ± {_se(accs):.3f} |")
         return
-    rows = probe(args.model, args.repeats, args.seed, args.label_source)
-    print("| learner | features | accuracy (mean ± SE) |\n|---|---|---|")
-    for name, accs in rows.items():
-        learner, _, part = name.rpartition(", ") if "all labels" in name else (name, "", "all")
-        print(f"| {learner} | {part} | {np.mean(accs):.3f} ± {np.std(accs, ddof=1) / np.sqrt(len(accs)):.3f} |")
+    runs = [probe(path, args.repeats, args.seed, args.label_source) for path in args.model]
+    print("| model | learner | features | accuracy (mean ± SE) | paired difference to the first (± SE) |\n"
+          "|---|---|---|---|---|")
+    for path, rows in zip(args.model, runs):
+        for name, accs in rows.items():
+            learner, _, part = name.rpartition(", ") if "all labels" in name else (name, "", "all")
+            diff = np.subtract(accs, runs[0][name])
+            paired = "" if path == args.model[0] else f"{diff.mean():+.3f} ± {_se(diff):.3f}"
+            print(f"| {path} | {learner} | {part} | {np.mean(accs):.3f} ± {_se(accs):.3f} | {paired} |")
+
+
+def _se(values) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
 if __name__ == "__main__":

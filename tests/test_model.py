@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -173,6 +175,22 @@ def test_nucleus_block_reads_the_channels_inside_the_mask_plane_and_the_trunk_ig
     moved[:, -1] = torch.roll(x[:, -1], 5, dims=2)  # another nucleus: only the centre block changes
     g = features(NUCLEUS, params, moved, stats, mc=False)
     assert torch.equal(g[:, :-7], f[:, :-7]) and not torch.allclose(g[:, -7:], f[:, -7:])
+
+
+def test_centre_sqrt_reads_the_root_of_each_channel_mean_whitened_on_the_tissue():
+    cfg = replace(NUCLEUS, centre_sqrt=True)
+    params, gen = init_params(cfg), torch.Generator().manual_seed(1)
+    x = torch.rand(64, cfg.planes, 50, 50, generator=gen)
+    x[:, 0] -= 0.6  # below the low percentile: a mean under 0 reads as 0, not as NaN
+    x[:, -1] = 0
+    x[:, -1, 20:30, 22:28] = 1
+    stats = estimate_stats(cfg, params, x)
+    root = x[:, :7, 20:30, 22:28].mean((2, 3)).clamp_min(0).sqrt()
+    assert torch.allclose(stats["centre.mean"], root.mean(0), atol=1e-5)
+    expect = (root - root.mean(0)) @ stats["centre.whiten"][0] * params["centre.weight"]
+    f = features(cfg, params, x, stats, mc=False)
+    assert torch.isfinite(f).all()
+    torch.testing.assert_close(f[:, -7:], expect, rtol=1e-4, atol=1e-4)
 
 
 def test_mask_input_lets_the_trunk_read_which_nucleus_is_the_target():

@@ -47,6 +47,9 @@ class ModelConfig:
     # normalised on their own: a marker in the nucleus and one on its rim (membrane, soma) read apart
     centre_block: str = "rings"  # "rings": the means above; "nucleus": each channel's mean inside the centre cell's
     # segmented nucleus, wherever and however large it is (cells need a label image; centre_radius is then unused)
+    centre_sqrt: bool = False  # the square root of each channel mean before it is normalised: expression is
+    # log-normal, so in linear units a marker's positive cells spread wider than its negatives, which a
+    # prototype's distance does not model; the root evens the spreads (docs/method.md)
     mask_input: bool = False  # the convolutions also read the nucleus-mask plane, so the trunk knows which cell
     # is the target among its neighbours (CellSighter, Amitay et al. 2023); needs centre_block "nucleus"
 
@@ -200,12 +203,14 @@ def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
 
 def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     """(N, centre_size) raw centre block of binned patches `x`: ring means, or each channel's mean inside the
-    nucleus-mask plane (binned, so a weight per pixel)."""
+    nucleus-mask plane (binned, so a weight per pixel); square-rooted with `cfg.centre_sqrt`."""
     if not cfg.nucleus_mask:
-        return centre_means(cfg, x)
-    c = len(cfg.channels)
-    weight = x[:, c]
-    return torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
+        block = centre_means(cfg, x)
+    else:
+        c = len(cfg.channels)
+        weight = x[:, c]
+        block = torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
+    return block.clamp_min(0).sqrt() if cfg.centre_sqrt else block
 
 
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
