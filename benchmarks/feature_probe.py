@@ -17,9 +17,10 @@ regression on every label. This chose the bundled model's `centre_rings`. `--rim
 block the same way, alone and with each channel's mean in a rim just outside the nucleus mask; `--transductive`
 its 16- or 160-label prototypes against the same refined by soft k-means on the unlabelled pool; `--stabilise`
 the nucleus block against the same whitened on a robust covariance of the sample's bulk, or its intensities taken
-through a square root or a logarithm first (variance-stabilising: expression is log-normal).
+through a square root or a logarithm first (variance-stabilising: expression is log-normal); `--shrink` its
+class means against nearest shrunken centroids (few labels: let only the channels they separate count).
 
-    python benchmarks/feature_probe.py [--model FILE ...] [--repeats 3] [--centre-blocks | --rim | --transductive | --stabilise] [--seed 70000] [--label-source lab]
+    python benchmarks/feature_probe.py [--model FILE ...] [--repeats 3] [--centre-blocks | --rim | --transductive | --stabilise | --shrink] [--seed 70000] [--label-source lab]
 """
 from __future__ import annotations
 
@@ -178,6 +179,43 @@ def stabilised_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str
     return _score_blocks(blocks, data, seed, draws)
 
 
+def shrunken_centroids(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
+    """The bundled nucleus block's 16- or 160-label class means against nearest shrunken centroids (Tibshirani et
+    al. 2002): each dimension's class-mean difference in units of its standard error is soft-thresholded by
+    `shrink`, so channels the few labels barely separate stop adding noise to the distance; scored with the
+    plain distance (what a prototype head would start from) and with each dimension scaled by its pooled
+    within-class spread (diagonal discriminant)."""
+    data, means, mask = _nucleus_block_data(seed, label_source)
+    z = _whitened((means(mask),), data.tissue_idx)
+    out: dict[str, list[float]] = {}
+    for task in bm.META_TYPES:
+        tr, y_tr, te, y_te = _split(data, task)
+        for n, sel in _label_draws(y_tr, seed, draws):
+            labelled, y = z[tr][sel], y_tr[sel]
+            for shrink in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):
+                centroids, spread = _shrunken_centroids(labelled, y, shrink)
+                for scaled in (False, True):
+                    scale = spread if scaled else torch.ones_like(spread)
+                    hit = (torch.cdist(z[te] / scale, centroids / scale).argmin(1) == y_te).float().mean()
+                    name = f"shrunk by {shrink:g} SE" + (", scaled by the within-class spread" if scaled else "")
+                    out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
+    return out
+
+
+def _shrunken_centroids(x: torch.Tensor, y: torch.Tensor, shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2, d) class centroids of `x` shrunk towards the overall mean, and the (d,) pooled within-class spread
+    (plus its median, as in PAM, so a dimension that happens to be tight is not trusted blindly)."""
+    mean = x.mean(0)
+    class_means = torch.stack([x[y == k].mean(0) for k in (0, 1)])
+    counts = torch.stack([(y == k).sum() for k in (0, 1)]).float()
+    within = ((x - class_means[y]) ** 2).sum(0) / (len(x) - 2)
+    spread = within.sqrt() + within.sqrt().median()
+    se = (1 / counts - 1 / len(x)).sqrt()[:, None] * spread
+    d = (class_means - mean) / se
+    shrunk = d.sign() * (d.abs() - shrink).clamp_min(0)
+    return mean + se * shrunk, spread
+
+
 def _bulk_whitening(sample: torch.Tensor, keep: float, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and ZCA matrix of the `keep` fraction of `sample` closest to their own mean (Mahalanobis), iterated."""
     inside = torch.ones(len(sample), dtype=torch.bool)
@@ -262,12 +300,14 @@ def main() -> None:
                     help="probe prototypes refined by soft k-means on the unlabelled pool")
     ap.add_argument("--stabilise", action="store_true",
                     help="probe the nucleus block whitened on the sample's bulk, or after a square root or a log")
+    ap.add_argument("--shrink", action="store_true",
+                    help="probe nearest shrunken centroids on the nucleus block against its plain class means")
     ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
     ap.add_argument("--label-source", choices=("truth", "lab"), default="truth",
                     help="score against the simulator's types or the lab's marker rule")
     args = ap.parse_args()
     probes = {"rim": rim_blocks, "transductive": transductive, "stabilise": stabilised_blocks,
-              "centre_blocks": centre_blocks}
+              "shrink": shrunken_centroids, "centre_blocks": centre_blocks}
     chosen = [probes[name] for name in probes if getattr(args, name)]
     if chosen:
         probe_blocks = chosen[0]
