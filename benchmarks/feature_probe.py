@@ -129,13 +129,17 @@ def centre_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, li
 
 def rim_blocks(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
     """The bundled block (each channel's mean inside the cell's nucleus mask) against it plus each channel's mean
-    in a rim just outside the mask (the mask grown by 2 or 4 binned pixels, 4 or 8 px), each part whitened."""
+    in a rim just outside the mask (the mask grown by 2 or 4 binned pixels, 4 or 8 px), each part whitened, the
+    rim at full weight or at a gain below 1 (what a learned per-part gain could choose for the prototypes)."""
     data, means, mask = _nucleus_block_data(seed, label_source)
-    inside = means(mask)
-    blocks = {"nucleus (bundled)": _whitened((inside,), data.tissue_idx)}
+    inside = _whitened((means(mask),), data.tissue_idx)
+    blocks = {"nucleus (bundled)": inside}
     for grow in (2, 4):
         rim = (F.max_pool2d(mask[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0] - mask).clamp_min(0)
-        blocks[f"nucleus + rim of {2 * grow} px"] = _whitened((inside, means(rim)), data.tissue_idx)
+        outside = _whitened((means(rim),), data.tissue_idx)
+        for gain in (1.0, 0.5, 0.25):
+            name = f"nucleus + rim of {2 * grow} px" + ("" if gain == 1 else f" at gain {gain:g}")
+            blocks[name] = torch.cat([inside, gain * outside], 1)
     return _score_blocks(blocks, data, seed, draws)
 
 
@@ -145,19 +149,14 @@ def transductive(seed: int, label_source: str, draws: int = 30) -> dict[str, lis
 
     The benchmark's pools are half positive, which suits two-cluster k-means; a section's natural proportions
     (a type at 10-35 % of the cells) would not, so a gain here is a lead, not a result."""
-    data, means, mask = _nucleus_block_data(seed, label_source)
-    z = _whitened((means(mask),), data.tissue_idx)
     out: dict[str, list[float]] = {}
-    for task in bm.META_TYPES:
-        tr, y_tr, te, y_te = _split(data, task)
-        for n, sel in _label_draws(y_tr, seed, draws):
-            labelled, y = z[tr][sel], y_tr[sel]
-            protos = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
-            for temperature in (None, 0.5, 2.0):
-                refined = protos if temperature is None else _soft_kmeans(protos, labelled, y, z[tr], temperature)
-                name = "prototypes" if temperature is None else f"refined, soft k-means at {temperature:g}"
-                hit = (torch.cdist(z[te], refined).argmin(1) == y_te).float().mean()
-                out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
+    for n, labelled, y, pool, test, y_te in _nucleus_block_draws(seed, label_source, draws):
+        protos = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
+        for temperature in (None, 0.5, 2.0):
+            refined = protos if temperature is None else _soft_kmeans(protos, labelled, y, pool, temperature)
+            name = "prototypes" if temperature is None else f"refined, soft k-means at {temperature:g}"
+            hit = (torch.cdist(test, refined).argmin(1) == y_te).float().mean()
+            out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
     return out
 
 
@@ -185,20 +184,15 @@ def shrunken_centroids(seed: int, label_source: str, draws: int = 30) -> dict[st
     `shrink`, so channels the few labels barely separate stop adding noise to the distance; scored with the
     plain distance (what a prototype head would start from) and with each dimension scaled by its pooled
     within-class spread (diagonal discriminant)."""
-    data, means, mask = _nucleus_block_data(seed, label_source)
-    z = _whitened((means(mask),), data.tissue_idx)
     out: dict[str, list[float]] = {}
-    for task in bm.META_TYPES:
-        tr, y_tr, te, y_te = _split(data, task)
-        for n, sel in _label_draws(y_tr, seed, draws):
-            labelled, y = z[tr][sel], y_tr[sel]
-            for shrink in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):
-                centroids, spread = _shrunken_centroids(labelled, y, shrink)
-                for scaled in (False, True):
-                    scale = spread if scaled else torch.ones_like(spread)
-                    hit = (torch.cdist(z[te] / scale, centroids / scale).argmin(1) == y_te).float().mean()
-                    name = f"shrunk by {shrink:g} SE" + (", scaled by the within-class spread" if scaled else "")
-                    out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
+    for n, labelled, y, _, test, y_te in _nucleus_block_draws(seed, label_source, draws):
+        for shrink in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):
+            centroids, spread = _shrunken_centroids(labelled, y, shrink)
+            for scaled in (False, True):
+                scale = spread if scaled else torch.ones_like(spread)
+                hit = (torch.cdist(test / scale, centroids / scale).argmin(1) == y_te).float().mean()
+                name = f"shrunk by {shrink:g} SE" + (", scaled by the within-class spread" if scaled else "")
+                out.setdefault(f"nucleus block | {name}, {n} labels", []).append(float(hit))
     return out
 
 
@@ -239,6 +233,18 @@ def _nucleus_block_data(seed: int, label_source: str
         return torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
 
     return data, means, x[:, c]
+
+
+def _nucleus_block_draws(seed: int, label_source: str, draws: int
+                         ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per validation task and label draw: (n, labelled cells' whitened nucleus blocks, their labels, the whole
+    pool's blocks, the test cells' blocks, the test labels)."""
+    data, means, mask = _nucleus_block_data(seed, label_source)
+    z = _whitened((means(mask),), data.tissue_idx)
+    for task in bm.META_TYPES:
+        tr, y_tr, te, y_te = _split(data, task)
+        for n, sel in _label_draws(y_tr, seed, draws):
+            yield n, z[tr][sel], y_tr[sel], z[tr], z[te], y_te
 
 
 def _split(data: bm.BenchData, task: str) -> tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]:

@@ -6,7 +6,7 @@ oligodendrocyte, microglia) on validation fields (seeded 70,000, channel order s
 feature_probe.py), with 16 and 160 class-balanced labels, the same draws for every rate. Ten steps at the
 meta-training rate are the reference for what more movement buys. Measured, not adopted (docs/method.md).
 
-    python benchmarks/step_size.py [--repeats 4] [--draws 3] [--label-source truth]
+    python benchmarks/step_size.py [--repeats 4] [--draws 3] [--label-source truth] [--model FILE] [--types microglia]
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 LABELS = (16, 160)
 
 
-def measure(repeats: int, draws: int, seed: int, label_source: str) -> dict[str, np.ndarray]:
+def measure(repeats: int, draws: int, seed: int, label_source: str, model_path: str | None = None,
+            types: tuple[str, ...] = bm.META_TYPES) -> dict[str, np.ndarray]:
     """Accuracy per (labels, rate) and per (labels, ten steps), one entry per (repeat, type, draw)."""
-    model = load_model(None)
+    model = load_model(model_path)
     out: dict[str, list[float]] = {}
     for r, _, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
-        for task in bm.META_TYPES:
+        for task in types:
             for d in range(draws):
                 for n in LABELS:
                     rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task), d, n])
@@ -49,9 +50,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--label-source", default="truth", choices=("truth", "lab"))
+    parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    parser.add_argument("--types", default=",".join(bm.META_TYPES),
+                        help="validation types, a subset of the meta types (a model meta-trained without one of "
+                             "them meets it as a new type)")
     args = parser.parse_args()
-    acc = measure(args.repeats, args.draws, SEED, args.label_source)
-    print(f"validation, {args.label_source}: {args.repeats} repeats x 3 types x {args.draws} draws")
+    types = tuple(args.types.split(","))
+    if not set(types) <= set(bm.META_TYPES):
+        parser.error(f"--types must name meta types ({', '.join(bm.META_TYPES)}); the new types stay unseen")
+    acc = measure(args.repeats, args.draws, SEED, args.label_source, args.model, types)
+    print(f"validation, {args.label_source}: {args.repeats} repeats x {', '.join(types)} x {args.draws} draws")
     for n in LABELS:
         base = acc[f"{n} labels, 1 step at {RATES[0]:g}"]
         for key in [k for k in acc if k.startswith(f"{n} labels")]:
