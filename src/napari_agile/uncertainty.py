@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import ModelConfig, Params, features, forward, head
+from .model import ModelConfig, Params, features, forward
 
 METHODS = ("entropy", "bald", "random")
 #: a round of n asks the n cells that cover the marker levels of the SPREAD * n most uncertain (docs/method.md)
