@@ -9,7 +9,7 @@ import pytest
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt
 
-from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES
+from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES, camera
 from napari_agile._reader import tissue_layer_data
 from napari_agile._widget import DETECT, AgileWidget
 from napari_agile.model import ModelConfig, init_params
@@ -64,8 +64,8 @@ def _errors():
 def _canvas_pixel(viewer, yx):
     """(row, col) of a world (y, x) point in viewer.screenshot(canvas_only=True)."""
     shot = viewer.screenshot(canvas_only=True, flash=False)
-    cy, cx = viewer.camera.center[-2:]
-    zoom = viewer.camera.zoom
+    cy, cx = camera(viewer).center[-2:]
+    zoom = camera(viewer).zoom
     h, w = shot.shape[:2]
     return shot, int(round((yx[0] - cy) * zoom + h / 2)), int(round((yx[1] - cx) * zoom + w / 2))
 
@@ -98,7 +98,7 @@ def test_whole_loop(widget, qtbot, tmp_path):
     if sugg.features["entropy"].nunique() > 1:
         assert len({tuple(c) for c in np.round(sugg.face_color, 3)}) > 1
     first = w.suggested[0]
-    assert w.cursor == 0 and np.allclose(viewer.camera.center[-2:], sugg.data[0])
+    assert w.cursor == 0 and np.allclose(camera(viewer).center[-2:], sugg.data[0])
 
     # answer by key presses on the canvas: y (yes), n (no) -> two answers, view moves on
     canvas = viewer.window._qt_viewer.canvas.native
@@ -114,7 +114,7 @@ def test_whole_loop(widget, qtbot, tmp_path):
 
     # j jumps the view to the next suggested cell
     qtbot.keyClick(canvas, Qt.Key.Key_J)
-    assert w.cursor == 3 and np.allclose(viewer.camera.center[-2:], sugg.data[3])
+    assert w.cursor == 3 and np.allclose(camera(viewer).center[-2:], sugg.data[3])
 
     # undo by key, then answer again
     qtbot.keyClick(canvas, Qt.Key.Key_U)
@@ -124,7 +124,7 @@ def test_whole_loop(widget, qtbot, tmp_path):
     w.click_mode.setCurrentIndex(1)
     target = w.suggested[2]
     yx = w.session.cells.table.loc[target, ["y", "x"]].to_numpy(float)
-    viewer.camera.center = tuple(yx)
+    camera(viewer).center = tuple(yx)
     _, r, c = _canvas_pixel(viewer, yx)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(c, r))
     qtbot.waitUntil(lambda: target in w.session.types["astrocyte"].answers, timeout=3000)

@@ -598,8 +598,9 @@ class AgileWidget(QWidget):
         layer.selected_data = {self.cursor}
         yx = np.asarray(layer.data[self.cursor], float)
         center = layer.data_to_world(yx)
-        self.viewer.camera.center = tuple(center)
-        self.viewer.camera.zoom = max(self.viewer.camera.zoom, 3.0 / float(layer.scale[-1]))  # ~3 screen px a pixel
+        cam = _layers.camera(self.viewer)
+        cam.center = tuple(center)
+        cam.zoom = max(cam.zoom, 3.0 / float(layer.scale[-1]))  # ~3 screen px a pixel
         question = layer.features["question"].iloc[self.cursor]
         self.status.setText(f"{question}  (y / n, j = next)")
 
@@ -688,7 +689,7 @@ class AgileWidget(QWidget):
         yield
         while event.type == "mouse_move":
             yield
-        if np.abs(np.asarray(event.position) - start).max() * viewer.camera.zoom > 4:
+        if np.abs(np.asarray(event.position) - start).max() * _layers.camera(viewer).zoom > 4:
             return  # a drag (pan), not a click
         cid = self.cell_at(event.position)
         if cid is None:
