@@ -1,4 +1,6 @@
 """read_tissue / write_ome_tiff / check_tissue on real files in tmp_path."""
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -96,3 +98,44 @@ def test_nan_is_an_error_and_blank_channel_a_warning(tmp_path):
     blank[1] = 0
     problems = check_tissue(Tissue(blank, ["DAPI", "NeuN"]))
     assert len(problems) == 1 and "NeuN" in problems[0]
+
+
+def _open_descriptors(path) -> int:
+    """How many of this process's file descriptors point at `path` (Linux /proc)."""
+    fd_dir = "/proc/self/fd"
+    count = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, fd)) == str(path)
+        except OSError:  # the descriptor listdir itself used is gone
+            pass
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through Linux /proc")
+def test_compressed_files_stay_open_until_the_tissue_is_closed(tmp_path):
+    ome = write_ome_tiff(Tissue(_data(), ["DAPI", "NeuN", "S100"]), tmp_path / "z.ome.tif", tile=128,
+                         compression="zlib")
+    with read_tissue(ome) as tissue:
+        view = tissue.select(["S100", "DAPI"])
+        np.testing.assert_array_equal(view.read_region(0, 10, 0, 10), _data()[[2, 0], :10, :10])
+        assert _open_descriptors(ome) == 1  # read lazily from the open file
+    assert _open_descriptors(ome) == 0
+    folder = tmp_path / "channels"
+    folder.mkdir()
+    for name, plane in zip(["DAPI", "NeuN"], _data(2)):
+        tifffile.imwrite(folder / f"{name}.tif", plane, compression="zlib", tile=(128, 128))
+    tissue = read_tissue(folder)
+    tissue.read_region(0, 10, 0, 10)
+    assert sum(_open_descriptors(f) for f in folder.iterdir()) == 2
+    tissue.close()
+    assert sum(_open_descriptors(f) for f in folder.iterdir()) == 0
+
+
+def test_a_failed_read_leaves_no_file_open(tmp_path):
+    data = _data(2).astype(np.float32)
+    data[0, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", data, photometric="minisblack", compression="zlib", tile=(128, 128))
+    with pytest.raises(AgileInputError, match="NaN"):
+        read_tissue(tmp_path / "nan.tif", channel_names=["DAPI", "NeuN"])
+    assert _open_descriptors(tmp_path / "nan.tif") == 0

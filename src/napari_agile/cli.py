@@ -69,12 +69,12 @@ def _run_detect(args: argparse.Namespace) -> None:
     from .nuclei import detect_nuclei
     from .tissue_io import read_tissue
 
-    tissue = read_tissue(args.image, channel_names=args.names)
     progress, bar = _tqdm_progress("detecting nuclei")
-    try:
-        cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter, progress=progress)
-    finally:
-        bar.close()
+    with read_tissue(args.image, channel_names=args.names) as tissue:
+        try:
+            cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter, progress=progress)
+        finally:
+            bar.close()
     write_cell_table(cells, args.out)
     print(f"found {len(cells)} nuclei; wrote {args.out}")
     if args.labels:
@@ -109,8 +109,8 @@ def _run_weak_labels(args: argparse.Namespace) -> None:
         if any(len(p) != 2 or not all(x.strip() for x in p) for p in pairs):
             raise AgileInputError(f"--marker takes TYPE=CHANNEL pairs, e.g. astrocyte=S100; got {args.marker}.")
         markers = {t.strip(): c.strip() for t, c in pairs}
-    tissue = read_tissue(args.image, channel_names=args.names)
-    (_, kept), = lab_labelled([(tissue, read_cell_table(args.cells))], args.top, args.inset, markers)
+    with read_tissue(args.image, channel_names=args.names) as tissue:
+        (_, kept), = lab_labelled([(tissue, read_cell_table(args.cells))], args.top, args.inset, markers)
     write_cell_table(kept, args.out, format="csv")
     counts = kept.table["cell_type"].value_counts()
     print(f"kept {len(kept)} cells ({', '.join(f'{n} {t}' for t, n in counts.items())}); wrote {args.out}")
@@ -199,12 +199,11 @@ def _run_predict(args: argparse.Namespace) -> None:
                               "its own --out folder.")
     args.out.mkdir(parents=True, exist_ok=True)
     for k, (image, dest) in enumerate(zip(tqdm(args.images, desc="images", unit="image"), dests)):
-        tissue = read_tissue(image, channel_names=args.names)
-        if args.masks is None:
-            cells = detect_nuclei(tissue)
-        else:
-            cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
-        with tempfile.TemporaryDirectory() as scratch:
+        with read_tissue(image, channel_names=args.names) as tissue, tempfile.TemporaryDirectory() as scratch:
+            if args.masks is None:
+                cells = detect_nuclei(tissue)
+            else:
+                cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
             table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
         table.to_csv(dest, index=False)
         print(f"{image}: {len(table)} cells -> {dest}")

@@ -79,7 +79,11 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
         if len(pairs) < 2:
             raise AgileInputError("Meta-training on your own cells needs at least two labelled sections "
                                   "(one is held out for validation).")
-        train, val = pairs[:-1], pairs[-1:]
+        try:
+            return pool_from_tissues(pairs[:-1], cfg, per_type), pool_from_tissues(pairs[-1:], cfg, per_type)
+        finally:  # the pools hold copies of the patches
+            for tissue, _ in pairs:
+                tissue.close()
     return pool_from_tissues(train, cfg, per_type), pool_from_tissues(val, cfg, per_type)
 
 
