@@ -22,16 +22,16 @@ NUCLEI = "nuclei"
 SUGGESTED = "suggested cells"
 TYPES = "cell types"
 
-def camera(viewer):
-    """The viewer's camera: `viewer.scene.camera` from napari 0.9 on (`viewer.camera` is deprecated there)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None else viewer.camera
-
-
 UNANSWERED = (1.0, 1.0, 1.0, 0.35)  # translucent white dot: no answer yet for the current type
 NO = (0.15, 0.15, 0.15, 1.0)  # dark dot with a white border: "no"
 #: channel layers up to this size are stacked in memory; larger ones (or memory maps) are stacked lazily
 SMALL_STACK_BYTES = 256 * 2**20
+
+
+def camera(viewer):
+    """The viewer's camera: `viewer.scene.camera` from napari 0.9 on (`viewer.camera` is deprecated there)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _channel_data(layer: Image):
