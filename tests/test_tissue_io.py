@@ -121,6 +121,9 @@ def test_compressed_files_stay_open_until_the_tissue_is_closed(tmp_path):
         np.testing.assert_array_equal(view.read_region(0, 10, 0, 10), _data()[[2, 0], :10, :10])
         assert _open_descriptors(ome) == 1  # read lazily from the open file
     assert _open_descriptors(ome) == 0
+    view.read_region(0, 10, 0, 10)  # a read after close opens the file again, and close closes it again
+    view.close()
+    assert _open_descriptors(ome) == 0
     folder = tmp_path / "channels"
     folder.mkdir()
     for name, plane in zip(["DAPI", "NeuN"], _data(2)):

@@ -1,7 +1,6 @@
 """Tissue: a lazy (C, Y, X) multiplexed image with channel names; the unit every stage works on."""
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -20,14 +19,15 @@ class Tissue:
     """A multiplexed image: `data` is (C, Y, X) numpy, memmap or dask; never loaded whole on purpose.
 
     A tissue read from compressed TIFFs keeps their files open to read lazily: `close()` (or a `with` block)
-    releases them; views from `select` and `rename` share the files of the tissue they came from."""
+    releases them, and a later read opens them again; views from `select` and `rename` share the files of the
+    tissue they came from."""
 
     data: Any
     channel_names: list[str]
     pixel_size: float | None = None  # micrometres per pixel, when known
     source: str | None = None  # where it was read from, for error messages
     metadata: dict = field(default_factory=dict)
-    opened: ExitStack | None = field(default=None, repr=False, compare=False)  # the files `data` reads, if any
+    stores: list = field(default_factory=list, repr=False, compare=False)  # the open files `data` reads, if any
 
     def __post_init__(self) -> None:
         where = f" in {self.source}" if self.source else ""
@@ -83,17 +83,17 @@ class Tissue:
             )
         idx = [self.channel_names.index(n) for n in names]
         data = self.data[idx] if idx != list(range(self.n_channels)) else self.data
-        return Tissue(data, list(names), self.pixel_size, self.source, dict(self.metadata), self.opened)
+        return Tissue(data, list(names), self.pixel_size, self.source, dict(self.metadata), self.stores)
 
     def rename(self, mapping: dict[str, str]) -> "Tissue":
         """A view with channels renamed by `mapping` (old -> new); other names kept."""
         names = [mapping.get(n, n) for n in self.channel_names]
-        return Tissue(self.data, names, self.pixel_size, self.source, dict(self.metadata), self.opened)
+        return Tissue(self.data, names, self.pixel_size, self.source, dict(self.metadata), self.stores)
 
     def close(self) -> None:
-        """Close the files this tissue reads from (it cannot be read afterwards); a no-op for in-memory data."""
-        if self.opened is not None:
-            self.opened.close()
+        """Close the files this tissue reads from; a no-op for in-memory data."""
+        for store in self.stores:
+            store.close()
 
     def __enter__(self) -> "Tissue":
         return self

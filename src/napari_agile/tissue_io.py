@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -30,14 +29,15 @@ def read_tissue(
     p = Path(path).expanduser()
     if not p.exists():
         raise AgileInputError(f"No such file or folder: {p}.")
-    with ExitStack() as opened:  # files opened for lazy reads: closed here on error, else handed to the tissue
+    stores: list = []  # opened for lazy reads: closed here on error, else handed to the tissue
+    try:
         if _is_zarr(p):
             tissue = _read_zarr(p, channel_names)
         elif p.is_dir():
-            tissue = _read_folder(p, channel_names, channel_map, opened)
+            tissue = _read_folder(p, channel_names, channel_map, stores)
             channel_map = None  # already applied to the file names
         elif p.suffix.lower() in TIFF_SUFFIXES:
-            tissue = _read_tiff(p, channel_names, opened)
+            tissue = _read_tiff(p, channel_names, stores)
         else:
             raise AgileInputError(
                 f"Cannot read {p.name}: give an OME-TIFF/TIFF file, a folder of one TIFF per channel, or a .zarr "
@@ -45,8 +45,12 @@ def read_tissue(
             )
         if channel_map:
             tissue = tissue.rename(dict(channel_map))
+        tissue.stores = stores
         problems = check_tissue(tissue, strict=True)
-        tissue.opened = opened.pop_all()
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
     for message in problems:
         warnings.warn(message, stacklevel=2)
     return tissue
@@ -135,9 +139,9 @@ def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
 # ----------------------------------------------------------------------------------------------- TIFF
 
 
-def _open_tiff(path: Path, opened: ExitStack) -> tuple[Any, str, str | None]:
+def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
     """Level 0 of the first series of a TIFF as a memmap (uncompressed) or dask array, its axes and OME-XML; the
-    file a dask array reads from is registered in `opened`."""
+    store a dask array reads from is appended to `stores`."""
     import tifffile
 
     try:
@@ -156,7 +160,8 @@ def _open_tiff(path: Path, opened: ExitStack) -> tuple[Any, str, str | None]:
     import dask.array as da
     import zarr
 
-    store = opened.enter_context(tifffile.imread(path, aszarr=True, series=0, level=0))
+    store = tifffile.imread(path, aszarr=True, series=0, level=0)
+    stores.append(store)
     return da.from_zarr(zarr.open(store, mode="r")), axes, ome
 
 
@@ -168,9 +173,9 @@ def _squeeze(data, axes: str, keep: str):
     return data, "".join(axes[i] for i in idx)
 
 
-def _read_tiff(path: Path, channel_names: Sequence[str] | None, opened: ExitStack) -> Tissue:
+def _read_tiff(path: Path, channel_names: Sequence[str] | None, stores: list) -> Tissue:
     """One TIFF file holding all channels (OME-TIFF names them)."""
-    data, axes, ome = _open_tiff(path, opened)
+    data, axes, ome = _open_tiff(path, stores)
     data, axes = _squeeze(data, axes, "YX")
     if data.ndim == 2:
         raise AgileInputError(
@@ -247,7 +252,7 @@ def _stem(p: Path) -> str:
 
 
 def _read_folder(
-    folder: Path, channel_names: Sequence[str] | None, channel_map: Mapping[str, str] | None, opened: ExitStack
+    folder: Path, channel_names: Sequence[str] | None, channel_map: Mapping[str, str] | None, stores: list
 ) -> Tissue:
     """A folder of one 2D TIFF per channel; names from file stems or picked and named by `channel_map`."""
     files = sorted(
@@ -285,7 +290,7 @@ def _read_folder(
             )
     arrays = []
     for f in files:
-        data, axes, _ = _open_tiff(f, opened)
+        data, axes, _ = _open_tiff(f, stores)
         if sum(n > 1 for n in data.shape) != 2 or data.ndim < 2:
             raise AgileInputError(
                 f"{f.name} in {folder} is not a single-channel 2D image (shape {data.shape}): a channel folder "
