@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from feature_probe import SEED, _se, shuffled_protocols
+from feature_probe import SEED, shuffled_protocols, standard_error
 
 from napari_agile import benchmark as bm
 from napari_agile.modelio import load_model
@@ -56,7 +56,8 @@ def main() -> None:
     for key, values in acc.items():
         n, _, name = key.partition(" | ")
         diff = np.subtract(values, acc[f"{n} | {args.models[0]}"])
-        print(f"| {n} | {name} | {np.mean(values):.3f} ± {_se(values):.3f} | {diff.mean():+.3f} ± {_se(diff):.3f} |")
+        print(f"| {n} | {name} | {np.mean(values):.3f} ± {standard_error(values):.3f} "
+              f"| {diff.mean():+.3f} ± {standard_error(diff):.3f} |")
 
 
 if __name__ == "__main__":

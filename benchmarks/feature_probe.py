@@ -206,23 +206,20 @@ def single_channel(seed: int, label_source: str, draws: int = 30) -> dict[str, l
     raw = means(mask).clamp_min(1e-6)
     z = _whitened((raw,), data.tissue_idx)
     out: dict[str, list[float]] = {}
-    for task in bm.META_TYPES:
-        tr, y_tr, te, y_te = _split(data, task)
-        for n, sel in _label_draws(y_tr, seed, draws):
-            y = y_tr[sel]
-            protos = torch.stack([z[tr][sel][y == k].mean(0) for k in (0, 1)])
-            hit = (torch.cdist(z[te], protos).argmin(1) == y_te).float().mean()
-            out.setdefault(f"nucleus block | class means, {n} labels", []).append(float(hit))
-            for name, values in (("linear", raw), ("log", raw.log())):
-                labelled = values[tr][sel]
-                mean = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
-                var = torch.stack([labelled[y == k].var(0) for k in (0, 1)])
-                t = (mean[1] - mean[0]) / (var.sum(0) / (n // 2)).sqrt().clamp_min(1e-9)
-                c = int(t.abs().argmax())
-                positive = (values[te, c] > mean[:, c].mean()) == (t[c] > 0)
-                hit = (positive.long() == y_te).float().mean()
-                out.setdefault(f"nucleus block | one channel chosen by the labels, {name} midpoint, {n} labels",
-                               []).append(float(hit))
+    for n, lab, y, _, te, y_te in _task_draws(data, seed, draws):
+        protos = torch.stack([z[lab][y == k].mean(0) for k in (0, 1)])
+        hit = (torch.cdist(z[te], protos).argmin(1) == y_te).float().mean()
+        out.setdefault(f"nucleus block | class means, {n} labels", []).append(float(hit))
+        for name, values in (("linear", raw), ("log", raw.log())):
+            labelled = values[lab]
+            mean = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
+            var = torch.stack([labelled[y == k].var(0) for k in (0, 1)])
+            t = (mean[1] - mean[0]) / (var.sum(0) / (n // 2)).sqrt().clamp_min(1e-9)
+            c = int(t.abs().argmax())
+            positive = (values[te, c] > mean[:, c].mean()) == (t[c] > 0)
+            hit = (positive.long() == y_te).float().mean()
+            out.setdefault(f"nucleus block | one channel chosen by the labels, {name} midpoint, {n} labels",
+                           []).append(float(hit))
     return out
 
 
@@ -271,10 +268,18 @@ def _nucleus_block_draws(seed: int, label_source: str, draws: int
     pool's blocks, the test cells' blocks, the test labels)."""
     data, means, mask = _nucleus_block_data(seed, label_source)
     z = _whitened((means(mask),), data.tissue_idx)
+    for n, lab, y, tr, te, y_te in _task_draws(data, seed, draws):
+        yield n, z[lab], y, z[tr], z[te], y_te
+
+
+def _task_draws(data: bm.BenchData, seed: int, draws: int
+                ) -> Iterator[tuple[int, np.ndarray, torch.Tensor, np.ndarray, np.ndarray, torch.Tensor]]:
+    """Per validation task and label draw: (n, the labelled pool cells, their labels, the pool cells, the test
+    cells, the test labels), cells as indices into the data's pool."""
     for task in bm.META_TYPES:
         tr, y_tr, te, y_te = _split(data, task)
         for n, sel in _label_draws(y_tr, seed, draws):
-            yield n, z[tr][sel], y_tr[sel], z[tr], z[te], y_te
+            yield n, tr[sel], y_tr[sel], tr, te, y_te
 
 
 def _split(data: bm.BenchData, task: str) -> tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]:
@@ -351,7 +356,7 @@ def main() -> None:
         probe_blocks = chosen[0]
         print("| centre block | learner | accuracy (mean ± SE) |\n|---|---|---|")
         for name, accs in probe_blocks(args.seed, args.label_source).items():
-            print(f"| {name} | {np.mean(accs):.3f} ± {_se(accs):.3f} |")
+            print(f"| {name} | {np.mean(accs):.3f} ± {standard_error(accs):.3f} |")
         return
     runs = [probe(path, args.repeats, args.seed, args.label_source) for path in args.model]
     print("| model | learner | features | accuracy (mean ± SE) | paired difference to the first (± SE) |\n"
@@ -360,11 +365,12 @@ def main() -> None:
         for name, accs in rows.items():
             learner, _, part = name.rpartition(", ") if "all labels" in name else (name, "", "all")
             diff = np.subtract(accs, runs[0][name])
-            paired = "" if path == args.model[0] else f"{diff.mean():+.3f} ± {_se(diff):.3f}"
-            print(f"| {path} | {learner} | {part} | {np.mean(accs):.3f} ± {_se(accs):.3f} | {paired} |")
+            paired = "" if path == args.model[0] else f"{diff.mean():+.3f} ± {standard_error(diff):.3f}"
+            print(f"| {path} | {learner} | {part} | {np.mean(accs):.3f} ± {standard_error(accs):.3f} | {paired} |")
 
 
-def _se(values) -> float:
+def standard_error(values) -> float:
+    """Standard error of the mean of `values`."""
     return float(np.std(values, ddof=1) / np.sqrt(len(values)))
 
 

@@ -112,7 +112,11 @@ def _open_descriptors(path) -> int:
     return count
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through Linux /proc")
+counts_descriptors = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
+                                        reason="counts descriptors through Linux /proc")
+
+
+@counts_descriptors
 def test_compressed_files_stay_open_until_the_tissue_is_closed(tmp_path):
     ome = write_ome_tiff(Tissue(_data(), ["DAPI", "NeuN", "S100"]), tmp_path / "z.ome.tif", tile=128,
                          compression="zlib")
@@ -135,6 +139,7 @@ def test_compressed_files_stay_open_until_the_tissue_is_closed(tmp_path):
     assert sum(_open_descriptors(f) for f in folder.iterdir()) == 0
 
 
+@counts_descriptors
 def test_a_failed_read_leaves_no_file_open(tmp_path):
     data = _data(2).astype(np.float32)
     data[0, 5, 5] = np.nan

@@ -75,16 +75,16 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
         if len(masks) != len(data["images"]):
             raise AgileInputError(f"[data] labels names {len(masks)} nucleus label images for {len(data['images'])} "
                                   "images: give one per image, in the same order (napari-agile detect --labels).")
-        pairs = [(read_tissue(i), _cells_with_mask(c, m)) for i, c, m in zip(data["images"], data["cells"], masks)]
-        if len(pairs) < 2:
+        if len(data["images"]) < 2:
             raise AgileInputError("Meta-training on your own cells needs at least two labelled sections "
                                   "(one is held out for validation).")
-        try:
-            return pool_from_tissues(pairs[:-1], cfg, per_type), pool_from_tissues(pairs[-1:], cfg, per_type)
-        finally:  # the pools hold copies of the patches
-            for tissue, _ in pairs:
-                tissue.close()
-    return pool_from_tissues(train, cfg, per_type), pool_from_tissues(val, cfg, per_type)
+        pairs = [(read_tissue(i), _cells_with_mask(c, m)) for i, c, m in zip(data["images"], data["cells"], masks)]
+        train, val = pairs[:-1], pairs[-1:]
+    try:
+        return pool_from_tissues(train, cfg, per_type), pool_from_tissues(val, cfg, per_type)
+    finally:  # the pools hold copies of the patches: files read from can be closed
+        for tissue, _ in train + val:
+            tissue.close()
 
 
 def _cells_with_mask(table: str | Path, mask: str | Path | None) -> Cells:
