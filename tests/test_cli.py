@@ -137,6 +137,8 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     (lambda t: t.replace("dropout = 0.1", "dropout = 0.1\ndropout_placment = \"head\""), "dropout_placment"),
     (lambda t: t.replace('source = "simulated"', 'source = "simulate"'), "use \"simulated\" or \"labelled\""),
     (lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]'), "one cell table per image"),
+    (lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]\ncells = ["a.csv"]'),
+     "at least two labelled sections"),
     (lambda t: t.replace('centre_block = "nucleus"', 'centre_block = "nuclei"'), "centre_block must be"),
 ])
 def test_a_bad_meta_training_config_is_a_message_not_a_traceback(tmp_path, capsys, edit, says):
