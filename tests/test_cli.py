@@ -88,6 +88,7 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys):
     assert model.channels == ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
     assert model.config.centre_block == "nucleus"  # the bundled recipe's block, read on the given label images
     # Ctrl-C stops at an iteration's end with a checkpoint that the same command resumes
+    handler = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under a shell's background job
     timer = threading.Timer(2.0, signal.raise_signal, [signal.SIGINT])
     timer.start()
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run"), "--iterations", "100000"]) == 0
@@ -95,7 +96,7 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys):
     stopped = load_model(tmp_path / "run" / "model.safetensors").info["iterations_done"]
     assert 2 <= stopped < 100000 and "stopped at iteration" in capsys.readouterr().out
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["iteration"] == stopped
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is put back
     config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables), masks="[]"))
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "again")]) == 2  # labels: one per image
 
@@ -129,6 +130,15 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     twin = write_ome_tiff(new.tissue, tmp_path / "b" / "new.ome.tif")  # same name, another folder
     assert main(["predict", str(tmp_path / "session"), str(image), str(twin), "--out", str(tmp_path / "twins")]) == 2
     assert "Several images would write new.csv" in capsys.readouterr().err and not (tmp_path / "twins").exists()
+    blank = tmp_path / "blank.tif"  # one image without a nucleus: named and skipped, the next is still typed
+    tifffile.imwrite(blank, np.zeros((7, 256, 256), np.uint16), photometric="minisblack")
+    assert main(["predict", str(tmp_path / "session"), str(blank), str(image), "--names", *sim.tissue.channel_names,
+                 "--out", str(tmp_path / "mixed")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blank}: skipped:" in err and "1 of 2 images were not typed" in err
+    assert (tmp_path / "mixed" / "new.csv").exists() and not (tmp_path / "mixed" / "blank.csv").exists()
+    assert main(["predict", str(tmp_path / "nowhere"), str(image), "--out", str(tmp_path / "none")]) == 2
+    assert "not a saved session" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("edit, says", [

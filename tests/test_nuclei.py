@@ -118,3 +118,12 @@ def test_nicked_textured_nucleus_is_not_split():
     img[44:48, 42:45] = 300.0  # and one from the bottom rim
     cells = detect_nuclei(Tissue((img + 200).astype(np.uint16)[None], ["DAPI"]))
     assert len(cells) == 1
+
+
+def test_large_nuclei_get_enough_context_and_arguments_are_checked():
+    tissue, _ = _touching_blobs()
+    assert len(detect_nuclei(tissue, diameter=80, channels="DAPI")) > 0  # overlap follows the diameter; a name
+    with pytest.raises(AgileInputError, match="overlap \\(64\\) must be at least"):
+        detect_nuclei(tissue, diameter=80, overlap=64)
+    with pytest.raises(AgileInputError, match="tile must be a positive"):
+        detect_nuclei(tissue, tile=0)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -95,6 +96,14 @@ def test_bad_input_is_refused_and_leaves_the_session_unchanged(session):
     session.suggest("microglia", n=1)
     with pytest.raises(AgileInputError, match="No answers for 'microglia'"):
         session.adapt("microglia")
+    with pytest.raises(AgileInputError, match="whole numbers"):
+        session.annotate("astrocyte", [session.cells.ids[1] + 0.5], [True])
+    with pytest.raises(AgileInputError, match="whole numbers"):
+        session.annotate("astrocyte", [str(session.cells.ids[1])], [True])
+    with pytest.raises(AgileInputError, match="both yes and no"):
+        session.annotate("astrocyte", [session.cells.ids[1]] * 2, [True, False])
+    with pytest.raises(AgileInputError, match="positive step size"):
+        session.adapt("astrocyte", lr=-1)
     assert {n: t.answers for n, t in session.types.items() if t.answers} == before
 
 
@@ -260,3 +269,44 @@ def test_a_nucleus_block_model_runs_the_loop_and_needs_the_label_image(sim, tmp_
     bare = Cells(sim.cells.table, None)
     with pytest.raises(AgileInputError, match="no label image"):
         Session(sim.tissue, bare, model, store=tmp_path / "bare")
+
+
+def test_saving_into_another_sessions_folder_is_refused_and_keeps_its_answers(sim, model, tmp_path):
+    a = Session(sim.tissue, sim.cells, model, store=tmp_path / "a", mc_passes=8)
+    a.annotate("astrocyte", a.cells.ids[:3], [True, False, True])
+    b = Session(sim.tissue, sim.cells, model, store=tmp_path / "b", mc_passes=8)
+    b.annotate("astrocyte", b.cells.ids[5:6], [False])
+    journal = (tmp_path / "a" / "answers.jsonl").read_text()
+    with pytest.raises(AgileInputError, match="already holds another session"):
+        b.save(tmp_path / "a")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AgileInputError, match="is a file"):
+        b.save(tmp_path / "file")
+    assert (tmp_path / "a" / "answers.jsonl").read_text() == journal and b.store == tmp_path / "b"
+    assert b.save(tmp_path / "b") == tmp_path / "b"  # its own folder: saved again
+
+
+def test_loading_on_another_section_warns_and_keeps_the_sessions_section(sim, model, tmp_path):
+    tissue = dataclasses.replace(sim.tissue, source=str(tmp_path / "first.ome.tif"))
+    Session(tissue, sim.cells, model, store=tmp_path / "s", mc_passes=8).annotate("astrocyte", sim.cells.ids[:1], [1])
+    other = dataclasses.replace(sim.tissue, source=str(tmp_path / "second.ome.tif"))
+    with pytest.warns(UserWarning, match="made on .*first.ome.tif, not on .*second.ome.tif"):
+        Session.load(tmp_path / "s", other)
+    assert json.loads((tmp_path / "s" / "session.json").read_text())["tissue_source"] == tissue.source
+
+
+def test_missing_pixels_in_a_cells_patch_are_named(sim, model, tmp_path):
+    data = np.asarray(sim.tissue.data, np.float32).copy()
+    y, x = np.round(sim.cells.centroids[3]).astype(int)
+    data[:, y - 2:y + 2, x - 2:x + 2] = np.nan
+    tissue = type(sim.tissue)(data, list(sim.tissue.channel_names))
+    with pytest.raises(AgileInputError, match="missing \\(NaN\\) or infinite pixels"):
+        Session(tissue, sim.cells, model, store=tmp_path / "s")
+
+
+def test_cell_ids_that_are_not_the_masks_are_refused(sim, model, tmp_path):
+    table = sim.cells.table.reset_index(drop=True).assign(id=np.arange(len(sim.cells)))  # 0-based, like a lab TSV
+    shifted = Cells(table, sim.cells.labels)
+    assert not np.array_equal(shifted.ids, sim.cells.ids)
+    with pytest.raises(AgileInputError, match="do not match the nucleus mask"):
+        Session(sim.tissue, shifted, model, store=tmp_path / "s")

@@ -24,6 +24,15 @@ def test_ome_tiff_round_trip_keeps_names_pixels_and_size(tmp_path):
     np.testing.assert_array_equal(np.asarray(back.data), data)
 
 
+def test_writing_a_tissue_over_its_own_file_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", _data(), photometric="minisblack")
+    t = read_tissue(tmp_path / "plain.tif", channel_names=["a", "b", "c"])
+    with pytest.raises(AgileInputError, match="the file this tissue is read from"):
+        write_ome_tiff(t, tmp_path / "plain.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "plain.tif"), _data())
+    assert read_tissue(write_ome_tiff(t, tmp_path / "named.ome.tif")).channel_names == ["a", "b", "c"]
+
+
 def test_plain_cyx_tiff_needs_and_takes_names(tmp_path):
     tifffile.imwrite(tmp_path / "plain.tif", _data(), photometric="minisblack")
     t = read_tissue(tmp_path / "plain.tif", channel_names=["a", "b", "c"])

@@ -375,3 +375,59 @@ def test_channel_layers_from_memory_maps_stay_lazy(tmp_path):
     tissue = tissue_from_layers(maps)  # memory-mapped files: nothing read until a worker asks for a tile
     assert not isinstance(tissue.data, np.ndarray) and tissue.channel_names == ["a", "b"]
     assert np.asarray(tissue.data[:, :2, :2]).tolist() == [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]
+
+
+def test_j_moves_the_answer_to_the_suggested_cell_off_an_older_selection(widget, qtbot):
+    w, viewer = widget, widget.viewer
+    w.detect()
+    _wait(qtbot, w)
+    w.add_type("astrocyte")
+    w.suggest()
+    _wait(qtbot, w)
+    cells = viewer.layers[CELLS]
+    other = next(i for i in range(len(cells.data)) if int(cells.features["id"][i]) not in w.suggested)
+    viewer.layers.selection.active = cells  # the user picks a dot in 'cells' and answers it
+    cells.selected_data = {other}
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_N)
+    qtbot.keyClick(canvas, Qt.Key.Key_J)  # back to the suggestions: the question names the next suggested cell
+    shown = w.suggested[w.cursor]
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)
+    answers = w.session.types["astrocyte"].answers
+    assert answers[shown] is True and answers[int(cells.features["id"][other])] is False
+
+
+def test_a_job_cancelled_too_late_still_shows_its_result(widget, qtbot, monkeypatch, tmp_path):
+    import napari_agile.session as session_module
+
+    w, real = widget, session_module.trunk_features
+
+    def cancel_during_features(*args, **kwargs):  # Cancel during the last stage, which has no progress steps
+        w.cancel()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "trunk_features", cancel_during_features)
+    w.detect()
+    assert not w.type_list.isEnabled()  # a job's result belongs to the type it started for
+    _wait(qtbot, w)
+    assert w.session is not None and w.type_list.isEnabled() and not w.status.text().startswith("Cancelling")
+    assert w.session.store == tmp_path / "session" and CELLS in widget.viewer.layers
+
+
+def test_channel_names_typed_for_unnamed_channel_layers(widget, qtbot, sim):
+    w, viewer = widget, widget.viewer
+    for i, layer in enumerate(list(viewer.layers)):  # a file without channel names opens as channel_1, ...
+        layer.name = f"channel_{i + 1}"
+    w.detect()
+    assert any("'Channel names'" in e for e in _errors()) and w.session is None
+    w.names_edit.setText(", ".join(PAPER_CHANNELS[:-1]))
+    w._refresh_channels()
+    w.detect()
+    assert any("lists 6 names for 7 ticked channel layers" in e for e in _errors())
+    w.names_edit.setText(", ".join(PAPER_CHANNELS))
+    w._refresh_channels()
+    assert w._ticked(w.nuclear_list) == ["DAPI", "Histones"]
+    w.detect()
+    _wait(qtbot, w)
+    assert w.session is not None and w.session.tissue.channel_names == list(PAPER_CHANNELS)

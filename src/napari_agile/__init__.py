@@ -34,6 +34,10 @@ _API = {
     "load_model": "modelio",
     "ModelConfig": "model",
     "MetaConfig": "meta",
+    "Augmentation": "tasks",
+    "TaskPool": "tasks",
+    "export_table": "export",
+    "write_geojson": "export",
     "meta_train": "meta",
     "Session": "session",
 }
@@ -41,7 +45,14 @@ _API = {
 __all__ = sorted(_API)
 
 
+#: Modules reachable as attributes too (`agile.export.write_geojson`, `agile.weak_labels.weak_labels`).
+_MODULES = {"tissue", "cells", "tissue_io", "nuclei", "patches", "synth", "modelio", "model", "meta", "tasks",
+            "session", "export", "weak_labels", "uncertainty"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(import_module(f".{_API[name]}", __name__), name)
+    if name in _MODULES:
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'napari_agile' has no attribute {name!r}")

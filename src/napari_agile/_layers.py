@@ -39,7 +39,8 @@ def _channel_data(layer: Image):
 
 
 def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | None = None) -> Tissue:
-    """A Tissue from one (C, Y, X) image layer (names: `channel_names`, else its metadata) or 2D channel layers."""
+    """A Tissue from one (C, Y, X) image layer (names: `channel_names`, else its metadata) or 2D channel layers
+    (names: `channel_names`, else the layer names)."""
     if not layers:
         raise AgileInputError(
             "No tissue image: open one (File > Open, or File > Open Sample > napari-agile) and tick its "
@@ -74,7 +75,13 @@ def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | N
         import dask.array as da
 
         data = da.stack([da.asarray(a) for a in arrays])
-    return Tissue(data, [layer.name for layer in layers], source="image layers")
+    names = [layer.name for layer in layers]
+    if channel_names:
+        if len(channel_names) != len(layers):
+            raise AgileInputError(f"'Channel names' lists {len(channel_names)} names for {len(layers)} ticked channel "
+                                  "layers: give one per layer, in their order, or empty it to use the layer names.")
+        names = list(channel_names)
+    return Tissue(data, names, source="image layers")
 
 
 def frame_kwargs(reference: Image) -> dict:

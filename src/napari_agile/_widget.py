@@ -128,8 +128,8 @@ class AgileWidget(QWidget):
         form.addRow("Image layers", self.image_list)
         self.names_edit = QLineEdit()
         self.names_edit.setPlaceholderText("from the layer names")
-        self.names_edit.setToolTip("For one (channels, rows, columns) layer without channel names: the names in "
-                                   "order, comma-separated (e.g. DAPI, Histones, NeuN, S100, Olig2, Iba1, RECA1).")
+        self.names_edit.setToolTip("Channel names in order, comma-separated (e.g. DAPI, Histones, NeuN, S100, Olig2, "
+                                   "Iba1, RECA1), for layers whose names are not the channels' (channel_1, ...).")
         self.names_edit.editingFinished.connect(self._refresh_channels)
         form.addRow("Channel names", self.names_edit)
         self.nuclear_list = QListWidget()
@@ -334,9 +334,10 @@ class AgileWidget(QWidget):
 
     def _channel_names(self) -> list[str]:
         layers = self._selected_layers()
+        typed = self._typed_names()
         if len(layers) == 1 and layers[0].ndim == 3:
-            return self._typed_names() or list(layers[0].metadata.get("channel_names") or [])
-        return [layer.name for layer in layers]
+            return typed or list(layers[0].metadata.get("channel_names") or [])
+        return typed if typed and len(typed) == len(layers) else [layer.name for layer in layers]
 
     def _refresh_channels(self) -> None:
         ticked = set(self._ticked(self.nuclear_list))
@@ -385,7 +386,7 @@ class AgileWidget(QWidget):
         cancel, progress = self._cancel, _Progress(self._relay, self._cancel, label)
         alive = self._alive
         connect = {  # handlers check `alive`: the viewer may have closed while the worker ran
-            "returned": lambda result: alive["yes"] and not cancel.is_set() and done(result),
+            "returned": lambda result: alive["yes"] and self._on_returned(label, cancel, done, result),
             "errored": lambda err: alive["yes"] and self._on_error(label, err),
             "warned": lambda w: alive["yes"] and show_warning(str(w[0])),
             "finished": lambda: alive["yes"] and self._on_finished(),
@@ -395,8 +396,16 @@ class AgileWidget(QWidget):
         self._set_busy(True, label)
         self.worker.start()
 
+    @staticmethod
+    def _on_returned(label: str, cancel: threading.Event, done: Callable[[Any], None], result: Any) -> None:
+        """A job that finished is shown even if Cancel came too late to stop it (its work is done and saved)."""
+        if cancel.is_set():
+            show_info(f"{label} had finished before it could stop: its result is shown.")
+        done(result)
+
     def _set_busy(self, busy: bool, label: str = "") -> None:
-        for btn in (self.detect_btn, self.suggest_btn, self.adapt_btn, self.predict_btn):
+        # the type list too: a job's result belongs to the type it was started for
+        for btn in (self.detect_btn, self.suggest_btn, self.adapt_btn, self.predict_btn, self.type_list):
             btn.setEnabled(not busy)
         self.cancel_btn.setEnabled(busy)
         self.bar.setVisible(busy)
@@ -412,7 +421,7 @@ class AgileWidget(QWidget):
         pbar = self._pbar  # updating it may run the event loop, where the job can finish and close it
         if not self._alive["yes"] or pbar is None:
             return
-        self.bar.setRange(0, max(total, 1))
+        self.bar.setRange(0, max(total, 0))  # 0: a stage of unknown length (busy indicator)
         self.bar.setValue(current)
         pbar.total = total
         pbar.n = current
@@ -432,10 +441,12 @@ class AgileWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self.status.text().startswith("Cancelling"):
+            self.status.setText(f"{self.job}: stopped.")
         self._set_busy(False)
 
     def cancel(self) -> None:
-        """Ask the running job to stop at its next progress step; its result, if any, is dropped."""
+        """Ask the running job to stop at its next progress step; a job that finishes first is shown as done."""
         if self.worker is not None:
             self._cancel.set()
             self.status.setText(f"Cancelling {self.job}…")
@@ -472,7 +483,11 @@ class AgileWidget(QWidget):
                 f"{list(model.channels)}: tick one 2D layer per channel (open the image with channel_axis) "
                 "or a (channels, rows, columns) image."
             )
-        check_channels(model, tissue.channel_names)
+        try:
+            check_channels(model, tissue.channel_names)
+        except AgileInputError as err:
+            raise AgileInputError(f"{err} Here: rename the channel layers, or type the names in order under "
+                                  "'Channel names'.") from None
         channels = self._ticked(self.nuclear_list) or None
         store = self.store_edit.text().strip() or None
         if store and (Path(store) / "session.json").exists():
@@ -576,6 +591,8 @@ class AgileWidget(QWidget):
     def _on_suggested(self, result) -> None:
         name, ids, p, h = result
         session = self.session
+        if self.type_list.currentItem() is None or self._current_type() != name:
+            self.add_type(name)  # answers go to the type the cells were suggested for
         if not ids:
             show_info(f"Every cell has an answer for {name!r}: nothing left to suggest.")
             return
@@ -596,6 +613,9 @@ class AgileWidget(QWidget):
         self.cursor = (self.cursor + step) % len(self.suggested)
         layer = self.viewer.layers[_layers.SUGGESTED]
         layer.selected_data = {self.cursor}
+        if _layers.CELLS in self.viewer.layers:  # the next answer is about this cell, not an older selection
+            self.viewer.layers[_layers.CELLS].selected_data = set()
+        self.viewer.layers.selection.active = layer
         yx = np.asarray(layer.data[self.cursor], float)
         center = layer.data_to_world(yx)
         cam = _layers.camera(self.viewer)
@@ -855,7 +875,10 @@ class AgileWidget(QWidget):
         """Save the current type's adapted network as a model file (for `napari-agile predict`)."""
 
         def go() -> None:
-            model = self._need_session().adapted_model(self._current_type())
+            session = self._need_session()
+            if self._answers_in_use():
+                return
+            model = session.adapted_model(self._current_type())
             target = path or self._ask_path("Save the adapted model", save=True, filter="Model (*.safetensors)")
             if target:
                 show_info(f"Saved the adapted model to {model.save(target)}.")

@@ -47,9 +47,29 @@ class Cells:
         """(N, 2) float array of (y, x) centres."""
         return self.table[["y", "x"]].to_numpy(dtype=np.float64)
 
+    def check_labels(self) -> None:
+        """A clear error when the table's ids are not the mask's ids (e.g. a 0-based table with a 1-based mask):
+        most centres must sit on a nucleus of their own id, or every patch would read another cell's nucleus."""
+        if self.labels is None or not len(self):
+            return
+        yx = np.round(self.centroids).astype(np.int64)
+        inside = np.all((yx >= 0) & (yx < self.labels.shape), axis=1)
+        found = self.labels[yx[inside, 0], yx[inside, 1]]
+        on_nucleus = found > 0
+        own = found[on_nucleus] == self.ids[inside][on_nucleus]
+        if on_nucleus.sum() and own.mean() < 0.5:
+            raise AgileInputError(
+                f"The cell table's ids do not match the nucleus mask: only {own.sum()} of {on_nucleus.sum()} "
+                "centres lie on a nucleus with their own id. Give the table whose ids are the mask's labels "
+                "(napari_agile.cells_from_labels(mask) makes one from the mask)."
+            )
+
     def check_ids(self, ids: Iterable[int] | int) -> np.ndarray:
         """`ids` as an int64 array; a clear error naming ids that are not cells."""
-        arr = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        raw = np.atleast_1d(np.asarray(ids))
+        if raw.size and (raw.dtype.kind not in "iuf" or (raw.dtype.kind == "f" and not np.all(raw == np.round(raw)))):
+            raise AgileInputError(f"Cell ids are whole numbers (from cells.table); got {raw[:10].tolist()}.")
+        arr = raw.astype(np.int64)
         unknown = arr[~np.isin(arr, self.ids)]
         if unknown.size:
             raise AgileInputError(

@@ -45,6 +45,12 @@ def _run_synth(args: argparse.Namespace) -> None:
         print(f"wrote {args.cells} ({len(sim.cells)} cells)")
 
 
+def _add_detection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                   help="channel(s) that stain every nucleus, summed for detection (default: DAPI and Histones)")
+    p.add_argument("--diameter", type=float, default=24.0, help="typical nucleus width in pixels (default 24)")
+
+
 def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", type=Path,
                    help="the tissue image: an OME-TIFF, a (channels, rows, columns) TIFF, a folder with one TIFF "
@@ -52,9 +58,7 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", nargs="+", default=None, metavar="NAME",
                    help="channel names in file order, for images that do not name their channels "
                         "(e.g. --names DAPI Histones NeuN)")
-    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
-                   help="channel(s) that stain every nucleus, summed for detection (default: DAPI and Histones)")
-    p.add_argument("--diameter", type=float, default=24.0, help="typical nucleus width in pixels (default 24)")
+    _add_detection_options(p)
     p.add_argument("--out", type=Path, default=Path("cells.csv"),
                    help="table of detected nuclei, one row per cell (id, centre y/x, area, box); "
                         ".csv, or .tsv for the lab format (default cells.csv)")
@@ -174,6 +178,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", type=Path, nargs="+", default=None, metavar="MASK",
                    help="nucleus label images (TIFF, one integer id per nucleus), one per image in the same order, "
                         "instead of detecting the nuclei")
+    _add_detection_options(p)
     p.add_argument("--out", type=Path, default=Path("predictions"),
                    help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type)")
 
@@ -197,16 +202,28 @@ def _run_predict(args: argparse.Namespace) -> None:
         same = sorted({str(d.name) for d in dests if dests.count(d) > 1})
         raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
                               "its own --out folder.")
+    if not (args.session / "adapted.safetensors").exists():
+        raise AgileInputError(f"{args.session} is not a saved session with adapted cell types: adapt at least one "
+                              "type and save the session (widget: Save session…; Python: Session.save).")
     args.out.mkdir(parents=True, exist_ok=True)
+    failed = []
     for k, (image, dest) in enumerate(zip(tqdm(args.images, desc="images", unit="image"), dests)):
-        with read_tissue(image, channel_names=args.names) as tissue, tempfile.TemporaryDirectory() as scratch:
-            if args.masks is None:
-                cells = detect_nuclei(tissue)
-            else:
-                cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
-            table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
+        try:  # one bad image is named and skipped; the others are still typed
+            with read_tissue(image, channel_names=args.names) as tissue, tempfile.TemporaryDirectory() as scratch:
+                if args.masks is None:
+                    cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter)
+                else:
+                    cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
+                table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
+        except AgileInputError as exc:
+            print(f"{image}: skipped: {exc}", file=sys.stderr)
+            failed.append(str(image))
+            continue
         table.to_csv(dest, index=False)
         print(f"{image}: {len(table)} cells -> {dest}")
+    if failed:
+        raise AgileInputError(f"{len(failed)} of {len(args.images)} images were not typed ({', '.join(failed)}): "
+                              "the reason for each is printed above.")
 
 
 def _image_stem(image: Path) -> str:

@@ -17,7 +17,7 @@ def detect_nuclei(
     tissue: Tissue,
     channels: Sequence[str] | None = None,
     tile: int = 2048,
-    overlap: int = 64,
+    overlap: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     diameter: float = 24.0,
     min_area: int | None = None,
@@ -34,10 +34,16 @@ def detect_nuclei(
     nuclei are split by a watershed on the distance transform. `diameter` is the typical nucleus width in pixels
     and sets the window sizes; segmentation runs on the image binned by `bin` (default: about 12 px per nucleus
     width, for speed) and the mask is scaled back up; areas are in full-resolution pixels (`min_area` default 5%
-    of diameter²). The image is processed in `tile`² blocks with `overlap` pixels of context; a cell belongs to the
-    tile whose core holds its centroid, so none is lost or doubled at seams. `progress(done, total)` is called
+    of diameter²). The image is processed in `tile`² blocks with `overlap` pixels of context (default: 64, or the
+    diameter if larger); a cell belongs to the tile whose core holds its centroid, so none is lost or doubled at
+    seams. `progress(done, total)` is called
     after each tile.
     """
+    if isinstance(channels, str):
+        channels = [channels]
+    if tile < 1:
+        raise AgileInputError(f"tile must be a positive number of pixels (got {tile}).")
+    overlap = max(64, int(np.ceil(diameter))) if overlap is None else overlap
     if overlap < diameter:
         raise AgileInputError(f"overlap ({overlap}) must be at least the nucleus diameter ({diameter}).")
     nuclear = _nuclear_channels(tissue, channels)

@@ -83,8 +83,10 @@ class Session:
         check_channels(model, tissue.channel_names)
         if len(cells) == 0:
             raise AgileInputError("This tissue has no cells: run nucleus detection first (or check its channels).")
+        cells.check_labels()
         self.model = model
         self.tissue = tissue.select(model.channels)
+        self.tissue_source = self.tissue.source  # the section the answers belong to (kept by Session.load)
         self.cells = cells
         self.device = pick_device(device)
         self.mc_passes = mc_passes
@@ -95,6 +97,13 @@ class Session:
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
+        bad = ~torch.isfinite(self._x).flatten(1).all(1)
+        if bad.any():
+            raise AgileInputError(
+                f"{int(bad.sum())} cells' patches hold missing (NaN) or infinite pixels, e.g. cells "
+                f"{cells.ids[bad.cpu().numpy()][:5].tolist()}: replace them in the image (numpy.nan_to_num) or "
+                "leave those cells out of the cell table."
+            )
         if stats is None:
             sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
             stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
@@ -227,6 +236,10 @@ class Session:
             flags = [bool(_as_answer(a)) for a in answers]
         except ValueError as err:
             raise AgileInputError(str(err)) from None
+        given: dict[int, bool] = {}
+        for cid, yes in zip(ids_arr.tolist(), flags):
+            if given.setdefault(cid, yes) != yes:
+                raise AgileInputError(f"Cell {cid} is answered both yes and no in one call: give it one answer.")
         state = self._type(cell_type, create=True)
         records = []
         for cid, yes in zip(ids_arr.tolist(), flags):
@@ -258,6 +271,8 @@ class Session:
             raise AgileInputError(f"No answers for {cell_type!r} yet: label a few cells first (suggest, then annotate).")
         if steps < 1:
             raise AgileInputError(f"steps must be at least 1 (got {steps}).")
+        if lr is not None and not lr > 0:
+            raise AgileInputError(f"lr must be a positive step size (got {lr}); None takes the model's.")
         y = torch.tensor([int(a) for a in state.answers.values()], device=self.device)
         if y.min() == y.max():
             warnings.warn(
@@ -332,7 +347,7 @@ class Session:
             "mc_passes": self.mc_passes, "threshold": self.threshold, "seed": self.seed,
             "normalizer": self.normalizer.to_dict(),
             "channels": list(self.model.channels),
-            "tissue_source": self.tissue.source,
+            "tissue_source": self.tissue_source,
         }
         (self.store / "session.json").write_text(json.dumps(meta, indent=1))
 
@@ -359,6 +374,11 @@ class Session:
         """Write the whole session to folder `path` (answers, adapted weights, model, cells) and keep saving there."""
         path = Path(path)
         if path.resolve() != self.store.resolve():
+            if path.exists() and not path.is_dir():
+                raise AgileInputError(f"{path} is a file: save a session into a folder (a new or empty one).")
+            if (path / "session.json").exists():
+                raise AgileInputError(f"{path} already holds another session, whose answers saving here would "
+                                      "replace: choose a new or empty folder.")
             self._write_static(path)
             self.store = path
             (path / "answers.jsonl").unlink(missing_ok=True)
@@ -392,6 +412,12 @@ class Session:
                 state.answers[r["id"]] = bool(r["answer"])
         for name, state in session.types.items():
             state.params = session._saved_params(tensors, name)
+        saved_source = meta.get("tissue_source")
+        if saved_source and tissue.source and Path(saved_source).resolve() != Path(tissue.source).resolve():
+            warnings.warn(f"This session was made on {saved_source}, not on {tissue.source}: its cells, nuclei and "
+                          "intensity scaling are that section's. Load it on that section (or, for another "
+                          "section, use Session.apply_saved / napari-agile predict).", stacklevel=2)
+        session.tissue_source = saved_source or session.tissue_source
         session._write_meta()
         return session
 

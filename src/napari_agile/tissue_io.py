@@ -95,6 +95,12 @@ def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: 
     return problems
 
 
+def _reads_from(tissue: Tissue, path: Path) -> bool:
+    """Whether `path` is the tissue's source file, or a file in its source folder of per-channel TIFFs."""
+    source, target = Path(tissue.source).resolve(), path.resolve()
+    return target == source or (source.is_dir() and target.parent == source)
+
+
 def write_ome_tiff(
     tissue: Tissue, path: str | Path, tile: int = 512, compression: str | None = None
 ) -> Path:
@@ -102,6 +108,9 @@ def write_ome_tiff(
     import tifffile
 
     p = Path(path)
+    if tissue.source and p.exists() and _reads_from(tissue, p):
+        raise AgileInputError(f"{p} is the file this tissue is read from: writing it would destroy the image "
+                              "while it is read. Write to a new path (and rename it afterwards if you like).")
     c, h, w = tissue.data.shape
     dtype = np.dtype(tissue.data.dtype)
     metadata: dict[str, Any] = {"axes": "CYX", "Channel": {"Name": list(tissue.channel_names)}}
