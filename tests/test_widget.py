@@ -431,3 +431,34 @@ def test_channel_names_typed_for_unnamed_channel_layers(widget, qtbot, sim):
     w.detect()
     _wait(qtbot, w)
     assert w.session is not None and w.session.tissue.channel_names == list(PAPER_CHANNELS)
+
+
+def test_deleted_renamed_or_namesake_layers_keep_the_widget_working(widget, qtbot, sim):
+    w, viewer = widget, widget.viewer
+    viewer.add_labels(sim.cells.labels, name=NUCLEI)  # the user's own mask, named like the widget's layer
+    assert NUCLEI in [w.nuclei_combo.itemText(i) for i in range(w.nuclei_combo.count())]
+    viewer.add_points([[5.0, 5.0]], name=CELLS)  # and their own points called 'cells'
+    w.detect()
+    _wait(qtbot, w)
+    assert viewer.layers[CELLS].data.shape == (1, 2)  # left alone; the widget's layer sits beside it
+    w.add_type("astrocyte")
+    viewer.layers.remove(w._layer(SUGGESTED))  # the user tidies the empty rings away
+    with qtbot.capture_exceptions() as raised:
+        w.suggest()
+        _wait(qtbot, w)
+    assert not raised and len(w.suggested) == 8 and w._layer(SUGGESTED).data.shape == (8, 2)
+    w._layer(SUGGESTED).name = "to ask"  # renamed: still the widget's
+    w.next_suggestion()
+    first = w.suggested[w.cursor]
+    w.answer_yes()
+    assert w.session.types["astrocyte"].answers == {first: True}
+    viewer.layers.remove(w._layer(CELLS))
+    with qtbot.capture_exceptions() as raised:
+        w.predict()
+        _wait(qtbot, w)
+    assert not raised and "astrocyte" in w.legend.text() and w._layer(CELLS) is not None  # drawn again
+    w.add_type("neuron")
+    w.store_edit.setText(w.store_edit.text() + "-2")
+    w.detect()  # a new session lists only its own types
+    _wait(qtbot, w)
+    assert [w.type_list.item(i).text() for i in range(w.type_list.count())] == []

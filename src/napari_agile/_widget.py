@@ -101,6 +101,7 @@ class AgileWidget(QWidget):
         self._model_cache: tuple[str, AgileModel] | None = None
         self._pbar = None
         self._unticked: set[str] = set()
+        self._own: dict[str, Any] = {}  # _layers.CELLS/NUCLEI/SUGGESTED/TYPES -> the layer this widget made
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
         self._build()
@@ -300,7 +301,7 @@ class AgileWidget(QWidget):
         """'detect', then every Labels layer that is not one of this widget's outputs; the choice is kept."""
         current = self.nuclei_combo.currentText()
         names = [layer.name for layer in self.viewer.layers
-                 if isinstance(layer, Labels) and layer.name not in (_layers.NUCLEI, _layers.TYPES)]
+                 if isinstance(layer, Labels) and not any(layer is own for own in self._own.values())]
         self.nuclei_combo.blockSignals(True)
         self.nuclei_combo.clear()
         self.nuclei_combo.addItems([DETECT, *names])
@@ -522,19 +523,46 @@ class AgileWidget(QWidget):
         self.session = session
         table = session.cells.table
         frame = self._frame
-        for name in (_layers.CELLS, _layers.NUCLEI, _layers.SUGGESTED, _layers.TYPES):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+        for key in list(self._own):  # this widget's layers only: a user's layer named 'cells' stays
+            if (layer := self._layer(key)) is not None:
+                self.viewer.layers.remove(layer)
+        self._own = {}
         if session.cells.labels is not None and show_nuclei:
-            self.viewer.add_layer(_layers.nuclei_layer(session.cells.labels, frame))
-        self.viewer.add_layer(_layers.suggestions_layer(frame))
-        self.viewer.add_layer(_layers.cells_layer(table, frame))
+            self._add_own(_layers.NUCLEI, _layers.nuclei_layer(session.cells.labels, frame))
+        self._add_own(_layers.SUGGESTED, _layers.suggestions_layer(frame))
+        self._add_own(_layers.CELLS, _layers.cells_layer(table, frame))
+        self.type_list.clear()  # the types are this session's (a loaded one brings its own)
         for name in session.types:
             self.add_type(name)
         self.suggested, self.cursor = [], -1
         self._refresh_answers()
         self.status.setText(f"{len(table)} cells. Answers are saved in {session.store}. "
                             "Add a cell type, then Suggest.")
+
+    def _layer(self, key: str):
+        """This widget's layer for `key` (_layers.CELLS, ...) while it is in the viewer, else None."""
+        layer = self._own.get(key)
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def _add_own(self, key: str, layer):
+        self.viewer.add_layer(layer)
+        self._own[key] = layer
+        return layer
+
+    def _cells_layer(self):
+        """The cells layer, drawn again if the user deleted it."""
+        layer = self._layer(_layers.CELLS)
+        if layer is None and self.session is not None:
+            layer = self._add_own(_layers.CELLS, _layers.cells_layer(self.session.cells.table, self._frame))
+        return layer
+
+    def _suggestions_layer(self):
+        """The suggestions layer, made again (empty: the suggestions are gone) if the user deleted it."""
+        layer = self._layer(_layers.SUGGESTED)
+        if layer is None:
+            self.suggested, self.cursor = [], -1
+            layer = self._add_own(_layers.SUGGESTED, _layers.suggestions_layer(self._frame))
+        return layer
 
     # ---- 2. cell types ----------------------------------------------------------------------
     def _pick_new_color(self) -> None:
@@ -564,10 +592,10 @@ class AgileWidget(QWidget):
         self.type_edit.clear()
         self._new_color = None
         self.color_btn.setStyleSheet("")
+        self._refresh_answers()  # a new colour for the current type shows at once
 
     def _on_type_changed(self, name: str) -> None:
-        if self.suggested and _layers.SUGGESTED in self.viewer.layers:
-            layer = self.viewer.layers[_layers.SUGGESTED]
+        if self.suggested and (layer := self._layer(_layers.SUGGESTED)) is not None:
             layer.data = np.empty((0, 2))
             self.suggested, self.cursor = [], -1
         self._refresh_answers()
@@ -599,7 +627,7 @@ class AgileWidget(QWidget):
         rows = session.cells.table.index.get_indexer(ids)
         answers = session.types[name].answers
         features = _layers.suggestion_features(ids, p[rows], h[rows], name, answers)
-        layer = self.viewer.layers[_layers.SUGGESTED]
+        layer = self._suggestions_layer()
         _layers.show_suggestions(layer, session.cells.centroids[rows], features)
         self.suggested, self.cursor = list(ids), -1
         self.viewer.layers.selection.active = layer
@@ -610,11 +638,15 @@ class AgileWidget(QWidget):
         if not self.suggested:
             show_info("No suggested cells: press Suggest.")
             return
+        layer = self._layer(_layers.SUGGESTED)
+        if layer is None:
+            self.suggested, self.cursor = [], -1
+            show_info("The suggested cells layer was deleted: press Suggest to ask again.")
+            return
         self.cursor = (self.cursor + step) % len(self.suggested)
-        layer = self.viewer.layers[_layers.SUGGESTED]
         layer.selected_data = {self.cursor}
-        if _layers.CELLS in self.viewer.layers:  # the next answer is about this cell, not an older selection
-            self.viewer.layers[_layers.CELLS].selected_data = set()
+        if (cells := self._layer(_layers.CELLS)) is not None:  # the next answer is about this cell, not an older one
+            cells.selected_data = set()
         self.viewer.layers.selection.active = layer
         yx = np.asarray(layer.data[self.cursor], float)
         center = layer.data_to_world(yx)
@@ -635,7 +667,8 @@ class AgileWidget(QWidget):
     def _targets(self) -> list[int]:
         """Cells the next answer is about: selected points of an active agile layer, else the current suggestion."""
         active = self.viewer.layers.selection.active
-        if active is not None and active.name in (_layers.SUGGESTED, _layers.CELLS) and active.selected_data:
+        ours = (self._layer(_layers.SUGGESTED), self._layer(_layers.CELLS))
+        if active is not None and any(active is layer for layer in ours) and active.selected_data:
             rows = sorted(active.selected_data)
             return [int(i) for i in active.features["id"].to_numpy()[rows]]
         if 0 <= self.cursor < len(self.suggested):
@@ -703,7 +736,7 @@ class AgileWidget(QWidget):
     def _on_click(self, viewer, event):
         """In 'click = yes/no' mode, a click (not a drag) on a nucleus answers it."""
         mode = self.click_mode.currentIndex() if self._alive["yes"] else 0
-        if mode == 0 or self.session is None or _layers.CELLS not in viewer.layers:
+        if mode == 0 or self.session is None or self._layer(_layers.CELLS) is None:
             return
         start = np.asarray(event.position)
         yield
@@ -719,7 +752,7 @@ class AgileWidget(QWidget):
 
     def cell_at(self, world_position) -> int | None:
         """The cell whose nucleus is under a world position, else the nearest centre within 10 pixels."""
-        layer = self.viewer.layers[_layers.CELLS]
+        layer = self._cells_layer()
         y, x = np.asarray(layer.world_to_data(world_position))[-2:]
         labels = self.session.cells.labels
         iy, ix = int(round(y)), int(round(x))
@@ -730,18 +763,17 @@ class AgileWidget(QWidget):
 
     def _refresh_answers(self) -> None:
         """Colour the cells by their answers for the current type and update answer features and counts."""
-        if self.session is None or _layers.CELLS not in self.viewer.layers:
+        layer = self._cells_layer()
+        if layer is None:
             return
         item = self.type_list.currentItem()
         name = item.text() if item else None
         state = self.session.types.get(name) if name else None
         answers = state.answers if state else {}
-        layer = self.viewer.layers[_layers.CELLS]
         ids = layer.features["id"].to_numpy()
         layer.features["answer"] = _layers.answer_column(ids, answers)
         layer.face_color = _layers.answer_colors(ids, answers, self.colors.get(name, "#ffffff"))
-        if self.suggested and _layers.SUGGESTED in self.viewer.layers:
-            sugg = self.viewer.layers[_layers.SUGGESTED]
+        if self.suggested and (sugg := self._layer(_layers.SUGGESTED)) is not None:
             sugg.features["answer"] = _layers.answer_column(sugg.features["id"].to_numpy(), answers)
         yes = sum(answers.values())
         self.count_label.setText(f"{name}: {yes} yes, {len(answers) - yes} no" if name else "no answers yet")
@@ -789,18 +821,16 @@ class AgileWidget(QWidget):
                 self.add_type(name)
         cmap = _layers.type_colormap(names, self.colors)
         legend = _layers.legend_table(names, self.colors, table["cell_type"])
-        if _layers.TYPES in self.viewer.layers:
-            layer = self.viewer.layers[_layers.TYPES]
+        if (layer := self._layer(_layers.TYPES)) is not None:
             layer.data = painted
             layer.colormap = cmap
             layer.features = legend
         else:
-            from napari.layers import Labels
-
             layer = Labels(painted, name=_layers.TYPES, colormap=cmap, opacity=0.8, features=legend, **self._frame)
-            index = self.viewer.layers.index(_layers.SUGGESTED) if _layers.SUGGESTED in self.viewer.layers else None
-            self.viewer.layers.insert(index if index is not None else len(self.viewer.layers), layer)
-        cells = self.viewer.layers[_layers.CELLS]
+            above = self._layer(_layers.SUGGESTED)
+            self.viewer.layers.insert(self.viewer.layers.index(above) if above else len(self.viewer.layers), layer)
+            self._own[_layers.TYPES] = layer
+        cells = self._cells_layer()
         cells.features = _layers.with_predictions(cells.features, table)
         self.legend.setText("".join(
             f"<span style='color:{c}'>■</span> {n}: {k} &nbsp; " for n, c, k in
