@@ -36,3 +36,12 @@ def test_geojson_keeps_type_names_that_are_not_python_names(tmp_path):
     (feature,) = json.loads(write_geojson(table, tmp_path / "t.geojson").read_text())["features"]
     assert feature["properties"]["measurements"] == {"p_T cell": 0.8, "p_CD4+": 0.1, "p_class": 0.3}
     assert feature["properties"]["classification"]["name"] == "T cell"
+
+
+def test_default_colours_follow_the_order_types_were_named_not_the_first_cell(tmp_path):
+    table = pd.DataFrame({"id": [1, 2], "y": [1.0, 2.0], "x": [1.0, 2.0], "p_astrocyte": [0.1, 0.9],
+                          "p_endothelial": [0.9, 0.1], "cell_type": ["endothelial", "astrocyte"]})
+    features = json.loads(write_geojson(table, tmp_path / "c.geojson").read_text())["features"]
+    colors = {f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"] for f in features}
+    want = default_colors(["astrocyte", "endothelial"])  # what the widget gives types named in this order
+    assert colors == {n: [int(c[i : i + 2], 16) for i in (1, 3, 5)] for n, c in want.items()}

@@ -50,7 +50,10 @@ def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, ob
     of type 'none' carry no classification. `colors` maps type names to colours (default: default_colors).
     """
     _check_table(table)
-    names = [t for t in dict.fromkeys(table["cell_type"].astype(str)) if t != NONE_TYPE]
+    # default colours in the order the types were named (the p_<type> columns), as the widget gives them, so a
+    # type keeps its colour across files whatever cell comes first
+    named = [c[2:] for c in table.columns if c.startswith("p_")]
+    names = [t for t in dict.fromkeys([*named, *table["cell_type"].astype(str)]) if t != NONE_TYPE]
     colors = {**default_colors(names), **(colors or {})}
     rgb = {name: to_rgb255(colors[name]) for name in names}
     measured = [c for c in table.columns if c not in ("id", "y", "x") and pd.api.types.is_numeric_dtype(table[c])]
