@@ -462,3 +462,19 @@ def test_deleted_renamed_or_namesake_layers_keep_the_widget_working(widget, qtbo
     w.detect()  # a new session lists only its own types
     _wait(qtbot, w)
     assert [w.type_list.item(i).text() for i in range(w.type_list.count())] == []
+
+
+def test_answer_keys_work_with_an_image_layer_active_and_go_with_the_widget(widget, qtbot):
+    w, viewer = widget, widget.viewer
+    w.detect()
+    _wait(qtbot, w)
+    w.add_type("astrocyte")
+    w.suggest()
+    _wait(qtbot, w)
+    viewer.layers.selection.active = viewer.layers["NeuN"]  # the user just set a channel's contrast
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)  # napari's Image layer has its own 'y'
+    assert list(w.session.types["astrocyte"].answers.values()) == [True]
+    w.close()
+    assert not any(f.__doc__ and f.__doc__.startswith("napari-agile:") for f in viewer.layers["NeuN"].keymap.values())

@@ -68,6 +68,11 @@ class _Progress:
         self(0, 0)
 
 
+def _is_ours(func) -> bool:
+    """Whether a key binding is one of the widget's answer keys (their handlers say so in their docstring)."""
+    return (getattr(func, "__doc__", None) or "").startswith("napari-agile:")
+
+
 def _detach(viewer, alive: dict, cancel: threading.Event, on_click, on_layers) -> None:
     """Unhook a widget from its viewer and cancel its job (no Qt calls: the widget may already be deleted)."""
     if not alive["yes"]:
@@ -76,6 +81,10 @@ def _detach(viewer, alive: dict, cancel: threading.Event, on_click, on_layers) -
     cancel.set()
     for key in KEYS:
         viewer.bind_key(key, None)
+    for layer in viewer.layers:
+        for key, func in list(layer.keymap.items()):
+            if _is_ours(func):
+                layer.bind_key(key, None)
     if on_click in viewer.mouse_drag_callbacks:
         viewer.mouse_drag_callbacks.remove(on_click)
     events = viewer.layers.events
@@ -263,6 +272,15 @@ class AgileWidget(QWidget):
         for key, (method, _) in KEYS.items():
             self.viewer.bind_key(key, self._key_handler(method), overwrite=True)
 
+    def _bind_image_keys(self) -> None:
+        """The answer keys on each image layer too: an active layer's keys come first, and napari's Image layer
+        takes 'y' (orient the plane along y, a 3D view's action), so a user who just set a channel's contrast
+        would answer only 'no'."""
+        for layer in self._image_layers():
+            if not any(_is_ours(func) for func in layer.keymap.values()):
+                for key, (method, _) in KEYS.items():
+                    layer.bind_key(key, self._key_handler(method), overwrite=True)
+
     def _key_handler(self, method: str) -> Callable[[Any], None]:
         alive = self._alive
 
@@ -285,6 +303,7 @@ class AgileWidget(QWidget):
     def _refresh_image_layers(self, *_: Any) -> None:
         if not self._alive["yes"]:
             return
+        self._bind_image_keys()
         self.image_list.blockSignals(True)
         self.image_list.clear()
         for layer in self._image_layers():
