@@ -377,13 +377,18 @@ def test_channel_layers_from_memory_maps_stay_lazy(tmp_path):
     assert np.asarray(tissue.data[:, :2, :2]).tolist() == [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]
 
 
-def test_j_moves_the_answer_to_the_suggested_cell_off_an_older_selection(widget, qtbot):
-    w, viewer = widget, widget.viewer
+def _with_suggestions(w, qtbot):
+    """Detect, add 'astrocyte' and take its first suggestions, as a user would."""
     w.detect()
     _wait(qtbot, w)
     w.add_type("astrocyte")
     w.suggest()
     _wait(qtbot, w)
+    return w
+
+
+def test_j_moves_the_answer_to_the_suggested_cell_off_an_older_selection(widget, qtbot):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
     cells = viewer.layers[CELLS]
     other = next(i for i in range(len(cells.data)) if int(cells.features["id"][i]) not in w.suggested)
     viewer.layers.selection.active = cells  # the user picks a dot in 'cells' and answers it
@@ -465,12 +470,7 @@ def test_deleted_renamed_or_namesake_layers_keep_the_widget_working(widget, qtbo
 
 
 def test_answer_keys_work_with_an_image_layer_active_and_go_with_the_widget(widget, qtbot):
-    w, viewer = widget, widget.viewer
-    w.detect()
-    _wait(qtbot, w)
-    w.add_type("astrocyte")
-    w.suggest()
-    _wait(qtbot, w)
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
     viewer.layers.selection.active = viewer.layers["NeuN"]  # the user just set a channel's contrast
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
