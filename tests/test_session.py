@@ -287,6 +287,8 @@ def test_saving_into_another_sessions_folder_is_refused_and_keeps_its_answers(si
 
 
 def test_loading_on_another_section_warns_and_keeps_the_sessions_section(sim, model, tmp_path):
+    for name in ("first.ome.tif", "second.ome.tif"):
+        (tmp_path / name).touch()
     tissue = dataclasses.replace(sim.tissue, source=str(tmp_path / "first.ome.tif"))
     Session(tissue, sim.cells, model, store=tmp_path / "s", mc_passes=8).annotate("astrocyte", sim.cells.ids[:1], [1])
     other = dataclasses.replace(sim.tissue, source=str(tmp_path / "second.ome.tif"))

@@ -413,7 +413,8 @@ class Session:
         for name, state in session.types.items():
             state.params = session._saved_params(tensors, name)
         saved_source = meta.get("tissue_source")
-        if saved_source and tissue.source and Path(saved_source).resolve() != Path(tissue.source).resolve():
+        files = [Path(src) for src in (saved_source, tissue.source) if src and Path(src).exists()]
+        if len(files) == 2 and files[0].resolve() != files[1].resolve():  # (napari layers name no file)
             warnings.warn(f"This session was made on {saved_source}, not on {tissue.source}: its cells, nuclei and "
                           "intensity scaling are that section's. Load it on that section (or, for another "
                           "section, use Session.apply_saved / napari-agile predict).", stacklevel=2)
