@@ -478,3 +478,18 @@ def test_answer_keys_work_with_an_image_layer_active_and_go_with_the_widget(widg
     assert list(w.session.types["astrocyte"].answers.values()) == [True]
     w.close()
     assert not any(f.__doc__ and f.__doc__.startswith("napari-agile:") for f in viewer.layers["NeuN"].keymap.values())
+
+
+def test_buttons_that_need_cells_wait_for_a_session_and_for_a_running_job(widget, qtbot):
+    w = widget
+    save = w.file_buttons["Save session…"]
+    assert not w.suggest_btn.isEnabled() and not save.isEnabled() and w.file_buttons["Load session…"].isEnabled()
+    w.detect()
+    assert not w.detect_btn.isEnabled() and not w.file_buttons["Load session…"].isEnabled()
+    _wait(qtbot, w)
+    assert w.suggest_btn.isEnabled() and save.isEnabled() and w.adapt_btn.isEnabled()
+    w.add_type("astrocyte")
+    w.suggest()
+    assert not save.isEnabled() and not w.file_buttons["Export CSV…"].isEnabled()
+    _wait(qtbot, w)
+    assert save.isEnabled()

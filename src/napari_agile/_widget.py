@@ -114,6 +114,7 @@ class AgileWidget(QWidget):
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
         self._build()
+        self._set_busy(False)
         self._bind_keys()
         self.viewer.mouse_drag_callbacks.append(self._on_click)
         self.viewer.layers.events.inserted.connect(self._refresh_image_layers)
@@ -217,6 +218,7 @@ class AgileWidget(QWidget):
 
         box = QGroupBox("5. Save and export")
         grid = QVBoxLayout(box)
+        self.file_buttons: dict[str, QPushButton] = {}
         for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
                      ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
                      ("Save adapted model…", self.save_model, None, None)):
@@ -226,6 +228,7 @@ class AgileWidget(QWidget):
                     btn = QPushButton(text)
                     btn.clicked.connect(lambda *_, s=slot: s())
                     row.addWidget(btn)
+                    self.file_buttons[text] = btn
             grid.addLayout(row)
         outer.addWidget(box)
 
@@ -424,9 +427,14 @@ class AgileWidget(QWidget):
         done(result)
 
     def _set_busy(self, busy: bool, label: str = "") -> None:
-        # the type list too: a job's result belongs to the type it was started for
-        for btn in (self.detect_btn, self.suggest_btn, self.adapt_btn, self.predict_btn, self.type_list):
-            btn.setEnabled(not busy)
+        """Enable what can run now: nothing that starts work or reads the answers during a job (the type list
+        too: a job's result belongs to the type it was started for), and what needs cells only with a session."""
+        for w in (self.detect_btn, self.type_list, self.file_buttons["Load session…"]):
+            w.setEnabled(not busy)
+        needs_session = [self.suggest_btn, self.adapt_btn, self.predict_btn, self.undo_btn,
+                         *(btn for text, btn in self.file_buttons.items() if text != "Load session…")]
+        for btn in needs_session:
+            btn.setEnabled(not busy and self.session is not None)
         self.cancel_btn.setEnabled(busy)
         self.bar.setVisible(busy)
         self.bar.setRange(0, 0)
