@@ -202,9 +202,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         same = sorted({str(d.name) for d in dests if dests.count(d) > 1})
         raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
                               "its own --out folder.")
-    if not (args.session / "adapted.safetensors").exists():
-        raise AgileInputError(f"{args.session} is not a saved session with adapted cell types: adapt at least one "
-                              "type and save the session (widget: Save session…; Python: Session.save).")
+    Session.check_saved(args.session)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
     for k, (image, dest) in enumerate(zip(tqdm(args.images, desc="images", unit="image"), dests)):

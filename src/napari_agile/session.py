@@ -97,13 +97,6 @@ class Session:
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
-        bad = ~torch.isfinite(self._x).flatten(1).all(1)
-        if bad.any():
-            raise AgileInputError(
-                f"{int(bad.sum())} cells' patches hold missing (NaN) or infinite pixels, e.g. cells "
-                f"{cells.ids[bad.cpu().numpy()][:5].tolist()}: replace them in the image (numpy.nan_to_num) or "
-                "leave those cells out of the cell table."
-            )
         if stats is None:
             sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
             stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
@@ -122,14 +115,20 @@ class Session:
         """All cells' patches, normalised and binned to the network's input, kept as float16."""
         cfg = self.model.config
         out = torch.empty((len(self.cells), cfg.planes, cfg.input_size, cfg.input_size), dtype=torch.float16)
-        done = 0
+        done, missing = 0, []
         for ids, batch in iter_patches(self.tissue, self.cells, size=cfg.patch_size, normalizer=self.normalizer,
                                        nucleus_mask=cfg.nucleus_mask):
+            missing.extend(np.asarray(ids)[~np.isfinite(batch).reshape(len(batch), -1).all(1)].tolist())
             rows = torch.from_numpy(self.cells.table.index.get_indexer(ids))
             out[rows] = bin_patches(torch.from_numpy(batch), cfg.bin).half()
             done += len(ids)
             if progress is not None:
                 progress(done, len(self.cells))
+        if missing:
+            raise AgileInputError(
+                f"{len(missing)} cells' patches hold missing (NaN) or infinite pixels, e.g. cells {missing[:5]}: "
+                "replace them in the image (numpy.nan_to_num) or leave those cells out of the cell table."
+            )
         return out.to(self.device)
 
     def _rows(self, ids) -> np.ndarray:
@@ -422,6 +421,16 @@ class Session:
         session._write_meta()
         return session
 
+    @staticmethod
+    def check_saved(path: str | Path) -> Path:
+        """`path` as a Path, or a clear error if it is not a saved session with adapted cell types (before a batch
+        opens any image)."""
+        saved = Path(path)
+        if not (saved / "adapted.safetensors").exists():
+            raise AgileInputError(f"{saved} is not a saved session with adapted cell types: adapt at least one type "
+                                  "and save the session (widget: Save session…; Python: Session.save).")
+        return saved
+
     @classmethod
     def apply_saved(cls, path: str | Path, tissue: Tissue, cells: Cells, store: str | Path | None = None,
                     device: str | None = None) -> "Session":
@@ -429,9 +438,7 @@ class Session:
 
         Batch-norm statistics are re-estimated on the new tissue; the answers stay with the original section.
         """
-        saved = Path(path)
-        if not (saved / "adapted.safetensors").exists():
-            raise AgileInputError(f"{saved} holds no adapted cell types: adapt at least one type and save the session.")
+        saved = cls.check_saved(path)
         session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device)
         tensors = load_file(str(saved / "adapted.safetensors"))
         for name in meta["types"]:
