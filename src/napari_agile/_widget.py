@@ -449,7 +449,7 @@ class AgileWidget(QWidget):
         pbar = self._pbar  # updating it may run the event loop, where the job can finish and close it
         if not self._alive["yes"] or pbar is None:
             return
-        self.bar.setRange(0, max(total, 0))  # 0: a stage of unknown length (busy indicator)
+        self.bar.setRange(0, total)  # total 0: a stage of unknown length (busy indicator)
         self.bar.setValue(current)
         pbar.total = total
         pbar.n = current
