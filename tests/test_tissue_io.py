@@ -59,6 +59,17 @@ def test_folder_with_lab_channel_map(tmp_path):
         read_tissue(tmp_path, channel_map={"R9C9": "Iba1"})
 
 
+def test_channel_map_key_matching_two_sections_is_refused(tmp_path):
+    data = _data(2)
+    for section in ("S1", "S2"):
+        for name, plane in zip(["R2C1", "R2C4"], data):
+            tifffile.imwrite(tmp_path / f"{section}_{name}.tif", plane)
+    with pytest.raises(AgileInputError, match=r"'R2C1' matches 2 files.*S1_R2C1.tif.*S2_R2C1.tif"):
+        read_tissue(tmp_path, channel_map={"R2C1": "DAPI"})
+    t = read_tissue(tmp_path, channel_map={"S2_R2C4": "NeuN"})
+    np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data[[1]])
+
+
 def test_folder_of_channel_files_with_a_trailing_length_1_axis(tmp_path):
     data = _data(2)
     for name, plane in zip(["DAPI", "NeuN"], data):  # (rows, columns, 1): how some tools save one channel

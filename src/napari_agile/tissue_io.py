@@ -278,11 +278,18 @@ def _read_folder(
         chosen: list[tuple[str, Path]] = []
         missing = []
         for key, name in channel_map.items():
-            match = by_stem.get(key) or next((f for s, f in by_stem.items() if s.endswith("_" + key)), None)
-            if match is None:
+            matches = [by_stem[key]] if key in by_stem else [f for s, f in by_stem.items() if s.endswith("_" + key)]
+            if not matches:
                 missing.append(key)
+            elif len(matches) > 1:
+                raise AgileInputError(
+                    f"channel_map key {key!r} matches {len(matches)} files in {folder} "
+                    f"({sorted((f.name for f in matches), key=_natural_key)}): the folder holds more than one "
+                    "section. Give the full file name without .tif as the key (e.g. 'S1_R2C1'), or one "
+                    "folder per section."
+                )
             else:
-                chosen.append((name, match))
+                chosen.append((name, matches[0]))
         if missing:
             raise AgileInputError(
                 f"channel_map names files {missing} that are not in {folder} "
