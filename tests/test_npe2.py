@@ -60,6 +60,18 @@ def test_reader_opens_ome_tiff_as_one_additive_layer_per_channel(tmp_path):
     assert 0 <= lo < hi <= 4000
 
 
+def test_reader_leaves_a_single_2d_tiff_to_napari(tmp_path, make_napari_viewer):
+    mask = np.zeros((40, 50), np.uint16)
+    mask[5:15, 5:15] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    assert napari_get_reader(str(tmp_path / "mask.tif")) is None
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "mask.tif"))  # napari's builtin reader, no error from ours
+    np.testing.assert_array_equal(layer.data, mask)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((40, 50, 3), np.uint8), photometric="rgb")
+    assert napari_get_reader(str(tmp_path / "rgb.tif")) is not None  # three samples: three channels
+
+
 def test_reader_opens_a_folder_of_channel_tiffs(tmp_path):
     tissue = _tissue()
     for name, plane in zip(tissue.channel_names, tissue.data):

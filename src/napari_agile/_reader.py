@@ -7,7 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .tissue import Tissue
-from .tissue_io import TIFF_SUFFIXES, read_tissue
+from .tissue_io import TIFF_SUFFIXES, is_single_plane_tiff, read_tissue
 
 #: Colormaps for the paper's panel; other channels cycle through OTHER_COLORMAPS.
 CHANNEL_COLORMAPS = {"DAPI": "blue", "Histones": "cyan", "NeuN": "green", "S100": "magenta",
@@ -46,11 +46,12 @@ def tissue_layer_data(tissue: Tissue) -> list[LayerData]:
 def _looks_like_tissue(path: Path) -> bool:
     if path.is_dir():
         return path.suffix.lower() == ".zarr" or any(p.suffix.lower() in TIFF_SUFFIXES for p in path.iterdir())
-    return path.suffix.lower() in TIFF_SUFFIXES
+    return path.suffix.lower() in TIFF_SUFFIXES and not is_single_plane_tiff(path)
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """The reader for a TIFF/OME-TIFF file, a folder of per-channel TIFFs or a .zarr folder; None otherwise."""
+    """The reader for a multichannel TIFF/OME-TIFF file, a folder of per-channel TIFFs or a .zarr folder; None
+    otherwise, so that napari's own reader opens a single 2D TIFF (a mask, one channel)."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None

@@ -182,6 +182,21 @@ def _squeeze(data, axes: str, keep: str):
     return data, "".join(axes[i] for i in idx)
 
 
+def is_single_plane_tiff(path: str | Path) -> bool:
+    """True for a TIFF whose first series is one 2D plane (a mask, one channel): not a section on its own.
+
+    Reads the header only; a file tifffile cannot parse counts as not single-plane, so read_tissue says why.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            shape = tf.series[0].shape
+    except Exception:  # tifffile raises many types for broken files
+        return False
+    return sum(n > 1 for n in shape) <= 2
+
+
 def _read_tiff(path: Path, channel_names: Sequence[str] | None, stores: list) -> Tissue:
     """One TIFF file holding all channels (OME-TIFF names them)."""
     data, axes, ome = _open_tiff(path, stores)
