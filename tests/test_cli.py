@@ -69,7 +69,7 @@ labels = {masks}
 """
 
 
-def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys):
+def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys, monkeypatch):
     images, tables, masks = [], [], []
     for seed in (1, 2):  # your own sections: an image and its detected nuclei, typed by the marker rule
         image, cells, types, mask = (tmp_path / f"s{seed}{end}"
@@ -81,7 +81,10 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys):
         tables.append(str(types))
         masks.append(str(mask))
     config = tmp_path / "panel.toml"
-    config.write_text(PANEL_TOML.format(images=json.dumps(images), tables=json.dumps(tables), masks=json.dumps(masks)))
+    relative = [json.dumps([Path(f).name for f in files]) for files in (images, tables, masks)]
+    config.write_text(PANEL_TOML.format(images=relative[0], tables=relative[1], masks=relative[2]))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the recipe's file names are read from its own folder
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     model = load_model(tmp_path / "run" / "model.safetensors")
     assert model.info["iterations_done"] == 2 and model.info["config"]["data"]["source"] == "labelled"

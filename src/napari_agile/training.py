@@ -29,7 +29,8 @@ from .tissue_io import read_tissue
 
 
 def load_config(path: str | Path) -> dict:
-    """Parse a meta-training TOML file; a clear error for a missing file or a missing section."""
+    """Parse a meta-training TOML file; a clear error for a missing file or a missing section. Relative paths in
+    [data] are read from the config file's folder."""
     path = Path(path)
     if not path.exists():
         raise AgileInputError(f"No config file at {path}; see configs/bundled-model.toml for an example.")
@@ -40,6 +41,10 @@ def load_config(path: str | Path) -> dict:
     for section in ("model", "meta", "data"):
         if section not in config:
             raise AgileInputError(f"{path} has no [{section}] section; see configs/bundled-model.toml.")
+    data = config["data"]
+    for key in ("images", "cells", "labels"):  # a recipe's files are found next to it, from any working folder
+        if isinstance(data.get(key), list):
+            data[key] = [str(path.parent / Path(f).expanduser()) if isinstance(f, str) else f for f in data[key]]
     return config
 
 
