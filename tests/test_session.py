@@ -78,6 +78,33 @@ def test_answers_reach_disk_immediately_and_undo_is_journaled(session):
     assert reloaded.types["neuron"].answers == {ids[0]: True}
 
 
+def test_a_reloaded_session_undoes_the_answers_given_before(session):
+    a, b, c = session.cells.ids[:3].tolist()
+    session.annotate("neuron", [a], [True])
+    session.annotate("neuron", [b], [False])
+    session.undo()
+    session.annotate("neuron", [c], [True])
+    session.annotate("neuron", [a], [False])  # a changed answer: undo brings the first one back
+    reloaded = Session.load(session.store, session.tissue)
+    assert reloaded.undo() == ("neuron", a) and reloaded.types["neuron"].answers == {a: True, c: True}
+    assert reloaded.undo() == ("neuron", c)
+    again = Session.load(session.store, session.tissue)  # the undos of the reloaded session are journaled too
+    assert again.types["neuron"].answers == {a: True}
+    assert again.undo() == ("neuron", a) and again.undo() is None
+    assert again.types["neuron"].answers == {}
+
+
+def test_type_colours_are_kept_with_the_session(session, tmp_path):
+    session.set_color("neuron", "#FF8000")
+    session.annotate("neuron", session.cells.ids[:1], [True])
+    assert Session.load(session.store, session.tissue).colors == {"neuron": "#ff8000"}
+    session.save(tmp_path / "copy")
+    assert Session.load(tmp_path / "copy", session.tissue).colors == {"neuron": "#ff8000"}
+    with pytest.raises(AgileInputError, match="rrggbb"):
+        session.set_color("neuron", "orange")
+    assert session.colors == {"neuron": "#ff8000"}
+
+
 def test_bad_input_is_refused_and_leaves_the_session_unchanged(session):
     session.annotate("astrocyte", session.cells.ids[:1], [True])
     before = {n: dict(t.answers) for n, t in session.types.items()}

@@ -197,9 +197,11 @@ def test_whole_loop(widget, qtbot, tmp_path):
     assert len(geo["features"]) == n
     w.save_model(str(tmp_path / "astro.safetensors"))
     assert (tmp_path / "astro.safetensors").exists()
+    w.colors.clear()  # as in a new viewer: the type colours come back with the session
     w.load_session(str(tmp_path / "saved"))
     _wait(qtbot, w)
     assert w.session.types["astrocyte"].answers == {first: True, target: True, fourth: False}
+    assert w.colors["astrocyte"] == "#ff00ff"
     assert (viewer.layers[CELLS].features["answer"] != "").sum() == 3
     assert not [e for e in _errors() if "failed" in e], _errors()
 
@@ -415,6 +417,7 @@ def test_a_job_cancelled_too_late_still_shows_its_result(widget, qtbot, monkeypa
     monkeypatch.setattr(session_module, "trunk_features", cancel_during_features)
     w.detect()
     assert not w.type_list.isEnabled()  # a job's result belongs to the type it started for
+    assert not w.type_edit.isEnabled()  # nor can a new type take over while it runs
     _wait(qtbot, w)
     assert w.session is not None and w.type_list.isEnabled() and not w.status.text().startswith("Cancelling")
     assert w.session.store == tmp_path / "session" and CELLS in widget.viewer.layers

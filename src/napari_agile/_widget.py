@@ -162,7 +162,7 @@ class AgileWidget(QWidget):
         self.detect_btn = self._button("Detect nuclei", self.detect, form)
         outer.addWidget(box)
 
-        box = QGroupBox("2. Cell types")
+        box = self.types_box = QGroupBox("2. Cell types")
         col = QVBoxLayout(box)
         row = QHBoxLayout()
         self.type_edit = QLineEdit()
@@ -429,7 +429,7 @@ class AgileWidget(QWidget):
     def _set_busy(self, busy: bool, label: str = "") -> None:
         """Enable what can run now: nothing that starts work or reads the answers during a job (the type list
         too: a job's result belongs to the type it was started for), and what needs cells only with a session."""
-        for w in (self.detect_btn, self.type_list, self.file_buttons["Load session…"]):
+        for w in (self.detect_btn, self.types_box, self.file_buttons["Load session…"]):
             w.setEnabled(not busy)
         needs_session = [self.suggest_btn, self.adapt_btn, self.predict_btn, self.undo_btn,
                          *(btn for text, btn in self.file_buttons.items() if text != "Load session…")]
@@ -558,7 +558,8 @@ class AgileWidget(QWidget):
             self._add_own(_layers.NUCLEI, _layers.nuclei_layer(session.cells.labels, frame))
         self._add_own(_layers.SUGGESTED, _layers.suggestions_layer(frame))
         self._add_own(_layers.CELLS, _layers.cells_layer(table, frame))
-        self.type_list.clear()  # the types are this session's (a loaded one brings its own)
+        self.type_list.clear()  # the types are this session's (a loaded one brings its own, in its colours)
+        self.colors.update(session.colors)
         for name in session.types:
             self.add_type(name)
         self.suggested, self.cursor = [], -1
@@ -608,6 +609,8 @@ class AgileWidget(QWidget):
             color = default_colors([*self.colors, name])[name]
         if color is not None:
             self.colors[name] = color
+        if self.session is not None and self.session.colors.get(name) != self.colors[name]:
+            self.session.set_color(name, self.colors[name])  # saved with the session
         found = self.type_list.findItems(name, Qt.MatchFlag.MatchExactly)
         item = found[0] if found else QListWidgetItem(name)
         pix = QPixmap(12, 12)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from .cells import Cells, read_cell_table, write_cell_table
 from .device import pick_device
 from .errors import AgileInputError
-from .export import NONE_TYPE
+from .export import NONE_TYPE, to_rgb255
 from .meta import adapt_params
 from .model import Params, bin_patches, estimate_stats, head_keys
 from .modelio import AgileModel, check_channels, load_model
@@ -93,6 +93,7 @@ class Session:
         self.threshold = threshold
         self.seed = seed
         self.types: dict[str, CellType] = {}
+        self.colors: dict[str, str] = {}  # '#rrggbb' per cell type, as the user chose them (set_color)
         self._history: list[tuple[str, int, bool | None]] = []  # (type, id, previous answer) for undo
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
@@ -239,26 +240,42 @@ class Session:
         for cid, yes in zip(ids_arr.tolist(), flags):
             if given.setdefault(cid, yes) != yes:
                 raise AgileInputError(f"Cell {cid} is answered both yes and no in one call: give it one answer.")
-        state = self._type(cell_type, create=True)
-        records = []
-        for cid, yes in zip(ids_arr.tolist(), flags):
-            self._history.append((cell_type, cid, state.answers.get(cid)))
-            state.answers[cid] = yes
-            records.append({"type": cell_type, "id": cid, "answer": yes})
+        self._type(cell_type, create=True)
+        records = [{"type": cell_type, "id": cid, "answer": yes} for cid, yes in zip(ids_arr.tolist(), flags)]
+        for record in records:
+            self._replay(record)
         self._journal(records)
 
     def undo(self) -> tuple[str, int] | None:
-        """Take back the last answer (the journal keeps both lines); returns (type, id) or None."""
+        """Take back the last answer (the journal keeps both lines, so a reloaded session can undo further);
+        returns (type, id) or None."""
         if not self._history:
             return None
-        cell_type, cid, previous = self._history.pop()
-        state = self.types[cell_type]
-        if previous is None:
+        cell_type, cid, previous = self._history[-1]
+        record = {"type": cell_type, "id": cid, "answer": previous, "undo": True}
+        self._replay(record)
+        self._journal([record])
+        return cell_type, cid
+
+    def _replay(self, record: dict) -> None:
+        """Apply one journal line: an answer (kept in the undo history) or the undo of the last one."""
+        state = self.types.setdefault(record["type"], CellType(record["type"]))
+        cid, answer = record["id"], record["answer"]
+        if record.get("undo") or answer is None:  # journals before the undo mark wrote only None undos unmarked
+            if self._history:
+                self._history.pop()
+        else:
+            self._history.append((record["type"], cid, state.answers.get(cid)))
+        if answer is None:
             state.answers.pop(cid, None)
         else:
-            state.answers[cid] = previous
-        self._journal([{"type": cell_type, "id": cid, "answer": previous}])
-        return cell_type, cid
+            state.answers[cid] = bool(answer)
+
+    def set_color(self, cell_type: str, color: str) -> None:
+        """Remember the colour the user chose for `cell_type` ('#rrggbb'), saved with the session."""
+        r, g, b = to_rgb255(color)
+        self.colors[cell_type] = f"#{r:02x}{g:02x}{b:02x}"
+        self._write_meta()
 
     def adapt(self, cell_type: str, steps: int = 1, lr: float | None = None) -> None:
         """`steps` gradient steps from the meta-trained weights on all answers for `cell_type` so far."""
@@ -347,8 +364,11 @@ class Session:
             "normalizer": self.normalizer.to_dict(),
             "channels": list(self.model.channels),
             "tissue_source": self.tissue_source,
+            "colors": self.colors,
         }
-        (self.store / "session.json").write_text(json.dumps(meta, indent=1))
+        tmp = self.store / "session.json.tmp"  # replaced in one step: a crash mid-write keeps the last one
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, self.store / "session.json")
 
     def _save_weights(self, folder: Path) -> None:
         tensors = {f"stats/{k}": v.cpu() for k, v in self.stats.items()}
@@ -403,12 +423,7 @@ class Session:
                                         stats=stats)
         session.types = {name: CellType(name, steps=meta["steps"].get(name, 0)) for name in meta["types"]}
         for line in (path / "answers.jsonl").read_text().splitlines() if (path / "answers.jsonl").exists() else []:
-            r = json.loads(line)
-            state = session.types.setdefault(r["type"], CellType(r["type"]))
-            if r["answer"] is None:
-                state.answers.pop(r["id"], None)
-            else:
-                state.answers[r["id"]] = bool(r["answer"])
+            session._replay(json.loads(line))
         for name, state in session.types.items():
             state.params = session._saved_params(tensors, name)
         saved_source = meta.get("tissue_source")
@@ -456,6 +471,7 @@ class Session:
         normalizer = Normalizer.from_dict(meta["normalizer"]) if same_tissue else None
         session = cls(tissue, cells, load_model(path / "model.safetensors"), mc_passes=meta["mc_passes"],
                       threshold=meta["threshold"], seed=meta["seed"], normalizer=normalizer, **kwargs)
+        session.colors = dict(meta.get("colors", {}))
         return session, meta
 
     def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
