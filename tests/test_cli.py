@@ -24,6 +24,9 @@ def test_synth_then_detect(tmp_path, capsys):
     table = pd.read_csv(cells)
     assert len(table) > 0.7 * len(pd.read_csv(truth))
     assert set(np.unique(tifffile.imread(labels))) == {0, *table["id"]}
+    assert "cell_type" in pd.read_csv(truth).columns
+    assert main(["synth", "--shape", "256", "256", "--out", str(image), "--cells", str(tmp_path / "lab.tsv")]) == 0
+    assert "no cell types" in capsys.readouterr().out  # the lab's detection columns: said, not silently dropped
 
 
 def test_bad_input_prints_a_message_and_exits_2(tmp_path, capsys):

@@ -29,7 +29,8 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="image file to write: a multi-channel OME-TIFF (e.g. tissue.ome.tif) that napari opens")
     p.add_argument("--cells", type=Path, default=None,
-                   help="optional table of the true cells (id, position, cell_type): .csv, or .tsv for the lab format")
+                   help="optional table of the true cells: .csv holds every column (id, position, cell_type); "
+                        ".tsv the lab's detection format, which has no cell types")
 
 
 def _run_synth(args: argparse.Namespace) -> None:
@@ -41,8 +42,10 @@ def _run_synth(args: argparse.Namespace) -> None:
     write_ome_tiff(sim.tissue, args.out)
     print(f"wrote {args.out} ({sim.tissue.n_channels} channels: {', '.join(sim.tissue.channel_names)})")
     if args.cells:
-        write_cell_table(sim.cells, args.cells)
-        print(f"wrote {args.cells} ({len(sim.cells)} cells)")
+        path = write_cell_table(sim.cells, args.cells)
+        lab = path.suffix.lower() in (".tsv", ".txt")
+        print(f"wrote {path} ({len(sim.cells)} cells" + (", the lab's detection columns: no cell types; write .csv "
+                                                          "for the true types)" if lab else ")"))
 
 
 def _add_detection_options(p: argparse.ArgumentParser) -> None:
