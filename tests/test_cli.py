@@ -132,6 +132,10 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     assert sorted(masked["id"]) == sorted(set(np.unique(new.cells.labels)) - {0})  # the mask's own ids
     assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), str(mask)]) == 2
     assert "one per image" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(tmp_path / "typo.tif"),
+                 "--out", str(tmp_path / "typo")]) == 2
+    err = capsys.readouterr().err
+    assert "No nucleus label image at" in err and "typo.tif" in err and "Traceback" not in err
     (tmp_path / "b").mkdir()
     twin = write_ome_tiff(new.tissue, tmp_path / "b" / "new.ome.tif")  # same name, another folder
     assert main(["predict", str(tmp_path / "session"), str(image), str(twin), "--out", str(tmp_path / "twins")]) == 2

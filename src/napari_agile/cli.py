@@ -191,9 +191,7 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    import tifffile
-
-    from .nuclei import cells_from_labels, detect_nuclei
+    from .nuclei import cells_from_labels, detect_nuclei, read_mask
     from .session import Session
     from .tissue_io import read_tissue
 
@@ -214,7 +212,7 @@ def _run_predict(args: argparse.Namespace) -> None:
                 if args.masks is None:
                     cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter)
                 else:
-                    cells = cells_from_labels(tifffile.imread(args.masks[k]), tissue.shape)
+                    cells = cells_from_labels(read_mask(args.masks[k]), tissue.shape)
                 table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
         except AgileInputError as exc:
             print(f"{image}: skipped: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -91,6 +92,20 @@ def detect_nuclei(
 
 #: the largest label value cells_from_labels measures directly (its tables are as long as the largest id)
 MAX_LABEL = 2**24
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A nucleus label image from a TIFF file, with a clear error for a missing or unreadable file."""
+    import tifffile
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AgileInputError(f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect --labels` "
+                              "or your own segmentation's label image.")
+    try:
+        return tifffile.imread(p)
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise AgileInputError(f"Cannot read the nucleus label image {p} as a TIFF ({exc}).") from None
 
 
 def cells_from_labels(labels: np.ndarray, shape: tuple[int, int] | None = None) -> Cells:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import tifffile
 import torch
 
 from .cells import Cells, read_cell_table
@@ -23,6 +22,7 @@ from .errors import AgileInputError
 from .meta import MetaConfig, meta_train
 from .model import ModelConfig
 from .modelio import AgileModel
+from .nuclei import read_mask
 from .synth import SimParams, simulate_tissue
 from .tasks import TaskPool, pool_from_tissues
 from .tissue_io import read_tissue
@@ -95,7 +95,7 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
 def _cells_with_mask(table: str | Path, mask: str | Path | None) -> Cells:
     """A cell table, with its nucleus label image when one is given (a nucleus-block model needs it)."""
     cells = read_cell_table(table)
-    return cells if mask is None else Cells(cells.table, tifffile.imread(mask).astype(np.int32))
+    return cells if mask is None else Cells(cells.table, read_mask(mask).astype(np.int32))
 
 
 def train_from_config(
