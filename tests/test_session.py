@@ -226,6 +226,20 @@ def test_predict_and_paint_agree(session):
     assert np.all(painted[labels == 0] == 0)
 
 
+def test_only_adapted_types_claim_cells(session):
+    session.suggest("neuron", n=4)  # named, never answered
+    session.annotate("microglia", session.cells.ids[:2], [True, False])  # answered, not adapted
+    session.annotate("astrocyte", session.cells.ids[2:4], [True, False])
+    session.adapt("astrocyte")
+    session.threshold = 0.0  # every cell takes its most probable type
+    with pytest.warns(UserWarning, match="Not adapted yet, so typing no cell: neuron, microglia"):
+        table = session.predict()
+    assert set(table["cell_type"]) == {"astrocyte"}
+    assert not {"p_neuron", "p_microglia"} & set(table.columns)
+    painted = session.paint(table)
+    assert set(np.unique(painted)) == {0, 3}  # the astrocyte code: session order, as the legend has it
+
+
 @pytest.mark.parametrize("scope", ["all", "head"])
 def test_save_load_round_trip_keeps_answers_and_weights(sim, model, tmp_path, scope):
     model = AgileModel(model.config, model.params, model.inner_lr, adapt_scope=scope)

@@ -99,6 +99,7 @@ def test_whole_loop(widget, qtbot, tmp_path):
         assert len({tuple(c) for c in np.round(sugg.face_color, 3)}) > 1
     first = w.suggested[0]
     assert w.cursor == 0 and np.allclose(camera(viewer).center[-2:], sugg.data[0])
+    assert w.status.text().startswith(f"1 of 6: Is cell {first} an astrocyte?")  # the question, at once
 
     # answer by key presses on the canvas: y (yes), n (no) -> two answers, view moves on
     canvas = viewer.window._qt_viewer.canvas.native
@@ -462,6 +463,10 @@ def test_deleted_renamed_or_namesake_layers_keep_the_widget_working(widget, qtbo
     assert w.session.types["astrocyte"].answers == {first: True}
     viewer.layers.remove(w._layer(CELLS))
     with qtbot.capture_exceptions() as raised:
+        w.predict()  # nothing adapted yet: a message, no painting
+        assert any("No cell type is adapted yet" in e for e in _errors()) and w.worker is None
+        w.adapt()
+        _wait(qtbot, w)
         w.predict()
         _wait(qtbot, w)
     assert not raised and "astrocyte" in w.legend.text() and w._layer(CELLS) is not None  # drawn again

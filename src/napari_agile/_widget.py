@@ -661,8 +661,7 @@ class AgileWidget(QWidget):
         _layers.show_suggestions(layer, session.cells.centroids[rows], features)
         self.suggested, self.cursor = list(ids), -1
         self.viewer.layers.selection.active = layer
-        self.next_suggestion()
-        self.status.setText(f"{len(ids)} cells to label for {name!r}: answer with y / n (j = next).")
+        self.next_suggestion()  # shows the first question
 
     def _jump(self, step: int) -> None:
         if not self.suggested:
@@ -684,7 +683,7 @@ class AgileWidget(QWidget):
         cam.center = tuple(center)
         cam.zoom = max(cam.zoom, 3.0 / float(layer.scale[-1]))  # ~3 screen px a pixel
         question = layer.features["question"].iloc[self.cursor]
-        self.status.setText(f"{question}  (y / n, j = next)")
+        self.status.setText(f"{self.cursor + 1} of {len(self.suggested)}: {question}  (y / n, j = next)")
 
     def next_suggestion(self) -> None:
         """Centre the view on the next suggested cell and select it."""
@@ -834,8 +833,9 @@ class AgileWidget(QWidget):
 
     def _predict(self) -> None:
         session = self._need_session()
-        if not session.types:
-            raise AgileInputError("No cell types in this session yet: add one and answer a few suggested cells.")
+        if not any(state.params is not None for state in session.types.values()):
+            raise AgileInputError("No cell type is adapted yet: answer a few suggested cells of a type and press "
+                                  "Adapt, then Predict.")
 
         def work(progress):
             table = session.predict(progress=progress)

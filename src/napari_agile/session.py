@@ -315,13 +315,19 @@ class Session:
         return samples.mean(0), predictive_entropy(samples)
 
     def predict(self, progress: Progress | None = None) -> pd.DataFrame:
-        """Per cell: id, y, x, p_<type>, entropy_<type> for each type, and the most probable `cell_type`.
+        """Per cell: id, y, x, p_<type>, entropy_<type> for each adapted type, and the most probable `cell_type`.
 
-        `progress(done, total)` counts cells over all types whose probabilities are not cached yet.
+        A type not adapted yet claims no cell (its weights are still the meta-trained ones, which know nothing of
+        it) and is named in a warning. `progress(done, total)` counts cells over all types whose probabilities are
+        not cached yet.
         """
         table = pd.DataFrame({"id": self.cells.ids, "y": self.cells.table["y"].to_numpy(),
                               "x": self.cells.table["x"].to_numpy()})
-        names = list(self.types)
+        names = [name for name, state in self.types.items() if state.params is not None]
+        waiting = [name for name in self.types if name not in names]
+        if waiting:
+            warnings.warn(f"Not adapted yet, so typing no cell: {', '.join(waiting)}. Answer a few suggested cells "
+                          "of each and adapt it (Adapt) first.", stacklevel=2)
         probs = np.zeros((len(table), len(names)))
         for j, name in enumerate(names):
             step = None if progress is None else _offset(progress, j * len(table), len(names) * len(table))
