@@ -15,6 +15,13 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
+# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build. A wheel on this
+# machine's pip find-links comes first; elsewhere PyTorch's CPU index (TORCH_INDEX overrides it).
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if .venv/bin/pip install -q --no-index --no-deps "torch==2.13.0" 2>/dev/null; then
+    .venv/bin/pip install -q "torch==2.13.0"  # its dependencies, torch itself being there
+  else
+    .venv/bin/pip install -q "torch==2.13.0" --index-url "${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+  fi
+fi
 .venv/bin/pip install -q -e ".[testing]"
