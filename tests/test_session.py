@@ -251,7 +251,9 @@ def test_save_load_round_trip_keeps_answers_and_weights(sim, model, tmp_path, sc
     stored = {k for k in load_file(str(path / "adapted.safetensors")) if k.startswith("type/")}
     changed = {"head.weight", "head.bias"} if scope == "head" else set(model.params)  # the rest is the model's
     assert stored == {f"type/astrocyte/{k}" for k in changed}
-    again = Session.load(path, session.tissue)
+    calls = []
+    again = Session.load(path, session.tissue, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (len(sim.cells), len(sim.cells))  # a long reload reports (and so can be cancelled)
     assert all(torch.equal(again.types["astrocyte"].params[k], v) for k, v in session.types["astrocyte"].params.items())
     assert again.types["astrocyte"].answers == session.types["astrocyte"].answers
     after = again.predict()

@@ -203,6 +203,11 @@ def test_whole_loop(widget, qtbot, tmp_path):
     _wait(qtbot, w)
     assert w.session.types["astrocyte"].answers == {first: True, target: True, fourth: False}
     assert w.colors["astrocyte"] == "#ff00ff"
+    loaded = w.session
+    w.load_session(str(tmp_path / "saved"))  # cutting every cell's patch again: Cancel stops it
+    w.cancel()
+    _wait(qtbot, w)
+    assert w.session is loaded and any("cancelled" in str(n.message) for n in notification_manager.records)
     assert (viewer.layers[CELLS].features["answer"] != "").sum() == 3
     assert not [e for e in _errors() if "failed" in e], _errors()
 

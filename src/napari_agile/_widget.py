@@ -910,7 +910,8 @@ class AgileWidget(QWidget):
         tissue = self.tissue()
         path = path or self._ask_path("Open a session folder", save=False, folder=True)
         if path:
-            self._run("Loading session", lambda progress: Session.load(path, tissue), self._on_session)
+            self._run("Loading session", lambda progress: Session.load(path, tissue, progress=progress),
+                      self._on_session)
 
     def export_csv(self, path: str | None = None) -> None:
         """Write every cell's probabilities, entropies and type as CSV."""
@@ -926,7 +927,8 @@ class AgileWidget(QWidget):
             target = path or self._ask_path("Export cells", save=True, filter=filter)
             if target:
                 colors = dict(self.colors)
-                self._run("Exporting cells", lambda progress: export_table(session.predict(), target, colors),
+                self._run("Exporting cells",
+                          lambda progress: export_table(session.predict(progress=progress), target, colors),
                           lambda p: show_info(f"Wrote {len(session.cells)} cells to {p}."))
 
         self._guard(go)

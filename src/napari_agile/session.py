@@ -413,8 +413,10 @@ class Session:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, tissue: Tissue, device: str | None = None) -> "Session":
-        """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were."""
+    def load(cls, path: str | Path, tissue: Tissue, device: str | None = None,
+             progress: Progress | None = None) -> "Session":
+        """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were.
+        `progress(done, total)` follows the cutting of every cell's patch, as in `Session(...)`."""
         path = Path(path)
         if not (path / "session.json").exists():
             raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
@@ -426,7 +428,7 @@ class Session:
         # the statistics the weights were adapted under (a session saved before any adapt has none)
         stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or None
         session, meta = cls._from_saved(path, tissue, cells, same_tissue=True, store=path, device=device, resume=True,
-                                        stats=stats)
+                                        stats=stats, progress=progress)
         session.types = {name: CellType(name, steps=meta["steps"].get(name, 0)) for name in meta["types"]}
         for line in (path / "answers.jsonl").read_text().splitlines() if (path / "answers.jsonl").exists() else []:
             session._replay(json.loads(line))
@@ -454,13 +456,14 @@ class Session:
 
     @classmethod
     def apply_saved(cls, path: str | Path, tissue: Tissue, cells: Cells, store: str | Path | None = None,
-                    device: str | None = None) -> "Session":
+                    device: str | None = None, progress: Progress | None = None) -> "Session":
         """A session on new tissue with the cell types adapted in the saved session `path` (for batch prediction).
 
         Batch-norm statistics are re-estimated on the new tissue; the answers stay with the original section.
         """
         saved = cls.check_saved(path)
-        session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device)
+        session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device,
+                                        progress=progress)
         tensors = load_file(str(saved / "adapted.safetensors"))
         for name in meta["types"]:
             params = session._saved_params(tensors, name)
