@@ -197,6 +197,27 @@ def shrunken_centroids(seed: int, label_source: str, draws: int = 30) -> dict[st
     return out
 
 
+def discriminant(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
+    """The bundled nucleus block's 16- or 160-label class means against a shrinkage linear discriminant (LDA):
+    the class-mean difference in the metric of the labels' pooled within-class covariance plus `ridge` times the
+    identity. The block is whitened on the whole section, so the class means' distance is LDA only when every
+    class is spread alike in every direction; a type's negatives are four other types, spread along their own
+    markers, which the within-class covariance sees."""
+    out: dict[str, list[float]] = {}
+    for n, labelled, y, _, test, y_te in _nucleus_block_draws(seed, label_source, draws):
+        class_means = torch.stack([labelled[y == k].mean(0) for k in (0, 1)])
+        hit = (torch.cdist(test, class_means).argmin(1) == y_te).float().mean()
+        out.setdefault(f"nucleus block | class means, {n} labels", []).append(float(hit))
+        centred = labelled - class_means[y]
+        within = centred.T @ centred / max(len(labelled) - 2, 1)
+        for ridge in (0.1, 0.3, 1.0, 3.0):
+            w = torch.linalg.solve(within + ridge * torch.eye(len(within)), class_means[1] - class_means[0])
+            positive = (test - class_means.mean(0)) @ w > 0
+            hit = (positive.long() == y_te).float().mean()
+            out.setdefault(f"nucleus block | LDA, ridge {ridge:g}, {n} labels", []).append(float(hit))
+    return out
+
+
 def single_channel(seed: int, label_source: str, draws: int = 30) -> dict[str, list[float]]:
     """The bundled nucleus block's 16- or 160-label class means against one channel chosen by the labels: the
     channel whose class means differ most in units of their standard error, thresholded halfway between them
@@ -345,12 +366,14 @@ def main() -> None:
                     help="probe nearest shrunken centroids on the nucleus block against its plain class means")
     ap.add_argument("--single-channel", action="store_true",
                     help="probe one channel chosen by the labels against the nucleus block's class means")
+    ap.add_argument("--lda", action="store_true",
+                    help="probe a shrinkage linear discriminant on the nucleus block against its plain class means")
     ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
     ap.add_argument("--label-source", choices=("truth", "lab"), default="truth",
                     help="score against the simulator's types or the lab's marker rule")
     args = ap.parse_args()
     probes = {"rim": rim_blocks, "transductive": transductive, "stabilise": stabilised_blocks,
-              "shrink": shrunken_centroids, "single_channel": single_channel, "centre_blocks": centre_blocks}
+              "shrink": shrunken_centroids, "single_channel": single_channel, "centre_blocks": centre_blocks, "lda": discriminant}
     chosen = [probes[name] for name in probes if getattr(args, name)]
     if chosen:
         probe_blocks = chosen[0]
