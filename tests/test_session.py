@@ -10,7 +10,7 @@ from napari_agile import AgileInputError, Session, simulate_tissue
 from napari_agile.cells import Cells
 from napari_agile.model import ModelConfig, init_params
 from napari_agile.modelio import AgileModel, load_model
-from napari_agile.tissue import PAPER_CHANNELS
+from napari_agile.tissue import PAPER_CHANNELS, Tissue
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,30 @@ def test_a_reloaded_session_undoes_the_answers_given_before(session):
     assert again.types["neuron"].answers == {a: True}
     assert again.undo() == ("neuron", a) and again.undo() is None
     assert again.types["neuron"].answers == {}
+
+
+def test_a_saved_copy_keeps_the_order_answers_were_given_in(session, tmp_path):
+    a, b, c = session.cells.ids[:3].tolist()
+    session.annotate("astrocyte", [a], [True])
+    session.annotate("neuron", [b], [True])
+    session.annotate("astrocyte", [c], [False])
+    copy = Session.load(session.save(tmp_path / "copy"), session.tissue)
+    assert copy.undo() == ("astrocyte", c) and copy.undo() == ("neuron", b) and copy.undo() == ("astrocyte", a)
+
+
+def test_a_type_named_like_the_start_of_another_keeps_its_own_weights(session, tmp_path):
+    session.annotate("CD4+", session.cells.ids[:2], [True, False])
+    session.annotate("CD4+/CD8+", session.cells.ids[2:4], [True, False])
+    session.adapt("CD4+/CD8+")
+    again = Session.load(session.save(tmp_path / "copy"), session.tissue)
+    assert again.types["CD4+"].params is None and again.types["CD4+/CD8+"].params is not None
+
+
+def test_loading_on_a_section_of_another_size_is_refused(session):
+    session.annotate("neuron", session.cells.ids[:1], [True])
+    other = Tissue(np.asarray(session.tissue.data)[:, :200, :250], session.tissue.channel_names)
+    with pytest.raises(AgileInputError, match="made on a 320 x 320 px section, not on this 200 x 250 px one"):
+        Session.load(session.store, other)
 
 
 def test_type_colours_are_kept_with_the_session(session, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -405,10 +406,10 @@ class Session:
                 raise AgileInputError(f"{path} already holds another session, whose answers saving here would "
                                       "replace: choose a new or empty folder.")
             self._write_static(path)
-            self.store = path
             (path / "answers.jsonl").unlink(missing_ok=True)
-            self._journal([{"type": n, "id": cid, "answer": a}
-                           for n, t in self.types.items() for cid, a in t.answers.items()])
+            if (self.store / "answers.jsonl").exists():  # every answer and undo, in the order given (for undo)
+                shutil.copyfile(self.store / "answers.jsonl", path / "answers.jsonl")
+            self.store = path
         self._save_weights(path)
         return path
 
@@ -423,6 +424,11 @@ class Session:
         cells = read_cell_table(path / "cells.csv")
         if (path / "nuclei.tif").exists():
             cells.labels = tifffile.imread(path / "nuclei.tif").astype(np.int32)
+            if cells.labels.shape != tuple(tissue.shape):
+                raise AgileInputError(
+                    f"This session was made on a {cells.labels.shape[0]} x {cells.labels.shape[1]} px section, not "
+                    f"on this {tissue.shape[0]} x {tissue.shape[1]} px one: open the section it was made on (for "
+                    "another section, use Session.apply_saved / napari-agile predict).")
         weights = path / "adapted.safetensors"
         tensors = load_file(str(weights)) if weights.exists() else {}
         # the statistics the weights were adapted under (a session saved before any adapt has none)
@@ -485,8 +491,9 @@ class Session:
 
     def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
         """A type's weights from a saved file: the model's, overwritten by what the file holds (None if nothing)."""
-        prefix = f"type/{name}/"
-        saved = {k[len(prefix):]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix)}
+        prefix = f"type/{name}/"  # exact weight names: type "a" must not take type "a/b"'s weights
+        saved = {k[len(prefix):]: v.to(self.device) for k, v in tensors.items()
+                 if k.startswith(prefix) and k[len(prefix):] in self._init}
         return {**self._init, **saved} if saved else None
 
     def adapted_model(self, cell_type: str) -> AgileModel:
