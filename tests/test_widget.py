@@ -506,3 +506,47 @@ def test_buttons_that_need_cells_wait_for_a_session_and_for_a_running_job(widget
     assert not save.isEnabled() and not w.file_buttons["Export CSV…"].isEnabled()
     _wait(qtbot, w)
     assert save.isEnabled()
+
+
+def test_closing_the_dock_with_its_button_unhooks_the_widget(widget, qtbot):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    viewer.window.remove_dock_widget(w)  # what the dock's close button does: the widget is not closed
+    viewer.layers.selection.active = viewer.layers["NeuN"]
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)
+    assert w.session.types["astrocyte"].answers == {}  # a hidden widget answers nothing into its session
+    assert not any(f.__doc__ and f.__doc__.startswith("napari-agile:") for f in viewer.layers["NeuN"].keymap.values())
+
+
+def test_the_question_follows_answers_and_undo(widget, qtbot):
+    w = _with_suggestions(widget, qtbot)
+    answers = w.session.types["astrocyte"].answers
+    first = w.suggested[0]
+    w.answer_yes()
+    w.undo()  # the question goes back to the cell taken back
+    assert first not in answers and w.suggested[w.cursor] == first
+    for _ in w.suggested:
+        w.answer_no()
+    assert w.cursor == -1 and "All 8 suggested cells are answered" in w.status.text()
+    w.answer_yes()  # one key too many: no cell is in the question any more
+    assert set(answers.values()) == {False} and len(answers) == 8
+    w.predict()  # nothing adapted: refused, as Export is
+    w.export_csv("never.csv")
+    assert sum("No cell type is adapted yet" in e for e in _errors()) == 2
+
+
+def test_enter_takes_the_picked_colour_and_unanswered_types_come_back(widget, qtbot, tmp_path):
+    w = widget
+    w.detect()
+    _wait(qtbot, w)
+    w._new_color = "#123456"  # as the colour button leaves it
+    w.type_edit.setText("olig")
+    qtbot.keyClick(w.type_edit, Qt.Key.Key_Return)
+    assert w.colors["olig"] == "#123456"
+    w.legend.setText("stale")
+    w.colors.clear()
+    w.load_session(str(tmp_path / "session"))  # the automatic folder, reopened
+    _wait(qtbot, w)
+    assert [w.type_list.item(i).text() for i in range(w.type_list.count())] == ["olig"]
+    assert w.colors["olig"] == "#123456" and w.legend.text() == ""

@@ -15,7 +15,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QColorDialog, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
@@ -167,7 +167,7 @@ class AgileWidget(QWidget):
         row = QHBoxLayout()
         self.type_edit = QLineEdit()
         self.type_edit.setPlaceholderText("e.g. astrocyte")
-        self.type_edit.returnPressed.connect(lambda: self.add_type(self.type_edit.text()))
+        self.type_edit.returnPressed.connect(lambda: self.add_type(self.type_edit.text(), self._new_color))
         self.color_btn = QPushButton("colour")
         self.color_btn.clicked.connect(self._pick_new_color)
         self._new_color: str | None = None
@@ -298,6 +298,16 @@ class AgileWidget(QWidget):
         """Stop listening to the viewer and cancel running work; answers are already on disk."""
         _detach(self.viewer, self._alive, self._cancel, self._on_click, self._refresh_image_layers)
         super().closeEvent(event)
+
+    def event(self, event) -> bool:  # noqa: A003 (Qt name)
+        """The dock's close button only takes the widget out of its dock (napari's remove_dock_widget), without
+        closing it: a widget that loses its dock stops listening too, so its keys cannot answer into its session."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                _detach(self.viewer, self._alive, self._cancel, self._on_click, self._refresh_image_layers)
+        return super().event(event)
 
     # ---- layer and channel choice -----------------------------------------------------------
     def _image_layers(self) -> list[Image]:
@@ -560,8 +570,10 @@ class AgileWidget(QWidget):
         self._add_own(_layers.CELLS, _layers.cells_layer(table, frame))
         self.type_list.clear()  # the types are this session's (a loaded one brings its own, in its colours)
         self.colors.update(session.colors)
-        for name in session.types:
+        for name in [*session.types, *(n for n in session.colors if n not in session.types)]:  # coloured, unanswered
             self.add_type(name)
+        self.type_list.setCurrentRow(0)  # the session's first type (no-op for a new session's empty list)
+        self.legend.setText("")  # the painted types were the previous session's
         self.suggested, self.cursor = [], -1
         self._refresh_answers()
         self.status.setText(f"{len(table)} cells. Answers are saved in {session.store}. "
@@ -726,8 +738,16 @@ class AgileWidget(QWidget):
             return
         session.annotate(name, ids, [yes] * len(ids))
         self._refresh_answers()
-        if self.suggested and ids == [self.suggested[self.cursor]] and len(self._unanswered()) > 0:
+        if not (self.suggested and ids == [self.suggested[self.cursor]]):
+            return
+        if self._unanswered():
             self._jump_to_unanswered()
+        else:  # no cell stays in the question, so one key too many changes nothing
+            self.cursor = -1
+            if (layer := self._layer(_layers.SUGGESTED)) is not None:
+                layer.selected_data = set()
+            self.status.setText(f"All {len(self.suggested)} suggested cells are answered: Adapt, or Suggest again "
+                                "(j / k revisit them).")
 
     def _unanswered(self) -> list[int]:
         answers = self.session.types[self._current_type()].answers
@@ -760,7 +780,10 @@ class AgileWidget(QWidget):
             show_info("Nothing to undo.")
             return
         self._refresh_answers()
-        self.status.setText(f"Took back the answer on cell {undone[1]} ({undone[0]}).")
+        cell_type, cid = undone
+        if cell_type == self._current_type() and cid in self.suggested:  # the question is that cell again
+            self._jump(self.suggested.index(cid) - self.cursor)
+        self.status.setText(f"Took back the answer on cell {cid} ({cell_type}): answer it again (y / n).")
 
     def _on_click(self, viewer, event):
         """In 'click = yes/no' mode, a click (not a drag) on a nucleus answers it."""
@@ -831,11 +854,15 @@ class AgileWidget(QWidget):
         """Predict every cell's type and paint the nuclei with the type colours (in a worker)."""
         self._guard(self._predict)
 
-    def _predict(self) -> None:
+    def _need_adapted(self) -> Session:
         session = self._need_session()
         if not any(state.params is not None for state in session.types.values()):
             raise AgileInputError("No cell type is adapted yet: answer a few suggested cells of a type and press "
-                                  "Adapt, then Predict.")
+                                  "Adapt, then Predict or Export.")
+        return session
+
+    def _predict(self) -> None:
+        session = self._need_adapted()
 
         def work(progress):
             table = session.predict(progress=progress)
@@ -923,7 +950,7 @@ class AgileWidget(QWidget):
 
     def _export(self, path: str | None, filter: str) -> None:
         def go() -> None:
-            session = self._need_session()
+            session = self._need_adapted()
             target = path or self._ask_path("Export cells", save=True, filter=filter)
             if target:
                 colors = dict(self.colors)
