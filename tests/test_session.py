@@ -111,6 +111,15 @@ def test_a_type_named_like_the_start_of_another_keeps_its_own_weights(session, t
     assert again.types["CD4+"].params is None and again.types["CD4+/CD8+"].params is not None
 
 
+def test_loading_on_another_section_of_the_same_size_warns(session, recwarn):
+    session.annotate("neuron", session.cells.ids[:1], [True])
+    Session.load(session.store, session.tissue)
+    assert not [w for w in recwarn if "another section" in str(w.message)]  # its own section: no word
+    other = simulate_tissue((320, 320), seed=8).tissue  # opened in napari: no file to compare
+    with pytest.warns(UserWarning, match="looks like another section"):
+        Session.load(session.store, other)
+
+
 def test_loading_on_a_section_of_another_size_is_refused(session):
     session.annotate("neuron", session.cells.ids[:1], [True])
     other = Tissue(np.asarray(session.tissue.data)[:, :200, :250], session.tissue.channel_names)

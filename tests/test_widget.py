@@ -203,6 +203,7 @@ def test_whole_loop(widget, qtbot, tmp_path):
     _wait(qtbot, w)
     assert w.session.types["astrocyte"].answers == {first: True, target: True, fourth: False}
     assert w.colors["astrocyte"] == "#ff00ff"
+    assert not [e for e in _errors() if "another section" in e]  # the same pixels, read back from the layers
     loaded = w.session
     w.load_session(str(tmp_path / "saved"))  # cutting every cell's patch again: Cancel stops it
     w.cancel()
