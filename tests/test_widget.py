@@ -163,6 +163,9 @@ def test_whole_loop(widget, qtbot, tmp_path):
         assert col in cells.features.columns
     assert list(types.features["cell_type"]) == ["none", "astrocyte"]
     assert "astrocyte" in w.legend.text()
+    w.add_type("astrocyte", "#00ffff")  # recoloured after Predict: the painting and the legend follow
+    assert "#00ffff" in w.legend.text() and np.allclose(types.colormap.map(1)[..., :3], [0, 1, 1])
+    w.add_type("astrocyte", "#ff00ff")
 
     # the painted colours are really on the canvas, where the nuclei are
     for layer in viewer.layers:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
@@ -623,6 +624,11 @@ class AgileWidget(QWidget):
             self.colors[name] = color
         if self.session is not None and self.session.colors.get(name) != self.colors[name]:
             self.session.set_color(name, self.colors[name])  # saved with the session
+        layer = self._layer(_layers.TYPES)
+        if layer is not None and name in set(layer.features["cell_type"]):  # a painted type, recoloured
+            legend = layer.features.copy()
+            legend.loc[legend["cell_type"] == name, "color"] = self.colors[name]
+            self._show_types(layer, legend)
         found = self.type_list.findItems(name, Qt.MatchFlag.MatchExactly)
         item = found[0] if found else QListWidgetItem(name)
         pix = QPixmap(12, 12)
@@ -876,24 +882,28 @@ class AgileWidget(QWidget):
         for name in names:
             if name not in self.colors:
                 self.add_type(name)
-        cmap = _layers.type_colormap(names, self.colors)
         legend = _layers.legend_table(names, self.colors, table["cell_type"])
         if (layer := self._layer(_layers.TYPES)) is not None:
             layer.data = painted
-            layer.colormap = cmap
-            layer.features = legend
         else:
-            layer = Labels(painted, name=_layers.TYPES, colormap=cmap, opacity=0.8, features=legend, **self._frame)
+            layer = Labels(painted, name=_layers.TYPES, opacity=0.8, **self._frame)
             above = self._layer(_layers.SUGGESTED)
             self.viewer.layers.insert(self.viewer.layers.index(above) if above else len(self.viewer.layers), layer)
             self._own[_layers.TYPES] = layer
+        self._show_types(layer, legend)
         cells = self._cells_layer()
         cells.features = _layers.with_predictions(cells.features, table)
+        self.status.setText("Painted every nucleus with its most probable type (legend above).")
+
+    def _show_types(self, layer: Labels, legend: pd.DataFrame) -> None:
+        """Colour the painted types and write the legend from the legend table (class id, type, colour, count)."""
+        typed = legend[legend["index"] > 0]
+        layer.colormap = _layers.type_colormap(list(typed["cell_type"]), dict(zip(typed["cell_type"], typed["color"])))
+        layer.features = legend
         self.legend.setText("".join(
             f"<span style='color:{c}'>■</span> {n}: {k} &nbsp; " for n, c, k in
-            legend[legend["index"] > 0][["cell_type", "color", "n_cells"]].itertuples(index=False)
+            typed[["cell_type", "color", "n_cells"]].itertuples(index=False)
         ) + f"<br>unassigned: {int(legend['n_cells'].iloc[0])}")
-        self.status.setText("Painted every nucleus with its most probable type (legend above).")
 
     # ---- 5. save, load, export --------------------------------------------------------------
     def _ask_path(self, title: str, save: bool, filter: str = "", folder: bool = False) -> str | None:
