@@ -19,9 +19,10 @@ its 16- or 160-label prototypes against the same refined by soft k-means on the 
 the nucleus block against the same whitened on a robust covariance of the sample's bulk, or its intensities taken
 through a square root or a logarithm first (variance-stabilising: expression is log-normal); `--shrink` its
 class means against nearest shrunken centroids (few labels: let only the channels they separate count), and
-`--single-channel` against one channel chosen by the labels and thresholded.
+`--single-channel` against one channel chosen by the labels and thresholded, `--lda` against a shrinkage linear
+discriminant.
 
-    python benchmarks/feature_probe.py [--model FILE ...] [--repeats 3] [--centre-blocks | --rim | --transductive | --stabilise | --shrink | --single-channel] [--seed 70000] [--label-source lab]
+    python benchmarks/feature_probe.py [--model FILE ...] [--repeats 3] [--centre-blocks | --rim | --transductive | --stabilise | --shrink | --single-channel | --lda] [--seed 70000] [--label-source lab]
 """
 from __future__ import annotations
 
@@ -81,6 +82,39 @@ def shuffled_protocols(model: AgileModel, repeats: int, seed: int, label_source:
         pool = bm.TaskPool(base.pool.patches[:, perm], base.pool.types, base.pool.fields)
         proto = bm.Protocol(bench, cfg, bm.BenchData(pool, base.tissue_idx, base.tasks), {"agile": model})
         yield r, base, proto, proto.stats(model.params)
+
+
+def balanced_draws(model: AgileModel, repeats: int, draws: int, seed: int, label_source: str,
+                   types: Sequence[str] = bm.META_TYPES, labels: Sequence[int] = (16, 160)
+                   ) -> Iterator[tuple[bm.Protocol, dict, str, int, np.ndarray]]:
+    """(protocol, statistics, task, n, labelled cells) per repeat, task, draw and label count: the paired draws
+    of the one-step studies (step_size.py, lda_head.py), the torch seed set for each."""
+    for r, _, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
+        for task in types:
+            for d in range(draws):
+                for n in labels:
+                    rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task), d, n])
+                    torch.manual_seed(int(rng.integers(1 << 30)))
+                    yield proto, stats, task, n, proto.balanced(task, n, rng)
+
+
+def paired_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the one-step studies: repeats (channel orders), draws per type, label source."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--label-source", default="truth", choices=("truth", "lab"))
+    return parser
+
+
+def print_paired(acc: dict[str, np.ndarray], labels: Sequence[int], reference: str) -> None:
+    """Each row's mean accuracy and its paired difference (95 % half-width) to the row `{n} labels, {reference}`."""
+    for n in labels:
+        base = acc[f"{n} labels, {reference}"]
+        for key in [k for k in acc if k.startswith(f"{n} labels")]:
+            diff = acc[key] - base
+            half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+            print(f"{key:36s} {acc[key].mean():.3f}   paired vs {reference}: {diff.mean():+.3f} ± {half:.3f}")
 
 
 def probe(model_path: str, repeats: int, seed: int, label_source: str) -> dict[str, list[float]]:

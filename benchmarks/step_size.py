@@ -10,12 +10,10 @@ meta-training rate are the reference for what more movement buys. Measured, not 
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
 import numpy as np
-import torch
-from feature_probe import SEED, shuffled_protocols
+from feature_probe import SEED, balanced_draws, paired_parser, print_paired
 
 from napari_agile import benchmark as bm
 from napari_agile.modelio import load_model
@@ -29,27 +27,17 @@ def measure(repeats: int, draws: int, seed: int, label_source: str, model_path: 
     """Accuracy per (labels, rate) and per (labels, ten steps), one entry per (repeat, type, draw)."""
     model = load_model(model_path)
     out: dict[str, list[float]] = {}
-    for r, _, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
-        for task in types:
-            for d in range(draws):
-                for n in LABELS:
-                    rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task), d, n])
-                    torch.manual_seed(int(rng.integers(1 << 30)))
-                    idx = proto.balanced(task, n, rng)
-                    for lr in RATES:
-                        params = proto.adapt(replace(model, inner_lr=lr), idx, task)
-                        out.setdefault(f"{n} labels, 1 step at {lr:g}", []).append(
-                            proto._score(params, task, stats)["accuracy"])
-                    out.setdefault(f"{n} labels, 10 steps at {model.inner_lr:g}", []).append(
-                        proto._score(proto.adapt(model, idx, task, steps=10), task, stats)["accuracy"])
+    for proto, stats, task, n, idx in balanced_draws(model, repeats, draws, seed, label_source, types, LABELS):
+        for lr in RATES:
+            params = proto.adapt(replace(model, inner_lr=lr), idx, task)
+            out.setdefault(f"{n} labels, 1 step at {lr:g}", []).append(proto._score(params, task, stats)["accuracy"])
+        out.setdefault(f"{n} labels, 10 steps at {model.inner_lr:g}", []).append(
+            proto._score(proto.adapt(model, idx, task, steps=10), task, stats)["accuracy"])
     return {k: np.asarray(v) for k, v in out.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=3)
-    parser.add_argument("--label-source", default="truth", choices=("truth", "lab"))
+    parser = paired_parser(__doc__)
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
     parser.add_argument("--types", default=",".join(bm.META_TYPES),
                         help="validation types, a subset of the meta types (a model meta-trained without one of "
@@ -60,12 +48,7 @@ def main() -> None:
         parser.error(f"--types must name meta types ({', '.join(bm.META_TYPES)}); the new types stay unseen")
     acc = measure(args.repeats, args.draws, SEED, args.label_source, args.model, types)
     print(f"validation, {args.label_source}: {args.repeats} repeats x {', '.join(types)} x {args.draws} draws")
-    for n in LABELS:
-        base = acc[f"{n} labels, 1 step at {RATES[0]:g}"]
-        for key in [k for k in acc if k.startswith(f"{n} labels")]:
-            diff = acc[key] - base
-            half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
-            print(f"{key:28s} {acc[key].mean():.3f}   paired vs 1 step at {RATES[0]:g}: {diff.mean():+.3f} ± {half:.3f}")
+    print_paired(acc, LABELS, f"1 step at {RATES[0]:g}")
 
 
 if __name__ == "__main__":
