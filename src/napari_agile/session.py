@@ -441,26 +441,28 @@ class Session:
         for name, state in session.types.items():
             state.params = session._saved_params(tensors, name)
         saved_source = meta.get("tissue_source")
-        files = [Path(src) for src in (saved_source, tissue.source) if src and Path(src).exists()]
-        elsewhere = ("Load it on that section (or, for another section, use Session.apply_saved / napari-agile "
-                     "predict).")
-        if len(files) == 2 and files[0].resolve() != files[1].resolve():  # (napari layers name no file)
-            warnings.warn(f"This session was made on {saved_source}, not on {tissue.source}: its cells, nuclei and "
-                          f"intensity scaling are that section's. {elsewhere}", stacklevel=2)
-        elif not session._same_scaling():
-            warnings.warn("This section's intensities do not match the session's (the channel percentiles it was "
-                          f"scaled with differ): it looks like another section than the one the session was made on. "
-                          f"{elsewhere}", stacklevel=2)
+        session._warn_if_other_section(saved_source, tissue.source)
         session.tissue_source = saved_source or session.tissue_source
         session._write_meta()
         return session
 
-    def _same_scaling(self) -> bool:
-        """Whether the tissue's channel percentiles are the ones this session was scaled with (the same pixels
+    def _warn_if_other_section(self, saved_source: str | None, source: str | None) -> None:
+        """Warn when a reloaded session's section is not the one it was made on: by file name when both are files
+        (napari layers name none), and otherwise by the channel percentiles it was scaled with (the same pixels
         give the same numbers: the sample is drawn with the session's seed)."""
+        elsewhere = ("Load it on that section (or, for another section, use Session.apply_saved / napari-agile "
+                     "predict).")
+        files = [Path(src) for src in (saved_source, source) if src and Path(src).exists()]
+        if len(files) == 2 and files[0].resolve() != files[1].resolve():
+            warnings.warn(f"This session was made on {saved_source}, not on {source}: its cells, nuclei and "
+                          f"intensity scaling are that section's. {elsewhere}", stacklevel=3)
+            return
         fresh = fit_normalizer(self.tissue, seed=self.seed)
-        return bool(np.allclose(fresh.low, self.normalizer.low, rtol=1e-3, atol=1e-3)
-                    and np.allclose(fresh.high, self.normalizer.high, rtol=1e-3, atol=1e-3))
+        if not (np.allclose(fresh.low, self.normalizer.low, rtol=1e-3, atol=1e-3)
+                and np.allclose(fresh.high, self.normalizer.high, rtol=1e-3, atol=1e-3)):
+            warnings.warn("This section's intensities do not match the session's (the channel percentiles it was "
+                          "scaled with differ): it looks like another section than the one the session was made on. "
+                          f"{elsewhere}", stacklevel=3)
 
     @staticmethod
     def check_saved(path: str | Path) -> Path:
