@@ -25,7 +25,7 @@ LAB = ("the lab's weak labels, as in the paper (napari_agile.weak_labels: the br
 
 def centre_text(c: dict) -> str:
     """How the benchmark's network reads the centre cell, in words ("" for the paper's plain network)."""
-    where = describe_centre(c.get("centre_block", "rings"), c.get("centre_radius", 0), c.get("centre_rings", 1))
+    where = describe_centre(c.get("centre_block", "rings"), c.get("centre_radius", 0), c.get("centre_rings", 1), c.get("ring", 0))
     if not where:
         return ""
     return f" + centre intensities {where}" + (" (whitened on the section)" if c.get("centre_whiten") else "")

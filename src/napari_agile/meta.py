@@ -18,7 +18,8 @@ from .device import pick_device
 from .errors import AgileInputError
 from .model import (ModelConfig, Params, estimate_stats, features, forward, head, head_keys, init_params,
                     prototype_head)
-from .tasks import Augmentation, Task, TaskPool, TaskTransform
+from .tasks import Augmentation, PanelAugmentation, PanelDraw, Task, TaskPool, TaskTransform
+from .tissue import nuclear_flags
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class MetaConfig:
     first_order: bool = True  # with prototype heads first-order learns as well as second-order (docs/method.md)
     adapt_scope: str = "head"  # "head" (dense layer only; the bundled model) or "all" (the paper)
     augmentation: Augmentation = field(default_factory=Augmentation)
+    panel: PanelAugmentation | None = None  # per-channel models: a random marker panel per task (None: the pool's)
     seed: int = 0
     checkpoint_seconds: float = 180.0
     validate_every: int = 100
@@ -53,6 +55,8 @@ class MetaConfig:
         d = dict(d)
         if "augmentation" in d:
             d["augmentation"] = Augmentation(**d["augmentation"])
+        if d.get("panel") is not None:
+            d["panel"] = PanelAugmentation(**d["panel"])
         if "meta_types" in d:
             d["meta_types"] = tuple(d["meta_types"])
         return cls(**d)
@@ -104,6 +108,7 @@ def episode_loss(
     cfg: ModelConfig, params: Params, task: Task, meta: MetaConfig, second_order: bool
 ) -> tuple[torch.Tensor, float]:
     """Query loss and accuracy after adapting `params` on the task's support set."""
+    cfg = task.config(cfg)
     stats = estimate_stats(cfg, {k: v.detach() for k, v in params.items()}, task.unlabelled_x)
     fast = adapt_params(
         cfg, params, stats, task.support_x, task.support_y, meta.inner_lr, meta.inner_steps,
@@ -120,15 +125,21 @@ VALIDATION = Augmentation(p=0.0, shuffle=1.0)
 def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
               gen: torch.Generator, *, n_channels: int, augment: Augmentation | None = None,
               k_support: int | None = None) -> Task:
-    """One episode: K~ in 1..k_max per class, the task's transform drawn once for all its patches.
+    """One episode: K~ in 1..k_max per class, the task's transform (and with `meta.panel`, its marker panel) drawn
+    once for all its patches.
 
     The first `n_channels` planes are the marker channels, which the transform permutes and distorts; later planes
     (a nucleus mask) are only rotated. `augment` defaults to the config's task augmentation.
     """
     k = int(rng.integers(1, meta.k_max + 1)) if k_support is None else k_support
     aug = meta.augmentation if augment is None else augment
+    panel = None
+    if meta.panel is not None:
+        panel = PanelDraw.draw(meta.panel, pool.channels, nuclear_flags(pool.channels), pool.markers.get(cell_type),
+                               rng)
+        n_channels = len(panel.recipes)
     transform = TaskTransform.draw(aug, n_channels, rng)
-    return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen)
+    return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen, panel)
 
 
 def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig, seed: int = 12345) -> float:
@@ -143,13 +154,14 @@ def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig,
     for i in range(meta.validate_tasks):
         cell_type = meta.meta_types[i % len(meta.meta_types)]
         task = draw_task(pool, meta, cell_type, rng, gen, augment=VALIDATION, k_support=meta.k_max,
-                         n_channels=len(cfg.channels)).to(device)
-        stats = estimate_stats(cfg, params, task.unlabelled_x)
+                         n_channels=len(pool.channels or cfg.channels)).to(device)
+        bound = task.config(cfg)
+        stats = estimate_stats(bound, params, task.unlabelled_x)
         with torch.enable_grad():
-            fast = adapt_params(cfg, params, stats, task.support_x, task.support_y, meta.inner_lr,
+            fast = adapt_params(bound, params, stats, task.support_x, task.support_y, meta.inner_lr,
                                 meta.inner_steps, meta.adapt_scope)
         with torch.no_grad():
-            accs.append(_accuracy(forward(cfg, fast, task.query_x, stats, mc=False), task.query_y))
+            accs.append(_accuracy(forward(bound, fast, task.query_x, stats, mc=False), task.query_y))
     return float(np.mean(accs))
 
 
@@ -257,7 +269,8 @@ def meta_train(
         losses, accs = [], []
         for _ in range(meta.tasks_per_batch):
             cell_type = meta.meta_types[int(state.rng.integers(len(meta.meta_types)))]
-            task = draw_task(pool, meta, cell_type, state.rng, state.gen, n_channels=len(cfg.channels)).to(dev)
+            task = draw_task(pool, meta, cell_type, state.rng, state.gen,
+                             n_channels=len(pool.channels or cfg.channels)).to(dev)
             loss, acc = episode_loss(cfg, state.params, task, meta, second_order)
             (loss / meta.tasks_per_batch).backward()
             losses.append(float(loss.detach()))

@@ -11,11 +11,20 @@ stochastic passes cost one trunk pass; "blocks" puts it after every block instea
 Optionally the dense layer also reads each channel's mean at the centre cell, standardised or whitened with the
 same tissue statistics: in `centre_rings` concentric rings of `centre_radius` (nucleus core, then its rim and the
 soma around it; the bundled model), or inside the cell's own segmented nucleus (`centre_block = "nucleus"`; the
-patch then carries that mask as one plane after the marker channels, which the convolutions do not read).
+patch then carries that mask as one plane after the marker channels, which the convolutions do not read), and with
+`ring` also in a band of that width around the nucleus (membrane and soma markers).
+
+Two encoders. "joint" (the paper) convolves a fixed panel's channels together. "per_channel" runs one small CNN,
+with shared weights, over each marker channel (with the nucleus mask and a nuclear-stain flag as two more planes):
+a cell is the set of its channels' embeddings, so the model reads any panel of any size in any order. The dense
+layer holds one shared weight row per channel; the support's prototypes (computed per channel) and the step then
+say which channels matter for the new type (`head_weight`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -52,9 +61,25 @@ class ModelConfig:
     # prototype's distance does not model; the root evens the spreads (docs/method.md)
     mask_input: bool = False  # the convolutions also read the nucleus-mask plane, so the trunk knows which cell
     # is the target among its neighbours (CellSighter, Amitay et al. 2023); needs centre_block "nucleus"
+    encoder: str = "joint"  # "joint": one CNN over the fixed panel `channels` (the paper); "per_channel": one shared
+    # CNN per marker channel, any panel (channels then name the panel it is bound to, empty in a model file)
+    nuclear: tuple[bool, ...] = ()  # per_channel: which of `channels` stain every nucleus (a flag plane says so)
+    trunk_bin: int = 1  # the convolutions read the input average-pooled once more by this factor (the centre block
+    # still reads the finer input): a per-channel trunk over 40 channels costs 4x less at 2
+    ring: int = 0  # > 0 with centre_block "nucleus": the block also reads each channel's mean in a band this many
+    # patch pixels wide around the nucleus (membrane, soma), a second part normalised on its own
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "nuclear", tuple(bool(f) for f in self.nuclear))
+        if self.encoder not in ("joint", "per_channel"):
+            raise AgileInputError("encoder must be 'joint' or 'per_channel'")
+        if self.encoder == "per_channel" and self.centre_block != "nucleus":
+            raise AgileInputError("encoder 'per_channel' needs centre_block 'nucleus' (it reads the nucleus mask)")
+        if self.nuclear and len(self.nuclear) != len(self.channels):
+            raise AgileInputError("nuclear holds one flag per channel")
+        if self.ring and (self.centre_block != "nucleus" or self.ring < self.bin):
+            raise AgileInputError("ring needs centre_block 'nucleus' and a width of at least `bin` pixels")
         if self.centre_block not in ("rings", "nucleus"):
             raise AgileInputError("centre_block must be 'rings' or 'nucleus'")
         if self.mask_input and self.centre_block != "nucleus":
@@ -65,6 +90,8 @@ class ModelConfig:
             raise AgileInputError("head_init must be 'meta' or 'prototypes'")
         if self.patch_size % self.bin:
             raise AgileInputError("patch_size must be a multiple of bin")
+        if self.trunk_bin < 1 or (self.input_size // self.trunk_bin) >> self.blocks < 1:
+            raise AgileInputError("trunk_bin must be at least 1 and leave the trunk's last block at least 1 px")
         if not 0 <= self.centre_radius < self.patch_size // 2:
             raise AgileInputError("centre_radius must be between 0 and half the patch size")
         if self.centre_rings < 1 or self.centre_radius and self.centre_radius / self.centre_rings < self.bin:
@@ -76,12 +103,26 @@ class ModelConfig:
         return self.patch_size // self.bin
 
     @property
-    def trunk_size(self) -> int:
-        """Length of the flattened convolutional output."""
-        side = self.input_size
+    def per_channel(self) -> bool:
+        """Whether one shared CNN reads each channel (any panel) rather than one CNN the whole fixed panel."""
+        return self.encoder == "per_channel"
+
+    def for_panel(self, channels: Sequence[str], nuclear: Sequence[bool]) -> "ModelConfig":
+        """A per-channel model's config bound to one panel: its channel names and which of them are nuclear."""
+        return replace(self, channels=tuple(channels), nuclear=tuple(nuclear))
+
+    @property
+    def channel_trunk(self) -> int:
+        """Length of the convolutional output for one input (the panel, or one channel of it)."""
+        side = self.input_size // self.trunk_bin
         for _ in range(self.blocks):
             side //= 2
         return self.width * side * side
+
+    @property
+    def trunk_size(self) -> int:
+        """Length of the flattened convolutional output."""
+        return self.channel_trunk * (len(self.channels) if self.per_channel else 1)
 
     @property
     def feature_size(self) -> int:
@@ -100,20 +141,26 @@ class ModelConfig:
 
     @property
     def trunk_planes(self) -> int:
-        """Planes the convolutions read: the channels, and the nucleus mask with `mask_input`."""
-        return len(self.channels) + self.mask_input
+        """Planes the convolutions read: the channels, and the nucleus mask with `mask_input` (per channel: the
+        channel, the mask and the nuclear flag)."""
+        return 3 if self.per_channel else len(self.channels) + self.mask_input
 
     @property
     def centre_parts(self) -> int:
         """Blocks of channel means in the centre block, each normalised on its own (0 without a centre block)."""
         if self.nucleus_mask:
-            return 1
+            return 1 + bool(self.ring)
         return self.centre_rings if self.centre_radius else 0
+
+    @property
+    def head_width(self) -> int:
+        """Columns of the stored dense layer: every feature, or (per channel) one channel's share of them."""
+        return self.channel_trunk + self.centre_parts if self.per_channel else self.feature_size
 
     @property
     def centre_words(self) -> str:
         """Where the centre block reads each channel's mean, in words ("" without a centre block)."""
-        return describe_centre(self.centre_block, self.centre_radius, self.centre_rings)
+        return describe_centre(self.centre_block, self.centre_radius, self.centre_rings, self.ring)
 
     @property
     def centre_size(self) -> int:
@@ -125,10 +172,10 @@ class ModelConfig:
         return asdict(self)
 
 
-def describe_centre(block: str, radius: int, rings: int) -> str:
+def describe_centre(block: str, radius: int, rings: int, ring: int = 0) -> str:
     """Where a centre block of this kind reads, in words ("" for none): one phrasing for model cards and reports."""
     if block == "nucleus":
-        return "inside the cell's own nucleus mask"
+        return "inside the cell's own nucleus mask" + (f" and in a {ring} px band around it" if ring else "")
     if not radius:
         return ""
     return f"within {radius} px of the centre" + (f" in {rings} rings of equal width" if rings > 1 else "")
@@ -147,13 +194,14 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
         params[f"bn{b}.weight"] = torch.ones(cfg.width)
         params[f"bn{b}.bias"] = torch.zeros(cfg.width)
         c_in = cfg.width
-    bound = (1.0 / cfg.feature_size) ** 0.5
-    params["head.weight"] = (torch.rand(cfg.n_classes, cfg.feature_size, generator=gen) * 2 - 1) * bound
+    bound = (1.0 / cfg.head_width) ** 0.5
+    params["head.weight"] = (torch.rand(cfg.n_classes, cfg.head_width, generator=gen) * 2 - 1) * bound
     if cfg.head_init == "prototypes":  # the prototypes start the head; its own weights learn a residual
         params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
     if cfg.centre_parts:  # one gain for the centre block, starting with as much weight as the whole trunk
-        params["centre.weight"] = torch.full((1,), (cfg.trunk_size / cfg.centre_size) ** 0.5)
+        params["centre.weight"] = torch.full((1,), (cfg.channel_trunk / cfg.centre_parts) ** 0.5 if cfg.per_channel
+                                             else (cfg.trunk_size / cfg.centre_size) ** 0.5)
     return params
 
 
@@ -169,6 +217,19 @@ def bin_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def trunk_input(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """What the convolutions read of binned patches `x`: the panel's planes, or (per channel) one
+    (channel, nucleus mask, nuclear flag) triple per marker channel, stacked cell-major: (N * C, 3, S, S)."""
+    x = bin_patches(x, cfg.trunk_bin)
+    if not cfg.per_channel:
+        return _channels_last(x[:, : cfg.trunk_planes])
+    n, c = len(x), len(cfg.channels)
+    flags = torch.tensor(cfg.nuclear or (False,) * c, dtype=x.dtype, device=x.device)
+    planes = torch.stack([x[:, :c], x[:, c:c + 1].expand(-1, c, -1, -1),
+                          flags[None, :, None, None].expand(n, c, *x.shape[2:])], 2)
+    return _channels_last(planes.flatten(0, 1))
 
 
 def _conv(params: Params, b: int, x: torch.Tensor) -> torch.Tensor:
@@ -203,24 +264,31 @@ def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
 
 def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     """(N, centre_size) raw centre block of binned patches `x`: ring means, or each channel's mean inside the
-    nucleus-mask plane (binned, so a weight per pixel); square-rooted with `cfg.centre_sqrt`."""
+    nucleus-mask plane (binned, so a weight per pixel), then with `ring` in the band around it; square-rooted with
+    `cfg.centre_sqrt`."""
     if not cfg.nucleus_mask:
         block = centre_means(cfg, x)
     else:
         c = len(cfg.channels)
-        weight = x[:, c]
-        block = torch.einsum("ncyx,nyx->nc", x[:, :c], weight) / weight.sum((1, 2)).clamp_min(1e-6)[:, None]
+        weights = [x[:, c]]
+        if cfg.ring:  # the mask grown by `ring` pixels (a max-pool dilates), less the nucleus itself
+            k = cfg.ring // cfg.bin
+            grown = F.max_pool2d(x[:, c:c + 1], 2 * k + 1, stride=1, padding=k)[:, 0]
+            weights.append((grown - x[:, c]).clamp_min(0))
+        block = torch.cat([torch.einsum("ncyx,nyx->nc", x[:, :c], w) / w.sum((1, 2)).clamp_min(1e-6)[:, None]
+                           for w in weights], 1)
     return block.clamp_min(0).sqrt() if cfg.centre_sqrt else block
 
 
 def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
     """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any.
 
-    The trunk runs channels-last: about twice the throughput of NCHW on CPU (docs/speed.md, section 1)."""
-    out = _channels_last(x[:, : cfg.trunk_planes])
+    The trunk runs channels-last: about twice the throughput of NCHW on CPU (docs/speed.md, section 1). Per channel,
+    the trunk part is channel-major: channel c's embedding, then the next channel's."""
+    out = trunk_input(cfg, x)
     for b in range(cfg.blocks):
         out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
-    out = out.flatten(1)
+    out = out.reshape(len(x), -1)
     if not cfg.centre_parts:
         return out
     centre = centre_block(cfg, x) - stats["centre.mean"]
@@ -238,7 +306,18 @@ def head(cfg: ModelConfig, params: Params, feats: torch.Tensor, mc: bool = True)
     """Logits from trunk features; MC dropout here when placement is 'head'."""
     if cfg.dropout_placement == "head":
         feats = F.dropout(feats, cfg.dropout, training=mc)
-    return F.linear(feats, params["head.weight"], params["head.bias"])
+    return F.linear(feats, head_weight(cfg, params), params["head.bias"])
+
+
+def head_weight(cfg: ModelConfig, params: Params) -> torch.Tensor:
+    """The dense layer over every feature. A per-channel model stores one row share per channel (its trunk
+    embedding's weights, then one weight per centre part), the same for every channel of any panel; here it is
+    laid out over the bound panel's features. Adapted weights are already full width."""
+    w = params["head.weight"]
+    if w.shape[1] == cfg.feature_size:
+        return w
+    c, t = len(cfg.channels), cfg.channel_trunk
+    return torch.cat([w[:, :t].repeat(1, c), w[:, t:].repeat_interleave(c, 1)], 1)
 
 
 def forward(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
@@ -263,7 +342,7 @@ def head_with_prototypes(cfg: ModelConfig, params: Params, protos: torch.Tensor)
     """`params` with the (n_classes, feature_size) class prototypes `protos` added to the dense layer."""
     scale = 1.0 / cfg.feature_size
     out = dict(params)
-    out["head.weight"] = params["head.weight"] + 2 * scale * protos
+    out["head.weight"] = head_weight(cfg, params) + 2 * scale * protos
     out["head.bias"] = params["head.bias"] - scale * (protos**2).sum(1)
     return out
 
@@ -298,7 +377,7 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
             stats["centre.whiten"] = torch.stack([zca_matrix(ring) for ring in centre.split(len(cfg.channels), 1)])
         else:
             stats["centre.var"] = centre.var(0, unbiased=False).clamp_min(1e-6)
-    xs = [_channels_last(xb) for xb in torch.split(x[:, : cfg.trunk_planes], batch_size)]
+    xs = [trunk_input(cfg, xb) for xb in torch.split(x, batch_size)]
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
         count = sum(z.shape[0] * z.shape[2] * z.shape[3] for z in zs)

@@ -12,6 +12,19 @@ from .errors import AgileInputError
 PAPER_CHANNELS = ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
 #: Channels that stain every nucleus; nucleus detection uses these when present.
 NUCLEAR_CHANNELS = ("DAPI", "Histones")
+#: Name stems of stains of every nucleus across platforms (IF, CODEX, CyCIF, IMC's iridium DNA intercalator, MIBI's
+#: dsDNA); `nuclear_flags` matches them case-insensitively at the start of a channel name.
+NUCLEAR_STEMS = ("dapi", "hoechst", "histone", "h3", "dna", "dsdna", "draq", "syto", "ir191", "ir193", "191ir",
+                 "193ir", "nuclear", "propidium", "sytox", "topro", "to-pro", "hh3")
+
+
+def nuclear_flags(names: Sequence[str]) -> tuple[bool, ...]:
+    """Which channels are nuclear stains, by name (e.g. 'DAPI', 'Hoechst 33342', 'Histone H3', 'DNA1', 'Ir191')."""
+    def nuclear(name: str) -> bool:
+        key = name.strip().lower().replace("_", " ")
+        return any(key == stem or key.startswith(stem) and not key[len(stem):len(stem) + 1].isalpha()
+                   for stem in NUCLEAR_STEMS) or key.startswith(("histone", "hoechst", "dapi"))
+    return tuple(nuclear(n) for n in names)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from .meta import MetaConfig, meta_train
 from .model import ModelConfig
 from .modelio import AgileModel
 from .nuclei import read_mask
-from .synth import SimParams, simulate_tissue
+from .synth import MARKER_OF, SimParams, simulate_tissue
 from .tasks import TaskPool, pool_from_tissues
 from .tissue_io import read_tissue
 
@@ -86,7 +86,11 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
         pairs = [(read_tissue(i), _cells_with_mask(c, m)) for i, c, m in zip(data["images"], data["cells"], masks)]
         train, val = pairs[:-1], pairs[-1:]
     try:
-        return pool_from_tissues(train, cfg, per_type), pool_from_tissues(val, cfg, per_type)
+        pools = pool_from_tissues(train, cfg, per_type), pool_from_tissues(val, cfg, per_type)
+        if source == "simulated":  # a drawn panel keeps the task type's own marker
+            for pool in pools:
+                pool.markers = dict(MARKER_OF)
+        return pools
     finally:  # the pools hold copies of the patches: files read from can be closed
         for tissue, _ in train + val:
             tissue.close()

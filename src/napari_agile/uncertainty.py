@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import ModelConfig, Params, features, forward
+from .model import ModelConfig, Params, features, forward, head_weight
 
 METHODS = ("entropy", "bald", "random")
 #: a round of n asks the n cells that cover the marker levels of the SPREAD * n most uncertain (docs/method.md)
@@ -24,7 +24,7 @@ def mc_head_probs(cfg: ModelConfig, params: Params, feats: torch.Tensor, passes:
     """(passes, N) positive-class probabilities from cached trunk features, dropout re-drawn each pass."""
     gen = torch.Generator(device=feats.device).manual_seed(seed)
     keep = 1.0 - cfg.dropout
-    w, b = params["head.weight"], params["head.bias"]
+    w, b = head_weight(cfg, params), params["head.bias"]
     out = []
     for chunk in torch.split(feats, batch_size):
         mask = torch.rand((passes, *chunk.shape), generator=gen, device=chunk.device) < keep
