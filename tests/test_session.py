@@ -56,6 +56,7 @@ def test_first_round_covers_the_section_then_entropy_takes_over(session):
 
 def test_spread_rounds_ask_among_the_spread_times_n_most_uncertain(session):
     session.annotate("neuron", session.cells.ids[:4].tolist(), [True, False, False, True])
+    session.adapt("neuron")
     _, entropy = session.probabilities("neuron")
     unlabelled = np.setdiff1d(np.arange(len(session.cells)), np.arange(4))
     ranked = session.cells.ids[unlabelled[np.argsort(-entropy[unlabelled], kind="stable")]]
@@ -65,6 +66,19 @@ def test_spread_rounds_ask_among_the_spread_times_n_most_uncertain(session):
     assert len(set(wide)) == 4 and set(wide) <= set(ranked[:20].tolist()) and wide != plain
     with pytest.raises(AgileInputError, match="spread=0"):
         session.suggest("neuron", n=4, spread=0)
+
+
+def test_suggest_uses_every_answer_so_far_without_an_adapt(session):
+    """Suggest after answering ranks by weights adapted on those answers (as Adapt would make them), not by the
+    meta-trained weights, and stores nothing: Predict still waits for an Adapt."""
+    ids = session.cells.ids
+    session.annotate("neuron", ids[:6].tolist(), [True, False, False, True, False, True])
+    before_adapt = session.suggest("neuron", n=5, method="entropy", spread=1, min_distance=0)
+    assert session.types["neuron"].params is None
+    meta = session.suggest("unanswered", n=5, method="entropy", spread=1, min_distance=0, among=ids[6:].tolist())
+    assert set(before_adapt) != set(meta)
+    session.adapt("neuron")  # the same cells (their order among near-equal entropies may differ in the last bits)
+    assert set(session.suggest("neuron", n=5, method="entropy", spread=1, min_distance=0)) == set(before_adapt)
 
 
 def test_answers_reach_disk_immediately_and_undo_is_journaled(session):

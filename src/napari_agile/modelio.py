@@ -13,8 +13,10 @@ from safetensors.torch import save_file
 from .errors import AgileInputError
 from .model import ModelConfig, Params
 
-#: File name of the model shipped inside the package (see models/MODEL_CARD.md).
+#: File name of the model shipped inside the package for the paper's 7-channel panel (see models/MODEL_CARD.md).
 BUNDLED_MODEL = "agile-rat-brain.safetensors"
+#: The models shipped inside the package, by the name `load_model` takes.
+BUNDLED_MODELS = {"rat-brain": BUNDLED_MODEL, "any-panel": "agile-any-panel.safetensors"}
 
 
 @dataclass
@@ -51,13 +53,14 @@ class AgileModel:
         return path
 
 
-def _bundled_path() -> Path:
-    return Path(str(resources.files("napari_agile") / "models" / BUNDLED_MODEL))
+def _bundled_path(name: str = "rat-brain") -> Path:
+    return Path(str(resources.files("napari_agile") / "models" / BUNDLED_MODELS[name]))
 
 
 def load_model(path: str | Path | None = None) -> AgileModel:
-    """The bundled meta-trained model, or a model saved with `AgileModel.save` (safetensors only)."""
-    path = _bundled_path() if path is None else Path(path)
+    """A bundled meta-trained model by name ("rat-brain", the default: the paper's 7 channels; "any-panel": any
+    marker panel), or a model saved with `AgileModel.save` (safetensors only)."""
+    path = _bundled_path(str(path or "rat-brain")) if path is None or str(path) in BUNDLED_MODELS else Path(path)
     if not path.exists():
         raise AgileInputError(f"No model file at {path}.")
     try:
@@ -81,6 +84,15 @@ def load_model(path: str | Path | None = None) -> AgileModel:
         adapt_scope=meta["adapt_scope"],
         info=json.loads(meta["info"]),
     )
+
+
+def pick_model(channel_names: Sequence[str]) -> AgileModel:
+    """The bundled model for a panel: the rat-brain model where every one of its channels is there, else the model
+    for any panel."""
+    rat_brain = load_model("rat-brain")
+    if all(c in channel_names for c in rat_brain.channels):
+        return rat_brain
+    return load_model("any-panel")
 
 
 def check_channels(model: AgileModel, channel_names: Sequence[str]) -> None:

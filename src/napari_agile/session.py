@@ -27,9 +27,10 @@ from .errors import AgileInputError
 from .export import NONE_TYPE, to_rgb255
 from .meta import adapt_params
 from .model import Params, bin_patches, estimate_stats, head_keys
-from .modelio import AgileModel, check_channels, load_model
+from .model import ModelConfig
+from .modelio import AgileModel, check_channels, load_model, pick_model
 from .patches import Normalizer, fit_normalizer, iter_patches
-from .tissue import Tissue
+from .tissue import Tissue, nuclear_flags
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
 
@@ -52,6 +53,11 @@ class CellType:
     answers: dict[int, bool] = field(default_factory=dict)
     params: Params | None = None  # None: still the meta-trained initial weights
     steps: int = 0
+    adapted_on: tuple | None = None  # the answers `params` were adapted on (None: unknown, e.g. reloaded)
+
+    def signature(self) -> tuple:
+        """The answers as they stand, to tell whether weights saw all of them."""
+        return tuple(sorted(self.answers.items()))
 
 
 class Session:
@@ -73,20 +79,24 @@ class Session:
         progress: Progress | None = None,
         resume: bool = False,
         stats: Params | None = None,
+        channels: Sequence[str] | None = None,
+        nuclear: Sequence[str] | None = None,
     ) -> None:
         """`store`: folder the answers are written to as they are given (a fresh one by default); a folder
         that already holds a session is only reused with `resume=True` (what `Session.load` does).
         `stats`: the batch-norm statistics to use (those saved with adapted weights); None estimates them on
-        `stats_cells` cells of this tissue."""
+        `stats_cells` cells of this tissue. `model`: None picks the bundled model for the panel (`pick_model`).
+        A model for any panel (`encoder = "per_channel"`) reads `channels` (default: all of the tissue's), of which
+        `nuclear` are nuclear stains (default: by name, `nuclear_flags`); a fixed-panel model reads its own."""
         if store is not None and (Path(store) / "session.json").exists() and not resume:
             raise AgileInputError(f"{store} already holds a session: open it with Session.load, or choose an empty folder.")
-        model = load_model() if model is None else model
-        check_channels(model, tissue.channel_names)
+        model = pick_model(tissue.channel_names) if model is None else model
+        self.config = panel_config(model, tissue, channels, nuclear)
         if len(cells) == 0:
             raise AgileInputError("This tissue has no cells: run nucleus detection first (or check its channels).")
         cells.check_labels()
         self.model = model
-        self.tissue = tissue.select(model.channels)
+        self.tissue = tissue.select(self.config.channels)
         self.tissue_source = self.tissue.source  # the section the answers belong to (kept by Session.load)
         self.cells = cells
         self.device = pick_device(device)
@@ -101,10 +111,11 @@ class Session:
         self._x = self._binned_patches(progress)
         if stats is None:
             sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
-            stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
+            stats = estimate_stats(self.config, self._init, self._x[np.sort(sample)].float())
         self.stats = {k: v.to(self.device) for k, v in stats.items()}
         self._feats: dict[str | None, torch.Tensor] = {}
         self._mc: dict[str | None, np.ndarray] = {}
+        self._fits: dict[str, tuple] = {}  # per type: (answers signature, MC samples) of the fit Suggest uses
         self._features(None)  # the meta-trained features, computed here so the first Suggest is interactive
         self.store = Path(store) if store is not None else default_store()
         if not (self.store / "cells.csv").exists():
@@ -115,7 +126,7 @@ class Session:
     # ---- cells and patches ------------------------------------------------------------------
     def _binned_patches(self, progress: Progress | None) -> torch.Tensor:
         """All cells' patches, normalised and binned to the network's input, kept as float16."""
-        cfg = self.model.config
+        cfg = self.config
         out = torch.empty((len(self.cells), cfg.planes, cfg.input_size, cfg.input_size), dtype=torch.float16)
         done, missing = 0, []
         for ids, batch in iter_patches(self.tissue, self.cells, size=cfg.patch_size, normalizer=self.normalizer,
@@ -169,7 +180,7 @@ class Session:
         """Trunk features of every cell under the type's current weights (cached until it adapts)."""
         key = self._key(name, trunk=True)
         if key not in self._feats:
-            self._feats[key] = trunk_features(self.model.config, self._params(name), self.stats, self._x,
+            self._feats[key] = trunk_features(self.config, self._params(name), self.stats, self._x,
                                               progress=progress)
         return self._feats[key]
 
@@ -177,13 +188,18 @@ class Session:
         """(T, N) MC-dropout positive probabilities for every cell (cached until the type adapts)."""
         key = self._key(name)
         if key not in self._mc:
-            cfg, params = self.model.config, self._params(name)
-            if cfg.dropout_placement == "head":
-                samples = mc_head_probs(cfg, params, self._features(name, progress), self.mc_passes, self.seed)
-            else:
-                samples = mc_full_probs(cfg, params, self.stats, self._x, self.mc_passes, self.seed)
-            self._mc[key] = samples.cpu().numpy()
+            head = self.config.dropout_placement == "head"
+            self._mc[key] = self._sample(self._params(name), self._features(name, progress) if head else None)
         return self._mc[key]
+
+    def _sample(self, params: Params, feats: torch.Tensor | None) -> np.ndarray:
+        """(T, N) MC-dropout probabilities under `params`: only the head re-sampled on `feats` (every cell's trunk
+        features under `params`) when given, else the whole network re-run each pass."""
+        if feats is not None:
+            samples = mc_head_probs(self.config, params, feats, self.mc_passes, self.seed)
+        else:
+            samples = mc_full_probs(self.config, params, self.stats, self._x, self.mc_passes, self.seed)
+        return samples.cpu().numpy()
 
     # ---- the loop ---------------------------------------------------------------------------
     def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
@@ -215,16 +231,16 @@ class Session:
             method = "entropy" if state.answers else "cover"
         if method == "cover":
             feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]  # meta-trained
-            picked = cover(self.model.config, feats, n, seed=self.seed)
+            picked = cover(self.config, feats, n, seed=self.seed)
             return [int(i) for i in self.cells.ids[rows[picked]]]
-        samples = self._mc_samples(cell_type, progress)[:, rows]
+        samples = self._current_samples(state, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
         score = scores(samples, method, rng)
         wide = spread if method != "random" else 1
         picked = pick_spread(score, self.cells.centroids[rows], min(n * wide, rows.size), min_distance)
         if wide > 1:
             feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]  # the block: any weights
-            picked = spread_picks(self.model.config, feats, picked, n, seed=self.seed)
+            picked = spread_picks(self.config, feats, picked, n, seed=self.seed)
         return [int(i) for i in self.cells.ids[rows[picked]]]
 
     def annotate(self, cell_type: str, ids: Sequence[int], answers: Sequence[bool]) -> None:
@@ -290,25 +306,43 @@ class Session:
             raise AgileInputError(f"steps must be at least 1 (got {steps}).")
         if lr is not None and not lr > 0:
             raise AgileInputError(f"lr must be a positive step size (got {lr}); None takes the model's.")
+        state.params = self._fit(state, steps, lr, warn=True)
+        state.steps = steps
+        state.adapted_on = state.signature()
+        self._feats.pop(cell_type, None)
+        self._mc.pop(cell_type, None)
+        self._save_weights(self.store)
+
+    def _fit(self, state: CellType, steps: int, lr: float | None, warn: bool = False) -> Params:
+        """Weights adapted in `steps` steps from the meta-trained ones on every answer of `state` (stored nowhere)."""
         y = torch.tensor([int(a) for a in state.answers.values()], device=self.device)
-        if y.min() == y.max():
+        if warn and y.min() == y.max():
             warnings.warn(
-                f"All {len(y)} answers for {cell_type!r} say {'yes' if y[0] else 'no'}: the model learns more "
+                f"All {len(y)} answers for {state.name!r} say {'yes' if y[0] else 'no'}: the model learns more "
                 "from at least one cell of each kind.", stacklevel=2,
             )
         x = self._x[self._rows(list(state.answers))].float()
         with torch.enable_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + len(y))  # dropout masks: the same answers give the same weights
-            fast = adapt_params(self.model.config, self._init, self.stats, x, y,
+            fast = adapt_params(self.config, self._init, self.stats, x, y,
                                 self.model.inner_lr if lr is None else lr, steps, self.model.adapt_scope)
         if not all(bool(torch.isfinite(v).all()) for v in fast.values()):
-            raise AgileInputError(f"Adapting {cell_type!r} diverged (non-finite weights): use a smaller learning "
+            raise AgileInputError(f"Adapting {state.name!r} diverged (non-finite weights): use a smaller learning "
                                   f"rate than {self.model.inner_lr if lr is None else lr} or fewer steps.")
-        state.params = {k: v.detach() for k, v in fast.items()}
-        state.steps = steps
-        self._feats.pop(cell_type, None)
-        self._mc.pop(cell_type, None)
-        self._save_weights(self.store)
+        return {k: v.detach() for k, v in fast.items()}
+
+    def _current_samples(self, state: CellType, progress: Progress | None = None) -> np.ndarray:
+        """(T, N) MC-dropout probabilities under weights that saw every answer so far: the type's own when its last
+        Adapt did, else a fresh fit (one step, not stored: Suggest never rests on the meta-init's uncertainty once
+        answers exist; about 0.1 s with cached features)."""
+        if not state.answers or (state.params is not None and state.adapted_on == state.signature()):
+            return self._mc_samples(state.name, progress)
+        key = state.signature()
+        if self._fits.get(state.name, (None,))[0] != key:
+            cached = self.config.dropout_placement == "head" and self.model.adapt_scope == "head"
+            feats = self._features(None, progress) if cached else None  # a head-only fit keeps the meta trunk
+            self._fits[state.name] = (key, self._sample(self._fit(state, max(state.steps, 1), None), feats))
+        return self._fits[state.name][1]
 
     def probabilities(self, cell_type: str, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(p, entropy) per cell for one type: MC-dropout mean probability and predictive entropy."""
@@ -369,7 +403,8 @@ class Session:
             "steps": {n: t.steps for n, t in self.types.items()},
             "mc_passes": self.mc_passes, "threshold": self.threshold, "seed": self.seed,
             "normalizer": self.normalizer.to_dict(),
-            "channels": list(self.model.channels),
+            "channels": list(self.config.channels),
+            "nuclear": [c for c, f in zip(self.config.channels, self.config.nuclear) if f],
             "tissue_source": self.tissue_source,
             "colors": self.colors,
         }
@@ -498,8 +533,10 @@ class Session:
         its intensity normaliser too), and the folder's session.json."""
         meta = json.loads((path / "session.json").read_text())
         normalizer = Normalizer.from_dict(meta["normalizer"]) if same_tissue else None
-        session = cls(tissue, cells, load_model(path / "model.safetensors"), mc_passes=meta["mc_passes"],
-                      threshold=meta["threshold"], seed=meta["seed"], normalizer=normalizer, **kwargs)
+        model = load_model(path / "model.safetensors")
+        panel = {"channels": meta.get("channels"), "nuclear": meta.get("nuclear")} if model.config.per_channel else {}
+        session = cls(tissue, cells, model, mc_passes=meta["mc_passes"], threshold=meta["threshold"],
+                      seed=meta["seed"], normalizer=normalizer, **panel, **kwargs)
         session.colors = dict(meta.get("colors", {}))
         return session, meta
 
@@ -516,8 +553,44 @@ class Session:
         if state.params is None:
             raise AgileInputError(f"{cell_type!r} has not been adapted yet: press Adapt (session.adapt) first.")
         info = dict(self.model.info, adapted_to=cell_type, answers=len(state.answers), steps=state.steps)
-        return AgileModel(self.model.config, {k: v.cpu() for k, v in state.params.items()},
+        return AgileModel(self.config, {k: v.cpu() for k, v in state.params.items()},
                           self.model.inner_lr, self.model.adapt_scope, info)
+
+
+def panel_config(model: AgileModel, tissue: Tissue, channels: Sequence[str] | None,
+                 nuclear: Sequence[str] | None) -> ModelConfig:
+    """The model's config for this tissue: a fixed-panel model's own (the tissue must carry its channels); a
+    per-channel model's bound to the chosen `channels` and `nuclear` stains, refused with what to do when they
+    cannot work (a name the tissue lacks, no nuclear stain, no marker channel)."""
+    cfg = model.config
+    if not cfg.per_channel or cfg.channels:  # a fixed panel, or a per-channel model adapted to one panel
+        check_channels(model, tissue.channel_names)
+        if channels is not None and list(channels) != list(cfg.channels):
+            raise AgileInputError(f"This model reads the channels {list(cfg.channels)} only; for a choice of "
+                                  "channels use a model for any panel (napari_agile.load_model('any-panel')).")
+        return cfg
+    names = list(tissue.channel_names if channels is None else channels)
+    unknown = [n for n in names if n not in tissue.channel_names]
+    if unknown:
+        raise AgileInputError(f"No channel {unknown} in this tissue; it has {tissue.channel_names}.")
+    if len(set(names)) < len(names):
+        raise AgileInputError(f"Channel {sorted({n for n in names if names.count(n) > 1})} is chosen twice: "
+                              "choose each channel once.")
+    if nuclear is None:
+        flags = nuclear_flags(names)
+    else:
+        strays = [n for n in nuclear if n not in names]
+        if strays:
+            raise AgileInputError(f"The nuclear channel(s) {strays} are not among the chosen channels {names}.")
+        flags = tuple(n in set(nuclear) for n in names)
+    if not any(flags):
+        raise AgileInputError(f"None of the channels {names} is marked as a nuclear stain (DAPI, Hoechst, "
+                              "Histone, DNA, ...): name the channel that stains every nucleus (nuclear=[...]; in the "
+                              "widget tick it under Nuclear).")
+    if all(flags):
+        raise AgileInputError(f"Every chosen channel ({names}) is a nuclear stain: cell types are told apart by "
+                              "their markers, so include at least one marker channel.")
+    return cfg.for_panel(names, flags)
 
 
 def _offset(progress: Progress, start: int, total: int) -> Progress:

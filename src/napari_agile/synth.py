@@ -145,6 +145,54 @@ class SimParams:
         )
 
 
+@dataclass(frozen=True)
+class MarkerPanel:
+    """Another marker panel for simulated tissue: each output channel is a weighted sum of the simulator's own
+    signals (DAPI, Histones, then the five types' markers, as they sit in the cell), taken before optics, so blur,
+    stain variation, bleed-through between neighbouring channels and camera noise act on the panel's channels.
+    A row with one marker weight is that type's own marker (dimmer when the weight is below 1), several make a
+    marker shared between types, none (a zero row) a channel of background and noise only."""
+
+    names: tuple[str, ...]
+    weights: np.ndarray  # (channels, 7): rows in PAPER_CHANNELS order of the source signals
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if np.shape(self.weights) != (len(self.names), len(PAPER_CHANNELS)):
+            raise AgileInputError(f"MarkerPanel.weights must be ({len(self.names)}, {len(PAPER_CHANNELS)}): one row "
+                                  f"per channel, one column per source signal {PAPER_CHANNELS}.")
+
+    @classmethod
+    def random(cls, n_channels: int, rng: np.random.Generator, keep: tuple[str, ...] = CELL_TYPES) -> "MarkerPanel":
+        """A random panel of `n_channels` (>= 2 + len(keep)): one or two nuclear stains, a possibly dimmed marker for
+        each type in `keep`, then markers shared by two or more types, bleed-through mixes and background channels."""
+        n_nuclear = 1 + int(rng.random() < 0.5)
+        if n_channels < n_nuclear + len(keep):
+            raise AgileInputError(f"A panel of {n_channels} channels cannot hold {n_nuclear} nuclear stain(s) and a "
+                                  f"marker for each of {list(keep)}.")
+        rows, names = [], []
+        for k, stain in enumerate(rng.choice(["Hoechst", "DNA1", "DAPI", "Histone H3"], n_nuclear, replace=False)):
+            rows.append(np.eye(7)[k] * rng.uniform(0.6, 1.0))
+            names.append(str(stain))
+        for t in keep:
+            rows.append(np.eye(7)[2 + CELL_TYPES.index(t)] * rng.uniform(0.3, 1.0))
+            names.append(f"{MARKER_OF[t]}-like")
+        for k in range(n_channels - len(rows)):
+            row = np.zeros(7)
+            kind = rng.integers(4)
+            if kind == 0:  # a marker of two or three types
+                row[2 + rng.choice(len(CELL_TYPES), int(rng.integers(2, 4)), replace=False)] = rng.uniform(0.3, 1.0)
+            elif kind == 1:  # one type's marker with another's bleeding in
+                a, b = rng.choice(len(CELL_TYPES), 2, replace=False)
+                row[2 + a], row[2 + b] = rng.uniform(0.5, 1.0), rng.uniform(0.1, 0.4)
+            elif kind == 2:  # a weak stain of every nucleus
+                row[0] = rng.uniform(0.05, 0.3)
+            rows.append(row)  # kind 3: background only
+            names.append(f"marker {k + 1:02d}")
+        order = np.r_[np.arange(n_nuclear), n_nuclear + rng.permutation(len(rows) - n_nuclear)]
+        return cls(tuple(names[i] for i in order), np.asarray(rows, np.float32)[order])
+
+
 @dataclass
 class Simulation:
     """A simulated field: the 7-channel image and its ground truth (nucleus mask + `cell_type` per cell)."""
@@ -179,8 +227,10 @@ def simulate_tissue(
     seed: int = 0,
     params: SimParams | None = None,
     type_fractions: dict[str, float] | None = None,
+    panel: MarkerPanel | None = None,
 ) -> Simulation:
-    """One multiplexed field (PAPER_CHANNELS, uint16) with its true nuclei and cell types; same seed, same field."""
+    """One multiplexed field (PAPER_CHANNELS, or `panel`'s channels; uint16) with its true nuclei and cell types;
+    same seed, same field."""
     params = params or SimParams()
     shape = _check_shape(shape)
     fractions = _check_fractions(type_fractions)
@@ -189,10 +239,10 @@ def simulate_tissue(
     layout = _place_cells(rng, shape, params, fractions, vessels)
     drawn = _draw_nuclei(layout, shape, params)
     cells = _truth(drawn, layout)
-    image = _render(rng, shape, params, layout, drawn, vessels)
+    image = _render(rng, shape, params, layout, drawn, vessels, panel)
     tissue = Tissue(
         image,
-        list(PAPER_CHANNELS),
+        list(PAPER_CHANNELS if panel is None else panel.names),
         source=f"simulated field (seed {seed})",
         metadata={"seed": seed, "params": asdict(params), "type_fractions": fractions},
     )
@@ -495,14 +545,17 @@ def _render(
     layout: _Layout,
     drawn: _Drawn,
     vessels: _Vessels,
+    panel: MarkerPanel | None = None,
 ) -> np.ndarray:
-    """The (7, Y, X) uint16 image: biology in expression units, then optics and camera."""
+    """The (7, Y, X) uint16 image (or `panel`'s channels): biology in expression units, then optics and camera."""
     expr, stained = _expression(rng, layout.types, params)
     signal = _nuclear_signal(rng, shape, params, layout, drawn, expr)
     signal[2:] += _cell_bodies(shape, params, layout, expr * stained)
     signal[2 + _ASTRO] += _processes(rng, shape, params, layout, expr, _ASTRO)
     signal[2 + _MICROGLIA] += _processes(rng, shape, params, layout, expr, _MICROGLIA)
     signal[2 + _ENDO] += _splat(vessels.wall, vessels.wall_weight, shape)
+    if panel is not None:
+        signal = np.tensordot(panel.weights, signal, 1).astype(np.float32)
     return _camera(rng, params, _optics(rng, params, signal))
 
 

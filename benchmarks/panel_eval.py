@@ -1,0 +1,213 @@
+"""One-step accuracy on tissue the models were not tuned to: other marker panels, shifted imaging, the Session loop.
+
+Each run simulates a fresh 2048 px section (seeds 900,000+, never used for training or choices), either with the
+paper's 7 named channels or with a random `MarkerPanel` of 5, 12 or 40 channels (markers shared between types,
+dimmed positives, bleed-through mixes, background channels: another generator than the training tasks' panels),
+at the training's domain randomisation (1.0) or far beyond it (2.5: "shifted"). A task is "is this an astrocyte /
+endothelial cell?" (types no model met in meta-training) on a balanced pool of up to 300 + 300 cells of the
+section. On one pool, through the public Session API, with the simulator's true types as the answers:
+
+- `random16` / `random160`: that many random cells of the pool, one step;
+- `suggest16`: one `Session.suggest(n=16)`, one step; `rounds8`: Suggest 8, answer, Adapt, Suggest 8, Adapt
+  (the widget's loop); `rounds160`: ten rounds of 16, adapting after each;
+- `logreg16` / `logreg160`: a logistic regression on each channel's mean in the nucleus and in a band around it
+  (standardised on the pool), on the random draws' labels;
+- `vanilla16`: the paper's CNN trained from scratch (100 Adam steps) on the random16 labels.
+
+Accuracy is over every cell of the pool. Results go to OUT/runs.jsonl as they come (rerun to resume);
+`--render FILE` writes the table.
+
+    python benchmarks/panel_eval.py --model any-panel --out runs/panel-eval
+    python benchmarks/panel_eval.py --model rat-brain --domains rat7 shifted7 --out runs/panel-eval
+    python benchmarks/panel_eval.py --out runs/panel-eval --render docs/benchmarks-panels.md
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+import napari_agile as agile
+from napari_agile.model import ModelConfig
+from napari_agile.patches import extract_patches, fit_normalizer
+from napari_agile.supervised import predict_proba, train_supervised
+from napari_agile.model import bin_patches, estimate_stats
+from napari_agile.synth import MarkerPanel, SimParams, inner_cells, simulate_tissue
+
+TASKS = ("astrocyte", "endothelial")
+DOMAINS = {  # name: (channels in the panel, 0 for the paper's 7 named ones; domain randomisation)
+    "rat7": (0, 1.0), "panel5": (5, 1.0), "panel12": (12, 1.0), "panel40": (40, 1.0),
+    "shifted7": (0, 2.5), "shifted12": (12, 2.5),
+}
+METHODS = ("random16", "suggest16", "rounds8", "random160", "rounds160", "logreg16", "logreg160", "vanilla16")
+SECTION = 2048
+POOL = 300
+
+
+@functools.lru_cache(maxsize=1)
+def section(domain: str, seed: int) -> agile.synth.Simulation:
+    """The fresh section of one run: its panel and imaging drawn from `seed`."""
+    n_channels, strength = DOMAINS[domain]
+    rng = np.random.default_rng([seed, 17])
+    panel = MarkerPanel.random(n_channels, rng, keep=TASKS) if n_channels else None
+    params = SimParams().randomized(rng, strength)
+    return inner_cells(simulate_tissue((SECTION, SECTION), seed=seed, params=params, panel=panel))
+
+
+def pool_cells(sim, task: str, rng: np.random.Generator) -> agile.Cells:
+    """A balanced pool: up to POOL cells of `task` and as many others, from the section."""
+    t = sim.cells.table
+    pos, neg = t.index[t.cell_type == task].to_numpy(), t.index[t.cell_type != task].to_numpy()
+    n = min(POOL, len(pos), len(neg))
+    return sim.cells.subset(np.sort(np.r_[rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
+
+
+def marker_means(tissue, cells, band: int = 8) -> np.ndarray:
+    """(N, 2C) each channel's mean in the cell's nucleus and in a `band` px ring around it, on the normalised image."""
+    norm = fit_normalizer(tissue)
+    labels = cells.labels
+    grown = ndimage.grey_dilation(labels, size=2 * band + 1)
+    ring = np.where(labels == 0, grown, 0)
+    ids = cells.ids
+    img = norm.apply(np.asarray(tissue.data, np.float32))
+    out = [ndimage.mean(ch, labels, ids) for ch in img] + [ndimage.mean(ch, ring, ids) for ch in img]
+    return np.nan_to_num(np.stack(out, 1))
+
+
+def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300) -> np.ndarray:
+    """Probabilities on every row of a standardised-feature L2 logistic regression fitted on the rows of y >= 0."""
+    z = torch.as_tensor((x - x.mean(0)) / (x.std(0) + 1e-6), dtype=torch.float64)
+    lab = torch.as_tensor(y)
+    fit = lab >= 0
+    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z[fit] @ w + b, lab[fit].double()) + \
+            l2 * (w**2).sum() / fit.sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return torch.sigmoid(z @ w + b).detach().numpy()
+
+
+def vanilla(tissue, cells, ids: np.ndarray, answers: np.ndarray, seed: int) -> np.ndarray:
+    """The paper's CNN from scratch on (ids, answers): positive probability of every pool cell."""
+    cfg = ModelConfig(channels=tuple(tissue.channel_names), head_init="meta")
+    x = bin_patches(torch.from_numpy(extract_patches(tissue, cells, normalizer=fit_normalizer(tissue))), cfg.bin)
+    rows = cells.table.index.get_indexer(ids)
+    params = train_supervised(cfg, x[rows], torch.as_tensor(answers.astype(int)), x, steps=100, seed=seed)
+    stats = estimate_stats(cfg, params, x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:256]])
+    return predict_proba(cfg, params, stats, x)
+
+
+def run(model_name: str, domain: str, seed: int, task: str, draw: int) -> dict:
+    """Every method on one pool; accuracies by method."""
+    sim = section(domain, seed)
+    rng = np.random.default_rng([seed, draw, TASKS.index(task)])
+    cells = pool_cells(sim, task, rng)
+    truth = (cells.table.cell_type == task).to_numpy()
+    answer = dict(zip(cells.ids.tolist(), truth.tolist()))
+    model = agile.load_model(model_name)
+    out: dict = {"model": model_name, "domain": domain, "seed": seed, "task": task, "draw": draw,
+                 "channels": sim.tissue.n_channels, "pool": len(cells)}
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        session = agile.Session(sim.tissue, cells, model, store=Path(tmp) / "s", seed=seed)
+        out["session_s"] = round(time.time() - t0, 1)
+
+        def accuracy(name: str) -> float:
+            return float(np.mean((session.predict()[f"p_{name}"].to_numpy() >= 0.5) == truth))
+
+        def answer_ids(name: str, ids) -> None:
+            session.annotate(name, list(ids), [answer[i] for i in ids])
+
+        draws = {k: rng.choice(cells.ids, k, replace=False) for k in (16, 160)}
+        for k, ids in draws.items():
+            answer_ids(f"random{k}", ids)
+            session.adapt(f"random{k}")
+        answer_ids("suggest16", session.suggest("suggest16", n=16))
+        session.adapt("suggest16")
+        for name, rounds, n in (("rounds8", 2, 8), ("rounds160", 10, 16)):
+            for _ in range(rounds):
+                answer_ids(name, session.suggest(name, n=n))
+                session.adapt(name)
+        for name in ("random16", "random160", "suggest16", "rounds8", "rounds160"):
+            out[name] = accuracy(name)
+    feats = marker_means(sim.tissue, cells)
+    for k, ids in draws.items():
+        y = -np.ones(len(cells), int)
+        rows = cells.table.index.get_indexer(ids)
+        y[rows] = truth[rows]
+        out[f"logreg{k}"] = float(np.mean((logistic(feats, y) >= 0.5) == truth))
+    rows = cells.table.index.get_indexer(draws[16])
+    out["vanilla16"] = float(np.mean((vanilla(sim.tissue, cells, draws[16], truth[rows], seed) >= 0.5) == truth))
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def render(records: list[dict], path: Path) -> None:
+    """The table: mean accuracy (± standard error over runs) per model, domain and method."""
+    lines = [
+        "# One step on tissue nobody tuned to: other panels, shifted imaging (simulated)", "",
+        "Made by `python benchmarks/panel_eval.py --out runs/panel-eval --render " + str(path) + "` (see the script's "
+        "docstring for the protocol). Tasks astrocyte and endothelial (new types for both models), balanced pools of "
+        f"up to {POOL} + {POOL} cells of one fresh {SECTION} px section each; mean accuracy over runs ± standard error. "
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.", "",
+        "| model | domain | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
+        "|---|---|---|" + "---|" * (len(METHODS) + 1),
+    ]
+    keys = sorted({(r["model"], r["domain"]) for r in records}, key=lambda k: (k[0], list(DOMAINS).index(k[1])))
+    for model, domain in keys:
+        rs = [r for r in records if r["model"] == model and r["domain"] == domain]
+        cells = []
+        for m in METHODS:
+            v = np.array([r[m] for r in rs])
+            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0:.3f}")
+        d = np.array([r["suggest16"] - r["random16"] for r in rs])
+        lines.append(f"| {model} | {domain} | {len(rs)} | " + " | ".join(cells) + f" | {d.mean():+.3f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="any-panel", help="a bundled model's name or a model file")
+    ap.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--draws", type=int, default=1, help="pools per section and task")
+    ap.add_argument("--out", type=Path, default=Path("runs/panel-eval"))
+    ap.add_argument("--render", type=Path, help="write the table of every run in OUT to this file")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if args.render is None or args.domains != list(DOMAINS):
+        seen = {(r["model"], r["domain"], r["seed"], r["task"], r["draw"]) for r in done}
+        for domain in args.domains:
+            for seed in range(900_000, 900_000 + args.seeds):
+                for task in TASKS:
+                    for draw in range(args.draws):
+                        if (args.model, domain, seed, task, draw) in seen:
+                            continue
+                        record = run(args.model, domain, seed, task, draw)
+                        print(json.dumps(record), flush=True)
+                        with log.open("a") as fh:
+                            fh.write(json.dumps(record) + "\n")
+                        done.append(record)
+    if args.render is not None:
+        render(done, args.render)
+
+
+if __name__ == "__main__":
+    main()
