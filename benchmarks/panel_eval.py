@@ -112,52 +112,57 @@ def vanilla(tissue, cells, ids: np.ndarray, answers: np.ndarray, seed: int) -> n
     return predict_proba(cfg, params, stats, x)
 
 
-def run(model_name: str, domain: str, seed: int, task: str, draw: int) -> dict:
-    """Every method on one pool; accuracies by method."""
+def run(model_name: str, domain: str, seed: int, task: str, draw: int, rounds: str = "auto") -> dict:
+    """Every method on one pool of a simulated section; accuracies by method."""
     sim = section(domain, seed)
     rng = np.random.default_rng([seed, draw, TASKS.index(task)])
     cells = pool_cells(sim, task, rng)
     truth = (cells.table.cell_type == task).to_numpy()
-    answer = dict(zip(cells.ids.tolist(), truth.tolist()))
-    model = agile.load_model(model_name)
-    out: dict = {"model": model_name, "domain": domain, "seed": seed, "task": task, "draw": draw,
-                 "channels": sim.tissue.n_channels, "pool": len(cells)}
-    t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        session = agile.Session(sim.tissue, cells, model, store=Path(tmp) / "s", seed=seed)
-        out["session_s"] = round(time.time() - t0, 1)
+    out = {"model": model_name, "domain": domain, "seed": seed, "task": task, "draw": draw, "rounds": rounds,
+           "channels": sim.tissue.n_channels, "pool": len(cells)}
+    return {**out, **evaluate(agile.load_model(model_name), sim.tissue, cells, truth, rng, seed, rounds)}
 
-        def accuracy(name: str) -> float:
-            return float(np.mean((session.predict()[f"p_{name}"].to_numpy() >= 0.5) == truth))
+
+def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, seed: int,
+             rounds: str = "auto") -> dict:
+    """Accuracy of every method of METHODS on the pool `cells` (truth: a bool per cell), the Session's later
+    rounds by `rounds` (a Session.suggest method; the first round always covers). 160-label methods are left out
+    (None) on pools under 320 cells."""
+    answer = dict(zip(cells.ids.tolist(), truth.tolist()))
+    out: dict = {}
+    t0 = time.time()
+    sizes = (16, 160) if len(cells) >= 320 else (16,)
+    draws = {k: rng.choice(cells.ids, k, replace=False) for k in sizes}
+    with tempfile.TemporaryDirectory() as tmp:
+        session = agile.Session(tissue, cells, model, store=Path(tmp) / "s", seed=seed)
+        out["session_s"] = round(time.time() - t0, 1)
 
         def answer_ids(name: str, ids) -> None:
             session.annotate(name, list(ids), [answer[i] for i in ids])
+            session.adapt(name)
 
-        draws = {k: rng.choice(cells.ids, k, replace=False) for k in (16, 160)}
         for k, ids in draws.items():
             answer_ids(f"random{k}", ids)
-            session.adapt(f"random{k}")
         answer_ids("suggest16", session.suggest("suggest16", n=16))
-        session.adapt("suggest16")
-        for name, rounds, n in (("rounds8", 2, 8), ("rounds160", 10, 16)):
-            for _ in range(rounds):
-                answer_ids(name, session.suggest(name, n=n))
-                session.adapt(name)
-        for name in ("random16", "random160", "suggest16", "rounds8", "rounds160"):
-            out[name] = accuracy(name)
-    feats = marker_means(sim.tissue, cells)
+        for name, n_rounds, n in (("rounds8", 2, 8), ("rounds160", 10, 16))[: len(sizes)]:
+            for r in range(n_rounds):
+                answer_ids(name, session.suggest(name, n=n, method="cover" if r == 0 else rounds))
+        table = session.predict()
+        for name in session.types:
+            out[name] = float(np.mean((table[f"p_{name}"].to_numpy() >= 0.5) == truth))
+    feats = marker_means(tissue, cells)
     for k, ids in draws.items():
         y = -np.ones(len(cells), int)
         rows = cells.table.index.get_indexer(ids)
         y[rows] = truth[rows]
         out[f"logreg{k}"] = float(np.mean((logistic(feats, y) >= 0.5) == truth))
     rows = cells.table.index.get_indexer(draws[16])
-    out["vanilla16"] = float(np.mean((vanilla(sim.tissue, cells, draws[16], truth[rows], seed) >= 0.5) == truth))
+    out["vanilla16"] = float(np.mean((vanilla(tissue, cells, draws[16], truth[rows], seed) >= 0.5) == truth))
     out["seconds"] = round(time.time() - t0, 1)
-    return out
+    return {m: out.get(m) for m in (*METHODS, "session_s", "seconds")}
 
 
-def render(records: list[dict], path: Path) -> None:
+def render(records: list[dict], path: Path, by: tuple[str, ...] = ("model", "domain")) -> None:
     """The table: mean accuracy (± standard error over runs) per model, domain and method."""
     lines = [
         "# One step on tissue nobody tuned to: other panels, shifted imaging (simulated)", "",
@@ -165,19 +170,27 @@ def render(records: list[dict], path: Path) -> None:
         "docstring for the protocol). Tasks astrocyte and endothelial (new types for both models), balanced pools of "
         f"up to {POOL} + {POOL} cells of one fresh {SECTION} px section each; mean accuracy over runs ± standard error. "
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.", "",
-        "| model | domain | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
-        "|---|---|---|" + "---|" * (len(METHODS) + 1),
+        f"| {' | '.join(by)} | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
+        "|---|" * len(by) + "---|" + "---|" * (len(METHODS) + 1),
     ]
-    keys = sorted({(r["model"], r["domain"]) for r in records}, key=lambda k: (k[0], list(DOMAINS).index(k[1])))
-    for model, domain in keys:
-        rs = [r for r in records if r["model"] == model and r["domain"] == domain]
+    lines += table_rows(records, ("model", "domain"))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def table_rows(records: list[dict], by: tuple[str, ...]) -> list[str]:
+    """Markdown rows: per group of `by`, each method's mean accuracy ± standard error over runs, then the mean
+    difference suggest16 - random16."""
+    lines = []
+    for key in sorted({tuple(r[k] for k in by) for r in records}, key=str):
+        rs = [r for r in records if tuple(r[k] for k in by) == key]
         cells = []
         for m in METHODS:
-            v = np.array([r[m] for r in rs])
-            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0:.3f}")
-        d = np.array([r["suggest16"] - r["random16"] for r in rs])
-        lines.append(f"| {model} | {domain} | {len(rs)} | " + " | ".join(cells) + f" | {d.mean():+.3f} |")
-    path.write_text("\n".join(lines) + "\n")
+            v = np.array([r[m] for r in rs if r.get(m) is not None])
+            cells.append("-" if not len(v) else
+                         f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0:.3f}")
+        d = np.mean([r["suggest16"] - r["random16"] for r in rs])
+        lines.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cells) + f" | {d:+.3f} |")
+    return lines
 
 
 def main() -> None:
@@ -185,28 +198,31 @@ def main() -> None:
     ap.add_argument("--model", default="any-panel", help="a bundled model's name or a model file")
     ap.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-base", type=int, default=900_000, help="first section seed (choices: 800,000)")
+    ap.add_argument("--rounds", default="auto", help="Session.suggest method of the rounds after the first")
     ap.add_argument("--draws", type=int, default=1, help="pools per section and task")
     ap.add_argument("--out", type=Path, default=Path("runs/panel-eval"))
+    ap.add_argument("--by", nargs="+", default=["model", "domain"], help="table rows group runs by these keys")
     ap.add_argument("--render", type=Path, help="write the table of every run in OUT to this file")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.jsonl"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if args.render is None or args.domains != list(DOMAINS):
-        seen = {(r["model"], r["domain"], r["seed"], r["task"], r["draw"]) for r in done}
+        seen = {(r["model"], r["domain"], r["seed"], r["task"], r["draw"], r["rounds"]) for r in done}
         for domain in args.domains:
-            for seed in range(900_000, 900_000 + args.seeds):
+            for seed in range(args.seed_base, args.seed_base + args.seeds):
                 for task in TASKS:
                     for draw in range(args.draws):
-                        if (args.model, domain, seed, task, draw) in seen:
+                        if (args.model, domain, seed, task, draw, args.rounds) in seen:
                             continue
-                        record = run(args.model, domain, seed, task, draw)
+                        record = run(args.model, domain, seed, task, draw, args.rounds)
                         print(json.dumps(record), flush=True)
                         with log.open("a") as fh:
                             fh.write(json.dumps(record) + "\n")
                         done.append(record)
     if args.render is not None:
-        render(done, args.render)
+        render(done, args.render, tuple(args.by))
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, 
                           scores, spread_picks, trunk_features)
 
 Progress = Callable[[int, int], None]
-#: what `Session.suggest` accepts: the acquisition scores, a covering round, or cover-then-entropy
-SUGGEST_METHODS = ("auto", "cover", *METHODS)
+#: what `Session.suggest` accepts: the acquisition scores, a covering round, entropy balanced between the predicted
+#: classes, or "auto": a covering round, then AUTO_ROUNDS
+SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
+AUTO_ROUNDS = "entropy"
 
 
 def default_store() -> Path:
@@ -228,20 +230,36 @@ class Session:
         if rows.size == 0:
             return []
         if method == "auto":
-            method = "entropy" if state.answers else "cover"
-        if method == "cover":
-            feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]  # meta-trained
-            picked = cover(self.config, feats, n, seed=self.seed)
+            method = AUTO_ROUNDS if state.answers else "cover"
+        feats = self._features(None, progress)  # meta-trained: their centre block is the same under any weights
+        if method == "cover":  # around the cells answered already, so a new round goes where no answer is
+            answered = torch.as_tensor(self._rows(list(state.answers)), device=self.device, dtype=torch.long)
+            picked = cover(self.config, feats[torch.as_tensor(rows, device=self.device)], n, seed=self.seed,
+                           fixed=feats[answered])
             return [int(i) for i in self.cells.ids[rows[picked]]]
         samples = self._current_samples(state, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
-        score = scores(samples, method, rng)
+        score = scores(samples, "entropy" if method == "balanced" else method, rng)
         wide = spread if method != "random" else 1
+        if method != "balanced":
+            picked = self._round(score, rows, n, wide, min_distance, feats)
+        else:  # half among the cells predicted positive, half among the rest (topped up where one side is short)
+            p = samples.mean(0)
+            sides = [np.flatnonzero(p >= 0.5), np.flatnonzero(p < 0.5)]
+            k = min(len(sides[0]), max(n - len(sides[1]), (n + 1) // 2))
+            picked = np.concatenate([side[self._round(score[side], rows[side], m, wide, min_distance, feats)]
+                                     for side, m in zip(sides, (k, n - k)) if m > 0])
+        return [int(i) for i in self.cells.ids[rows[picked]]]
+
+    def _round(self, score: np.ndarray, rows: np.ndarray, n: int, wide: int, min_distance: float,
+               feats: torch.Tensor) -> np.ndarray:
+        """Positions (into `rows`) of the n cells covering the centre-block features of the `wide` * n best-scoring
+        ones, spaced `min_distance` apart (the n best with `wide` 1)."""
         picked = pick_spread(score, self.cells.centroids[rows], min(n * wide, rows.size), min_distance)
         if wide > 1:
-            feats = self._features(None, progress)[torch.as_tensor(rows, device=self.device)]  # the block: any weights
-            picked = spread_picks(self.config, feats, picked, n, seed=self.seed)
-        return [int(i) for i in self.cells.ids[rows[picked]]]
+            picked = spread_picks(self.config, feats[torch.as_tensor(rows, device=self.device)], picked, n,
+                                  seed=self.seed)
+        return picked
 
     def annotate(self, cell_type: str, ids: Sequence[int], answers: Sequence[bool]) -> None:
         """Record the user's answers to "is this a `cell_type`?"; written to disk before returning."""

@@ -93,9 +93,11 @@ def scores(samples: np.ndarray, method: str, rng: np.random.Generator) -> np.nda
     raise ValueError(f"Unknown acquisition method {method!r}: use one of {METHODS}.")
 
 
-def covering_cells(feats: np.ndarray, n: int, seed: int = 0, restarts: int = 5, iterations: int = 30) -> np.ndarray:
+def covering_cells(feats: np.ndarray, n: int, seed: int = 0, restarts: int = 5, iterations: int = 30,
+                   fixed: np.ndarray | None = None) -> np.ndarray:
     """Indices of n distinct cells that cover the feature space: the cell nearest each centre of a k-means with
-    n centres (k-means++ starts, the tightest of `restarts` runs).
+    n centres (k-means++ starts, the tightest of `restarts` runs). `fixed`: features of cells already answered,
+    held as centres that do not move, so the n new ones go where no answer is yet.
 
     A type's first round: before any answer says which cells are wanted, the unadapted model's entropy only
     reflects what meta-training left in the dense layer and varies with its seed; a covering round reaches
@@ -104,8 +106,9 @@ def covering_cells(feats: np.ndarray, n: int, seed: int = 0, restarts: int = 5, 
     feats = np.asarray(feats, dtype=np.float64)
     n = min(n, len(feats))
     rng = np.random.default_rng(seed)
-    runs = [_kmeans(feats, n, rng, iterations) for _ in range(restarts)]
-    dist = _sq_dist(feats, min(runs, key=lambda run: run[1])[0])
+    held = np.zeros((0, feats.shape[1])) if fixed is None else np.asarray(fixed, dtype=np.float64)
+    runs = [_kmeans(feats, n, rng, iterations, held) for _ in range(restarts)]
+    dist = _sq_dist(feats, min(runs, key=lambda run: run[1])[0][len(held):])
     picked: list[int] = []
     for j in range(n):
         dist[picked, j] = np.inf
@@ -113,10 +116,15 @@ def covering_cells(feats: np.ndarray, n: int, seed: int = 0, restarts: int = 5, 
     return np.asarray(picked, dtype=np.int64)
 
 
-def cover(cfg: ModelConfig, feats: torch.Tensor, n: int, seed: int = 0) -> np.ndarray:
-    """`covering_cells` over the centre block of the model's features (all of them for a model without one)."""
-    block = feats[:, cfg.trunk_size:] if cfg.centre_size else feats
-    return covering_cells(block.cpu().numpy(), n, seed=seed)
+def centre_part(cfg: ModelConfig, feats: torch.Tensor) -> np.ndarray:
+    """The centre block of features (all of them for a model without one): what covering rounds cover."""
+    return (feats[:, cfg.trunk_size:] if cfg.centre_size else feats).cpu().numpy()
+
+
+def cover(cfg: ModelConfig, feats: torch.Tensor, n: int, seed: int = 0, fixed: torch.Tensor | None = None) -> np.ndarray:
+    """`covering_cells` over the centre block of the model's features, around the answered cells' `fixed`."""
+    held = None if fixed is None or not len(fixed) else centre_part(cfg, fixed)
+    return covering_cells(centre_part(cfg, feats), n, seed=seed, fixed=held)
 
 
 def spread_picks(cfg: ModelConfig, feats: torch.Tensor, candidates: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -130,16 +138,29 @@ def spread_picks(cfg: ModelConfig, feats: torch.Tensor, candidates: np.ndarray, 
     return candidates[cover(cfg, feats[torch.as_tensor(candidates, device=feats.device)], n, seed=seed)]
 
 
-def _kmeans(feats: np.ndarray, n: int, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, float]:
-    """Lloyd's k-means from a k-means++ start: (centres, sum of squared distances to the nearest centre)."""
-    centres = feats[rng.choice(len(feats), 1)]
-    for _ in range(n - 1):
+def balanced_candidates(score: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n best-scoring cells, half (rounded up) among those predicted positive (p >= 0.5) and half
+    among the rest, best first, topping up from the other side where one side runs short: a round then asks about
+    both kinds of cell even when the positives are rare (the prototypes need both)."""
+    order = np.argsort(-score, kind="stable")
+    pos, neg = order[p[order] >= 0.5], order[p[order] < 0.5]
+    k = min(len(pos), max(n - len(neg), (n + 1) // 2))
+    return np.r_[pos[:k], neg[: n - k]].astype(np.int64)
+
+
+def _kmeans(feats: np.ndarray, n: int, rng: np.random.Generator, iterations: int,
+            fixed: np.ndarray) -> tuple[np.ndarray, float]:
+    """Lloyd's k-means from a k-means++ start, with the `fixed` centres first and held: (centres, sum of squared
+    distances to the nearest centre)."""
+    centres = fixed if len(fixed) else feats[rng.choice(len(feats), 1)]
+    while len(centres) < len(fixed) + n:
         dist = _sq_dist(feats, centres).min(1)
         p = dist / dist.sum() if dist.sum() > 0 else None  # all cells identical: any will do
         centres = np.vstack([centres, feats[rng.choice(len(feats), 1, p=p)]])
     for _ in range(iterations):
         nearest = _sq_dist(feats, centres).argmin(1)
-        centres = np.stack([feats[nearest == j].mean(0) if (nearest == j).any() else centres[j] for j in range(n)])
+        centres = np.stack([centres[j] if j < len(fixed) or not (nearest == j).any() else feats[nearest == j].mean(0)
+                            for j in range(len(centres))])
     return centres, float(_sq_dist(feats, centres).min(1).sum())
 
 
