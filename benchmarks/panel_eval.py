@@ -126,8 +126,9 @@ def run(model_name: str, domain: str, seed: int, task: str, draw: int, rounds: s
 def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, seed: int,
              rounds: str = "auto") -> dict:
     """Accuracy of every method of METHODS on the pool `cells` (truth: a bool per cell), the Session's later
-    rounds by `rounds` (a Session.suggest method; the first round always covers). 160-label methods are left out
-    (None) on pools under 320 cells."""
+    rounds by `rounds` (Session.suggest methods, comma-separated: rounds8.<method> and rounds160.<method> for each,
+    rounds8 and rounds160 for the first; the first round always covers). 160-label methods are left out (None) on
+    pools under 320 cells."""
     answer = dict(zip(cells.ids.tolist(), truth.tolist()))
     out: dict = {}
     t0 = time.time()
@@ -144,12 +145,16 @@ def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, 
         for k, ids in draws.items():
             answer_ids(f"random{k}", ids)
         answer_ids("suggest16", session.suggest("suggest16", n=16))
+        methods = rounds.split(",")
         for name, n_rounds, n in (("rounds8", 2, 8), ("rounds160", 10, 16))[: len(sizes)]:
-            for r in range(n_rounds):
-                answer_ids(name, session.suggest(name, n=n, method="cover" if r == 0 else rounds))
+            for m in methods:
+                for r in range(n_rounds):
+                    answer_ids(f"{name}.{m}", session.suggest(f"{name}.{m}", n=n, method="cover" if r == 0 else m))
         table = session.predict()
         for name in session.types:
             out[name] = float(np.mean((table[f"p_{name}"].to_numpy() >= 0.5) == truth))
+        for name in ("rounds8", "rounds160")[: len(sizes)]:
+            out[name] = out[f"{name}.{methods[0]}"]
     feats = marker_means(tissue, cells)
     for k, ids in draws.items():
         y = -np.ones(len(cells), int)
@@ -159,7 +164,7 @@ def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, 
     rows = cells.table.index.get_indexer(draws[16])
     out["vanilla16"] = float(np.mean((vanilla(tissue, cells, draws[16], truth[rows], seed) >= 0.5) == truth))
     out["seconds"] = round(time.time() - t0, 1)
-    return {m: out.get(m) for m in (*METHODS, "session_s", "seconds")}
+    return {m: out.get(m) for m in (*METHODS, "session_s", "seconds")} | {k: v for k, v in out.items() if "." in k}
 
 
 def render(records: list[dict], path: Path, by: tuple[str, ...] = ("model", "domain")) -> None:
