@@ -132,3 +132,13 @@ def test_nuclear_stains_alone_cannot_type_cells(other_panel, tmp_path):
     with pytest.raises(AgileInputError, match="at least one marker"):
         Session(other_panel.tissue, other_panel.cells, load_model("any-panel"), store=tmp_path / "s",
                 channels=nuclear)
+
+
+def test_small_nuclei_are_cut_at_the_scale_the_model_knows(other_panel, tmp_path):
+    """Nuclei a third of the model's size are magnified 3x (patches cut 3x smaller); the simulator's are not."""
+    from napari_agile.model import patch_scale
+    cfg = load_model("any-panel").config
+    assert patch_scale(cfg, other_panel.cells.table["area"]) == 1.0
+    small = np.pi * (cfg.nucleus_px / 6) ** 2  # a third of the diameter
+    assert patch_scale(cfg, [small] * 5) == pytest.approx(3.0)
+    assert patch_scale(cfg, [small / 100] * 5) == 4.0  # clipped

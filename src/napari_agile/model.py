@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,6 +67,8 @@ class ModelConfig:
     nuclear: tuple[bool, ...] = ()  # per_channel: which of `channels` stain every nucleus (a flag plane says so)
     trunk_bin: int = 1  # the convolutions read the input average-pooled once more by this factor (the centre block
     # still reads the finer input): a per-channel trunk over 40 channels costs 4x less at 2
+    nucleus_px: float = 0.0  # median nucleus diameter (px) of the tissue the model was trained on: a section whose
+    # nuclei are more than 25% smaller or larger is cut at the scale that makes them this size (0: never rescale)
     ring: int = 0  # > 0 with centre_block "nucleus": the block also reads each channel's mean in a band this many
     # patch pixels wide around the nucleus (membrane, soma), a second part normalised on its own
 
@@ -208,6 +211,27 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
 def head_keys(params: Params) -> list[str]:
     """Names of the dense layer's parameters (what head-only adaptation updates)."""
     return [k for k in params if k.startswith("head.")]
+
+
+def patch_scale(cfg: ModelConfig, areas) -> float:
+    """How much to magnify a section whose nuclei have these `areas` (px) so their median diameter is the model's
+    `nucleus_px` (1.0 within 25% of it, or for a model that does not say; clipped to 1/4..4)."""
+    areas = np.asarray(areas, dtype=float)
+    areas = areas[np.isfinite(areas) & (areas > 0)]
+    if not cfg.nucleus_px or not len(areas):
+        return 1.0
+    scale = cfg.nucleus_px / (2 * np.sqrt(np.median(areas) / np.pi))
+    return 1.0 if 0.8 <= scale <= 1.25 else float(np.clip(scale, 0.25, 4.0))
+
+
+def network_input(cfg: ModelConfig, patches: torch.Tensor) -> torch.Tensor:
+    """(N, C, input_size, input_size) network input from patches cut at any size: binned by `cfg.bin` when cut at
+    the patch size, else resized (area-averaged when shrinking, bilinear when magnifying)."""
+    if patches.shape[-1] == cfg.patch_size:
+        return bin_patches(patches, cfg.bin)
+    mode = "area" if patches.shape[-1] > cfg.input_size else "bilinear"
+    return F.interpolate(patches, size=(cfg.input_size, cfg.input_size), mode=mode,
+                         **({"align_corners": False} if mode == "bilinear" else {}))
 
 
 def bin_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:

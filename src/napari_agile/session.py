@@ -26,7 +26,7 @@ from .device import pick_device
 from .errors import AgileInputError
 from .export import NONE_TYPE, to_rgb255
 from .meta import adapt_params
-from .model import Params, bin_patches, estimate_stats, head_keys
+from .model import Params, estimate_stats, head_keys, network_input, patch_scale
 from .model import ModelConfig
 from .modelio import AgileModel, check_channels, load_model, pick_model
 from .patches import Normalizer, fit_normalizer, iter_patches
@@ -109,6 +109,8 @@ class Session:
         self.colors: dict[str, str] = {}  # '#rrggbb' per cell type, as the user chose them (set_color)
         self._history: list[tuple[str, int, bool | None]] = []  # (type, id, previous answer) for undo
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
+        # nuclei far from the model's size are cut at the scale that makes them that size (1.0 on the simulator)
+        self.scale = patch_scale(self.config, cells.table["area"] if "area" in cells.table else [])
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
         if stats is None:
@@ -131,11 +133,12 @@ class Session:
         cfg = self.config
         out = torch.empty((len(self.cells), cfg.planes, cfg.input_size, cfg.input_size), dtype=torch.float16)
         done, missing = 0, []
-        for ids, batch in iter_patches(self.tissue, self.cells, size=cfg.patch_size, normalizer=self.normalizer,
+        size = cfg.patch_size if self.scale == 1.0 else 2 * max(4, round(cfg.patch_size / self.scale / 2))
+        for ids, batch in iter_patches(self.tissue, self.cells, size=size, normalizer=self.normalizer,
                                        nucleus_mask=cfg.nucleus_mask):
             missing.extend(np.asarray(ids)[~np.isfinite(batch).reshape(len(batch), -1).all(1)].tolist())
             rows = torch.from_numpy(self.cells.table.index.get_indexer(ids))
-            out[rows] = bin_patches(torch.from_numpy(batch), cfg.bin).half()
+            out[rows] = network_input(cfg, torch.from_numpy(batch)).half()
             done += len(ids)
             if progress is not None:
                 progress(done, len(self.cells))
@@ -424,6 +427,7 @@ class Session:
             "channels": list(self.config.channels),
             "nuclear": [c for c, f in zip(self.config.channels, self.config.nuclear) if f],
             "tissue_source": self.tissue_source,
+            "patch_scale": self.scale,
             "colors": self.colors,
         }
         tmp = self.store / "session.json.tmp"  # replaced in one step: a crash mid-write keeps the last one
