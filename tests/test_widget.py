@@ -244,7 +244,7 @@ def test_bad_input_is_a_notification(make_napari_viewer, qtbot, sim, model_path,
     assert any("RECA1" in e for e in _errors())
     assert w.worker is None and w.session is None
 
-    monkeypatch.setattr("napari_agile.modelio._bundled_path", lambda: tmp_path / "not-installed.safetensors")
+    monkeypatch.setattr("napari_agile.modelio._bundled_path", lambda *_: tmp_path / "not-installed.safetensors")
     w.model_edit.setText("")  # the bundled model missing: a clear message, no crash
     w.detect()
     assert any("bundled model" in e for e in _errors())

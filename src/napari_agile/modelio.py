@@ -101,6 +101,7 @@ def check_channels(model: AgileModel, channel_names: Sequence[str]) -> None:
     if missing:
         raise AgileInputError(
             f"The model reads channels {list(model.channels)}; this tissue lacks {missing} "
-            f"(it has {list(channel_names)}). Rename its channels (Tissue.rename) or meta-train "
-            "a model on this panel with `napari-agile meta-train`."
+            f"(it has {list(channel_names)}). Use the model for any panel (load_model('any-panel'); the default "
+            "for a section without these channels), rename the channels (Tissue.rename), or meta-train a model "
+            "on this panel with `napari-agile meta-train`."
         )
