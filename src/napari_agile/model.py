@@ -65,6 +65,8 @@ class ModelConfig:
     encoder: str = "joint"  # "joint": one CNN over the fixed panel `channels` (the paper); "per_channel": one shared
     # CNN per marker channel, any panel (channels then name the panel it is bound to, empty in a model file)
     nuclear: tuple[bool, ...] = ()  # per_channel: which of `channels` stain every nucleus (a flag plane says so)
+    trunk_pool: bool = False  # average the last block over its pixels: each input's trunk embedding is `width`
+    # numbers, not width x side x side (a per-channel model's features then stay few: 16 labels fit them)
     trunk_bin: int = 1  # the convolutions read the input average-pooled once more by this factor (the centre block
     # still reads the finer input): a per-channel trunk over 40 channels costs 4x less at 2
     nucleus_px: float = 0.0  # median nucleus diameter (px) of the tissue the model was trained on: a section whose
@@ -120,7 +122,7 @@ class ModelConfig:
         side = self.input_size // self.trunk_bin
         for _ in range(self.blocks):
             side //= 2
-        return self.width * side * side
+        return self.width * (1 if self.trunk_pool else side * side)
 
     @property
     def trunk_size(self) -> int:
@@ -312,7 +314,7 @@ def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, m
     out = trunk_input(cfg, x)
     for b in range(cfg.blocks):
         out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
-    out = out.reshape(len(x), -1)
+    out = (out.mean((2, 3)) if cfg.trunk_pool else out).reshape(len(x), -1)
     if not cfg.centre_parts:
         return out
     centre = centre_block(cfg, x) - stats["centre.mean"]
