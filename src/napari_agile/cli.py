@@ -13,7 +13,7 @@ def _tqdm_progress(desc: str):
     """A progress(done, total) callable drawing a tqdm bar, and the bar (close it when done)."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="tile", leave=False)
+    bar = tqdm(desc=desc, unit="tile", leave=False, delay=0.1)  # drawn from the first tile: an error is one line
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -144,7 +144,7 @@ def _run_meta_train(args: argparse.Namespace) -> None:
 
     from .training import train_from_config
 
-    bar = tqdm(desc="meta-training", unit="it")
+    bar = tqdm(desc="meta-training", unit="it", delay=0.1)  # drawn from the first iteration: an error is one line
     shown: dict[str, float] = {}  # the postfix keeps the last validation accuracy between validations
     stop = threading.Event()
 

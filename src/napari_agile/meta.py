@@ -22,6 +22,16 @@ from .tasks import Augmentation, PanelAugmentation, PanelDraw, Task, TaskPool, T
 from .tissue import nuclear_flags
 
 
+#: what adaptation may change: the dense layer only, or every weight
+ADAPT_SCOPES = ("head", "all")
+
+
+def check_scope(scope: str) -> None:
+    """A clear error for an adaptation scope other than ADAPT_SCOPES (no silent fallback to the head)."""
+    if scope not in ADAPT_SCOPES:
+        raise AgileInputError(f"adapt_scope {scope!r}: use 'head' (the dense layer only) or 'all' (every weight).")
+
+
 @dataclass(frozen=True)
 class MetaConfig:
     """Meta-training schedule; defaults are the bundled model's (configs/bundled-model.toml), except the
@@ -44,6 +54,9 @@ class MetaConfig:
     checkpoint_seconds: float = 180.0
     validate_every: int = 100
     validate_tasks: int = 24
+
+    def __post_init__(self) -> None:
+        check_scope(self.adapt_scope)
 
     def to_dict(self) -> dict:
         """JSON-ready form (checkpoints and model files record the recipe)."""
@@ -211,8 +224,26 @@ def _schedule_free(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in ("iterations", "checkpoint_seconds", "validate_every")}
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """The saved blob, or a clear error when the file is cut off or damaged."""
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
+    except Exception as err:  # torch raises many types for broken files (unpickling, zip, EOF)
+        raise AgileInputError(f"{path} is damaged and cannot be resumed from ({str(err)[:160]}): delete it to "
+                              "start this meta-training again from the beginning, or restore a copy.") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise AgileInputError(f"{path} is damaged (it lacks {missing}): delete it to start this meta-training "
+                              "again from the beginning, or restore a copy.")
+    return blob
+
+
+#: what every checkpoint holds (`_save_checkpoint`)
+CHECKPOINT_KEYS = ("params", "optimizer", "iteration", "numpy_rng", "torch_gen", "torch_global", "history", "meta")
+
+
 def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig, device: torch.device) -> MetaState:
-    blob = torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
+    blob = _read_checkpoint(path)
     try:  # fields added since it was written take their defaults, which keep the older behaviour
         saved_meta = MetaConfig.from_dict(json.loads(blob["meta"])).to_dict()
     except TypeError as err:

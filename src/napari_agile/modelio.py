@@ -8,10 +8,13 @@ from importlib import resources
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from .checks import check_types
 from .errors import AgileInputError
-from .model import ModelConfig, Params
+from .meta import check_scope
+from .model import ModelConfig, Params, init_params
+from .storage import write_atomic
 
 #: File name of the model shipped inside the package for the paper's 7-channel panel (see models/MODEL_CARD.md).
 BUNDLED_MODEL = "agile-rat-brain.safetensors"
@@ -28,6 +31,9 @@ class AgileModel:
     inner_lr: float = 0.01
     adapt_scope: str = "all"
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_scope(self.adapt_scope)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -49,7 +55,8 @@ class AgileModel:
             "adapt_scope": self.adapt_scope,
             "info": json.dumps(self.info),
         }
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.params.items()}, str(path), metadata=meta)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.params.items()}
+        write_atomic(path, save(tensors, metadata=meta))
         return path
 
 
@@ -74,16 +81,43 @@ def load_model(path: str | Path | None = None) -> AgileModel:
         ) from None
     if meta.get("format") != "napari-agile-model/1":
         raise AgileInputError(f"{path} is a safetensors file but not a napari-agile model (no model metadata).")
-    saved = json.loads(meta["config"])
-    saved.pop("extra", None)  # a field files written before 2026-11-28 carry, never used
-    cfg = ModelConfig(**{"head_init": "meta", **saved})  # files from before head_init: the paper's head
-    return AgileModel(
-        config=cfg,
-        params={k: v.float() for k, v in tensors.items()},
-        inner_lr=float(meta["inner_lr"]),
-        adapt_scope=meta["adapt_scope"],
-        info=json.loads(meta["info"]),
-    )
+    try:
+        saved = json.loads(meta["config"])
+        if not isinstance(saved, dict):
+            raise ValueError("the config is not a JSON object")
+        saved.pop("extra", None)  # a field files written before 2026-11-28 carry, never used
+        check_types(ModelConfig, saved, f"{path} config")
+        cfg = ModelConfig(**{"head_init": "meta", **saved})  # files from before head_init: the paper's head
+        model = AgileModel(config=cfg, params={k: v.float() for k, v in tensors.items()},
+                           inner_lr=float(meta["inner_lr"]), adapt_scope=meta["adapt_scope"],
+                           info=json.loads(meta["info"]))
+    except (KeyError, TypeError, ValueError, RecursionError, AgileInputError) as err:
+        raise AgileInputError(f"{path} is a damaged napari-agile model file ({_reason(err)}): use the file "
+                              "`napari-agile meta-train` or `AgileModel.save` wrote, or write it again.") from None
+    _check_weights(path, model)
+    return model
+
+
+def _reason(err: Exception) -> str:
+    """A short account of why a file's contents were refused."""
+    if isinstance(err, KeyError):
+        return f"no {err} entry"
+    if isinstance(err, RecursionError):
+        return "its metadata nests too deep"
+    return str(err)[:200]
+
+
+def _check_weights(path: Path, model: AgileModel) -> None:
+    """A clear error when the file's weights are not the ones its network has (names and shapes)."""
+    expected = {k: tuple(v.shape) for k, v in init_params(model.config).items()}
+    found = {k: tuple(v.shape) for k, v in model.params.items()}
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    resized = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if missing or extra or resized:
+        parts = [f"{label} {names[:5]}" for label, names in
+                 (("lacks", missing), ("has unknown", extra), ("has other shapes of", resized)) if names]
+        raise AgileInputError(f"{path} holds other weights than its network needs (it {'; '.join(parts)}): use a "
+                              "model file written by `napari-agile meta-train` or `AgileModel.save`.")
 
 
 def pick_model(channel_names: Sequence[str]) -> AgileModel:

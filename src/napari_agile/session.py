@@ -19,17 +19,19 @@ import numpy as np
 import pandas as pd
 import tifffile
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from .cells import Cells, read_cell_table, write_cell_table
 from .device import pick_device
 from .errors import AgileInputError
 from .export import NONE_TYPE, to_rgb255
 from .meta import adapt_params
-from .model import Params, estimate_stats, head_keys, network_input, patch_scale
-from .model import ModelConfig
+from .model import ModelConfig, Params, estimate_stats, head_keys, network_input, patch_scale
 from .modelio import AgileModel, check_channels, load_model, pick_model
+from .nuclei import read_mask
 from .patches import Normalizer, fit_normalizer, iter_patches
+from .storage import append_records, not_saved, read_json, recover_journal, write_atomic
 from .tissue import Tissue, nuclear_flags
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
@@ -39,6 +41,8 @@ Progress = Callable[[int, int], None]
 #: classes, or "auto": a covering round, then AUTO_ROUNDS
 SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
+#: what a failed write may also do: the session in memory is whole, and can be saved where there is room
+_ELSEWHERE = "; or save the session to another folder (Session.save, the widget's Save session…)"
 
 
 def default_store() -> Path:
@@ -92,6 +96,7 @@ class Session:
         `nuclear` are nuclear stains (default: by name, `nuclear_flags`); a fixed-panel model reads its own."""
         if store is not None and (Path(store) / "session.json").exists() and not resume:
             raise AgileInputError(f"{store} already holds a session: open it with Session.load, or choose an empty folder.")
+        _check_settings(mc_passes, threshold)
         model = pick_model(tissue.channel_names) if model is None else model
         self.config = panel_config(model, tissue, channels, nuclear)
         if len(cells) == 0:
@@ -122,10 +127,8 @@ class Session:
         self._fits: dict[str, tuple] = {}  # per type: (answers signature, MC samples) of the fit Suggest uses
         self._features(None)  # the meta-trained features, computed here so the first Suggest is interactive
         self.store = Path(store) if store is not None else default_store()
-        if not (self.store / "cells.csv").exists():
-            self._write_static(self.store)
         if not resume:  # a resumed folder keeps its session.json (types, steps) until the session changes
-            self._write_meta()
+            self._create_store()
 
     # ---- cells and patches ------------------------------------------------------------------
     def _binned_patches(self, progress: Progress | None) -> torch.Tensor:
@@ -166,7 +169,11 @@ class Session:
                 warnings.warn(f"New cell type {name!r}, next to {like[0]!r} already in this session: a typo? "
                               "(session.undo() takes the last answer back)", stacklevel=3)
             self.types[name] = CellType(name)
-            self._write_meta()
+            try:
+                self._write_meta()
+            except AgileInputError:
+                del self.types[name]  # not on disk: not in the session either
+                raise
         return self.types[name]
 
     def _params(self, name: str | None) -> Params:
@@ -219,9 +226,9 @@ class Session:
         cell (`spread=1`: the n most uncertain, as the paper). `progress(done, total)` follows the network pass
         over the cells when it is not cached yet.
         """
-        if n < 1:
-            raise AgileInputError(f"Ask for at least one cell (n={n}).")
-        if spread < 1:
+        if not _is_whole(n) or n < 1:
+            raise AgileInputError(f"Ask for a whole number of cells, at least one (n={n}).")
+        if not _is_whole(spread) or spread < 1:
             raise AgileInputError(f"spread={spread}: use 1 (the n most uncertain cells) or more (a wider choice).")
         if method not in SUGGEST_METHODS:
             raise AgileInputError(f"Unknown suggestion method {method!r}: use one of {', '.join(SUGGEST_METHODS)}.")
@@ -280,9 +287,9 @@ class Session:
                 raise AgileInputError(f"Cell {cid} is answered both yes and no in one call: give it one answer.")
         self._type(cell_type, create=True)
         records = [{"type": cell_type, "id": cid, "answer": yes} for cid, yes in zip(ids_arr.tolist(), flags)]
-        for record in records:
+        self._journal(records, f"The {len(records)} answer(s) for {cell_type!r} were", "give them again")
+        for record in records:  # on disk first: an answer the session holds is one a reload holds
             self._replay(record)
-        self._journal(records)
 
     def undo(self) -> tuple[str, int] | None:
         """Take back the last answer (the journal keeps both lines, so a reloaded session can undo further);
@@ -291,8 +298,8 @@ class Session:
             return None
         cell_type, cid, previous = self._history[-1]
         record = {"type": cell_type, "id": cid, "answer": previous, "undo": True}
+        self._journal([record], f"The undo of cell {cid} ({cell_type!r}) was", "undo again")
         self._replay(record)
-        self._journal([record])
         return cell_type, cid
 
     def _replay(self, record: dict) -> None:
@@ -312,8 +319,13 @@ class Session:
     def set_color(self, cell_type: str, color: str) -> None:
         """Remember the colour the user chose for `cell_type` ('#rrggbb'), saved with the session."""
         r, g, b = to_rgb255(color)
+        before = dict(self.colors)
         self.colors[cell_type] = f"#{r:02x}{g:02x}{b:02x}"
-        self._write_meta()
+        try:
+            self._write_meta()
+        except AgileInputError:
+            self.colors = before
+            raise
 
     def adapt(self, cell_type: str, steps: int = 1, lr: float | None = None) -> None:
         """`steps` gradient steps from the meta-trained weights on all answers for `cell_type` so far."""
@@ -323,16 +335,20 @@ class Session:
         state = self.types[cell_type]
         if not state.answers:
             raise AgileInputError(f"No answers for {cell_type!r} yet: label a few cells first (suggest, then annotate).")
-        if steps < 1:
-            raise AgileInputError(f"steps must be at least 1 (got {steps}).")
+        if not _is_whole(steps) or steps < 1:
+            raise AgileInputError(f"steps must be a whole number, at least 1 (got {steps}).")
         if lr is not None and not lr > 0:
             raise AgileInputError(f"lr must be a positive step size (got {lr}); None takes the model's.")
-        state.params = self._fit(state, steps, lr, warn=True)
-        state.steps = steps
-        state.adapted_on = state.signature()
+        fast = self._fit(state, steps, lr, warn=True)
+        before = state.params, state.steps, state.adapted_on
+        state.params, state.steps, state.adapted_on = fast, steps, state.signature()
+        try:
+            self._save_weights(self.store)
+        except AgileInputError:
+            state.params, state.steps, state.adapted_on = before  # not on disk: the session keeps its previous weights
+            raise
         self._feats.pop(cell_type, None)
         self._mc.pop(cell_type, None)
-        self._save_weights(self.store)
 
     def _fit(self, state: CellType, steps: int, lr: float | None, warn: bool = False) -> Params:
         """Weights adapted in `steps` steps from the meta-trained ones on every answer of `state` (stored nowhere)."""
@@ -408,17 +424,16 @@ class Session:
         return lut[self.cells.labels]
 
     # ---- persistence ------------------------------------------------------------------------
-    def _journal(self, records: list[dict]) -> None:
-        self.store.mkdir(parents=True, exist_ok=True)
-        with open(self.store / "answers.jsonl", "a", encoding="utf-8") as fh:
-            for r in records:
-                fh.write(json.dumps(r) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    def _journal(self, records: list[dict], what: str, retry: str) -> None:
+        """Append `records` to answers.jsonl, on disk before returning; a clear error saying `what` was not saved."""
+        path = self.store / "answers.jsonl"
+        with not_saved(what, path, retry + _ELSEWHERE):
+            self.store.mkdir(parents=True, exist_ok=True)
+            append_records(path, records)
 
-    def _write_meta(self) -> None:
-        self.store.mkdir(parents=True, exist_ok=True)
-        meta = {
+    def _meta(self) -> dict:
+        """What session.json holds: the types, their steps, the settings and the intensity scaling."""
+        return {
             "format": "napari-agile-session/1",
             "types": list(self.types),
             "steps": {n: t.steps for n, t in self.types.items()},
@@ -430,9 +445,14 @@ class Session:
             "patch_scale": self.scale,
             "colors": self.colors,
         }
-        tmp = self.store / "session.json.tmp"  # replaced in one step: a crash mid-write keeps the last one
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, self.store / "session.json")
+
+    def _write_meta(self, folder: Path | None = None) -> None:
+        """Write session.json into `folder` (the store by default), replaced in one step: a failed write keeps the
+        last one."""
+        path = (self.store if folder is None else folder) / "session.json"
+        with not_saved("The session's settings (session.json) were", path, "repeat the last step" + _ELSEWHERE):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(self._meta(), indent=1).encode())
 
     def _save_weights(self, folder: Path) -> None:
         tensors = {f"stats/{k}": v.cpu() for k, v in self.stats.items()}
@@ -441,8 +461,10 @@ class Session:
                 head = head_keys(state.params)
                 tensors.update({f"type/{name}/{k}": v.cpu().contiguous() for k, v in state.params.items()
                                 if k in head or not torch.equal(v, self._init[k])})
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(folder / "adapted.safetensors"))
+        path = folder / "adapted.safetensors"
+        with not_saved("The adapted weights were", path, "adapt again" + _ELSEWHERE):
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, save(tensors))
         self._write_meta()
 
     def _write_static(self, folder: Path) -> None:
@@ -453,6 +475,25 @@ class Session:
         if self.cells.labels is not None:
             tifffile.imwrite(folder / "nuclei.tif", self.cells.labels, compression="zlib")
 
+    def _create_store(self) -> None:
+        """Write a new session's folder under a temporary name and rename it once complete: an interrupted start
+        leaves no half session for a retry to reuse."""
+        store = self.store.resolve()
+        if store.is_dir() and any(store.iterdir()):
+            raise AgileInputError(f"{store} already holds files but no session (session.json), e.g. from an "
+                                  "interrupted start: choose a new or empty folder, or empty this one.")
+        partial = store.with_name(f".{store.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            with not_saved("The new session was", store, "start it again"):
+                self._write_static(partial)
+                self._write_meta(partial)
+                if store.is_dir():
+                    store.rmdir()
+                os.rename(partial, store)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
     def save(self, path: str | Path) -> Path:
         """Write the whole session to folder `path` (answers, adapted weights, model, cells) and keep saving there."""
         path = Path(path)
@@ -462,10 +503,11 @@ class Session:
             if (path / "session.json").exists():
                 raise AgileInputError(f"{path} already holds another session, whose answers saving here would "
                                       "replace: choose a new or empty folder.")
-            self._write_static(path)
-            (path / "answers.jsonl").unlink(missing_ok=True)
-            if (self.store / "answers.jsonl").exists():  # every answer and undo, in the order given (for undo)
-                shutil.copyfile(self.store / "answers.jsonl", path / "answers.jsonl")
+            with not_saved("The session was", path, "save again"):
+                self._write_static(path)
+                (path / "answers.jsonl").unlink(missing_ok=True)
+                if (self.store / "answers.jsonl").exists():  # every answer and undo, in the order given (for undo)
+                    shutil.copyfile(self.store / "answers.jsonl", path / "answers.jsonl")
             self.store = path
         self._save_weights(path)
         return path
@@ -480,27 +522,31 @@ class Session:
             raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
         cells = read_cell_table(path / "cells.csv")
         if (path / "nuclei.tif").exists():
-            cells.labels = tifffile.imread(path / "nuclei.tif").astype(np.int32)
+            cells.labels = read_mask(path / "nuclei.tif").astype(np.int32)
             if cells.labels.shape != tuple(tissue.shape):
                 raise AgileInputError(
                     f"This session was made on a {cells.labels.shape[0]} x {cells.labels.shape[1]} px section, not "
                     f"on this {tissue.shape[0]} x {tissue.shape[1]} px one: open the section it was made on (for "
                     "another section, use Session.apply_saved / napari-agile predict).")
         weights = path / "adapted.safetensors"
-        tensors = load_file(str(weights)) if weights.exists() else {}
+        tensors = _read_weights(weights) if weights.exists() else {}
         # the statistics the weights were adapted under (a session saved before any adapt has none)
         stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or None
         session, meta = cls._from_saved(path, tissue, cells, same_tissue=True, store=path, device=device, resume=True,
                                         stats=stats, progress=progress)
         session.types = {name: CellType(name, steps=meta["steps"].get(name, 0)) for name in meta["types"]}
-        for line in (path / "answers.jsonl").read_text().splitlines() if (path / "answers.jsonl").exists() else []:
-            session._replay(json.loads(line))
+        for record in recover_journal(path / "answers.jsonl"):  # every whole record; a cut-off one is set aside
+            session._replay(record)
         for name, state in session.types.items():
             state.params = session._saved_params(tensors, name)
         saved_source = meta.get("tissue_source")
         session._warn_if_other_section(saved_source, tissue.source)
         session.tissue_source = saved_source or session.tissue_source
-        session._write_meta()
+        if json.loads(json.dumps(session._meta())) != meta:  # an older folder is brought up to date; else only read
+            try:
+                session._write_meta()
+            except AgileInputError as err:
+                warnings.warn(f"{err} The session is open, but what it learns now cannot be saved here.", stacklevel=2)
         return session
 
     def _warn_if_other_section(self, saved_source: str | None, source: str | None) -> None:
@@ -529,6 +575,9 @@ class Session:
         if not (saved / "adapted.safetensors").exists():
             raise AgileInputError(f"{saved} is not a saved session with adapted cell types: adapt at least one type "
                                   "and save the session (widget: Save session…; Python: Session.save).")
+        _read_meta(saved)
+        _read_weights(saved / "adapted.safetensors")
+        load_model(saved / "model.safetensors")
         return saved
 
     @classmethod
@@ -541,7 +590,7 @@ class Session:
         saved = cls.check_saved(path)
         session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device,
                                         progress=progress)
-        tensors = load_file(str(saved / "adapted.safetensors"))
+        tensors = _read_weights(saved / "adapted.safetensors")
         for name in meta["types"]:
             params = session._saved_params(tensors, name)
             if params is not None:
@@ -553,7 +602,7 @@ class Session:
     def _from_saved(cls, path: Path, tissue: Tissue, cells: Cells, same_tissue: bool, **kwargs) -> tuple["Session", dict]:
         """A session with the saved folder's model and settings (MC passes, threshold, seed; on the same tissue
         its intensity normaliser too), and the folder's session.json."""
-        meta = json.loads((path / "session.json").read_text())
+        meta = _read_meta(path)
         normalizer = Normalizer.from_dict(meta["normalizer"]) if same_tissue else None
         model = load_model(path / "model.safetensors")
         panel = {"channels": meta.get("channels"), "nuclear": meta.get("nuclear")} if model.config.per_channel else {}
@@ -629,3 +678,51 @@ def _as_answer(a) -> bool:
     if isinstance(a, str) and a.strip().lower() in ("yes", "y", "true", "1", "no", "n", "false", "0"):
         return a.strip().lower() in ("yes", "y", "true", "1")
     raise ValueError(f"An answer must be yes/no (True/False, 1/0); got {a!r}.")
+
+
+def _is_whole(value: object) -> bool:
+    """Whether `value` is a whole number (an int, not a bool or a float)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_settings(mc_passes: object, threshold: object) -> None:
+    """A clear error for MC passes that are not a whole number >= 1, or a threshold that is not a probability."""
+    if not _is_whole(mc_passes) or mc_passes < 1:
+        raise AgileInputError(f"mc_passes={mc_passes!r}: use a whole number of MC-dropout passes, 1 or more "
+                              "(default 20).")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not 0 <= threshold <= 1:
+        raise AgileInputError(f"threshold={threshold!r}: use a probability from 0 to 1 (default 0.5), the least a "
+                              "cell's most probable type needs.")
+
+
+#: the keys every session.json holds, and their types
+_META_KEYS = {"types": list, "steps": dict, "mc_passes": int, "threshold": (int, float), "seed": int,
+              "normalizer": dict}
+
+
+def _read_meta(folder: Path) -> dict:
+    """A session folder's session.json, checked; a clear error naming it when it is empty, cut off or damaged."""
+    path = folder / "session.json"
+    remedy = ("restore it from a copy of the session folder (the answers themselves are in answers.jsonl, one "
+              "JSON line each).")
+    meta = read_json(path, remedy)
+    wrong = [k for k, kind in _META_KEYS.items() if not isinstance(meta.get(k), kind) or isinstance(meta[k], bool)]
+    if "types" not in wrong and not all(isinstance(t, str) for t in meta["types"]):
+        wrong.append("types")
+    if wrong:
+        raise AgileInputError(f"{path} is damaged (missing or wrong {', '.join(wrong)}): {remedy}")
+    try:
+        _check_settings(meta["mc_passes"], meta["threshold"])
+        Normalizer.from_dict(meta["normalizer"])
+    except (AgileInputError, TypeError) as err:
+        raise AgileInputError(f"{path} is damaged ({err}): {remedy}") from None
+    return meta
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A saved session's adapted weights; a clear error naming the file when it is cut off or damaged."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise AgileInputError(f"{path} is damaged ({err}): restore it from a copy of the session folder, or delete "
+                              "it and adapt the cell types again (their answers are kept in answers.jsonl).") from None

@@ -10,6 +10,7 @@ import json
 import platform
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from .cells import Cells, read_cell_table
+from .checks import check_types
 from .device import pick_device
 from .errors import AgileInputError
 from .meta import MetaConfig, meta_train
@@ -26,6 +28,24 @@ from .nuclei import read_mask
 from .synth import MARKER_OF, SimParams, simulate_tissue
 from .tasks import TaskPool, pool_from_tissues
 from .tissue_io import read_tissue
+
+
+@dataclass(frozen=True)
+class DataKeys:
+    """The types of the [data] section's keys (checked when a recipe is read; the defaults live in build_pools)."""
+
+    source: str = "simulated"
+    fields: int = 16
+    field_size: int = 768
+    per_type: int | None = None
+    seed: int = 1000
+    randomize: float = 0.0
+    val_fields: int = 2
+    val_seed: int = 5000
+    sim_params: SimParams | None = None
+    images: tuple[str, ...] = ()
+    cells: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
 
 
 def load_config(path: str | Path) -> dict:
@@ -42,6 +62,7 @@ def load_config(path: str | Path) -> dict:
         if section not in config:
             raise AgileInputError(f"{path} has no [{section}] section; see configs/bundled-model.toml.")
     data = config["data"]
+    check_types(DataKeys, data, f"{path} [data]")
     for key in ("images", "cells", "labels"):  # a recipe's files are found next to it, from any working folder
         if isinstance(data.get(key), list):
             data[key] = [str(path.parent / Path(f).expanduser()) if isinstance(f, str) else f for f in data[key]]
@@ -116,12 +137,14 @@ def train_from_config(
     meta_dict = dict(config["meta"])
     if iterations is not None:
         meta_dict["iterations"] = iterations
+    check_types(ModelConfig, config["model"], f"{config_path} [model]")
+    check_types(MetaConfig, meta_dict, f"{config_path} [meta]")
     try:
         cfg = ModelConfig(**config["model"])
         meta = MetaConfig.from_dict(meta_dict)
-    except TypeError as err:  # an unknown or misspelt key
-        raise AgileInputError(f"{config_path}: {err}. The keys each section takes are in configs/bundled-model.toml "
-                              "and docs/method.md.") from None
+    except (TypeError, AgileInputError) as err:  # an unknown or misspelt key, or a value out of its range
+        raise AgileInputError(f"{config_path}: {str(err).rstrip('.')}. The keys each section takes are in "
+                              "configs/bundled-model.toml and docs/method.md.") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
