@@ -295,6 +295,25 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         print(f"wrote {render(results, args.render, args.out)}")
 
 
+def _add_clean_sessions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--older-than", type=float, default=7.0, metavar="DAYS",
+                   help="remove the session folders unchanged for this many days (default 7; 0: all of them)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+
+def _run_clean_sessions(args: argparse.Namespace) -> None:
+    from .store import auto_sessions, clean_sessions, sessions_dir
+
+    stale = clean_sessions(args.older_than, dry_run=args.dry_run)
+    for s in stale:
+        print(f"{'would remove' if args.dry_run else 'removed'} {s.path} ({s.age_days:.1f} days old, "
+              f"{s.answers} answers, {s.size_bytes / 2**20:.1f} MiB)")
+    kept = len(auto_sessions())
+    size = sum(s.size_bytes for s in stale) / 2**20
+    print(f"{sessions_dir()}: {len(stale)} session folders ({size:.1f} MiB) {'to remove' if args.dry_run else 'removed'}"
+          f", {kept - len(stale) if args.dry_run else kept} newer than {args.older_than:g} days kept.")
+
+
 #: name -> (help line, add arguments, run).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "synth": ("simulate a multiplexed tissue section with known cell types (for trying things out)",
@@ -309,6 +328,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "predict": ("type every cell of more images with the cell types adapted in a saved session",
                 _add_predict, _run_predict),
     "benchmark": ("reproduce the paper's Table 2 and Fig. 3 on simulated tissue", _add_benchmark, _run_benchmark),
+    "clean-sessions": ("list and remove the automatic session folders (a Session made without a folder) left in "
+                       "$NAPARI_AGILE_HOME/sessions (default ~/.napari-agile/sessions)",
+                       _add_clean_sessions, _run_clean_sessions),
 }
 
 

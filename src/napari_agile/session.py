@@ -9,7 +9,6 @@ import difflib
 import json
 import os
 import shutil
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from .meta import adapt_params
 from .model import Params, bin_patches, estimate_stats, head_keys
 from .modelio import AgileModel, check_channels, load_model
 from .patches import Normalizer, fit_normalizer, iter_patches
+from .store import default_store
 from .tissue import Tissue
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
@@ -36,12 +36,6 @@ from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, or cover-then-entropy
 SUGGEST_METHODS = ("auto", "cover", *METHODS)
-
-
-def default_store() -> Path:
-    """A fresh folder under $NAPARI_AGILE_HOME (default ~/.napari-agile) for a session's answers."""
-    home = Path(os.environ.get("NAPARI_AGILE_HOME", Path.home() / ".napari-agile"))
-    return home / "sessions" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(home) % 10000}"
 
 
 @dataclass
@@ -74,7 +68,8 @@ class Session:
         resume: bool = False,
         stats: Params | None = None,
     ) -> None:
-        """`store`: folder the answers are written to as they are given (a fresh one by default); a folder
+        """`store`: folder the answers are written to as they are given (`self.store`; by default a fresh one in
+        store.sessions_dir(), ~/.napari-agile/sessions, which `napari-agile clean-sessions` empties); a folder
         that already holds a session is only reused with `resume=True` (what `Session.load` does).
         `stats`: the batch-norm statistics to use (those saved with adapted weights); None estimates them on
         `stats_cells` cells of this tissue."""
