@@ -232,7 +232,7 @@ def _image_stem(image: Path) -> str:
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("agile-demo"), help="folder for every output (default agile-demo)")
+    p.add_argument("--out", type=Path, default=Path("agile-demo"), help="folder for every output (default agile-demo); an earlier demo's outputs there are replaced")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
