@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from .errors import AgileInputError
 from .model import ModelConfig, Params
+from .tissue import did_you_mean, find_channel
 
 #: File name of the model shipped inside the package (see models/MODEL_CARD.md).
 BUNDLED_MODEL = "agile-rat-brain.safetensors"
@@ -85,10 +86,11 @@ def load_model(path: str | Path | None = None) -> AgileModel:
 
 def check_channels(model: AgileModel, channel_names: Sequence[str]) -> None:
     """Refuse a tissue that lacks channels the model reads, naming them."""
-    missing = [c for c in model.channels if c not in channel_names]
+    missing = [c for c in model.channels if find_channel(c, channel_names) is None]
     if missing:
         raise AgileInputError(
             f"The model reads channels {list(model.channels)}; this tissue lacks {missing} "
-            f"(it has {list(channel_names)}). Rename its channels (Tissue.rename) or meta-train "
+            f"(it has {list(channel_names)}).{''.join(did_you_mean(c, channel_names) for c in missing)} "
+            "Rename its channels (Tissue.rename) or meta-train "
             "a model on this panel with `napari-agile meta-train`."
         )
