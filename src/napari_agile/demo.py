@@ -41,6 +41,17 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
     return np.where(hit > 0, lookup, NONE_TYPE).astype(object)
 
 
+def answer_from_truth(session: Session, truth_of: dict[int, str], types=("astrocyte", "endothelial"), rounds: int = 2,
+                      per_round: int = 8, method: str = "auto", spread: int = SPREAD) -> None:
+    """The demo's questions: per type, `rounds` rounds of `per_round` suggestions answered from `truth_of` (cell id ->
+    true type), each followed by one adaptation step."""
+    for name in types:
+        for _ in range(rounds):
+            ids = session.suggest(name, n=per_round, method=method, spread=spread)
+            session.annotate(name, ids, [truth_of[i] == name for i in ids])
+            session.adapt(name, steps=1)
+
+
 def _clear_earlier_demo(out: Path, log: Callable[[str], None]) -> None:
     """Make `out` ready: created when new, an earlier demo's outputs removed (said), other files refused."""
     if out.exists() and not out.is_dir():
@@ -80,11 +91,7 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     truth = true_types(cells, sim.cells)
     truth_of = dict(zip(cells.ids.tolist(), truth))  # what an expert would answer, by cell id
     session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
-    for name in types:
-        for _ in range(rounds):
-            ids = session.suggest(name, n=per_round, method=method, spread=spread)
-            session.annotate(name, ids, [truth_of[i] == name for i in ids])
-            session.adapt(name, steps=1)
+    answer_from_truth(session, truth_of, types, rounds, per_round, method, spread)
     table = session.predict()
     table["true_type"] = truth
     table.to_csv(out / "predictions.csv", index=False)

@@ -28,7 +28,9 @@ from .meta import adapt_params
 from .model import Params, bin_patches, estimate_stats, head_keys
 from .modelio import AgileModel, check_channels, load_model
 from .patches import Normalizer, fit_normalizer, iter_patches
+from .likeness import section_profile, unlike_message
 from .store import default_store
+from .thresholds import assign_types, fit_threshold, type_threshold
 from .tissue import Tissue
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
@@ -87,6 +89,7 @@ class Session:
         self.device = pick_device(device)
         self.mc_passes = mc_passes
         self.threshold = threshold
+        self.type_thresholds: dict[str, float | None] = {}  # per type, from its held-out answers (thresholds.py)
         self.seed = seed
         self.types: dict[str, CellType] = {}
         self.colors: dict[str, str] = {}  # '#rrggbb' per cell type, as the user chose them (set_color)
@@ -94,6 +97,7 @@ class Session:
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
+        self.profile = section_profile(model.config, self._x, list(model.channels))  # likeness.py
         if stats is None:
             sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
             stats = estimate_stats(model.config, self._init, self._x[np.sort(sample)].float())
@@ -301,6 +305,7 @@ class Session:
                                   f"rate than {self.model.inner_lr if lr is None else lr} or fewer steps.")
         state.params = {k: v.detach() for k, v in fast.items()}
         state.steps = steps
+        self.type_thresholds[cell_type] = fit_threshold(self, cell_type, steps, lr)
         self._feats.pop(cell_type, None)
         self._mc.pop(cell_type, None)
         self._save_weights(self.store)
@@ -330,9 +335,7 @@ class Session:
             p, h = self.probabilities(name, step)
             table[f"p_{name}"], table[f"entropy_{name}"] = p, h
             probs[:, j] = p
-        best = probs.argmax(1) if names else np.zeros(len(table), int)
-        passed = probs[np.arange(len(table)), best] >= self.threshold if names else np.zeros(len(table), bool)
-        table["cell_type"] = np.where(passed, np.asarray(names + [NONE_TYPE], dtype=object)[best], NONE_TYPE)
+        table["cell_type"] = assign_types(probs, names, [type_threshold(self, n) for n in names])
         return table
 
     def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
@@ -367,6 +370,8 @@ class Session:
             "channels": list(self.model.channels),
             "tissue_source": self.tissue_source,
             "colors": self.colors,
+            "thresholds": self.type_thresholds,
+            "profile": self.profile,
         }
         tmp = self.store / "session.json.tmp"  # replaced in one step: a crash mid-write keeps the last one
         tmp.write_text(json.dumps(meta, indent=1))
@@ -479,6 +484,9 @@ class Session:
         saved = cls.check_saved(path)
         session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device,
                                         progress=progress)
+        unlike = unlike_message(meta.get("profile", {}), session.profile)
+        if unlike:
+            warnings.warn(unlike, stacklevel=2)
         tensors = load_file(str(saved / "adapted.safetensors"))
         for name in meta["types"]:
             params = session._saved_params(tensors, name)
@@ -496,6 +504,7 @@ class Session:
         session = cls(tissue, cells, load_model(path / "model.safetensors"), mc_passes=meta["mc_passes"],
                       threshold=meta["threshold"], seed=meta["seed"], normalizer=normalizer, **kwargs)
         session.colors = dict(meta.get("colors", {}))
+        session.type_thresholds = dict(meta.get("thresholds", {}))
         return session, meta
 
     def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
