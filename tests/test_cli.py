@@ -167,3 +167,40 @@ def test_a_bad_meta_training_config_is_a_message_not_a_traceback(tmp_path, capsy
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_names_and_formats_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    assert main(["synth", "--shape", "64", "64", "--out", str(tmp_path / "x.png")]) == 2
+    assert "this writes a TIFF, so name it .tif (e.g. x.ome.tif)" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    image = tmp_path / "t.ome.tif"
+    assert main(["synth", "--shape", "128", "128", "--out", str(image)]) == 0
+    import napari_agile.nuclei
+
+    def never(*args, **kwargs):
+        raise AssertionError("detection ran before the output names were checked")
+
+    monkeypatch.setattr(napari_agile.nuclei, "detect_nuclei", never)
+    assert main(["detect", str(image), "--out", str(tmp_path / "cells.xlsx")]) == 2
+    assert "Cannot tell the table format of cells.xlsx" in capsys.readouterr().err
+    assert main(["detect", str(image), "--write-mask", str(tmp_path / "mask.png")]) == 2
+    assert "--write-mask mask.png: this writes a TIFF" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "missing.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "No such file" in err and "detecting nuclei" not in err  # no empty progress bar before the error
+
+
+def test_channel_names_match_ignoring_case_and_suggest_the_closest(tmp_path, capsys):
+    image = tmp_path / "t.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 999, (2, 96, 96), np.uint16), photometric="minisblack")
+    assert main(["detect", str(image), "--names", "dapi", "NeuN", "--channels", "Dapi",
+                 "--out", str(tmp_path / "c.csv")]) == 0
+    assert main(["detect", str(image), "--names", "dapi", "NeuN", "--channels", "NeuM",
+                 "--out", str(tmp_path / "c.csv")]) == 2
+    assert "Did you mean 'NeuN' (for 'NeuM')?" in capsys.readouterr().err
+
+
+def test_predict_help_names_its_default_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "default: predictions" in " ".join(capsys.readouterr().out.split())

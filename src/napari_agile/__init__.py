@@ -47,7 +47,7 @@ __all__ = sorted(_API)
 
 #: Modules reachable as attributes too (`agile.export.write_geojson`, `agile.weak_labels.weak_labels`).
 _MODULES = {"tissue", "cells", "tissue_io", "nuclei", "patches", "synth", "modelio", "model", "meta", "tasks",
-            "session", "export", "weak_labels", "uncertainty"}
+            "session", "export", "weak_labels", "uncertainty", "store"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.colormaps.standardize_color import transform_color
 
 from .errors import AgileInputError
-from .export import NONE_TYPE
+from .legend import legend_table  # noqa: F401  (the widget's legend, napari-free for the demo's files)
 from .tissue import Tissue
 
 CELLS = "cells"
@@ -170,12 +170,3 @@ def with_predictions(features: pd.DataFrame, table: pd.DataFrame) -> pd.DataFram
     pred = table.drop(columns=["y", "x"]).set_index("id").reindex(features["id"].to_numpy())
     kept = features.drop(columns=[c for c in pred.columns if c in features.columns]).reset_index(drop=True)
     return pd.concat([kept, pred.reset_index(drop=True)], axis=1)
-
-
-def legend_table(names: Sequence[str], colors: Mapping[str, str], cell_types: pd.Series) -> pd.DataFrame:
-    """The legend as Labels features: index = class id, cell_type, color, n_cells."""
-    counts = cell_types.value_counts()
-    rows = [{"index": 0, "cell_type": NONE_TYPE, "color": "transparent", "n_cells": int(counts.get(NONE_TYPE, 0))}]
-    rows += [{"index": i + 1, "cell_type": n, "color": colors[n], "n_cells": int(counts.get(n, 0))}
-             for i, n in enumerate(names)]
-    return pd.DataFrame(rows)

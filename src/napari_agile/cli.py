@@ -9,17 +9,34 @@ from typing import Callable, Sequence
 from .errors import AgileInputError
 
 
-def _tqdm_progress(desc: str):
-    """A progress(done, total) callable drawing a tqdm bar, and the bar (close it when done)."""
-    from tqdm import tqdm
+class _LazyBar:
+    """A tqdm bar drawn from its first progress(done, total) on: an error before any work prints no empty bar."""
 
-    bar = tqdm(desc=desc, unit="tile", leave=False, delay=0.1)  # drawn from the first tile: an error is one line
+    def __init__(self, desc: str, unit: str, leave: bool = False) -> None:
+        self.options = {"desc": desc, "unit": unit, "leave": leave}
+        self.bar = None
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+    def __call__(self, done: int, total: int, info: dict | None = None) -> None:
+        """Show `done` of `total` (and `info` as the bar's postfix)."""
+        from tqdm import tqdm
 
-    return progress, bar
+        if self.bar is None:
+            self.bar = tqdm(total=total, **self.options)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        if info:
+            self.bar.set_postfix(info)
+
+    def write(self, message: str, file=None) -> None:
+        """Print a line above the bar, which is drawn again below it (or plainly when no bar is drawn)."""
+        from tqdm import tqdm
+
+        tqdm.write(message, file=file)
+
+    def close(self) -> None:
+        """Remove the bar (a no-op when it was never drawn)."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _add_synth(p: argparse.ArgumentParser) -> None:
@@ -38,6 +55,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     from .synth import simulate_tissue
     from .tissue_io import write_ome_tiff
 
+    _check_tiff_name(args.out, "--out")
     sim = simulate_tissue(shape=tuple(args.shape), seed=args.seed)
     write_ome_tiff(sim.tissue, args.out)
     print(f"wrote {args.out} ({sim.tissue.n_channels} channels: {', '.join(sim.tissue.channel_names)})")
@@ -46,6 +64,15 @@ def _run_synth(args: argparse.Namespace) -> None:
         lab = path.suffix.lower() in (".tsv", ".txt")
         print(f"wrote {path} ({len(sim.cells)} cells" + (", the lab's detection columns: no cell types; write .csv "
                                                           "for the true types)" if lab else ")"))
+
+
+def _check_tiff_name(path: Path, option: str) -> None:
+    """Refuse a file name that does not end like a TIFF (the file written is one whatever its name)."""
+    from .tissue_io import TIFF_SUFFIXES
+
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise AgileInputError(f"{option} {path.name}: this writes a TIFF, so name it .tif (e.g. "
+                              f"{_image_stem(path)}{'.ome' if option == '--out' else ''}.tif).")
 
 
 def _add_detection_options(p: argparse.ArgumentParser) -> None:
@@ -65,21 +92,25 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("cells.csv"),
                    help="table of detected nuclei, one row per cell (id, centre y/x, area, box); "
                         ".csv, or .tsv for the lab format (default cells.csv)")
-    p.add_argument("--labels", type=Path, default=None,
-                   help="optional TIFF of the nucleus mask: each nucleus painted with its id, 0 = background")
+    p.add_argument("--write-mask", "--labels", dest="labels", type=Path, default=None, metavar="TIFF",
+                   help="also write the nucleus mask to this TIFF: each nucleus painted with its id, 0 = background "
+                        "(--labels: the older name)")
 
 
 def _run_detect(args: argparse.Namespace) -> None:
     import tifffile
 
-    from .cells import write_cell_table
+    from .cells import _table_format, write_cell_table
     from .nuclei import detect_nuclei
     from .tissue_io import read_tissue
 
-    progress, bar = _tqdm_progress("detecting nuclei")
+    _table_format(args.out, None)  # an unknown table format is refused before the detection, not after
+    if args.labels is not None:
+        _check_tiff_name(args.labels, "--write-mask")
+    bar = _LazyBar("detecting nuclei", "tile")
     with read_tissue(args.image, channel_names=args.names) as tissue:
         try:
-            cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter, progress=progress)
+            cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter, progress=bar)
         finally:
             bar.close()
     write_cell_table(cells, args.out)
@@ -140,19 +171,15 @@ def _run_meta_train(args: argparse.Namespace) -> None:
     import signal
     import threading
 
-    from tqdm import tqdm
-
     from .training import train_from_config
 
-    bar = tqdm(desc="meta-training", unit="it", delay=0.1)  # drawn from the first iteration: an error is one line
+    bar = _LazyBar("meta-training", "it", leave=True)
     shown: dict[str, float] = {}  # the postfix keeps the last validation accuracy between validations
     stop = threading.Event()
 
     def progress(done: int, total: int, info: dict) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
         shown.update({k: round(v, 3) for k, v in info.items() if k != "iteration"})
-        bar.set_postfix(shown)
+        bar(done, total, shown)
 
     def interrupt(signum, frame) -> None:
         if stop.is_set():  # a second Ctrl-C: stop at once (the last checkpoint stays)
@@ -183,13 +210,12 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "instead of detecting the nuclei")
     _add_detection_options(p)
     p.add_argument("--out", type=Path, default=Path("predictions"),
-                   help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type)")
+                   help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type; "
+                        "default: predictions, in the current folder)")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
     import tempfile
-
-    from tqdm import tqdm
 
     from .nuclei import cells_from_labels, detect_nuclei, read_mask
     from .session import Session
@@ -205,8 +231,8 @@ def _run_predict(args: argparse.Namespace) -> None:
                               "its own --out folder.")
     Session.check_saved(args.session)
     args.out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for k, (image, dest) in enumerate(zip(tqdm(args.images, desc="images", unit="image"), dests)):
+    failed, bar = [], _LazyBar("images", "image")  # drawn once an image is done; gone at the end
+    for k, (image, dest) in enumerate(zip(args.images, dests)):
         try:  # one bad image is named and skipped; the others are still typed
             with read_tissue(image, channel_names=args.names) as tissue, tempfile.TemporaryDirectory() as scratch:
                 if args.masks is None:
@@ -215,11 +241,13 @@ def _run_predict(args: argparse.Namespace) -> None:
                     cells = cells_from_labels(read_mask(args.masks[k]), tissue.shape)
                 table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
         except AgileInputError as exc:
-            print(f"{image}: skipped: {exc}", file=sys.stderr)
+            bar.write(f"{image}: skipped: {exc}", file=sys.stderr)
             failed.append(str(image))
-            continue
-        table.to_csv(dest, index=False)
-        print(f"{image}: {len(table)} cells -> {dest}")
+        else:
+            table.to_csv(dest, index=False)
+            bar.write(f"{image}: {len(table)} cells -> {dest}")
+        bar(k + 1, len(args.images))
+    bar.close()
     if failed:
         raise AgileInputError(f"{len(failed)} of {len(args.images)} images were not typed ({', '.join(failed)}): "
                               "the reason for each is printed above.")
@@ -232,7 +260,8 @@ def _image_stem(image: Path) -> str:
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("agile-demo"), help="folder for every output (default agile-demo)")
+    p.add_argument("--out", type=Path, default=Path("agile-demo"),
+                   help="folder for every output (default agile-demo); an earlier demo's outputs there are replaced")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
@@ -295,6 +324,25 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         print(f"wrote {render(results, args.render, args.out)}")
 
 
+def _add_clean_sessions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--older-than", type=float, default=7.0, metavar="DAYS",
+                   help="remove the session folders unchanged for this many days (default 7; 0: all of them)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+
+def _run_clean_sessions(args: argparse.Namespace) -> None:
+    from .store import auto_sessions, clean_sessions, sessions_dir
+
+    stale = clean_sessions(args.older_than, dry_run=args.dry_run)
+    for s in stale:
+        print(f"{'would remove' if args.dry_run else 'removed'} {s.path} ({s.age_days:.1f} days old, "
+              f"{s.answers} answers, {s.size_bytes / 2**20:.1f} MiB)")
+    kept = len(auto_sessions())
+    size = sum(s.size_bytes for s in stale) / 2**20
+    print(f"{sessions_dir()}: {len(stale)} session folders ({size:.1f} MiB) {'to remove' if args.dry_run else 'removed'}"
+          f", {kept - len(stale) if args.dry_run else kept} newer than {args.older_than:g} days kept.")
+
+
 #: name -> (help line, add arguments, run).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "synth": ("simulate a multiplexed tissue section with known cell types (for trying things out)",
@@ -309,6 +357,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "predict": ("type every cell of more images with the cell types adapted in a saved session",
                 _add_predict, _run_predict),
     "benchmark": ("reproduce the paper's Table 2 and Fig. 3 on simulated tissue", _add_benchmark, _run_benchmark),
+    "clean-sessions": ("list and remove the automatic session folders (a Session made without a folder) left in "
+                       "$NAPARI_AGILE_HOME/sessions (default ~/.napari-agile/sessions)",
+                       _add_clean_sessions, _run_clean_sessions),
 }
 
 

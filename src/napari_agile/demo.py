@@ -7,15 +7,17 @@ would get from the widget into one folder.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-import tifffile
 
 from .cells import Cells, write_cell_table
-from .export import write_geojson
+from .errors import AgileInputError
+from .export import default_colors, write_geojson
+from .legend import legend_table, write_type_image
 from .modelio import AgileModel, load_model
 from .nuclei import detect_nuclei
 from .session import NONE_TYPE, Session
@@ -26,6 +28,9 @@ from .uncertainty import SPREAD
 #: The demo's section: one simulated 1024 x 1024 field of rat brain (7 channels); napari's File > Open Sample is a
 #: smaller, quicker one (_sample_data.py).
 DEMO_SHAPE, DEMO_SEED = (1024, 1024), 2026
+#: Everything run_demo writes in its folder: a folder holding only these is an earlier demo's, which a rerun replaces.
+DEMO_OUTPUTS = ("tissue.ome.tif", "cells.csv", "session", "predictions.csv", "predictions.geojson", "cell_types.tif",
+                "cell_types.csv", "accuracy.csv")
 
 
 def true_types(detected: Cells, truth: Cells) -> np.ndarray:
@@ -36,16 +41,48 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
     return np.where(hit > 0, lookup, NONE_TYPE).astype(object)
 
 
+def answer_from_truth(session: Session, truth_of: dict[int, str], types=("astrocyte", "endothelial"), rounds: int = 2,
+                      per_round: int = 8, method: str = "auto", spread: int = SPREAD) -> None:
+    """The demo's questions: per type, `rounds` rounds of `per_round` suggestions answered from `truth_of` (cell id ->
+    true type), each followed by one adaptation step."""
+    for name in types:
+        for _ in range(rounds):
+            ids = session.suggest(name, n=per_round, method=method, spread=spread)
+            session.annotate(name, ids, [truth_of[i] == name for i in ids])
+            session.adapt(name, steps=1)
+
+
+def _clear_earlier_demo(out: Path, log: Callable[[str], None]) -> None:
+    """Make `out` ready: created when new, an earlier demo's outputs removed (said), other files refused."""
+    if out.exists() and not out.is_dir():
+        raise AgileInputError(f"{out} is a file: give the demo a folder (--out), a new or empty one.")
+    out.mkdir(parents=True, exist_ok=True)
+    found = sorted(p.name for p in out.iterdir())
+    foreign = [name for name in found if name not in DEMO_OUTPUTS]
+    if foreign:
+        raise AgileInputError(f"{out} holds files the demo did not write ({', '.join(foreign[:5])}): give the demo a "
+                              "new or empty folder (--out), or its own earlier one.")
+    if found:
+        log(f"{out} holds an earlier demo's outputs: replacing them")
+        for path in (out / name for name in found):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
              rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = DEMO_SEED,
              method: str = "auto", spread: int = SPREAD) -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
+    `out` is new, empty, or an earlier demo's folder, whose outputs are replaced (logged); other files are refused.
+
     `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it);
     `method` and `spread` are how each round's cells are suggested (`Session.suggest`).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _clear_earlier_demo(out, log)
     sim = simulate_tissue(DEMO_SHAPE, seed=seed)
     write_ome_tiff(sim.tissue, out / "tissue.ome.tif")
     cells = detect_nuclei(sim.tissue)
@@ -54,16 +91,14 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     truth = true_types(cells, sim.cells)
     truth_of = dict(zip(cells.ids.tolist(), truth))  # what an expert would answer, by cell id
     session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
-    for name in types:
-        for _ in range(rounds):
-            ids = session.suggest(name, n=per_round, method=method, spread=spread)
-            session.annotate(name, ids, [truth_of[i] == name for i in ids])
-            session.adapt(name, steps=1)
+    answer_from_truth(session, truth_of, types, rounds, per_round, method, spread)
     table = session.predict()
     table["true_type"] = truth
     table.to_csv(out / "predictions.csv", index=False)
     write_geojson(table, out / "predictions.geojson")
-    tifffile.imwrite(out / "cell_types.tif", session.paint(table), compression="zlib")
+    colors = {**default_colors(list(session.types)), **session.colors}
+    write_type_image(session.paint(table), out / "cell_types.tif", legend_table(list(session.types), colors,
+                                                                               table["cell_type"]))
     session.save(out / "session")
     report = {}
     for name in types:

@@ -15,6 +15,7 @@ from .errors import AgileInputError
 from .meta import check_scope
 from .model import ModelConfig, Params, init_params
 from .storage import write_atomic
+from .tissue import did_you_mean, find_channel
 
 #: File name of the model shipped inside the package for the paper's 7-channel panel (see models/MODEL_CARD.md).
 BUNDLED_MODEL = "agile-rat-brain.safetensors"
@@ -109,8 +110,11 @@ def _reason(err: Exception) -> str:
 
 def _check_weights(path: Path, model: AgileModel) -> None:
     """A clear error when the file's weights are not the ones its network has (names and shapes)."""
-    expected = {k: tuple(v.shape) for k, v in init_params(model.config).items()}
+    cfg = model.config
+    expected = {k: tuple(v.shape) for k, v in init_params(cfg).items()}
     found = {k: tuple(v.shape) for k, v in model.params.items()}
+    if cfg.per_channel and cfg.channels:  # adapted to one panel: the dense layer is laid out over its features
+        expected["head.weight"] = (cfg.n_classes, cfg.feature_size)
     missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
     resized = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
     if missing or extra or resized:
@@ -131,11 +135,12 @@ def pick_model(channel_names: Sequence[str]) -> AgileModel:
 
 def check_channels(model: AgileModel, channel_names: Sequence[str]) -> None:
     """Refuse a tissue that lacks channels the model reads, naming them."""
-    missing = [c for c in model.channels if c not in channel_names]
+    missing = [c for c in model.channels if find_channel(c, channel_names) is None]
     if missing:
         raise AgileInputError(
             f"The model reads channels {list(model.channels)}; this tissue lacks {missing} "
-            f"(it has {list(channel_names)}). Use the model for any panel (load_model('any-panel'); the default "
-            "for a section without these channels), rename the channels (Tissue.rename), or meta-train a model "
-            "on this panel with `napari-agile meta-train`."
+            f"(it has {list(channel_names)}).{''.join(did_you_mean(c, channel_names) for c in missing)} "
+            "Use the model for any panel (load_model('any-panel'); the default for a section without these channels), "
+            "rename the channels (Tissue.rename), or meta-train a model on this panel with "
+            "`napari-agile meta-train`."
         )

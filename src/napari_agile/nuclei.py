@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from .cells import Cells
 from .errors import AgileInputError
-from .tissue import NUCLEAR_CHANNELS, Tissue
+from .tissue import NUCLEAR_CHANNELS, Tissue, find_channel
 
 
 def detect_nuclei(
@@ -100,8 +100,8 @@ def read_mask(path: str | Path) -> np.ndarray:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise AgileInputError(f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect --labels` "
-                              "or your own segmentation's label image.")
+        raise AgileInputError(f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect "
+                              "--write-mask` or your own segmentation's label image.")
     try:
         return tifffile.imread(p)
     except Exception as exc:  # tifffile raises many types for broken files
@@ -168,7 +168,7 @@ def _nuclear_channels(tissue: Tissue, channels: Sequence[str] | None) -> list[st
         for name in channels:
             tissue.index(name)  # names the missing channel and the ones there are
         return list(channels)
-    found = [n for n in tissue.channel_names if n in NUCLEAR_CHANNELS]
+    found = [n for n in tissue.channel_names if find_channel(n, NUCLEAR_CHANNELS) is not None]
     if not found:
         raise AgileInputError(
             f"No nuclear stain found: nucleus detection looks for channels named {list(NUCLEAR_CHANNELS)}, and "

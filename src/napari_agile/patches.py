@@ -134,7 +134,7 @@ def _label_image(tissue: Tissue, cells: Cells) -> np.ndarray:
     if cells.labels is None:
         raise AgileInputError(
             "This model reads each cell's nucleus mask, but these cells have no label image: detect the nuclei "
-            "(napari-agile detect --labels, or the widget's Detect), or make the cells from a mask you have "
+            "(napari-agile detect --write-mask, or the widget's Detect), or make the cells from a mask you have "
             "(cells_from_labels, the widget's Nuclei choice); a meta-training recipe names them in [data] labels."
         )
     if tuple(cells.labels.shape) != tuple(tissue.shape):

@@ -9,7 +9,6 @@ import difflib
 import json
 import os
 import shutil
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,9 @@ from .modelio import AgileModel, check_channels, load_model, pick_model
 from .nuclei import read_mask
 from .patches import Normalizer, fit_normalizer, iter_patches
 from .storage import append_records, not_saved, read_json, recover_journal, write_atomic
+from .likeness import section_profile, unlike_message
+from .store import default_store
+from .thresholds import assign_types, fit_threshold, type_threshold
 from .tissue import Tissue, nuclear_flags
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
@@ -43,12 +45,6 @@ SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
 #: what a failed write may also do: the session in memory is whole, and can be saved where there is room
 _ELSEWHERE = "; or save the session to another folder (Session.save, the widget's Save session…)"
-
-
-def default_store() -> Path:
-    """A fresh folder under $NAPARI_AGILE_HOME (default ~/.napari-agile) for a session's answers."""
-    home = Path(os.environ.get("NAPARI_AGILE_HOME", Path.home() / ".napari-agile"))
-    return home / "sessions" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(home) % 10000}"
 
 
 @dataclass
@@ -88,7 +84,8 @@ class Session:
         channels: Sequence[str] | None = None,
         nuclear: Sequence[str] | None = None,
     ) -> None:
-        """`store`: folder the answers are written to as they are given (a fresh one by default); a folder
+        """`store`: folder the answers are written to as they are given (`self.store`; by default a fresh one in
+        store.sessions_dir(), ~/.napari-agile/sessions, which `napari-agile clean-sessions` empties); a folder
         that already holds a session is only reused with `resume=True` (what `Session.load` does).
         `stats`: the batch-norm statistics to use (those saved with adapted weights); None estimates them on
         `stats_cells` cells of this tissue. `model`: None picks the bundled model for the panel (`pick_model`).
@@ -109,6 +106,7 @@ class Session:
         self.device = pick_device(device)
         self.mc_passes = mc_passes
         self.threshold = threshold
+        self.type_thresholds: dict[str, float | None] = {}  # per type, from its held-out answers (thresholds.py)
         self.seed = seed
         self.types: dict[str, CellType] = {}
         self.colors: dict[str, str] = {}  # '#rrggbb' per cell type, as the user chose them (set_color)
@@ -118,6 +116,7 @@ class Session:
         self.scale = patch_scale(self.config, cells.table["area"] if "area" in cells.table else [])
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
+        self.profile = section_profile(self.config, self._x, list(self.config.channels))  # likeness.py
         if stats is None:
             sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
             stats = estimate_stats(self.config, self._init, self._x[np.sort(sample)].float())
@@ -342,6 +341,7 @@ class Session:
         fast = self._fit(state, steps, lr, warn=True)
         before = state.params, state.steps, state.adapted_on
         state.params, state.steps, state.adapted_on = fast, steps, state.signature()
+        self.type_thresholds[cell_type] = fit_threshold(self, cell_type, steps, lr)
         try:
             self._save_weights(self.store)
         except AgileInputError:
@@ -406,9 +406,7 @@ class Session:
             p, h = self.probabilities(name, step)
             table[f"p_{name}"], table[f"entropy_{name}"] = p, h
             probs[:, j] = p
-        best = probs.argmax(1) if names else np.zeros(len(table), int)
-        passed = probs[np.arange(len(table)), best] >= self.threshold if names else np.zeros(len(table), bool)
-        table["cell_type"] = np.where(passed, np.asarray(names + [NONE_TYPE], dtype=object)[best], NONE_TYPE)
+        table["cell_type"] = assign_types(probs, names, [type_threshold(self, n) for n in names])
         return table
 
     def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
@@ -444,6 +442,8 @@ class Session:
             "tissue_source": self.tissue_source,
             "patch_scale": self.scale,
             "colors": self.colors,
+            "thresholds": self.type_thresholds,
+            "profile": self.profile,
         }
 
     def _write_meta(self, folder: Path | None = None) -> None:
@@ -590,6 +590,9 @@ class Session:
         saved = cls.check_saved(path)
         session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device,
                                         progress=progress)
+        unlike = unlike_message(meta.get("profile", {}), session.profile)
+        if unlike:
+            warnings.warn(unlike, stacklevel=2)
         tensors = _read_weights(saved / "adapted.safetensors")
         for name in meta["types"]:
             params = session._saved_params(tensors, name)
@@ -609,6 +612,7 @@ class Session:
         session = cls(tissue, cells, model, mc_passes=meta["mc_passes"], threshold=meta["threshold"],
                       seed=meta["seed"], normalizer=normalizer, **panel, **kwargs)
         session.colors = dict(meta.get("colors", {}))
+        session.type_thresholds = dict(meta.get("thresholds", {}))
         return session, meta
 
     def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:

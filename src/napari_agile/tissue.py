@@ -1,6 +1,7 @@
 """Tissue: a lazy (C, Y, X) multiplexed image with channel names; the unit every stage works on."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,6 +26,21 @@ def nuclear_flags(names: Sequence[str]) -> tuple[bool, ...]:
         return any(key == stem or key.startswith(stem) and not key[len(stem):len(stem) + 1].isalpha()
                    for stem in NUCLEAR_STEMS) or key.startswith(("histone", "hoechst", "dapi"))
     return tuple(nuclear(n) for n in names)
+
+
+def find_channel(name: str, names: Sequence[str]) -> int | None:
+    """Position of channel `name` in `names`: the exact name, else the one name equal to it ignoring case."""
+    if name in names:
+        return list(names).index(name)
+    folded = [i for i, n in enumerate(names) if n.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """" Did you mean 'X' (for 'name')?" for the channel name nearest `name` (ignoring case), or "" if none is."""
+    lowered = {n.casefold(): n for n in names}
+    close = difflib.get_close_matches(name.casefold(), list(lowered), n=1, cutoff=0.6)
+    return f" Did you mean {lowered[close[0]]!r} (for {name!r})?" if close else ""
 
 
 @dataclass
@@ -74,27 +90,28 @@ class Tissue:
 
     def index(self, name: str) -> int:
         """Position of channel `name`; a clear error listing the channels there are."""
-        try:
-            return self.channel_names.index(name)
-        except ValueError:
-            raise AgileInputError(
-                f"No channel named {name!r}; this tissue has {self.channel_names}."
-            ) from None
+        found = find_channel(name, self.channel_names)
+        if found is None:
+            hint = did_you_mean(name, self.channel_names)
+            raise AgileInputError(f"No channel named {name!r}; this tissue has {self.channel_names}.{hint}")
+        return found
 
     def channel(self, name: str) -> Any:
         """One channel as a lazy (Y, X) array."""
         return self.data[self.index(name)]
 
     def select(self, names: Sequence[str]) -> "Tissue":
-        """The channels `names` in that order (e.g. a model's input order); names all missing ones."""
-        missing = [n for n in names if n not in self.channel_names]
+        """The channels `names` in that order (e.g. a model's input order), named so; matched ignoring case when
+        not exact (find_channel); names all missing ones."""
+        missing = [n for n in names if find_channel(n, self.channel_names) is None]
         if missing:
             raise AgileInputError(
                 f"The model needs channels {missing}, which this tissue lacks "
-                f"(it has {self.channel_names}). Rename the channels to match, map them with "
+                f"(it has {self.channel_names}).{''.join(did_you_mean(n, self.channel_names) for n in missing)} "
+                "Rename the channels to match, map them with "
                 "`channel_map`, or meta-train a model on this panel (`napari-agile meta-train`)."
             )
-        idx = [self.channel_names.index(n) for n in names]
+        idx = [find_channel(n, self.channel_names) for n in names]
         data = self.data[idx] if idx != list(range(self.n_channels)) else self.data
         return Tissue(data, list(names), self.pixel_size, self.source, dict(self.metadata), self.stores)
 

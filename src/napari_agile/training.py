@@ -100,7 +100,7 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
         masks = data.get("labels", [None] * len(data["images"]))
         if len(masks) != len(data["images"]):
             raise AgileInputError(f"[data] labels names {len(masks)} nucleus label images for {len(data['images'])} "
-                                  "images: give one per image, in the same order (napari-agile detect --labels).")
+                                  "images: give one per image, in the same order (napari-agile detect --write-mask).")
         if len(data["images"]) < 2:
             raise AgileInputError("Meta-training on your own cells needs at least two labelled sections "
                                   "(one is held out for validation).")
