@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from . import _layers
 from .errors import AgileInputError
-from .export import default_colors, export_table
+from .export import NONE_TYPE, default_colors, export_table
 from .modelio import AgileModel, BUNDLED_MODEL, check_channels, load_model
 from .nuclei import cells_from_labels, detect_nuclei
 from .session import SUGGEST_METHODS, Session
@@ -615,8 +615,8 @@ class AgileWidget(QWidget):
     def add_type(self, name: str, color: str | None = None) -> None:
         """Add (or recolour) a cell type and make it the current one."""
         name = name.strip()
-        if not name or name == _layers.NONE_TYPE:
-            show_error(f"A cell type needs a name (not empty, not {_layers.NONE_TYPE!r}).")
+        if not name or name == NONE_TYPE:
+            show_error(f"A cell type needs a name (not empty, not {NONE_TYPE!r}).")
             return
         if color is None and name not in self.colors:
             color = default_colors([*self.colors, name])[name]
