@@ -8,7 +8,7 @@ would get from the widget into one folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ import tifffile
 
 from .cells import Cells, write_cell_table
 from .export import write_geojson
-from .modelio import AgileModel, load_model
+from .modelio import AgileModel, load_model, pick_model
 from .nuclei import detect_nuclei
 from .session import NONE_TYPE, Session
 from .synth import simulate_tissue
@@ -38,22 +38,27 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
 
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
              rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = DEMO_SEED,
-             method: str = "auto", spread: int = SPREAD) -> dict:
+             method: str = "auto", spread: int = SPREAD, channels: Sequence[str] | None = None,
+             nuclear: Sequence[str] | None = None) -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
     `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it);
-    `method` and `spread` are how each round's cells are suggested (`Session.suggest`).
+    `method` and `spread` are how each round's cells are suggested (`Session.suggest`). `channels`: the channels the
+    model reads, of which `nuclear` stain every nucleus (default: by name; they are summed for detection too); the
+    default model is then the bundled one for those channels (`pick_model`: fewer than 7, the model for any panel).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sim = simulate_tissue(DEMO_SHAPE, seed=seed)
     write_ome_tiff(sim.tissue, out / "tissue.ome.tif")
-    cells = detect_nuclei(sim.tissue)
+    cells = detect_nuclei(sim.tissue, channels=nuclear)
     write_cell_table(cells, out / "cells.csv")
     log(f"detected {len(cells)} nuclei ({len(sim.cells)} in the truth)")
     truth = true_types(cells, sim.cells)
     truth_of = dict(zip(cells.ids.tolist(), truth))  # what an expert would answer, by cell id
-    session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
+    if model is None:
+        model = load_model() if channels is None else pick_model(channels)
+    session = Session(sim.tissue, cells, model, store=out / "session", channels=channels, nuclear=nuclear)
     for name in types:
         for _ in range(rounds):
             ids = session.suggest(name, n=per_round, method=method, spread=spread)
