@@ -34,7 +34,7 @@ def test_bad_input_prints_a_message_and_exits_2(tmp_path, capsys):
     tifffile.imwrite(image, np.zeros((2, 32, 32), np.uint16), photometric="minisblack")
     assert main(["detect", str(image), "--names", "NeuN", "S100", "--out", str(tmp_path / "c.csv")]) == 2
     err = capsys.readouterr().err
-    assert "--channels" in err and "Traceback" not in err
+    assert "--nuclear" in err and "Traceback" not in err
 
 
 def test_weak_labels_types_the_brightest_cells_and_refuses_bad_markers(tmp_path, capsys):
@@ -204,3 +204,64 @@ def test_predict_help_names_its_default_folder(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     assert "default: predictions" in " ".join(capsys.readouterr().out.split())
+
+
+def _any_panel_model():
+    """A small untrained stand-in for the bundled model for any panel (a per-channel encoder)."""
+    from napari_agile.model import ModelConfig, init_params
+    from napari_agile.modelio import AgileModel
+
+    cfg = ModelConfig(channels=(), encoder="per_channel", centre_block="nucleus", width=8, blocks=3, trunk_bin=2)
+    return AgileModel(cfg, init_params(cfg), 0.01, "head")
+
+
+def test_channels_and_nuclear_choose_the_panel_for_predict_detect_and_demo(tmp_path, capsys, monkeypatch):
+    import napari_agile.demo as demo
+    import napari_agile.modelio as modelio
+    from napari_agile.session import Session
+    from napari_agile.synth import simulate_tissue
+    from napari_agile.tissue_io import write_ome_tiff
+
+    sim = simulate_tissue((256, 256), seed=4)
+    own = sim.tissue.select(["DAPI", "NeuN"]).rename({"DAPI": "DNA", "NeuN": "CD3"})  # a user's own 2-channel panel
+    session = Session(own, sim.cells, _any_panel_model(), store=tmp_path / "session")
+    types = sim.cells.table["cell_type"]
+    ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
+    session.annotate("T cell", ids, [True] * 4 + [False] * 4)
+    session.adapt("T cell")
+    session.save(tmp_path / "session")
+    new = simulate_tissue((256, 256), seed=5)
+    wider = write_ome_tiff(new.tissue.select(["DAPI", "NeuN", "S100"]).rename({"DAPI": "DNA", "NeuN": "CD3",
+                                                                                "S100": "CD20"}),
+                           tmp_path / "wider.ome.tif")
+    # the saved session's channels and nuclear stain (DNA, detected by it too); CD20 left out
+    assert main(["predict", str(tmp_path / "session"), str(wider), "--out", str(tmp_path / "p1")]) == 0, \
+        capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "p1" / "wider.csv")["p_T cell"].between(0, 1).all()
+
+    renamed = write_ome_tiff(new.tissue.select(["DAPI", "NeuN"]).rename({"DAPI": "Ho", "NeuN": "CD3"}),
+                             tmp_path / "renamed.ome.tif")  # another lab's names: said with --channels / --nuclear
+    assert main(["predict", str(tmp_path / "session"), str(renamed), "--out", str(tmp_path / "p2")]) == 2
+    assert "renamed.ome.tif: skipped" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "session"), str(renamed), "--channels", "Ho", "CD3", "--nuclear", "Ho",
+                 "--out", str(tmp_path / "p2")]) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "p2" / "renamed.csv")) > 0
+    assert main(["predict", str(tmp_path / "session"), str(renamed), "--channels", "Ho", "CD3",
+                 "--nuclear", "Ho", "CD3", "--out", str(tmp_path / "p3")]) == 2
+    err = capsys.readouterr().err
+    assert "at least one marker channel" in err and "Traceback" not in err
+
+    for flag in ("--nuclear", "--channels"):  # detect: --nuclear, and --channels as before
+        assert main(["detect", str(renamed), flag, "Ho", "--out", str(tmp_path / f"c{flag}.csv")]) == 0
+        assert len(pd.read_csv(tmp_path / f"c{flag}.csv")) > 0
+
+    stand_in = _any_panel_model().save(tmp_path / "any.safetensors")
+    real = modelio._bundled_path
+    monkeypatch.setattr(modelio, "_bundled_path", lambda name="rat-brain": stand_in if name == "any-panel" else real(name))
+    monkeypatch.setattr(demo, "DEMO_SHAPE", (256, 256))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--channels", "DAPI", "NeuN", "S100", "RECA1",
+                 "--nuclear", "DAPI"]) == 0
+    meta = json.loads((tmp_path / "demo" / "session" / "session.json").read_text())
+    assert meta["channels"] == ["DAPI", "NeuN", "S100", "RECA1"] and meta["nuclear"] == ["DAPI"]
+    assert main(["demo", "--out", str(tmp_path / "demo2"), "--channels", "NeuN", "S100"]) == 2
+    assert "nuclear stain" in capsys.readouterr().err

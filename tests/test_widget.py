@@ -244,7 +244,8 @@ def test_bad_input_is_a_notification(make_napari_viewer, qtbot, sim, model_path,
     assert any("RECA1" in e for e in _errors())
     assert w.worker is None and w.session is None
 
-    monkeypatch.setattr("napari_agile.modelio._bundled_path", lambda *_: tmp_path / "not-installed.safetensors")
+    monkeypatch.setattr("napari_agile.modelio._bundled_path",
+                        lambda name="rat-brain": tmp_path / "not-installed.safetensors")
     w.model_edit.setText("")  # the bundled model missing: a clear message, no crash
     w.detect()
     assert any("bundled model" in e for e in _errors())
@@ -554,3 +555,114 @@ def test_enter_takes_the_picked_colour_and_unanswered_types_come_back(widget, qt
     _wait(qtbot, w)
     assert [w.type_list.item(i).text() for i in range(w.type_list.count())] == ["olig"]
     assert w.colors["olig"] == "#123456" and w.legend.text() == ""
+
+
+@pytest.fixture(scope="module")
+def any_panel_path(tmp_path_factory):
+    """A small stand-in for the bundled model for any panel (a per-channel encoder), untrained."""
+    cfg = ModelConfig(channels=(), encoder="per_channel", centre_block="nucleus", width=8, blocks=3, trunk_bin=2)
+    return AgileModel(cfg, init_params(cfg), 0.01, "head").save(tmp_path_factory.mktemp("any") / "any.safetensors")
+
+
+def _tick(widget, name, on=True):
+    item = widget.findItems(name, Qt.MatchFlag.MatchExactly)[0]
+    item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+
+def test_a_panel_of_other_names_with_a_channel_left_out(make_napari_viewer, qtbot, sim, any_panel_path, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    names = {"DAPI": "SYBR", "NeuN": "CD3", "S100": "CD20"}  # SYBR: a nuclear stain no name rule knows
+    for data, meta, _ in tissue_layer_data(sim.tissue.select(list(names)).rename(names)):
+        viewer.add_image(data, **meta)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_edit.setText(str(any_panel_path))
+    w.store_edit.setText(str(tmp_path / "session"))
+    notification_manager.records.clear()
+    assert w._ticked(w.channel_list) == ["SYBR", "CD3", "CD20"] and w._ticked(w.nuclear_list) == []
+    w.detect()  # no nuclear stain ticked: the message says where to tick one
+    assert any("under 'Nuclear channels'" in e for e in _errors()) and w.worker is None and w.session is None
+
+    _tick(w.channel_list, "CD20", False)  # the user leaves a channel out of the model
+    _tick(w.nuclear_list, "SYBR")
+    viewer.add_points([[5.0, 5.0]], name="pins")  # a layer event rebuilds the lists: the ticks stay
+    assert w._ticked(w.channel_list) == ["SYBR", "CD3"] and w._ticked(w.nuclear_list) == ["SYBR"]
+    w.detect()
+    _wait(qtbot, w)
+    session = w.session
+    assert session is not None, _errors()
+    assert session.config.channels == ("SYBR", "CD3") and session.config.nuclear == (True, False)
+    assert session.tissue.channel_names == ["SYBR", "CD3"]
+
+    w.add_type("T cell", "#ff00ff")
+    w.n_spin.setValue(4)
+    w.suggest()
+    _wait(qtbot, w)
+    assert len(w.suggested) == 4, _errors()
+    cd3 = session.tissue.data[1]
+    for cid in list(w.suggested):  # answered by the CD3 level under each nucleus
+        w.answer(bool(cd3[session.cells.labels == cid].mean() > np.median(cd3)), [cid])
+    assert len(session.types["T cell"].answers) == 4
+    w.adapt()
+    _wait(qtbot, w)
+    assert session.types["T cell"].params is not None, _errors()
+    session.threshold = 0.0
+    w.predict()
+    _wait(qtbot, w)
+    assert viewer.layers[TYPES].data.max() >= 1 and "T cell" in w.legend.text(), _errors()
+
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    meta = json.loads((tmp_path / "saved" / "session.json").read_text())
+    assert meta["channels"] == ["SYBR", "CD3"] and meta["nuclear"] == ["SYBR"]
+    _tick(w.channel_list, "CD20")  # ticks changed since: a loaded session brings its own back
+    _tick(w.nuclear_list, "CD3")
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert w.session is not session and w.session.config.channels == ("SYBR", "CD3"), _errors()
+    assert w._ticked(w.channel_list) == ["SYBR", "CD3"] and w._ticked(w.nuclear_list) == ["SYBR"]
+    assert set(w.session.types["T cell"].answers) == set(session.types["T cell"].answers)
+
+    _tick(w.channel_list, "CD3", False)  # only the nuclear stain left: refused, with what to tick
+    w.store_edit.setText(str(tmp_path / "other"))
+    notification_manager.records.clear()
+    w.detect()
+    assert any("tick at least one marker channel" in e for e in _errors()) and w.worker is None
+    assert not [e for e in _errors() if "failed" in e]
+
+
+def test_your_own_two_channel_image_picks_the_model_for_any_panel(make_napari_viewer, qtbot, sim, any_panel_path,
+                                                                   model_path, tmp_path, monkeypatch):
+    import napari_agile.modelio as modelio
+
+    bundled = {"rat-brain": model_path, "any-panel": any_panel_path}
+    monkeypatch.setattr(modelio, "_bundled_path", lambda name="rat-brain": bundled[name])
+    viewer = make_napari_viewer(show=True)
+    names = {"DAPI": "DNA", "NeuN": "CD3"}
+    for data, meta, _ in tissue_layer_data(sim.tissue.select(list(names)).rename(names)):
+        viewer.add_image(data, **meta)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.store_edit.setText(str(tmp_path / "session"))  # the Model field left empty: the bundled one for this panel
+    notification_manager.records.clear()
+    assert w._ticked(w.channel_list) == ["DNA", "CD3"] and w._ticked(w.nuclear_list) == ["DNA"]  # DNA: by name
+    w.detect()
+    _wait(qtbot, w)
+    assert w.session is not None and w.session.model.config.per_channel, _errors()
+    assert w.session.config.channels == ("DNA", "CD3") and w.session.config.nuclear == (True, False)
+    w.add_type("T cell")
+    w.suggest()
+    _wait(qtbot, w)
+    w.answer(True, w.suggested[:1])
+    w.answer(False, w.suggested[1:2])
+    w.adapt()
+    _wait(qtbot, w)
+    w.predict()
+    _wait(qtbot, w)
+    assert TYPES in viewer.layers and not [e for e in _errors() if "failed" in e], _errors()
+
+    w.model_edit.setText(str(model_path))  # the rat-brain model on this panel: what to do instead
+    w.store_edit.setText(str(tmp_path / "other"))
+    notification_manager.records.clear()
+    w.detect()
+    assert any("lacks" in e and "'Channel names'" in e for e in _errors()) and w.worker is None

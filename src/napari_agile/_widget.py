@@ -26,10 +26,10 @@ from qtpy.QtWidgets import (
 from . import _layers
 from .errors import AgileInputError
 from .export import NONE_TYPE, default_colors, export_table
-from .modelio import AgileModel, BUNDLED_MODEL, check_channels, load_model
+from .modelio import AgileModel, check_channels, load_model, pick_model
 from .nuclei import cells_from_labels, detect_nuclei
-from .session import SUGGEST_METHODS, Session
-from .tissue import NUCLEAR_CHANNELS, Tissue
+from .session import SUGGEST_METHODS, Session, panel_choice, panel_config
+from .tissue import Tissue, nuclear_flags
 from .uncertainty import SPREAD
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class AgileWidget(QWidget):
         self._model_cache: tuple[str, AgileModel] | None = None
         self._pbar = None
         self._unticked: set[str] = set()
+        self._excluded: set[str] = set()  # channels the user left out of the model (new channels come ticked)
         self._own: dict[str, Any] = {}  # _layers.CELLS/NUCLEI/SUGGESTED/TYPES -> the layer this widget made
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
@@ -144,8 +145,15 @@ class AgileWidget(QWidget):
                                    "Iba1, RECA1), for layers whose names are not the channels' (channel_1, ...).")
         self.names_edit.editingFinished.connect(self._refresh_channels)
         form.addRow("Channel names", self.names_edit)
+        self.channel_list = QListWidget()
+        self.channel_list.setToolTip("Channels the model reads: untick one to leave it out (a model for any panel; "
+                                     "the rat-brain model reads its own 7 channels).")
+        self.channel_list.setMinimumHeight(80)
+        self.channel_list.itemChanged.connect(self._on_channel_ticked)
+        form.addRow("Channels", self.channel_list)
         self.nuclear_list = QListWidget()
-        self.nuclear_list.setToolTip("Channels that stain every nucleus (summed for detection).")
+        self.nuclear_list.setToolTip("Channels that stain every nucleus (DAPI, Hoechst, DNA, ...): summed for "
+                                     "detection, and the model's nuclear stains.")
         self.nuclear_list.setMinimumHeight(80)
         form.addRow("Nuclear channels", self.nuclear_list)
         self.nuclei_combo = QComboBox()
@@ -154,7 +162,9 @@ class AgileWidget(QWidget):
         self.nuclei_combo.currentTextChanged.connect(self._on_nuclei_source)
         form.addRow("Nuclei", self.nuclei_combo)
         self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText(f"bundled: {BUNDLED_MODEL}")
+        self.model_edit.setPlaceholderText("bundled: rat-brain for its 7 channels, else any-panel")
+        self.model_edit.setToolTip("A model file (.safetensors), or a bundled model by name (rat-brain, any-panel); "
+                                   "empty: rat-brain when its 7 channels are ticked, else the model for any panel.")
         form.addRow("Model", self._with_browse(self.model_edit, self._browse_model))
         self.store_edit = QLineEdit()
         self.store_edit.setPlaceholderText("automatic (~/.napari-agile/sessions/...)")
@@ -374,16 +384,42 @@ class AgileWidget(QWidget):
         return typed if typed and len(typed) == len(layers) else [layer.name for layer in layers]
 
     def _refresh_channels(self) -> None:
+        """List the channels twice, for the model (ticked unless the user left them out) and as nuclear stains
+        (the user's ticks, else the nuclear stains by name)."""
         ticked = set(self._ticked(self.nuclear_list))
         names = self._channel_names()
-        self.nuclear_list.clear()
-        default = set(NUCLEAR_CHANNELS) & set(names)
+        default = {n for n, flag in zip(names, nuclear_flags(names)) if flag}
+        self._fill(self.channel_list, names, set(names) - self._excluded)
+        self._fill(self.nuclear_list, names, ticked if ticked & set(names) else default)
+
+    @staticmethod
+    def _fill(widget: QListWidget, names: list[str], on: set[str]) -> None:
+        widget.blockSignals(True)
+        widget.clear()
         for name in names:
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            on = name in ticked if ticked & set(names) else name in default
-            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-            self.nuclear_list.addItem(item)
+            item.setCheckState(Qt.CheckState.Checked if name in on else Qt.CheckState.Unchecked)
+            widget.addItem(item)
+        widget.blockSignals(False)
+
+    def _on_channel_ticked(self, item: QListWidgetItem) -> None:
+        """Remember channels the user left out of the model."""
+        if item.checkState() == Qt.CheckState.Checked:
+            self._excluded.discard(item.text())
+        else:
+            self._excluded.add(item.text())
+
+    def _show_panel(self, session: Session) -> None:
+        """Tick the channels a session reads and, for a model for any panel, its nuclear stains (a nuclear stain
+        outside the model's channels, for detection only, keeps its tick)."""
+        names = self._channel_names()
+        cfg = session.config
+        self._excluded = set(names) - set(cfg.channels)
+        self._fill(self.channel_list, names, set(cfg.channels))
+        if cfg.per_channel:
+            outside = set(self._ticked(self.nuclear_list)) - set(cfg.channels)
+            self._fill(self.nuclear_list, names, {c for c, flag in zip(cfg.channels, cfg.nuclear) if flag} | outside)
 
     def tissue(self) -> Tissue:
         """The Tissue made of the ticked image layers (clear errors for anything that is not one section)."""
@@ -392,21 +428,22 @@ class AgileWidget(QWidget):
         self._frame = _layers.frame_kwargs(layers[0])
         return tissue
 
-    def model(self) -> AgileModel:
-        """The chosen model file, or the bundled one (loaded once, cached)."""
+    def model(self, channels: list[str] | None = None) -> AgileModel:
+        """The chosen model file, or the bundled one for the ticked `channels` (pick_model; loaded once, cached)."""
         path = self.model_edit.text().strip()
-        if self._model_cache is not None and self._model_cache[0] == path:
+        key = path or "\0" + "\0".join(channels or [])
+        if self._model_cache is not None and self._model_cache[0] == key:
             return self._model_cache[1]
         try:
-            model = load_model(path or None)
-        except AgileInputError:
+            model = load_model(path) if path else pick_model(channels or [])
+        except AgileInputError as err:
             if path:
                 raise
             raise AgileInputError(
-                f"The bundled model ({BUNDLED_MODEL}) is not installed with this copy of napari-agile: choose a "
-                "model file next to 'Model' (…), or make one with `napari-agile meta-train`."
+                f"The bundled model for these channels is not installed with this copy of napari-agile ({err}): "
+                "choose a model file next to 'Model' (…), or make one with `napari-agile meta-train`."
             ) from None
-        self._model_cache = (path, model)
+        self._model_cache = (key, model)
         return model
 
     # ---- workers ----------------------------------------------------------------------------
@@ -514,8 +551,10 @@ class AgileWidget(QWidget):
         self._guard(self._detect)
 
     def _detect(self) -> None:
+        self._refresh_channels()  # names typed without Enter (or set from code) count too
         tissue = self.tissue()
-        model = self.model()
+        nuclear = self._ticked(self.nuclear_list)
+        model = self.model([n for n in self._ticked(self.channel_list) if n in tissue.channel_names])
         if tissue.n_channels == 1 and len(model.channels) > 1:
             raise AgileInputError(
                 f"Only one channel is ticked ({tissue.channel_names[0]!r}) but the model reads "
@@ -527,7 +566,9 @@ class AgileWidget(QWidget):
         except AgileInputError as err:
             raise AgileInputError(f"{err} Here: rename the channel layers, or type the names in order under "
                                   "'Channel names'.") from None
-        channels = self._ticked(self.nuclear_list) or None
+        panel = panel_choice(model, tissue.channel_names, self._ticked(self.channel_list), nuclear)
+        panel_config(model, tissue, panel.get("channels"), panel.get("nuclear"))  # refused now, not after detection
+        channels = nuclear or None
         store = self.store_edit.text().strip() or None
         if store and (Path(store) / "session.json").exists():
             raise AgileInputError(
@@ -543,7 +584,7 @@ class AgileWidget(QWidget):
             else:
                 cells = cells_from_labels(mask, tissue.shape)
             progress.phase(f"Cutting patches around {len(cells)} cells")
-            return Session(tissue, cells, model, store=store, progress=progress)
+            return Session(tissue, cells, model, store=store, progress=progress, **panel)
 
         if mask is None:
             self._run("Detecting nuclei", work, self._on_session)
@@ -559,6 +600,7 @@ class AgileWidget(QWidget):
 
     def _on_session(self, session: Session, show_nuclei: bool = True) -> None:
         self.session = session
+        self._show_panel(session)  # a loaded session's channels, as session.json has them
         table = session.cells.table
         frame = self._frame
         for key in list(self._own):  # this widget's layers only: a user's layer named 'cells' stays

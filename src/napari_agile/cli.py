@@ -75,10 +75,18 @@ def _check_tiff_name(path: Path, option: str) -> None:
                               f"{_image_stem(path)}{'.ome' if option == '--out' else ''}.tif).")
 
 
-def _add_detection_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
-                   help="channel(s) that stain every nucleus, summed for detection (default: DAPI and Histones)")
+def _add_detection_options(p: argparse.ArgumentParser, default: str = "DAPI and Histones", also: str = "",
+                            flags: tuple[str, ...] = ("--nuclear",)) -> None:
+    p.add_argument(*flags, dest="nuclear", nargs="+", default=None, metavar="NAME",
+                   help=f"channel(s) that stain every nucleus, summed for detection{also} (default: {default})")
     p.add_argument("--diameter", type=float, default=24.0, help="typical nucleus width in pixels (default 24)")
+
+
+def _add_panel_options(p: argparse.ArgumentParser, default: str) -> None:
+    """--channels: the channels a model for any panel reads (a fixed-panel model reads its own)."""
+    p.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                   help="the channels the model reads, nuclear stains among them (a model for any panel; the "
+                        f"rat-brain model reads its own 7) (default: {default})")
 
 
 def _add_detect(p: argparse.ArgumentParser) -> None:
@@ -88,7 +96,7 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", nargs="+", default=None, metavar="NAME",
                    help="channel names in file order, for images that do not name their channels "
                         "(e.g. --names DAPI Histones NeuN)")
-    _add_detection_options(p)
+    _add_detection_options(p, flags=("--nuclear", "--channels"))  # --channels: detect's older name for it
     p.add_argument("--out", type=Path, default=Path("cells.csv"),
                    help="table of detected nuclei, one row per cell (id, centre y/x, area, box); "
                         ".csv, or .tsv for the lab format (default cells.csv)")
@@ -110,7 +118,7 @@ def _run_detect(args: argparse.Namespace) -> None:
     bar = _LazyBar("detecting nuclei", "tile")
     with read_tissue(args.image, channel_names=args.names) as tissue:
         try:
-            cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter, progress=bar)
+            cells = detect_nuclei(tissue, channels=args.nuclear, diameter=args.diameter, progress=bar)
         finally:
             bar.close()
     write_cell_table(cells, args.out)
@@ -208,13 +216,16 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", type=Path, nargs="+", default=None, metavar="MASK",
                    help="nucleus label images (TIFF, one integer id per nucleus), one per image in the same order, "
                         "instead of detecting the nuclei")
-    _add_detection_options(p)
+    _add_panel_options(p, "the saved session's")
+    _add_detection_options(p, default="the saved session's, else DAPI and Histones",
+                           also=", and the model's nuclear stains")
     p.add_argument("--out", type=Path, default=Path("predictions"),
                    help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type; "
                         "default: predictions, in the current folder)")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
+    import json
     import tempfile
 
     from .nuclei import cells_from_labels, detect_nuclei, read_mask
@@ -230,16 +241,19 @@ def _run_predict(args: argparse.Namespace) -> None:
         raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
                               "its own --out folder.")
     Session.check_saved(args.session)
+    saved_nuclear = json.loads((args.session / "session.json").read_text()).get("nuclear") or None
     args.out.mkdir(parents=True, exist_ok=True)
     failed, bar = [], _LazyBar("images", "image")  # drawn once an image is done; gone at the end
     for k, (image, dest) in enumerate(zip(args.images, dests)):
         try:  # one bad image is named and skipped; the others are still typed
             with read_tissue(image, channel_names=args.names) as tissue, tempfile.TemporaryDirectory() as scratch:
                 if args.masks is None:
-                    cells = detect_nuclei(tissue, channels=args.channels, diameter=args.diameter)
+                    cells = detect_nuclei(tissue, channels=args.nuclear or saved_nuclear, diameter=args.diameter)
                 else:
                     cells = cells_from_labels(read_mask(args.masks[k]), tissue.shape)
-                table = Session.apply_saved(args.session, tissue, cells, store=scratch).predict()
+                session = Session.apply_saved(args.session, tissue, cells, store=scratch, channels=args.channels,
+                                              nuclear=args.nuclear)
+                table = session.predict()
         except AgileInputError as exc:
             bar.write(f"{image}: skipped: {exc}", file=sys.stderr)
             failed.append(str(image))
@@ -262,12 +276,15 @@ def _image_stem(image: Path) -> str:
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("agile-demo"),
                    help="folder for every output (default agile-demo); an earlier demo's outputs there are replaced")
+    _add_panel_options(p, "all 7, read by the rat-brain model; fewer: the model for any panel")
+    p.add_argument("--nuclear", nargs="+", default=None, metavar="NAME",
+                   help="which of --channels stain every nucleus (default: by name, DAPI and Histones)")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, channels=args.channels, nuclear=args.nuclear)
 
 
 def _add_benchmark(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from .cells import Cells, write_cell_table
 from .errors import AgileInputError
 from .export import default_colors, write_geojson
 from .legend import legend_table, write_type_image
-from .modelio import AgileModel, load_model
+from .modelio import AgileModel, load_model, pick_model
 from .nuclei import detect_nuclei
 from .session import NONE_TYPE, Session
 from .synth import simulate_tissue
@@ -73,24 +73,29 @@ def _clear_earlier_demo(out: Path, log: Callable[[str], None]) -> None:
 
 def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
              rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = DEMO_SEED,
-             method: str = "auto", spread: int = SPREAD) -> dict:
+             method: str = "auto", spread: int = SPREAD, channels: Sequence[str] | None = None,
+             nuclear: Sequence[str] | None = None) -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
     `out` is new, empty, or an earlier demo's folder, whose outputs are replaced (logged); other files are refused.
 
     `seed` picks the simulated section (the bundled sample by default; benchmarks/demo_seeds.py varies it);
-    `method` and `spread` are how each round's cells are suggested (`Session.suggest`).
+    `method` and `spread` are how each round's cells are suggested (`Session.suggest`). `channels`: the channels the
+    model reads, of which `nuclear` stain every nucleus (default: by name; they are summed for detection too); the
+    default model is then the bundled one for those channels (`pick_model`: fewer than 7, the model for any panel).
     """
     out = Path(out)
     _clear_earlier_demo(out, log)
     sim = simulate_tissue(DEMO_SHAPE, seed=seed)
     write_ome_tiff(sim.tissue, out / "tissue.ome.tif")
-    cells = detect_nuclei(sim.tissue)
+    cells = detect_nuclei(sim.tissue, channels=nuclear)
     write_cell_table(cells, out / "cells.csv")
     log(f"detected {len(cells)} nuclei ({len(sim.cells)} in the truth)")
     truth = true_types(cells, sim.cells)
     truth_of = dict(zip(cells.ids.tolist(), truth))  # what an expert would answer, by cell id
-    session = Session(sim.tissue, cells, model or load_model(), store=out / "session")
+    if model is None:
+        model = load_model() if channels is None else pick_model(channels)
+    session = Session(sim.tissue, cells, model, store=out / "session", channels=channels, nuclear=nuclear)
     answer_from_truth(session, truth_of, types, rounds, per_round, method, spread)
     table = session.predict()
     table["true_type"] = truth

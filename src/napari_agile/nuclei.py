@@ -172,7 +172,7 @@ def _nuclear_channels(tissue: Tissue, channels: Sequence[str] | None) -> list[st
     if not found:
         raise AgileInputError(
             f"No nuclear stain found: nucleus detection looks for channels named {list(NUCLEAR_CHANNELS)}, and "
-            f"this tissue has {tissue.channel_names}. Pass channels=[...] (CLI: --channels) naming the channel(s) "
+            f"this tissue has {tissue.channel_names}. Pass channels=[...] (CLI: --nuclear) naming the channel(s) "
             "that stain every nucleus, or rename the channels."
         )
     return found

@@ -582,14 +582,17 @@ class Session:
 
     @classmethod
     def apply_saved(cls, path: str | Path, tissue: Tissue, cells: Cells, store: str | Path | None = None,
-                    device: str | None = None, progress: Progress | None = None) -> "Session":
+                    device: str | None = None, progress: Progress | None = None,
+                    channels: Sequence[str] | None = None, nuclear: Sequence[str] | None = None) -> "Session":
         """A session on new tissue with the cell types adapted in the saved session `path` (for batch prediction).
 
-        Batch-norm statistics are re-estimated on the new tissue; the answers stay with the original section.
+        Batch-norm statistics are re-estimated on the new tissue; the answers stay with the original section. A model
+        for any panel reads the saved session's channels and nuclear stains, or `channels` (of which `nuclear`, by
+        default the saved nuclear stains among them, else by name) where the new tissue names them otherwise.
         """
         saved = cls.check_saved(path)
         session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device,
-                                        progress=progress)
+                                        progress=progress, panel=(channels, nuclear))
         unlike = unlike_message(meta.get("profile", {}), session.profile)
         if unlike:
             warnings.warn(unlike, stacklevel=2)
@@ -602,15 +605,23 @@ class Session:
         return session
 
     @classmethod
-    def _from_saved(cls, path: Path, tissue: Tissue, cells: Cells, same_tissue: bool, **kwargs) -> tuple["Session", dict]:
+    def _from_saved(cls, path: Path, tissue: Tissue, cells: Cells, same_tissue: bool,
+                    panel: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
+                    **kwargs) -> tuple["Session", dict]:
         """A session with the saved folder's model and settings (MC passes, threshold, seed; on the same tissue
-        its intensity normaliser too), and the folder's session.json."""
+        its intensity normaliser too), and the folder's session.json; `panel`: (channels, nuclear) instead of the
+        saved ones."""
         meta = _read_meta(path)
         normalizer = Normalizer.from_dict(meta["normalizer"]) if same_tissue else None
         model = load_model(path / "model.safetensors")
-        panel = {"channels": meta.get("channels"), "nuclear": meta.get("nuclear")} if model.config.per_channel else {}
+        channels, nuclear = panel
+        if channels is None:
+            channels = meta.get("channels") if model.config.per_channel else None
+            nuclear = meta.get("nuclear") if nuclear is None and channels is not None else nuclear
+        elif nuclear is None and model.config.per_channel:
+            nuclear = [n for n in meta.get("nuclear") or () if n in channels] or None
         session = cls(tissue, cells, model, mc_passes=meta["mc_passes"], threshold=meta["threshold"],
-                      seed=meta["seed"], normalizer=normalizer, **panel, **kwargs)
+                      seed=meta["seed"], normalizer=normalizer, channels=channels, nuclear=nuclear, **kwargs)
         session.colors = dict(meta.get("colors", {}))
         session.type_thresholds = dict(meta.get("thresholds", {}))
         return session, meta
@@ -661,11 +672,44 @@ def panel_config(model: AgileModel, tissue: Tissue, channels: Sequence[str] | No
     if not any(flags):
         raise AgileInputError(f"None of the channels {names} is marked as a nuclear stain (DAPI, Hoechst, "
                               "Histone, DNA, ...): name the channel that stains every nucleus (nuclear=[...]; in the "
-                              "widget tick it under Nuclear).")
+                              "widget tick it under 'Nuclear channels').")
     if all(flags):
         raise AgileInputError(f"Every chosen channel ({names}) is a nuclear stain: cell types are told apart by "
                               "their markers, so include at least one marker channel.")
     return cfg.for_panel(names, flags)
+
+
+def panel_choice(model: AgileModel, names: Sequence[str], channels: Sequence[str],
+                 nuclear: Sequence[str]) -> dict[str, list[str]]:
+    """`Session(...)`'s channels= and nuclear= for a user's ticks on a tissue with channels `names`: `channels` the
+    ones the model is to read (the widget's 'Channels' ticks), `nuclear` the nuclear stains (its 'Nuclear channels'
+    ticks, which detection sums too). A model for any panel reads the ticked channels in the tissue's order, of which
+    the ticked nuclear stains are its nuclear ones (a nuclear stain left out of the model still serves detection); a
+    fixed-panel model reads its own channels ({} here), so none of them may be left out. Refused, saying which ticks
+    to change, where they cannot work."""
+    chosen = [n for n in names if n in set(channels)]
+    cfg = model.config
+    if not cfg.per_channel or cfg.channels:
+        left_out = [c for c in cfg.channels if c in names and c not in chosen]
+        if left_out:
+            raise AgileInputError(
+                f"This model reads the channels {list(cfg.channels)}, so {left_out} cannot be left out: tick them "
+                "under 'Channels', or use the model for any panel (empty the 'Model' field, or type any-panel), "
+                "which reads the channels you tick.")
+        return {}
+    if not chosen:
+        raise AgileInputError(f"No channel is ticked for the model: tick the channels it should read under "
+                              f"'Channels' (this tissue has {list(names)}).")
+    marked = [n for n in chosen if n in set(nuclear)]
+    if not marked:
+        raise AgileInputError(
+            f"None of the channels ticked for the model ({chosen}) is ticked as a nuclear stain: tick the channel "
+            "that stains every nucleus (DAPI, Hoechst, DNA, ...) under 'Nuclear channels', and under 'Channels'.")
+    if len(marked) == len(chosen):
+        raise AgileInputError(
+            f"Only nuclear stains ({chosen}) are ticked under 'Channels': cell types are told apart by their markers, "
+            "so tick at least one marker channel there too.")
+    return {"channels": chosen, "nuclear": marked}
 
 
 def _offset(progress: Progress, start: int, total: int) -> Progress:
