@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .device import pick_device
 from .errors import AgileInputError
 from .model import (ModelConfig, Params, estimate_stats, features, forward, head, head_keys, init_params,
-                    prototype_head)
+                    prototype_head, newton_head)
 from .tasks import Augmentation, PanelAugmentation, PanelDraw, Task, TaskPool, TaskTransform
 from .tissue import nuclear_flags
 
@@ -89,18 +89,19 @@ def adapt_params(
     """`steps` plain gradient steps on cross-entropy of (x, y) from `params` (MAML's inner loop).
 
     `create_graph` keeps the graph for second-order MAML; `scope='head'` updates the dense layer only.
-    With `cfg.head_init == "prototypes"` the dense layer first gains the support's class prototypes.
+    With `cfg.head_init` "prototypes" the dense layer first gains the support's class prototypes; with "newton" it
+    first takes one regularised Newton step on the support (`newton_head`).
     """
     keys = list(params) if scope == "all" else head_keys(params)
     params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True)
               for k, v in params.items()}
-    prototypes = cfg.head_init == "prototypes"
+    prototypes = cfg.head_init != "meta"
     # the support's features stay put while only the dense layer moves, and dropout in the head draws nothing
     # in the trunk: compute them once for the prototypes and every step
     fixed = scope == "head" and cfg.dropout_placement == "head"
     feats = features(cfg, params, x, stats, mc=False) if prototypes or fixed else None
     if prototypes:
-        params = prototype_head(cfg, params, feats, y)
+        params = (newton_head if cfg.head_init == "newton" else prototype_head)(cfg, params, feats, y)
     for _ in range(steps):
         logits = head(cfg, params, feats) if fixed else forward(cfg, params, x, stats)
         loss = F.cross_entropy(logits, y)

@@ -47,7 +47,10 @@ class ModelConfig:
     dropout_placement: str = "head"  # "head" (before the dense layer) or "blocks" (after every block)
     n_classes: int = 2
     head_init: str = "prototypes"  # adaptation starts the dense layer from "meta" weights only (the paper),
-    # or adds the support's class "prototypes" (Proto-MAML; measured in docs/method.md)
+    # adds the support's class "prototypes" (Proto-MAML), or takes one regularised "newton" step of the head's
+    # logistic loss on the support, which weighs each feature by how well it separates the labels, so a wide
+    # panel's unrelated channels stop drowning the type's markers (docs/method.md)
+    head_ridge: float = 0.3  # "newton": the step's ridge, relative to the support's mean feature variance
     centre_radius: int = 0  # > 0: the dense layer also sees every channel's mean inside this radius (patch pixels)
     # around the centre, standardised on the tissue: the centre cell's marker levels, which the pooled trunk
     # blurs with its neighbours' (docs/method.md); 0 is the paper's network
@@ -91,8 +94,10 @@ class ModelConfig:
             raise AgileInputError("mask_input needs centre_block 'nucleus' (the patches then carry the mask plane)")
         if self.dropout_placement not in ("head", "blocks"):
             raise AgileInputError("dropout_placement must be 'head' or 'blocks'")
-        if self.head_init not in ("meta", "prototypes"):
-            raise AgileInputError("head_init must be 'meta' or 'prototypes'")
+        if self.head_init not in ("meta", "prototypes", "newton"):
+            raise AgileInputError("head_init must be 'meta', 'prototypes' or 'newton'")
+        if not self.head_ridge > 0:
+            raise AgileInputError("head_ridge must be above 0")
         if self.patch_size % self.bin:
             raise AgileInputError("patch_size must be a multiple of bin")
         if self.trunk_bin < 1 or (self.input_size // self.trunk_bin) >> self.blocks < 1:
@@ -201,7 +206,7 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
         c_in = cfg.width
     bound = (1.0 / cfg.head_width) ** 0.5
     params["head.weight"] = (torch.rand(cfg.n_classes, cfg.head_width, generator=gen) * 2 - 1) * bound
-    if cfg.head_init == "prototypes":  # the prototypes start the head; its own weights learn a residual
+    if cfg.head_init != "meta":  # the support starts the head; its own weights learn a residual
         params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
     if cfg.centre_parts:  # one gain for the centre block, starting with as much weight as the whole trunk
@@ -370,6 +375,33 @@ def head_with_prototypes(cfg: ModelConfig, params: Params, protos: torch.Tensor)
     out = dict(params)
     out["head.weight"] = head_weight(cfg, params) + 2 * scale * protos
     out["head.bias"] = params["head.bias"] - scale * (protos**2).sum(1)
+    return out
+
+
+def newton_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.Tensor) -> Params:
+    """`params` after one Newton step of the dense layer's logistic loss on the labelled cells' features `feats`
+    (labels `y`), the step's curvature regularised by `cfg.head_ridge` times the mean feature variance.
+
+    The step is (F'WF + lam I)^-1 F'r on support-centred features (r: labels less current probabilities, W: their
+    variances), solved in the N x N dual form (N labels, far fewer than features); the bias takes the matching
+    intercept step. Unlike prototypes it discounts features that vary without separating the labels. Exact for two
+    classes (each logit row takes half the step of their difference), differentiable for meta-training."""
+    w, b = head_weight(cfg, params), params["head.bias"]
+    p = torch.softmax(F.linear(feats, w, b), 1)
+    r = F.one_hot(y, cfg.n_classes).to(feats.dtype) - p  # (N, K)
+    weight = (p * (1 - p)).clamp_min(1e-4)  # (N, K) curvature per cell and logit row
+    mean = feats.mean(0)
+    fc = feats - mean
+    lam = cfg.head_ridge * (fc**2).sum() / feats.shape[1]
+    gram = fc @ fc.T
+    eye = torch.eye(len(feats), dtype=feats.dtype, device=feats.device)
+    dual = torch.stack([torch.linalg.solve(weight[:, k, None] * gram + lam * eye, r[:, k])
+                        for k in range(cfg.n_classes)], 1)  # (N, K)
+    step_w = (fc.T @ dual).T / cfg.n_classes  # (K, D); two classes: the logit difference takes one Newton step
+    step_b = r.sum(0) / weight.sum(0) / cfg.n_classes
+    out = dict(params)
+    out["head.weight"] = w + step_w
+    out["head.bias"] = b + step_b - step_w @ mean
     return out
 
 
