@@ -62,12 +62,12 @@ def section(domain: str, seed: int) -> agile.synth.Simulation:
     return inner_cells(simulate_tissue((SECTION, SECTION), seed=seed, params=params, panel=panel))
 
 
-def pool_cells(sim, task: str, rng: np.random.Generator) -> agile.Cells:
-    """A balanced pool: up to POOL cells of `task` and as many others, from the section."""
-    t = sim.cells.table
+def pool_cells(cells: agile.Cells, task: str, rng: np.random.Generator) -> agile.Cells:
+    """A balanced pool: up to POOL cells of `task` and as many others, from `cells` (with a cell_type column)."""
+    t = cells.table
     pos, neg = t.index[t.cell_type == task].to_numpy(), t.index[t.cell_type != task].to_numpy()
     n = min(POOL, len(pos), len(neg))
-    return sim.cells.subset(np.sort(np.r_[rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
+    return cells.subset(np.sort(np.r_[rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
 
 
 def marker_means(tissue, cells, band: int = 8) -> np.ndarray:
@@ -116,7 +116,7 @@ def run(model_name: str, domain: str, seed: int, task: str, draw: int, rounds: s
     """Every method on one pool of a simulated section; accuracies by method."""
     sim = section(domain, seed)
     rng = np.random.default_rng([seed, draw, TASKS.index(task)])
-    cells = pool_cells(sim, task, rng)
+    cells = pool_cells(sim.cells, task, rng)
     truth = (cells.table.cell_type == task).to_numpy()
     out = {"model": model_name, "domain": domain, "seed": seed, "task": task, "draw": draw, "rounds": rounds,
            "channels": sim.tissue.n_channels, "pool": len(cells)}

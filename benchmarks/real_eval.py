@@ -24,7 +24,7 @@ import numpy as np
 
 import napari_agile as agile
 from napari_agile.nuclei import read_mask
-from panel_eval import METHODS, POOL, evaluate, table_rows
+from panel_eval import METHODS, evaluate, pool_cells, table_rows
 
 TASKS = {"mibi_granuloma": ("B_cell", "endothelial", "CD8_T"), "imc_pancreas": ("beta", "alpha")}
 
@@ -57,15 +57,12 @@ def main() -> None:
             print(f"skipped {name}: no {args.data / name} (make it with benchmarks/real_data/convert_{name}.py)")
             continue
         tissue, cells = load(args.data / name)
-        t = cells.table
         for task in tasks:
             for draw in range(args.draws):
                 if (args.model, name, task, draw, args.rounds) in seen:
                     continue
                 rng = np.random.default_rng([draw, len(task)])
-                pos, neg = t.index[t.cell_type == task].to_numpy(), t.index[t.cell_type != task].to_numpy()
-                n = min(POOL, len(pos), len(neg))
-                pool = cells.subset(np.sort(np.r_[rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
+                pool = pool_cells(cells, task, rng)
                 truth = (pool.table.cell_type == task).to_numpy()
                 record = {"model": args.model, "data": name, "task": task, "draw": draw, "rounds": args.rounds,
                           "channels": tissue.n_channels, "pool": len(pool),

@@ -273,4 +273,4 @@ def test_newton_head_finds_the_marker_under_a_shared_nuisance_that_drowns_protot
     for name, init in (("newton", newton_head), ("prototypes", prototype_head)):
         logits = head(cfg, init(cfg, params, feats[:16], y[:16]), feats[16:], mc=False)
         accuracy[name] = float((logits.argmax(1) == y[16:]).float().mean())
-    assert accuracy["newton"] > 0.9 > accuracy["prototypes"] + 0.1, accuracy
+    assert accuracy["newton"] > 0.75 > accuracy["prototypes"] + 0.15, accuracy
