@@ -274,3 +274,13 @@ def test_newton_head_finds_the_marker_under_a_shared_nuisance_that_drowns_protot
         logits = head(cfg, init(cfg, params, feats[:16], y[:16]), feats[16:], mc=False)
         accuracy[name] = float((logits.argmax(1) == y[16:]).float().mean())
     assert accuracy["newton"] > 0.75 > accuracy["prototypes"] + 0.15, accuracy
+
+
+def test_newton_head_takes_a_single_answer_without_failing():
+    """One answer (the first click of a session): the support's features do not vary, the step is the bias's."""
+    from napari_agile.model import newton_head
+
+    cfg = ModelConfig(channels=("a",), head_init="newton")
+    params = {"head.weight": torch.zeros(2, 5), "head.bias": torch.zeros(2)}
+    out = newton_head(cfg, params, torch.ones(1, 5), torch.tensor([1]))
+    assert torch.isfinite(out["head.weight"]).all() and out["head.bias"][1] > out["head.bias"][0]

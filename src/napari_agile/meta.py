@@ -95,19 +95,19 @@ def adapt_params(
     keys = list(params) if scope == "all" else head_keys(params)
     params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True)
               for k, v in params.items()}
-    prototypes = cfg.head_init != "meta"
+    from_support = cfg.head_init != "meta"  # prototypes or a Newton step start the dense layer from the support
     # the support's features stay put while only the dense layer moves, and dropout in the head draws nothing
-    # in the trunk: compute them once for the prototypes and every step
+    # in the trunk: compute them once for the head's start and every step
     fixed = scope == "head" and cfg.dropout_placement == "head"
-    feats = features(cfg, params, x, stats, mc=False) if prototypes or fixed else None
-    if prototypes:
+    feats = features(cfg, params, x, stats, mc=False) if from_support or fixed else None
+    if from_support:
         params = (newton_head if cfg.head_init == "newton" else prototype_head)(cfg, params, feats, y)
     for _ in range(steps):
         logits = head(cfg, params, feats) if fixed else forward(cfg, params, x, stats)
         loss = F.cross_entropy(logits, y)
-        # the prototypes' graph must outlive the step: the query loss reaches the trunk through them
+        # the head's start's graph must outlive the step: the query loss reaches the trunk through it
         grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph,
-                                    retain_graph=create_graph or prototypes)
+                                    retain_graph=create_graph or from_support)
         params = dict(params)
         for k, g in zip(keys, grads):
             params[k] = params[k] - lr * g

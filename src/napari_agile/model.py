@@ -392,7 +392,7 @@ def newton_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.
     weight = (p * (1 - p)).clamp_min(1e-4)  # (N, K) curvature per cell and logit row
     mean = feats.mean(0)
     fc = feats - mean
-    lam = cfg.head_ridge * (fc**2).sum() / feats.shape[1]
+    lam = (cfg.head_ridge * (fc**2).sum() / feats.shape[1]).clamp_min(1e-6)  # one answer: features do not vary
     gram = fc @ fc.T
     eye = torch.eye(len(feats), dtype=feats.dtype, device=feats.device)
     dual = torch.stack([torch.linalg.solve(weight[:, k, None] * gram + lam * eye, r[:, k])
