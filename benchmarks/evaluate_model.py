@@ -121,7 +121,7 @@ nucleus, typed by the brightest marker), which is what the paper's figures were 
 One step on 16 entropy-chosen labels {verdict}; docs/benchmarks.md says what comes next.
 Trained on simulated tissue only. On real sections expect to need more answers and more than one step;
 batch-norm statistics are re-estimated on each section, which absorbs staining and exposure differences,
-not different biology. A model for another marker panel: `napari-agile meta-train` with your own labelled cells.
+not different biology. Another marker panel: the bundled any-panel model (MODEL_CARD_any_panel.md) reads it as it is; or `napari-agile meta-train` with your own labelled cells.
 """
 
 

@@ -176,7 +176,7 @@ def render(records: list[dict], path: Path, by: tuple[str, ...] = ("model", "dom
         f"up to {POOL} + {POOL} cells of one fresh {SECTION} px section each; mean accuracy over runs ± standard error. "
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.", "",
         f"| {' | '.join(by)} | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
-        "|---|" * len(by) + "---|" + "---|" * (len(METHODS) + 1),
+        "|" + "---|" * len(by) + "---|" + "---|" * (len(METHODS) + 1),
     ]
     lines += table_rows(records, ("model", "domain"))
     path.write_text("\n".join(lines) + "\n")
