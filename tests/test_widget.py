@@ -666,3 +666,12 @@ def test_your_own_two_channel_image_picks_the_model_for_any_panel(make_napari_vi
     notification_manager.records.clear()
     w.detect()
     assert any("lacks" in e and "'Channel names'" in e for e in _errors()) and w.worker is None
+
+
+def test_the_dock_fits_a_1280_by_800_window(widget, qtbot):
+    w, window = widget, widget.viewer.window._qt_window
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.height() <= 800, timeout=3000)
+    assert w.minimumSizeHint().height() < 400 and w.minimumSizeHint().width() < 400  # the dock scrolls
+    canvas = widget.viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= 450  # the image keeps room beside the layer list and the dock

@@ -20,7 +20,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QColorDialog, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from . import _layers
@@ -129,7 +129,15 @@ class AgileWidget(QWidget):
 
     # ---- construction -----------------------------------------------------------------------
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
+        """The five steps in a scroll area, so the dock fits a laptop screen (a 1280 x 800 window)."""
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        QVBoxLayout(self).addWidget(scroll)
+        outer = QVBoxLayout(inner)
 
         box = QGroupBox("1. Tissue and nuclei")
         form = QFormLayout(box)
