@@ -675,3 +675,19 @@ def test_the_dock_fits_a_1280_by_800_window(widget, qtbot):
     assert w.minimumSizeHint().height() < 400 and w.minimumSizeHint().width() < 400  # the dock scrolls
     canvas = widget.viewer.window._qt_viewer.canvas.native
     assert canvas.width() >= 450  # the image keeps room beside the layer list and the dock
+
+
+def test_opened_before_the_image_it_ticks_every_nuclear_stain_and_forgets_them_for_a_new_image(
+        make_napari_viewer, sim):
+    viewer = make_napari_viewer(show=True)
+    w = AgileWidget(viewer)  # the user guide's order: the widget first, then the image, one layer at a time
+    viewer.window.add_dock_widget(w)
+    _open(viewer, sim)
+    assert w._ticked(w.nuclear_list) == ["DAPI", "Histones"]
+    w.nuclear_list.item(1).setCheckState(Qt.CheckState.Unchecked)  # the user's choice for this image
+    w._refresh_channels()
+    assert w._ticked(w.nuclear_list) == ["DAPI"]
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _open(viewer, sim, channels=("Histones", "DAPI", "NeuN"))  # another image: nuclear stains by name again
+    assert w._ticked(w.nuclear_list) == ["Histones", "DAPI"]

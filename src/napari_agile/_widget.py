@@ -112,6 +112,7 @@ class AgileWidget(QWidget):
         self._pbar = None
         self._unticked: set[str] = set()
         self._excluded: set[str] = set()  # channels the user left out of the model (new channels come ticked)
+        self._nuclear: tuple[list[str], set[str]] | None = None  # (channels, nuclear ticks) the user or a session chose
         self._own: dict[str, Any] = {}  # _layers.CELLS/NUCLEI/SUGGESTED/TYPES -> the layer this widget made
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
@@ -163,6 +164,7 @@ class AgileWidget(QWidget):
         self.nuclear_list.setToolTip("Channels that stain every nucleus (DAPI, Hoechst, DNA, ...): summed for "
                                      "detection, and the model's nuclear stains.")
         self.nuclear_list.setMinimumHeight(80)
+        self.nuclear_list.itemChanged.connect(self._on_nuclear_ticked)
         form.addRow("Nuclear channels", self.nuclear_list)
         self.nuclei_combo = QComboBox()
         self.nuclei_combo.setToolTip("Detect nuclei here, or use a nucleus label image you already have (a Labels "
@@ -393,12 +395,14 @@ class AgileWidget(QWidget):
 
     def _refresh_channels(self) -> None:
         """List the channels twice, for the model (ticked unless the user left them out) and as nuclear stains
-        (the user's ticks, else the nuclear stains by name)."""
-        ticked = set(self._ticked(self.nuclear_list))
+        (the ticks chosen for these very channels, else the nuclear stains by name: a choice made for other
+        channels, before the last layer arrived or on another image, does not stick)."""
         names = self._channel_names()
-        default = {n for n, flag in zip(names, nuclear_flags(names)) if flag}
+        if self._nuclear is not None and self._nuclear[0] != names:
+            self._nuclear = None
+        on = self._nuclear[1] if self._nuclear else {n for n, flag in zip(names, nuclear_flags(names)) if flag}
         self._fill(self.channel_list, names, set(names) - self._excluded)
-        self._fill(self.nuclear_list, names, ticked if ticked & set(names) else default)
+        self._fill(self.nuclear_list, names, on)
 
     @staticmethod
     def _fill(widget: QListWidget, names: list[str], on: set[str]) -> None:
@@ -418,6 +422,10 @@ class AgileWidget(QWidget):
         else:
             self._excluded.add(item.text())
 
+    def _on_nuclear_ticked(self, item: QListWidgetItem) -> None:
+        """Remember the user's nuclear stains for the channels listed now."""
+        self._nuclear = (self._channel_names(), set(self._ticked(self.nuclear_list)))
+
     def _show_panel(self, session: Session) -> None:
         """Tick the channels a session reads and, for a model for any panel, its nuclear stains (a nuclear stain
         outside the model's channels, for detection only, keeps its tick)."""
@@ -428,6 +436,7 @@ class AgileWidget(QWidget):
         if cfg.per_channel:
             outside = set(self._ticked(self.nuclear_list)) - set(cfg.channels)
             self._fill(self.nuclear_list, names, {c for c, flag in zip(cfg.channels, cfg.nuclear) if flag} | outside)
+            self._nuclear = (names, set(self._ticked(self.nuclear_list)))
 
     def tissue(self) -> Tissue:
         """The Tissue made of the ticked image layers (clear errors for anything that is not one section)."""
