@@ -691,3 +691,22 @@ def test_opened_before_the_image_it_ticks_every_nuclear_stain_and_forgets_them_f
         viewer.layers.remove(layer)
     _open(viewer, sim, channels=("Histones", "DAPI", "NeuN"))  # another image: nuclear stains by name again
     assert w._ticked(w.nuclear_list) == ["Histones", "DAPI"]
+
+
+def test_status_lines_follow_the_current_type_and_the_session_folder(widget, qtbot, tmp_path):
+    w = _with_suggestions(widget, qtbot)
+    assert "astrocyte" in w.status.text()
+    w.add_type("oligodendrocyte")
+    w.type_list.setCurrentRow(0)  # back to astrocyte: its suggestions are gone, so is the question
+    assert "Is cell" not in w.status.text() and "astrocyte" in w.status.text()
+    notification_manager.records.clear()
+    w.answer_yes()  # no cell in the question any more: says so
+    assert any("Select a cell first" in str(n.message) for n in notification_manager.records)
+    w.answer(True, [int(w.session.cells.ids[0])])
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert w.store_edit.text() == str(tmp_path / "saved")
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert w.session is not None and w.store_edit.text() == str(w.session.store)
+    assert "Add a cell type" not in w.status.text() and "astrocyte" in w.status.text()

@@ -636,8 +636,9 @@ class AgileWidget(QWidget):
         self.legend.setText("")  # the painted types were the previous session's
         self.suggested, self.cursor = [], -1
         self._refresh_answers()
+        item = self.type_list.currentItem()
         self.status.setText(f"{len(table)} cells. Answers are saved in {session.store}. "
-                            "Add a cell type, then Suggest.")
+                            + self._next_step(item.text() if item else None))
 
     def _layer(self, key: str):
         """This widget's layer for `key` (_layers.CELLS, ...) while it is in the viewer, else None."""
@@ -702,10 +703,20 @@ class AgileWidget(QWidget):
         self._refresh_answers()  # a new colour for the current type shows at once
 
     def _on_type_changed(self, name: str) -> None:
+        """Another type: its suggestions are gone, and so is the question about the previous type."""
         if self.suggested and (layer := self._layer(_layers.SUGGESTED)) is not None:
+            layer.selected_data = set()
             layer.data = np.empty((0, 2))
             self.suggested, self.cursor = [], -1
         self._refresh_answers()
+        if name and self.session is not None and self.worker is None:
+            self.status.setText(self._next_step(name))
+
+    def _next_step(self, name: str | None) -> str:
+        """What to do next for type `name` (None: no type yet)."""
+        if not name:
+            return "Add a cell type, then Suggest."
+        return f"Current type: {name}. Suggest, then answer y / n for each suggested cell."
 
     # ---- 3. suggest and answer --------------------------------------------------------------
     def suggest(self) -> None:
@@ -995,6 +1006,7 @@ class AgileWidget(QWidget):
             self._run("Saving session", lambda progress: session.save(path), self._on_saved)
 
     def _on_saved(self, path: Path) -> None:
+        self.store_edit.setText(str(path))
         self.status.setText(f"Answers are saved in {path}.")
         show_info(f"Session saved in {path}; later answers are saved there too.")
 
@@ -1007,7 +1019,11 @@ class AgileWidget(QWidget):
         path = path or self._ask_path("Open a session folder", save=False, folder=True)
         if path:
             self._run("Loading session", lambda progress: Session.load(path, tissue, progress=progress),
-                      self._on_session)
+                      self._on_loaded)
+
+    def _on_loaded(self, session: Session) -> None:
+        self.store_edit.setText(str(session.store))  # later answers go there
+        self._on_session(session)
 
     def export_csv(self, path: str | None = None) -> None:
         """Write every cell's probabilities, entropies and type as CSV."""
