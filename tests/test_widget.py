@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt
+from qtpy.QtWidgets import QPushButton
 
 from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES, camera
 from napari_agile._reader import tissue_layer_data
@@ -505,7 +506,7 @@ def test_buttons_that_need_cells_wait_for_a_session_and_for_a_running_job(widget
     w.detect()
     assert not w.detect_btn.isEnabled() and not w.file_buttons["Load session…"].isEnabled()
     _wait(qtbot, w)
-    assert w.suggest_btn.isEnabled() and save.isEnabled() and w.adapt_btn.isEnabled()
+    assert w.suggest_btn.isEnabled() and save.isEnabled()
     w.add_type("astrocyte")
     w.suggest()
     assert not save.isEnabled() and not w.file_buttons["Export CSV…"].isEnabled()
@@ -710,3 +711,23 @@ def test_status_lines_follow_the_current_type_and_the_session_folder(widget, qtb
     _wait(qtbot, w)
     assert w.session is not None and w.store_edit.text() == str(w.session.store)
     assert "Add a cell type" not in w.status.text() and "astrocyte" in w.status.text()
+
+
+def test_errors_show_in_the_status_line_and_buttons_wait_for_what_they_need(widget, qtbot):
+    w = widget
+    assert all(btn.toolTip() for btn in w.findChildren(QPushButton))
+    w.detect()
+    _wait(qtbot, w)
+    w.add_type("astrocyte")
+    assert not w.adapt_btn.isEnabled() and not w.predict_btn.isEnabled()  # no answers, nothing adapted
+    assert not w.file_buttons["Export CSV…"].isEnabled()
+    w.adapt()  # called anyway: the reason, in full, in the widget itself
+    assert "No answers for 'astrocyte'" in w.status.text()
+    w.answer(True, [int(w.session.cells.ids[0])])
+    assert w.adapt_btn.isEnabled() and not w.predict_btn.isEnabled()
+    w.adapt()
+    _wait(qtbot, w)
+    assert w.predict_btn.isEnabled() and w.file_buttons["Export CSV…"].isEnabled()
+    w.load_session(str(w.session.store.parent / "no-such-session"))  # an error inside a worker
+    _wait(qtbot, w)
+    assert "Error" in w.status.text() and "session" in w.status.text()

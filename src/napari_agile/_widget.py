@@ -180,7 +180,9 @@ class AgileWidget(QWidget):
         self.store_edit.setPlaceholderText("automatic (~/.napari-agile/sessions/...)")
         self.store_edit.setToolTip("Every answer is written here the moment you give it.")
         form.addRow("Session folder", self._with_browse(self.store_edit, self._browse_store))
-        self.detect_btn = self._button("Detect nuclei", self.detect, form)
+        self.detect_btn = self._button("Detect nuclei", self.detect, form,
+                                       "Find the nuclei in the ticked nuclear channels (or take the chosen Labels "
+                                       "layer) and cut a patch around each cell.")
         outer.addWidget(box)
 
         box = self.types_box = QGroupBox("2. Cell types")
@@ -190,9 +192,11 @@ class AgileWidget(QWidget):
         self.type_edit.setPlaceholderText("e.g. astrocyte")
         self.type_edit.returnPressed.connect(lambda: self.add_type(self.type_edit.text(), self._new_color))
         self.color_btn = QPushButton("colour")
+        self.color_btn.setToolTip("Pick the new type's colour (else one that stands out from the channel colours).")
         self.color_btn.clicked.connect(self._pick_new_color)
         self._new_color: str | None = None
         add = QPushButton("Add")
+        add.setToolTip("Add the typed cell type and make it the current one (Enter does the same).")
         add.clicked.connect(lambda: self.add_type(self.type_edit.text(), self._new_color))
         for w in (self.type_edit, self.color_btn, add):
             row.addWidget(w)
@@ -214,7 +218,8 @@ class AgileWidget(QWidget):
         self.spread_spin = self._spin("Spread", 1, 50, SPREAD, form)
         self.spread_spin.setToolTip("A round asks the cells that cover the spread × N most uncertain "
                                     "(1: the N most uncertain, as the paper).")
-        self.suggest_btn = self._button("Suggest", self.suggest, form)
+        self.suggest_btn = self._button("Suggest", self.suggest, form,
+                                        "Show the cells the model is least sure about for the current type.")
         self.click_mode = QComboBox()
         self.click_mode.addItems(CLICK_MODES)
         self.click_mode.setToolTip("'click = yes/no': a click on a nucleus answers it at once.")
@@ -222,7 +227,8 @@ class AgileWidget(QWidget):
         keys = QLabel("Keys: " + ", ".join(f"<b>{k}</b> {h}" for k, (_, h) in KEYS.items()))
         keys.setWordWrap(True)
         form.addRow(keys)
-        self.undo_btn = self._button("Undo last answer", self.undo, form)
+        self.undo_btn = self._button("Undo last answer", self.undo, form,
+                                     "Take back the last answer (key u).")
         self.count_label = QLabel("no answers yet")
         form.addRow(self.count_label)
         outer.addWidget(box)
@@ -230,8 +236,10 @@ class AgileWidget(QWidget):
         box = QGroupBox("4. Learn and predict")
         form = QFormLayout(box)
         self.steps_spin = self._spin("Gradient steps", 1, 100, 1, form)
-        self.adapt_btn = self._button("Adapt", self.adapt, form)
-        self.predict_btn = self._button("Predict", self.predict, form)
+        self.adapt_btn = self._button("Adapt", self.adapt, form,
+                                      "Teach the network the current type from its answers (needs an answer).")
+        self.predict_btn = self._button("Predict", self.predict, form,
+                                        "Paint every nucleus with its most probable type (needs an adapted type).")
         self.legend = QLabel("")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         form.addRow(self.legend)
@@ -240,6 +248,11 @@ class AgileWidget(QWidget):
         box = QGroupBox("5. Save and export")
         grid = QVBoxLayout(box)
         self.file_buttons: dict[str, QPushButton] = {}
+        tips = {"Save session…": "Write answers, adapted weights and cells to a folder you choose.",
+                "Load session…": "Reopen a saved session folder on the ticked image layers.",
+                "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
+                "Export GeoJSON…": "Write every cell classified by its type, for QuPath (needs an adapted type).",
+                "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`."}
         for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
                      ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
                      ("Save adapted model…", self.save_model, None, None)):
@@ -247,6 +260,7 @@ class AgileWidget(QWidget):
             for text, slot in zip(pair[::2], pair[1::2]):
                 if text:
                     btn = QPushButton(text)
+                    btn.setToolTip(tips[text])
                     btn.clicked.connect(lambda *_, s=slot: s())
                     row.addWidget(btn)
                     self.file_buttons[text] = btn
@@ -257,6 +271,7 @@ class AgileWidget(QWidget):
         self.bar = QProgressBar()
         self.bar.setVisible(False)
         self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the running job at its next step (answers are already saved).")
         self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(self.cancel)
         row.addWidget(self.bar)
@@ -264,11 +279,13 @@ class AgileWidget(QWidget):
         outer.addLayout(row)
         self.status = QLabel("Open a tissue image, tick its layers, then Detect nuclei.")
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         outer.addWidget(self.status)
         outer.addStretch(1)
 
-    def _button(self, text: str, slot: Callable[[], Any], form: QFormLayout) -> QPushButton:
+    def _button(self, text: str, slot: Callable[[], Any], form: QFormLayout, tip: str) -> QPushButton:
         btn = QPushButton(text)
+        btn.setToolTip(tip)
         btn.clicked.connect(lambda *_: slot())
         form.addRow(btn)
         return btn
@@ -287,6 +304,7 @@ class AgileWidget(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(edit)
         btn = QPushButton("…")
+        btn.setToolTip("Browse…")
         btn.setMaximumWidth(30)
         btn.clicked.connect(lambda *_: slot())
         row.addWidget(btn)
@@ -494,12 +512,7 @@ class AgileWidget(QWidget):
     def _set_busy(self, busy: bool, label: str = "") -> None:
         """Enable what can run now: nothing that starts work or reads the answers during a job (the type list
         too: a job's result belongs to the type it was started for), and what needs cells only with a session."""
-        for w in (self.detect_btn, self.types_box, self.file_buttons["Load session…"]):
-            w.setEnabled(not busy)
-        needs_session = [self.suggest_btn, self.adapt_btn, self.predict_btn, self.undo_btn,
-                         *(btn for text, btn in self.file_buttons.items() if text != "Load session…")]
-        for btn in needs_session:
-            btn.setEnabled(not busy and self.session is not None)
+        self._enable(busy)
         self.cancel_btn.setEnabled(busy)
         self.bar.setVisible(busy)
         self.bar.setRange(0, 0)
@@ -509,6 +522,23 @@ class AgileWidget(QWidget):
         elif self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+
+    def _enable(self, busy: bool) -> None:
+        """Nothing that starts work or reads the answers during a job (the type list too: a job's result belongs to
+        the type it was started for); what needs cells only with a session, Adapt only with answers for the current
+        type, Predict and Export only once a type is adapted."""
+        for w in (self.detect_btn, self.types_box, self.file_buttons["Load session…"]):
+            w.setEnabled(not busy)
+        ready = not busy and self.session is not None
+        for btn in (self.suggest_btn, self.undo_btn, self.file_buttons["Save session…"],
+                    self.file_buttons["Save adapted model…"]):
+            btn.setEnabled(ready)
+        item = self.type_list.currentItem()
+        state = self.session.types.get(item.text()) if ready and item else None
+        self.adapt_btn.setEnabled(state is not None and bool(state.answers))
+        adapted = ready and any(s.params is not None for s in self.session.types.values())
+        for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"]):
+            btn.setEnabled(adapted)
 
     def _on_progress(self, label: str, current: int, total: int) -> None:
         pbar = self._pbar  # updating it may run the event loop, where the job can finish and close it
@@ -525,12 +555,12 @@ class AgileWidget(QWidget):
     def _on_error(self, label: str, err: Exception) -> None:
         if isinstance(err, Cancelled):
             show_info(f"{label}: cancelled.")
+            self.status.setText(f"{label}: stopped.")
         elif isinstance(err, AgileInputError):
-            show_error(str(err))
+            self._fail(str(err))
         else:
             log.error("%s failed", label, exc_info=err)
-            show_error(f"{label} failed: {type(err).__name__}: {err}")
-        self.status.setText(f"{label}: stopped.")
+            self._fail(f"{label} failed: {type(err).__name__}: {err}")
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -549,7 +579,12 @@ class AgileWidget(QWidget):
         try:
             action()
         except AgileInputError as err:
-            show_error(str(err))
+            self._fail(str(err))
+
+    def _fail(self, message: str) -> None:
+        """An error, in full in the widget's status line (a toast is cut off) and as a notification."""
+        self.status.setText(f"Error: {message}")
+        show_error(message)
 
     def _need_session(self) -> Session:
         if self.session is None:
@@ -676,7 +711,7 @@ class AgileWidget(QWidget):
         """Add (or recolour) a cell type and make it the current one."""
         name = name.strip()
         if not name or name == NONE_TYPE:
-            show_error(f"A cell type needs a name (not empty, not {NONE_TYPE!r}).")
+            self._fail(f"A cell type needs a name (not empty, not {NONE_TYPE!r}).")
             return
         if color is None and name not in self.colors:
             color = default_colors([*self.colors, name])[name]
@@ -905,6 +940,7 @@ class AgileWidget(QWidget):
             sugg.features["answer"] = _layers.answer_column(sugg.features["id"].to_numpy(), answers)
         yes = sum(answers.values())
         self.count_label.setText(f"{name}: {yes} yes, {len(answers) - yes} no" if name else "no answers yet")
+        self._enable(self.worker is not None)
 
     # ---- 4. adapt and predict ---------------------------------------------------------------
     def adapt(self) -> None:
