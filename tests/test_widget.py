@@ -731,3 +731,20 @@ def test_errors_show_in_the_status_line_and_buttons_wait_for_what_they_need(widg
     w.load_session(str(w.session.store.parent / "no-such-session"))  # an error inside a worker
     _wait(qtbot, w)
     assert "Error" in w.status.text() and "session" in w.status.text()
+
+
+def test_load_brings_back_the_cell_types_layer_and_legend(widget, qtbot, tmp_path):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    w.answer(True, w.suggested[:2])
+    w.answer(False, w.suggested[2:4])
+    w.adapt()
+    _wait(qtbot, w)
+    w.predict()
+    _wait(qtbot, w)
+    painted, legend = np.asarray(viewer.layers[TYPES].data).copy(), w.legend.text()
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert TYPES in viewer.layers and np.array_equal(viewer.layers[TYPES].data, painted)
+    assert w.legend.text() == legend and "astrocyte" in legend

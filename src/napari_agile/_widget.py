@@ -1054,12 +1054,26 @@ class AgileWidget(QWidget):
         tissue = self.tissue()
         path = path or self._ask_path("Open a session folder", save=False, folder=True)
         if path:
-            self._run("Loading session", lambda progress: Session.load(path, tissue, progress=progress),
+            self._run("Loading session", lambda progress: self._open_session(path, tissue, progress),
                       self._on_loaded)
 
-    def _on_loaded(self, session: Session) -> None:
+    @staticmethod
+    def _open_session(path: str, tissue: Tissue, progress: _Progress) -> tuple[Session, Any]:
+        """The loaded session, with its prediction (table, painted types) when a type is adapted, else None."""
+        session = Session.load(path, tissue, progress=progress)
+        if not any(state.params is not None for state in session.types.values()):
+            return session, None
+        progress.phase("Predicting cell types")
+        table = session.predict(progress=progress)
+        return session, (table, session.paint(table))
+
+    def _on_loaded(self, result: tuple[Session, Any]) -> None:
+        """Show a loaded session, its cell-types layer and legend too."""
+        session, predicted = result
         self.store_edit.setText(str(session.store))  # later answers go there
         self._on_session(session)
+        if predicted is not None:
+            self._on_predicted(predicted)
 
     def export_csv(self, path: str | None = None) -> None:
         """Write every cell's probabilities, entropies and type as CSV."""
