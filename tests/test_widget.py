@@ -401,6 +401,16 @@ def _with_suggestions(w, qtbot):
     return w
 
 
+def _adapt_and_predict(w, qtbot, n):
+    """Answer yes on the first n suggested cells and no on the next n, Adapt, then Predict."""
+    w.answer(True, w.suggested[:n])
+    w.answer(False, w.suggested[n:2 * n])
+    w.adapt()
+    _wait(qtbot, w)
+    w.predict()
+    _wait(qtbot, w)
+
+
 def test_j_moves_the_answer_to_the_suggested_cell_off_an_older_selection(widget, qtbot):
     w, viewer = _with_suggestions(widget, qtbot), widget.viewer
     cells = viewer.layers[CELLS]
@@ -654,12 +664,7 @@ def test_your_own_two_channel_image_picks_the_model_for_any_panel(make_napari_vi
     w.add_type("T cell")
     w.suggest()
     _wait(qtbot, w)
-    w.answer(True, w.suggested[:1])
-    w.answer(False, w.suggested[1:2])
-    w.adapt()
-    _wait(qtbot, w)
-    w.predict()
-    _wait(qtbot, w)
+    _adapt_and_predict(w, qtbot, 1)
     assert TYPES in viewer.layers and not [e for e in _errors() if "failed" in e], _errors()
 
     w.model_edit.setText(str(model_path))  # the rat-brain model on this panel: what to do instead
@@ -735,12 +740,7 @@ def test_errors_show_in_the_status_line_and_buttons_wait_for_what_they_need(widg
 
 def test_load_brings_back_the_cell_types_layer_and_legend(widget, qtbot, tmp_path):
     w, viewer = _with_suggestions(widget, qtbot), widget.viewer
-    w.answer(True, w.suggested[:2])
-    w.answer(False, w.suggested[2:4])
-    w.adapt()
-    _wait(qtbot, w)
-    w.predict()
-    _wait(qtbot, w)
+    _adapt_and_predict(w, qtbot, 2)
     painted, legend = np.asarray(viewer.layers[TYPES].data).copy(), w.legend.text()
     w.save_session(str(tmp_path / "saved"))
     _wait(qtbot, w)
