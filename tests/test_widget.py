@@ -748,3 +748,17 @@ def test_load_brings_back_the_cell_types_layer_and_legend(widget, qtbot, tmp_pat
     _wait(qtbot, w)
     assert TYPES in viewer.layers and np.array_equal(viewer.layers[TYPES].data, painted)
     assert w.legend.text() == legend and "astrocyte" in legend
+
+
+def test_loading_a_session_on_another_section_of_the_same_size_is_refused(widget, qtbot, tmp_path):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    w.answer(True, w.suggested[:1])
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _open(viewer, simulate_tissue(SHAPE, seed=8))  # another section, the same size and channels
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert "another section" in w.status.text()
+    assert CELLS not in viewer.layers and NUCLEI not in viewer.layers  # the old nuclei are not drawn on it

@@ -1060,7 +1060,7 @@ class AgileWidget(QWidget):
     @staticmethod
     def _open_session(path: str, tissue: Tissue, progress: _Progress) -> tuple[Session, Any]:
         """The loaded session, with its prediction (table, painted types) when a type is adapted, else None."""
-        session = Session.load(path, tissue, progress=progress)
+        session = Session.load(path, tissue, progress=progress, strict=True)  # not on another section
         if not any(state.params is not None for state in session.types.values()):
             return session, None
         progress.phase("Predicting cell types")
