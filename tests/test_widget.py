@@ -748,6 +748,8 @@ def test_load_brings_back_the_cell_types_layer_and_legend(widget, qtbot, tmp_pat
     _wait(qtbot, w)
     assert TYPES in viewer.layers and np.array_equal(viewer.layers[TYPES].data, painted)
     assert w.legend.text() == legend and "astrocyte" in legend
+    types = viewer.layers[TYPES]
+    assert types.mode == "pan_zoom" and viewer.layers.selection.active is not types  # nothing paints by mistake
 
 
 def test_loading_a_session_on_another_section_of_the_same_size_is_refused(widget, qtbot, tmp_path):

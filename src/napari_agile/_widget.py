@@ -997,8 +997,10 @@ class AgileWidget(QWidget):
             self.viewer.layers.insert(self.viewer.layers.index(above) if above else len(self.viewer.layers), layer)
             self._own[_layers.TYPES] = layer
         self._show_types(layer, legend)
+        layer.mode = "pan_zoom"  # a look at the result, not a paint brush
         cells = self._cells_layer()
         cells.features = _layers.with_predictions(cells.features, table)
+        self.viewer.layers.selection.active = cells  # clicks and keys answer cells, they do not paint
         self.status.setText("Painted every nucleus with its most probable type (legend above).")
 
     def _show_types(self, layer: Labels, legend: pd.DataFrame) -> None:
