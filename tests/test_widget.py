@@ -764,3 +764,12 @@ def test_loading_a_session_on_another_section_of_the_same_size_is_refused(widget
     _wait(qtbot, w)
     assert "another section" in w.status.text()
     assert CELLS not in viewer.layers and NUCLEI not in viewer.layers  # the old nuclei are not drawn on it
+
+
+def test_type_colours_stand_out_from_the_channel_colours(widget):
+    w = widget
+    shown = np.array([layer.colormap.colors[-1][:3] for layer in w._selected_layers()])
+    for name in ("astrocyte", "neuron", "microglia"):
+        w.add_type(name)
+        rgb = np.array([int(w.colors[name][i:i + 2], 16) for i in (1, 3, 5)]) / 255
+        assert np.linalg.norm(shown - rgb, axis=1).min() >= 0.5, (name, w.colors[name])

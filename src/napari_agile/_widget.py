@@ -714,7 +714,8 @@ class AgileWidget(QWidget):
             self._fail(f"A cell type needs a name (not empty, not {NONE_TYPE!r}).")
             return
         if color is None and name not in self.colors:
-            color = default_colors([*self.colors, name])[name]
+            shown = [layer.colormap.colors[-1] for layer in self._selected_layers()]  # each channel's colour
+            color = default_colors([*self.colors, name], avoid=shown)[name]
         if color is not None:
             self.colors[name] = color
         if self.session is not None and self.session.colors.get(name) != self.colors[name]:
