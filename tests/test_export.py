@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,3 +46,11 @@ def test_default_colours_follow_the_order_types_were_named_not_the_first_cell(tm
     colors = {f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"] for f in features}
     want = default_colors(["astrocyte", "endothelial"])  # what the widget gives types named in this order
     assert colors == {n: [int(c[i : i + 2], 16) for i in (1, 3, 5)] for n, c in want.items()}
+
+
+def test_default_colours_keep_away_from_the_channel_colours():
+    colors = default_colors(["astrocyte", "neuron", "microglia"], avoid=["#ff0000", "#00ff00", (0.0, 0.0, 1.0)])
+    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors.values()]) / 255
+    for channel in np.eye(3):
+        assert np.linalg.norm(rgb - channel, axis=1).min() >= 0.5
+    assert default_colors(["a", "b"]) == {"a": "#e6194b", "b": "#3cb44b"}  # nothing to avoid: the palette's order

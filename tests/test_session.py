@@ -132,6 +132,8 @@ def test_loading_on_another_section_of_the_same_size_warns(session, recwarn):
     other = simulate_tissue((320, 320), seed=8).tissue  # opened in napari: no file to compare
     with pytest.warns(UserWarning, match="looks like another section"):
         Session.load(session.store, other)
+    with pytest.raises(AgileInputError, match="looks like another section"):  # the widget's way: refused
+        Session.load(session.store, other, strict=True)
 
 
 def test_loading_on_a_section_of_another_size_is_refused(session):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt
+from qtpy.QtWidgets import QPushButton
 
 from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES, camera
 from napari_agile._reader import tissue_layer_data
@@ -400,6 +401,16 @@ def _with_suggestions(w, qtbot):
     return w
 
 
+def _adapt_and_predict(w, qtbot, n):
+    """Answer yes on the first n suggested cells and no on the next n, Adapt, then Predict."""
+    w.answer(True, w.suggested[:n])
+    w.answer(False, w.suggested[n:2 * n])
+    w.adapt()
+    _wait(qtbot, w)
+    w.predict()
+    _wait(qtbot, w)
+
+
 def test_j_moves_the_answer_to_the_suggested_cell_off_an_older_selection(widget, qtbot):
     w, viewer = _with_suggestions(widget, qtbot), widget.viewer
     cells = viewer.layers[CELLS]
@@ -505,7 +516,7 @@ def test_buttons_that_need_cells_wait_for_a_session_and_for_a_running_job(widget
     w.detect()
     assert not w.detect_btn.isEnabled() and not w.file_buttons["Load session…"].isEnabled()
     _wait(qtbot, w)
-    assert w.suggest_btn.isEnabled() and save.isEnabled() and w.adapt_btn.isEnabled()
+    assert w.suggest_btn.isEnabled() and save.isEnabled()
     w.add_type("astrocyte")
     w.suggest()
     assert not save.isEnabled() and not w.file_buttons["Export CSV…"].isEnabled()
@@ -653,12 +664,7 @@ def test_your_own_two_channel_image_picks_the_model_for_any_panel(make_napari_vi
     w.add_type("T cell")
     w.suggest()
     _wait(qtbot, w)
-    w.answer(True, w.suggested[:1])
-    w.answer(False, w.suggested[1:2])
-    w.adapt()
-    _wait(qtbot, w)
-    w.predict()
-    _wait(qtbot, w)
+    _adapt_and_predict(w, qtbot, 1)
     assert TYPES in viewer.layers and not [e for e in _errors() if "failed" in e], _errors()
 
     w.model_edit.setText(str(model_path))  # the rat-brain model on this panel: what to do instead
@@ -666,3 +672,104 @@ def test_your_own_two_channel_image_picks_the_model_for_any_panel(make_napari_vi
     notification_manager.records.clear()
     w.detect()
     assert any("lacks" in e and "'Channel names'" in e for e in _errors()) and w.worker is None
+
+
+def test_the_dock_fits_a_1280_by_800_window(widget, qtbot):
+    w, window = widget, widget.viewer.window._qt_window
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.height() <= 800, timeout=3000)
+    assert w.minimumSizeHint().height() < 400 and w.minimumSizeHint().width() < 400  # the dock scrolls
+    canvas = widget.viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= 450  # the image keeps room beside the layer list and the dock
+
+
+def test_opened_before_the_image_it_ticks_every_nuclear_stain_and_forgets_them_for_a_new_image(
+        make_napari_viewer, sim):
+    viewer = make_napari_viewer(show=True)
+    w = AgileWidget(viewer)  # the user guide's order: the widget first, then the image, one layer at a time
+    viewer.window.add_dock_widget(w)
+    _open(viewer, sim)
+    assert w._ticked(w.nuclear_list) == ["DAPI", "Histones"]
+    w.nuclear_list.item(1).setCheckState(Qt.CheckState.Unchecked)  # the user's choice for this image
+    w._refresh_channels()
+    assert w._ticked(w.nuclear_list) == ["DAPI"]
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _open(viewer, sim, channels=("Histones", "DAPI", "NeuN"))  # another image: nuclear stains by name again
+    assert w._ticked(w.nuclear_list) == ["Histones", "DAPI"]
+
+
+def test_status_lines_follow_the_current_type_and_the_session_folder(widget, qtbot, tmp_path):
+    w = _with_suggestions(widget, qtbot)
+    assert "astrocyte" in w.status.text()
+    w.add_type("oligodendrocyte")
+    w.type_list.setCurrentRow(0)  # back to astrocyte: its suggestions are gone, so is the question
+    assert "Is cell" not in w.status.text() and "astrocyte" in w.status.text()
+    notification_manager.records.clear()
+    w.answer_yes()  # no cell in the question any more: says so
+    assert any("Select a cell first" in str(n.message) for n in notification_manager.records)
+    w.answer(True, [int(w.session.cells.ids[0])])
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert w.store_edit.text() == str(tmp_path / "saved")
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert w.session is not None and w.store_edit.text() == str(w.session.store)
+    assert "Add a cell type" not in w.status.text() and "astrocyte" in w.status.text()
+
+
+def test_errors_show_in_the_status_line_and_buttons_wait_for_what_they_need(widget, qtbot):
+    w = widget
+    assert all(btn.toolTip() for btn in w.findChildren(QPushButton))
+    w.detect()
+    _wait(qtbot, w)
+    w.add_type("astrocyte")
+    assert not w.adapt_btn.isEnabled() and not w.predict_btn.isEnabled()  # no answers, nothing adapted
+    assert not w.file_buttons["Export CSV…"].isEnabled()
+    w.adapt()  # called anyway: the reason, in full, in the widget itself
+    assert "No answers for 'astrocyte'" in w.status.text()
+    w.answer(True, [int(w.session.cells.ids[0])])
+    assert w.adapt_btn.isEnabled() and not w.predict_btn.isEnabled()
+    w.adapt()
+    _wait(qtbot, w)
+    assert w.predict_btn.isEnabled() and w.file_buttons["Export CSV…"].isEnabled()
+    w.load_session(str(w.session.store.parent / "no-such-session"))  # an error inside a worker
+    _wait(qtbot, w)
+    assert "Error" in w.status.text() and "session" in w.status.text()
+
+
+def test_load_brings_back_the_cell_types_layer_and_legend(widget, qtbot, tmp_path):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    _adapt_and_predict(w, qtbot, 2)
+    painted, legend = np.asarray(viewer.layers[TYPES].data).copy(), w.legend.text()
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert TYPES in viewer.layers and np.array_equal(viewer.layers[TYPES].data, painted)
+    assert w.legend.text() == legend and "astrocyte" in legend
+    types = viewer.layers[TYPES]
+    assert types.mode == "pan_zoom" and viewer.layers.selection.active is not types  # nothing paints by mistake
+
+
+def test_loading_a_session_on_another_section_of_the_same_size_is_refused(widget, qtbot, tmp_path):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    w.answer(True, w.suggested[:1])
+    w.save_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _open(viewer, simulate_tissue(SHAPE, seed=8))  # another section, the same size and channels
+    w.load_session(str(tmp_path / "saved"))
+    _wait(qtbot, w)
+    assert "another section" in w.status.text()
+    assert CELLS not in viewer.layers and NUCLEI not in viewer.layers  # the old nuclei are not drawn on it
+
+
+def test_type_colours_stand_out_from_the_channel_colours(widget):
+    w = widget
+    shown = np.array([layer.colormap.colors[-1][:3] for layer in w._selected_layers()])
+    for name in ("astrocyte", "neuron", "microglia"):
+        w.add_type(name)
+        rgb = np.array([int(w.colors[name][i:i + 2], 16) for i in (1, 3, 5)]) / 255
+        assert np.linalg.norm(shown - rgb, axis=1).min() >= 0.5, (name, w.colors[name])

@@ -20,7 +20,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QColorDialog, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from . import _layers
@@ -112,6 +112,7 @@ class AgileWidget(QWidget):
         self._pbar = None
         self._unticked: set[str] = set()
         self._excluded: set[str] = set()  # channels the user left out of the model (new channels come ticked)
+        self._nuclear: tuple[list[str], set[str]] | None = None  # (channels, nuclear ticks) the user or a session chose
         self._own: dict[str, Any] = {}  # _layers.CELLS/NUCLEI/SUGGESTED/TYPES -> the layer this widget made
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
@@ -129,7 +130,15 @@ class AgileWidget(QWidget):
 
     # ---- construction -----------------------------------------------------------------------
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
+        """The five steps in a scroll area, so the dock fits a laptop screen (a 1280 x 800 window)."""
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        QVBoxLayout(self).addWidget(scroll)
+        outer = QVBoxLayout(inner)
 
         box = QGroupBox("1. Tissue and nuclei")
         form = QFormLayout(box)
@@ -155,6 +164,7 @@ class AgileWidget(QWidget):
         self.nuclear_list.setToolTip("Channels that stain every nucleus (DAPI, Hoechst, DNA, ...): summed for "
                                      "detection, and the model's nuclear stains.")
         self.nuclear_list.setMinimumHeight(80)
+        self.nuclear_list.itemChanged.connect(self._on_nuclear_ticked)
         form.addRow("Nuclear channels", self.nuclear_list)
         self.nuclei_combo = QComboBox()
         self.nuclei_combo.setToolTip("Detect nuclei here, or use a nucleus label image you already have (a Labels "
@@ -170,7 +180,9 @@ class AgileWidget(QWidget):
         self.store_edit.setPlaceholderText("automatic (~/.napari-agile/sessions/...)")
         self.store_edit.setToolTip("Every answer is written here the moment you give it.")
         form.addRow("Session folder", self._with_browse(self.store_edit, self._browse_store))
-        self.detect_btn = self._button("Detect nuclei", self.detect, form)
+        self.detect_btn = self._button("Detect nuclei", self.detect, form,
+                                       "Find the nuclei in the ticked nuclear channels (or take the chosen Labels "
+                                       "layer) and cut a patch around each cell.")
         outer.addWidget(box)
 
         box = self.types_box = QGroupBox("2. Cell types")
@@ -180,9 +192,11 @@ class AgileWidget(QWidget):
         self.type_edit.setPlaceholderText("e.g. astrocyte")
         self.type_edit.returnPressed.connect(lambda: self.add_type(self.type_edit.text(), self._new_color))
         self.color_btn = QPushButton("colour")
+        self.color_btn.setToolTip("Pick the new type's colour (else one that stands out from the channel colours).")
         self.color_btn.clicked.connect(self._pick_new_color)
         self._new_color: str | None = None
         add = QPushButton("Add")
+        add.setToolTip("Add the typed cell type and make it the current one (Enter does the same).")
         add.clicked.connect(lambda: self.add_type(self.type_edit.text(), self._new_color))
         for w in (self.type_edit, self.color_btn, add):
             row.addWidget(w)
@@ -204,7 +218,8 @@ class AgileWidget(QWidget):
         self.spread_spin = self._spin("Spread", 1, 50, SPREAD, form)
         self.spread_spin.setToolTip("A round asks the cells that cover the spread × N most uncertain "
                                     "(1: the N most uncertain, as the paper).")
-        self.suggest_btn = self._button("Suggest", self.suggest, form)
+        self.suggest_btn = self._button("Suggest", self.suggest, form,
+                                        "Show the cells the model is least sure about for the current type.")
         self.click_mode = QComboBox()
         self.click_mode.addItems(CLICK_MODES)
         self.click_mode.setToolTip("'click = yes/no': a click on a nucleus answers it at once.")
@@ -212,7 +227,8 @@ class AgileWidget(QWidget):
         keys = QLabel("Keys: " + ", ".join(f"<b>{k}</b> {h}" for k, (_, h) in KEYS.items()))
         keys.setWordWrap(True)
         form.addRow(keys)
-        self.undo_btn = self._button("Undo last answer", self.undo, form)
+        self.undo_btn = self._button("Undo last answer", self.undo, form,
+                                     "Take back the last answer (key u).")
         self.count_label = QLabel("no answers yet")
         form.addRow(self.count_label)
         outer.addWidget(box)
@@ -220,8 +236,10 @@ class AgileWidget(QWidget):
         box = QGroupBox("4. Learn and predict")
         form = QFormLayout(box)
         self.steps_spin = self._spin("Gradient steps", 1, 100, 1, form)
-        self.adapt_btn = self._button("Adapt", self.adapt, form)
-        self.predict_btn = self._button("Predict", self.predict, form)
+        self.adapt_btn = self._button("Adapt", self.adapt, form,
+                                      "Teach the network the current type from its answers (needs an answer).")
+        self.predict_btn = self._button("Predict", self.predict, form,
+                                        "Paint every nucleus with its most probable type (needs an adapted type).")
         self.legend = QLabel("")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         form.addRow(self.legend)
@@ -230,6 +248,11 @@ class AgileWidget(QWidget):
         box = QGroupBox("5. Save and export")
         grid = QVBoxLayout(box)
         self.file_buttons: dict[str, QPushButton] = {}
+        tips = {"Save session…": "Write answers, adapted weights and cells to a folder you choose.",
+                "Load session…": "Reopen a saved session folder on the ticked image layers.",
+                "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
+                "Export GeoJSON…": "Write every cell classified by its type, for QuPath (needs an adapted type).",
+                "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`."}
         for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
                      ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
                      ("Save adapted model…", self.save_model, None, None)):
@@ -237,6 +260,7 @@ class AgileWidget(QWidget):
             for text, slot in zip(pair[::2], pair[1::2]):
                 if text:
                     btn = QPushButton(text)
+                    btn.setToolTip(tips[text])
                     btn.clicked.connect(lambda *_, s=slot: s())
                     row.addWidget(btn)
                     self.file_buttons[text] = btn
@@ -247,6 +271,7 @@ class AgileWidget(QWidget):
         self.bar = QProgressBar()
         self.bar.setVisible(False)
         self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the running job at its next step (answers are already saved).")
         self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(self.cancel)
         row.addWidget(self.bar)
@@ -254,11 +279,13 @@ class AgileWidget(QWidget):
         outer.addLayout(row)
         self.status = QLabel("Open a tissue image, tick its layers, then Detect nuclei.")
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         outer.addWidget(self.status)
         outer.addStretch(1)
 
-    def _button(self, text: str, slot: Callable[[], Any], form: QFormLayout) -> QPushButton:
+    def _button(self, text: str, slot: Callable[[], Any], form: QFormLayout, tip: str) -> QPushButton:
         btn = QPushButton(text)
+        btn.setToolTip(tip)
         btn.clicked.connect(lambda *_: slot())
         form.addRow(btn)
         return btn
@@ -277,6 +304,7 @@ class AgileWidget(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(edit)
         btn = QPushButton("…")
+        btn.setToolTip("Browse…")
         btn.setMaximumWidth(30)
         btn.clicked.connect(lambda *_: slot())
         row.addWidget(btn)
@@ -385,12 +413,14 @@ class AgileWidget(QWidget):
 
     def _refresh_channels(self) -> None:
         """List the channels twice, for the model (ticked unless the user left them out) and as nuclear stains
-        (the user's ticks, else the nuclear stains by name)."""
-        ticked = set(self._ticked(self.nuclear_list))
+        (the ticks chosen for these very channels, else the nuclear stains by name: a choice made for other
+        channels, before the last layer arrived or on another image, does not stick)."""
         names = self._channel_names()
-        default = {n for n, flag in zip(names, nuclear_flags(names)) if flag}
+        if self._nuclear is not None and self._nuclear[0] != names:
+            self._nuclear = None
+        on = self._nuclear[1] if self._nuclear else {n for n, flag in zip(names, nuclear_flags(names)) if flag}
         self._fill(self.channel_list, names, set(names) - self._excluded)
-        self._fill(self.nuclear_list, names, ticked if ticked & set(names) else default)
+        self._fill(self.nuclear_list, names, on)
 
     @staticmethod
     def _fill(widget: QListWidget, names: list[str], on: set[str]) -> None:
@@ -410,6 +440,10 @@ class AgileWidget(QWidget):
         else:
             self._excluded.add(item.text())
 
+    def _on_nuclear_ticked(self, item: QListWidgetItem) -> None:
+        """Remember the user's nuclear stains for the channels listed now."""
+        self._nuclear = (self._channel_names(), set(self._ticked(self.nuclear_list)))
+
     def _show_panel(self, session: Session) -> None:
         """Tick the channels a session reads and, for a model for any panel, its nuclear stains (a nuclear stain
         outside the model's channels, for detection only, keeps its tick)."""
@@ -420,6 +454,7 @@ class AgileWidget(QWidget):
         if cfg.per_channel:
             outside = set(self._ticked(self.nuclear_list)) - set(cfg.channels)
             self._fill(self.nuclear_list, names, {c for c, flag in zip(cfg.channels, cfg.nuclear) if flag} | outside)
+            self._nuclear = (names, set(self._ticked(self.nuclear_list)))
 
     def tissue(self) -> Tissue:
         """The Tissue made of the ticked image layers (clear errors for anything that is not one section)."""
@@ -477,12 +512,7 @@ class AgileWidget(QWidget):
     def _set_busy(self, busy: bool, label: str = "") -> None:
         """Enable what can run now: nothing that starts work or reads the answers during a job (the type list
         too: a job's result belongs to the type it was started for), and what needs cells only with a session."""
-        for w in (self.detect_btn, self.types_box, self.file_buttons["Load session…"]):
-            w.setEnabled(not busy)
-        needs_session = [self.suggest_btn, self.adapt_btn, self.predict_btn, self.undo_btn,
-                         *(btn for text, btn in self.file_buttons.items() if text != "Load session…")]
-        for btn in needs_session:
-            btn.setEnabled(not busy and self.session is not None)
+        self._enable(busy)
         self.cancel_btn.setEnabled(busy)
         self.bar.setVisible(busy)
         self.bar.setRange(0, 0)
@@ -492,6 +522,23 @@ class AgileWidget(QWidget):
         elif self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+
+    def _enable(self, busy: bool) -> None:
+        """Nothing that starts work or reads the answers during a job (the type list too: a job's result belongs to
+        the type it was started for); what needs cells only with a session, Adapt only with answers for the current
+        type, Predict and Export only once a type is adapted."""
+        for w in (self.detect_btn, self.types_box, self.file_buttons["Load session…"]):
+            w.setEnabled(not busy)
+        ready = not busy and self.session is not None
+        for btn in (self.suggest_btn, self.undo_btn, self.file_buttons["Save session…"],
+                    self.file_buttons["Save adapted model…"]):
+            btn.setEnabled(ready)
+        item = self.type_list.currentItem()
+        state = self.session.types.get(item.text()) if ready and item else None
+        self.adapt_btn.setEnabled(state is not None and bool(state.answers))
+        adapted = ready and any(s.params is not None for s in self.session.types.values())
+        for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"]):
+            btn.setEnabled(adapted)
 
     def _on_progress(self, label: str, current: int, total: int) -> None:
         pbar = self._pbar  # updating it may run the event loop, where the job can finish and close it
@@ -508,12 +555,12 @@ class AgileWidget(QWidget):
     def _on_error(self, label: str, err: Exception) -> None:
         if isinstance(err, Cancelled):
             show_info(f"{label}: cancelled.")
+            self.status.setText(f"{label}: stopped.")
         elif isinstance(err, AgileInputError):
-            show_error(str(err))
+            self._fail(str(err))
         else:
             log.error("%s failed", label, exc_info=err)
-            show_error(f"{label} failed: {type(err).__name__}: {err}")
-        self.status.setText(f"{label}: stopped.")
+            self._fail(f"{label} failed: {type(err).__name__}: {err}")
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -532,7 +579,12 @@ class AgileWidget(QWidget):
         try:
             action()
         except AgileInputError as err:
-            show_error(str(err))
+            self._fail(str(err))
+
+    def _fail(self, message: str) -> None:
+        """An error, in full in the widget's status line (a toast is cut off) and as a notification."""
+        self.status.setText(f"Error: {message}")
+        show_error(message)
 
     def _need_session(self) -> Session:
         if self.session is None:
@@ -619,8 +671,9 @@ class AgileWidget(QWidget):
         self.legend.setText("")  # the painted types were the previous session's
         self.suggested, self.cursor = [], -1
         self._refresh_answers()
+        item = self.type_list.currentItem()
         self.status.setText(f"{len(table)} cells. Answers are saved in {session.store}. "
-                            "Add a cell type, then Suggest.")
+                            + self._next_step(item.text() if item else None))
 
     def _layer(self, key: str):
         """This widget's layer for `key` (_layers.CELLS, ...) while it is in the viewer, else None."""
@@ -658,10 +711,11 @@ class AgileWidget(QWidget):
         """Add (or recolour) a cell type and make it the current one."""
         name = name.strip()
         if not name or name == NONE_TYPE:
-            show_error(f"A cell type needs a name (not empty, not {NONE_TYPE!r}).")
+            self._fail(f"A cell type needs a name (not empty, not {NONE_TYPE!r}).")
             return
         if color is None and name not in self.colors:
-            color = default_colors([*self.colors, name])[name]
+            shown = [layer.colormap.colors[-1] for layer in self._selected_layers()]  # each channel's colour
+            color = default_colors([*self.colors, name], avoid=shown)[name]
         if color is not None:
             self.colors[name] = color
         if self.session is not None and self.session.colors.get(name) != self.colors[name]:
@@ -685,10 +739,20 @@ class AgileWidget(QWidget):
         self._refresh_answers()  # a new colour for the current type shows at once
 
     def _on_type_changed(self, name: str) -> None:
+        """Another type: its suggestions are gone, and so is the question about the previous type."""
         if self.suggested and (layer := self._layer(_layers.SUGGESTED)) is not None:
+            layer.selected_data = set()
             layer.data = np.empty((0, 2))
             self.suggested, self.cursor = [], -1
         self._refresh_answers()
+        if name and self.session is not None and self.worker is None:
+            self.status.setText(self._next_step(name))
+
+    def _next_step(self, name: str | None) -> str:
+        """What to do next for type `name` (None: no type yet)."""
+        if not name:
+            return "Add a cell type, then Suggest."
+        return f"Current type: {name}. Suggest, then answer y / n for each suggested cell."
 
     # ---- 3. suggest and answer --------------------------------------------------------------
     def suggest(self) -> None:
@@ -877,6 +941,7 @@ class AgileWidget(QWidget):
             sugg.features["answer"] = _layers.answer_column(sugg.features["id"].to_numpy(), answers)
         yes = sum(answers.values())
         self.count_label.setText(f"{name}: {yes} yes, {len(answers) - yes} no" if name else "no answers yet")
+        self._enable(self.worker is not None)
 
     # ---- 4. adapt and predict ---------------------------------------------------------------
     def adapt(self) -> None:
@@ -933,8 +998,10 @@ class AgileWidget(QWidget):
             self.viewer.layers.insert(self.viewer.layers.index(above) if above else len(self.viewer.layers), layer)
             self._own[_layers.TYPES] = layer
         self._show_types(layer, legend)
+        layer.mode = "pan_zoom"  # a look at the result, not a paint brush
         cells = self._cells_layer()
         cells.features = _layers.with_predictions(cells.features, table)
+        self.viewer.layers.selection.active = cells  # clicks and keys answer cells, they do not paint
         self.status.setText("Painted every nucleus with its most probable type (legend above).")
 
     def _show_types(self, layer: Labels, legend: pd.DataFrame) -> None:
@@ -978,6 +1045,7 @@ class AgileWidget(QWidget):
             self._run("Saving session", lambda progress: session.save(path), self._on_saved)
 
     def _on_saved(self, path: Path) -> None:
+        self.store_edit.setText(str(path))
         self.status.setText(f"Answers are saved in {path}.")
         show_info(f"Session saved in {path}; later answers are saved there too.")
 
@@ -989,8 +1057,26 @@ class AgileWidget(QWidget):
         tissue = self.tissue()
         path = path or self._ask_path("Open a session folder", save=False, folder=True)
         if path:
-            self._run("Loading session", lambda progress: Session.load(path, tissue, progress=progress),
-                      self._on_session)
+            self._run("Loading session", lambda progress: self._open_session(path, tissue, progress),
+                      self._on_loaded)
+
+    @staticmethod
+    def _open_session(path: str, tissue: Tissue, progress: _Progress) -> tuple[Session, Any]:
+        """The loaded session, with its prediction (table, painted types) when a type is adapted, else None."""
+        session = Session.load(path, tissue, progress=progress, strict=True)  # not on another section
+        if not any(state.params is not None for state in session.types.values()):
+            return session, None
+        progress.phase("Predicting cell types")
+        table = session.predict(progress=progress)
+        return session, (table, session.paint(table))
+
+    def _on_loaded(self, result: tuple[Session, Any]) -> None:
+        """Show a loaded session, its cell-types layer and legend too."""
+        session, predicted = result
+        self.store_edit.setText(str(session.store))  # later answers go there
+        self._on_session(session)
+        if predicted is not None:
+            self._on_predicted(predicted)
 
     def export_csv(self, path: str | None = None) -> None:
         """Write every cell's probabilities, entropies and type as CSV."""

@@ -17,9 +17,20 @@ TYPE_PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4"
 NONE_TYPE = "none"
 
 
-def default_colors(names: Sequence[str]) -> dict[str, str]:
-    """A '#rrggbb' colour per cell type, from TYPE_PALETTE in order (cycled past 16 types)."""
-    return {name: TYPE_PALETTE[i % len(TYPE_PALETTE)] for i, name in enumerate(names)}
+#: how far (RGB distance, 0-1 per component) a default type colour keeps from every channel colour
+CLASH = 0.5
+
+
+def default_colors(names: Sequence[str], avoid: Sequence = ()) -> dict[str, str]:
+    """A '#rrggbb' colour per cell type, from TYPE_PALETTE in order (cycled past 16 types); colours closer than
+    CLASH to one of `avoid` (the channel colours shown under them) come last."""
+    shown = np.array([to_rgb255(c) for c in avoid], float).reshape(-1, 3) / 255
+
+    def clashes(color: str) -> bool:
+        return bool(len(shown)) and np.linalg.norm(shown - np.array(to_rgb255(color)) / 255, axis=1).min() < CLASH
+
+    palette = sorted(TYPE_PALETTE, key=clashes)  # stable: palette order within each group
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def to_rgb255(color) -> list[int]:

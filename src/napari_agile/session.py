@@ -514,9 +514,10 @@ class Session:
 
     @classmethod
     def load(cls, path: str | Path, tissue: Tissue, device: str | None = None,
-             progress: Progress | None = None) -> "Session":
+             progress: Progress | None = None, strict: bool = False) -> "Session":
         """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were.
-        `progress(done, total)` follows the cutting of every cell's patch, as in `Session(...)`."""
+        `progress(done, total)` follows the cutting of every cell's patch, as in `Session(...)`. A tissue that looks
+        like another section than the session's is warned about, or refused (AgileInputError) when `strict`."""
         path = Path(path)
         if not (path / "session.json").exists():
             raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
@@ -540,7 +541,10 @@ class Session:
         for name, state in session.types.items():
             state.params = session._saved_params(tensors, name)
         saved_source = meta.get("tissue_source")
-        session._warn_if_other_section(saved_source, tissue.source)
+        if other := session._other_section(saved_source, tissue.source):
+            if strict:
+                raise AgileInputError(other)
+            warnings.warn(other, stacklevel=2)
         session.tissue_source = saved_source or session.tissue_source
         if json.loads(json.dumps(session._meta())) != meta:  # an older folder is brought up to date; else only read
             try:
@@ -549,23 +553,23 @@ class Session:
                 warnings.warn(f"{err} The session is open, but what it learns now cannot be saved here.", stacklevel=2)
         return session
 
-    def _warn_if_other_section(self, saved_source: str | None, source: str | None) -> None:
-        """Warn when a reloaded session's section is not the one it was made on: by file name when both are files
-        (napari layers name none), and otherwise by the channel percentiles it was scaled with (the same pixels
+    def _other_section(self, saved_source: str | None, source: str | None) -> str | None:
+        """Why a reloaded session's section is not the one it was made on (None: it is): by file name when both are
+        files (napari layers name none), and otherwise by the channel percentiles it was scaled with (the same pixels
         give the same numbers: the sample is drawn with the session's seed)."""
         elsewhere = ("Load it on that section (or, for another section, use Session.apply_saved / napari-agile "
                      "predict).")
         files = [Path(src) for src in (saved_source, source) if src and Path(src).exists()]
         if len(files) == 2 and files[0].resolve() != files[1].resolve():
-            warnings.warn(f"This session was made on {saved_source}, not on {source}: its cells, nuclei and "
-                          f"intensity scaling are that section's. {elsewhere}", stacklevel=3)
-            return
+            return (f"This session was made on {saved_source}, not on {source}: its cells, nuclei and "
+                    f"intensity scaling are that section's. {elsewhere}")
         fresh = fit_normalizer(self.tissue, seed=self.seed)
         if not (np.allclose(fresh.low, self.normalizer.low, rtol=1e-3, atol=1e-3)
                 and np.allclose(fresh.high, self.normalizer.high, rtol=1e-3, atol=1e-3)):
-            warnings.warn("This section's intensities do not match the session's (the channel percentiles it was "
-                          "scaled with differ): it looks like another section than the one the session was made on. "
-                          f"{elsewhere}", stacklevel=3)
+            return ("This section's intensities do not match the session's (the channel percentiles it was "
+                    "scaled with differ): it looks like another section than the one the session was made on. "
+                    f"{elsewhere}")
+        return None
 
     @staticmethod
     def check_saved(path: str | Path) -> Path:
