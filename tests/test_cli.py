@@ -200,6 +200,17 @@ def test_channel_names_match_ignoring_case_and_suggest_the_closest(tmp_path, cap
     assert "Did you mean 'NeuN' (for 'NeuM')?" in capsys.readouterr().err
 
 
+def test_warnings_are_one_plain_line(monkeypatch, capsys):
+    import warnings
+
+    from napari_agile import cli
+
+    help_line, add, _ = cli.COMMANDS["synth"]
+    monkeypatch.setitem(cli.COMMANDS, "synth", (help_line, add, lambda args: warnings.warn("check the names")))
+    assert main(["synth", "--out", "x.tif"]) == 0
+    assert capsys.readouterr().err == "napari-agile synth: warning: check the names\n"
+
+
 def test_predict_help_names_its_default_folder(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"])

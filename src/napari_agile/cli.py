@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -395,10 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, run, and turn bad input into a plain message and exit code 2."""
+    """Entry point: parse, run, print warnings as plain lines, and turn bad input into a message and exit code 2."""
     args = build_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"napari-agile {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning  # one plain line, not Python's file, line and source
+            args.run(args)
     except AgileInputError as exc:
         print(f"napari-agile {args.command}: {exc}", file=sys.stderr)
         return 2
