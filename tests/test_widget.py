@@ -95,9 +95,11 @@ def test_whole_loop(widget, qtbot, tmp_path):
     assert {"id", "entropy", "question", "answer"} <= set(sugg.features.columns)
     assert sugg.features["question"].iloc[0].startswith("Is cell") and "astrocyte" in sugg.features["question"].iloc[0]
     assert np.all(sugg.features["entropy"].to_numpy()[:-1] >= 0)
-    # ring colours follow entropy: different entropies, different colours
+    # thin outlines around the cells, their colours following entropy within the round; the cell asked about thick
+    assert np.allclose(sugg.face_color[:, 3], 0) and np.all(sugg.size >= 2 * w.session.cells.diameter)
     if sugg.features["entropy"].nunique() > 1:
-        assert len({tuple(c) for c in np.round(sugg.face_color, 3)}) > 1
+        assert len({tuple(c) for c in np.round(sugg.border_color, 3)}) > 1
+    assert sugg.border_width[0] > 2 * sugg.border_width[1:].max()
     first = w.suggested[0]
     assert w.cursor == 0 and np.allclose(camera(viewer).center[-2:], sugg.data[0])
     assert w.status.text().startswith(f"1 of 6: Is cell {first} an astrocyte?")  # the question, at once
@@ -681,6 +683,10 @@ def test_the_dock_fits_a_1280_by_800_window(widget, qtbot):
     assert w.minimumSizeHint().height() < 400 and w.minimumSizeHint().width() < 400  # the dock scrolls
     canvas = widget.viewer.window._qt_viewer.canvas.native
     assert canvas.width() >= 450  # the image keeps room beside the layer list and the dock
+    qtbot.waitUntil(lambda: w.height() <= 800, timeout=3000)
+    for part in (w.status, w.cancel_btn):  # the question and Cancel stay in view, however far the steps scroll
+        top = part.mapTo(w, part.rect().topLeft()).y()
+        assert part.isVisible() and 0 <= top and top + part.height() <= w.height()
 
 
 def test_opened_before_the_image_it_ticks_every_nuclear_stain_and_forgets_them_for_a_new_image(

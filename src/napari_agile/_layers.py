@@ -142,20 +142,35 @@ def suggestion_features(ids: Sequence[int], p: np.ndarray, entropy: np.ndarray, 
 
 
 def suggestions_layer(frame: dict) -> Points:
-    """Rings around the cells to label, coloured by entropy (brighter = less sure)."""
-    return Points(np.empty((0, 2)), name=SUGGESTED, size=30, symbol="ring", face_colormap="plasma",
-                  border_width=0, **frame)
+    """Thin circles around the cells to label, coloured by entropy, wide enough to leave the cell itself in view."""
+    return Points(np.empty((0, 2)), name=SUGGESTED, size=30, symbol="o", face_color="transparent",
+                  border_colormap="plasma", border_width=RING, border_width_is_relative=True, **frame)
 
 
-def show_suggestions(layer: Points, centroids: np.ndarray, features: pd.DataFrame) -> None:
-    """Replace the suggestions in one go; ring colour = entropy on a fixed 0..ln 2 scale."""
+#: a suggestion's outline, as a fraction of its size; the cell in question is drawn CURRENT thick
+RING, CURRENT = 0.04, 0.1
+
+
+def show_suggestions(layer: Points, centroids: np.ndarray, features: pd.DataFrame, diameter: float) -> None:
+    """Replace the suggestions in one go: circles 2.5 nucleus diameters wide, coloured from the least uncertain of
+    this batch (dark) to the most (bright), so a round of near-equal entropies still tells its cells apart."""
     layer.selected_data = set()
     layer.data = centroids
     layer.features = features
-    layer.face_color = "entropy"
-    layer.face_colormap = "plasma"
-    layer.face_contrast_limits = (0.0, float(np.log(2)))
+    layer.size = 2.5 * diameter
+    layer.border_width = RING
+    layer.border_color = "entropy"
+    layer.border_colormap = "plasma"
+    low, high = (float(features["entropy"].min()), float(features["entropy"].max())) if len(features) else (0, 1)
+    layer.border_contrast_limits = (low, high) if high > low else (low - 1e-6, high + 1e-6)
     layer.refresh_colors(update_color_mapping=False)
+
+
+def mark_current(layer: Points, index: int) -> None:
+    """Draw the suggestion the question is about with a thick outline, the others thin."""
+    width = np.full(len(layer.data), RING)
+    width[index] = CURRENT
+    layer.border_width = width
 
 
 def type_colormap(names: Sequence[str], colors: Mapping[str, str]) -> DirectLabelColormap:

@@ -137,7 +137,8 @@ class AgileWidget(QWidget):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         inner = QWidget()
         scroll.setWidget(inner)
-        QVBoxLayout(self).addWidget(scroll)
+        root = QVBoxLayout(self)
+        root.addWidget(scroll)
         outer = QVBoxLayout(inner)
 
         box = QGroupBox("1. Tissue and nuclei")
@@ -276,12 +277,15 @@ class AgileWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         row.addWidget(self.bar)
         row.addWidget(self.cancel_btn)
-        outer.addLayout(row)
         self.status = QLabel("Open a tissue image, tick its layers, then Detect nuclei.")
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.PlainText)
-        outer.addWidget(self.status)
+        font = self.status.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)  # the question the user answers: readable at a glance
+        self.status.setFont(font)
         outer.addStretch(1)
+        root.addLayout(row)  # below the scroll area: the job, Cancel and the question never scroll away
+        root.addWidget(self.status)
 
     def _button(self, text: str, slot: Callable[[], Any], form: QFormLayout, tip: str) -> QPushButton:
         btn = QPushButton(text)
@@ -782,7 +786,7 @@ class AgileWidget(QWidget):
         answers = session.types[name].answers
         features = _layers.suggestion_features(ids, p[rows], h[rows], name, answers)
         layer = self._suggestions_layer()
-        _layers.show_suggestions(layer, session.cells.centroids[rows], features)
+        _layers.show_suggestions(layer, session.cells.centroids[rows], features, session.cells.diameter)
         self.suggested, self.cursor = list(ids), -1
         self.viewer.layers.selection.active = layer
         self.next_suggestion()  # shows the first question
@@ -798,6 +802,7 @@ class AgileWidget(QWidget):
             return
         self.cursor = (self.cursor + step) % len(self.suggested)
         layer.selected_data = {self.cursor}
+        _layers.mark_current(layer, self.cursor)
         if (cells := self._layer(_layers.CELLS)) is not None:  # the next answer is about this cell, not an older one
             cells.selected_data = set()
         self.viewer.layers.selection.active = layer

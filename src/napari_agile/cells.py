@@ -47,6 +47,11 @@ class Cells:
         """(N, 2) float array of (y, x) centres."""
         return self.table[["y", "x"]].to_numpy(dtype=np.float64)
 
+    @property
+    def diameter(self) -> float:
+        """Median nucleus diameter in pixels (of a disc of the median area; 24, the detector's default, without areas)."""
+        return median_diameter(self.table["area"] if "area" in self.table else []) or 24.0
+
     def check_labels(self) -> None:
         """A clear error when the table's ids are not the mask's ids (e.g. a 0-based table with a 1-based mask):
         most centres must sit on a nucleus of their own id, or every patch would read another cell's nucleus."""
@@ -133,3 +138,10 @@ def write_cell_table(cells: Cells | pd.DataFrame, path: str | Path, format: str 
     else:
         df.to_csv(p, index=False)
     return p
+
+
+def median_diameter(areas) -> float | None:
+    """Diameter of a disc of the median of the finite, positive `areas` (px); None when there are none."""
+    areas = np.asarray(areas, dtype=float)
+    areas = areas[np.isfinite(areas) & (areas > 0)]
+    return float(2 * np.sqrt(np.median(areas) / np.pi)) if len(areas) else None

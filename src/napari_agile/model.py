@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cells import median_diameter
 from .errors import AgileInputError
 
 Params = dict[str, torch.Tensor]
@@ -223,11 +224,10 @@ def head_keys(params: Params) -> list[str]:
 def patch_scale(cfg: ModelConfig, areas) -> float:
     """How much to magnify a section whose nuclei have these `areas` (px) so their median diameter is the model's
     `nucleus_px` (1.0 within 25% of it, or for a model that does not say; clipped to 1/4..4)."""
-    areas = np.asarray(areas, dtype=float)
-    areas = areas[np.isfinite(areas) & (areas > 0)]
-    if not cfg.nucleus_px or not len(areas):
+    diameter = median_diameter(areas)
+    if not cfg.nucleus_px or diameter is None:
         return 1.0
-    scale = cfg.nucleus_px / (2 * np.sqrt(np.median(areas) / np.pi))
+    scale = cfg.nucleus_px / diameter
     return 1.0 if 0.8 <= scale <= 1.25 else float(np.clip(scale, 0.25, 4.0))
 
 
