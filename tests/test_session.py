@@ -280,6 +280,7 @@ def test_only_adapted_types_claim_cells(session):
     session.annotate("microglia", session.cells.ids[:2], [True, False])  # answered, not adapted
     session.annotate("astrocyte", session.cells.ids[2:4], [True, False])
     session.adapt("astrocyte")
+    assert session.adapted == ["astrocyte"]
     session.threshold = 0.0  # every cell takes its most probable type
     with pytest.warns(UserWarning, match="Not adapted yet, so typing no cell: neuron, microglia"):
         table = session.predict()

@@ -540,7 +540,7 @@ class AgileWidget(QWidget):
         item = self.type_list.currentItem()
         state = self.session.types.get(item.text()) if ready and item else None
         self.adapt_btn.setEnabled(state is not None and bool(state.answers))
-        adapted = ready and any(s.params is not None for s in self.session.types.values())
+        adapted = ready and bool(self.session.adapted)
         for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"]):
             btn.setEnabled(adapted)
 
@@ -974,7 +974,7 @@ class AgileWidget(QWidget):
 
     def _need_adapted(self) -> Session:
         session = self._need_session()
-        if not any(state.params is not None for state in session.types.values()):
+        if not session.adapted:
             raise AgileInputError("No cell type is adapted yet: answer a few suggested cells of a type and press "
                                   "Adapt, then Predict or Export.")
         return session
@@ -1069,7 +1069,7 @@ class AgileWidget(QWidget):
     def _open_session(path: str, tissue: Tissue, progress: _Progress) -> tuple[Session, Any]:
         """The loaded session, with its prediction (table, painted types) when a type is adapted, else None."""
         session = Session.load(path, tissue, progress=progress, strict=True)  # not on another section
-        if not any(state.params is not None for state in session.types.values()):
+        if not session.adapted:
             return session, None
         progress.phase("Predicting cell types")
         table = session.predict(progress=progress)

@@ -386,6 +386,11 @@ class Session:
         samples = self._mc_samples(self._type(cell_type, create=False).name, progress)
         return samples.mean(0), predictive_entropy(samples)
 
+    @property
+    def adapted(self) -> list[str]:
+        """The cell types that have adapted weights (those predict() types cells with), in the order added."""
+        return [name for name, state in self.types.items() if state.params is not None]
+
     def predict(self, progress: Progress | None = None) -> pd.DataFrame:
         """Per cell: id, y, x, p_<type>, entropy_<type> for each adapted type, and the most probable `cell_type`.
 
@@ -395,7 +400,7 @@ class Session:
         """
         table = pd.DataFrame({"id": self.cells.ids, "y": self.cells.table["y"].to_numpy(),
                               "x": self.cells.table["x"].to_numpy()})
-        names = [name for name, state in self.types.items() if state.params is not None]
+        names = self.adapted
         waiting = [name for name in self.types if name not in names]
         if waiting:
             warnings.warn(f"Not adapted yet, so typing no cell: {', '.join(waiting)}. Answer a few suggested cells "
