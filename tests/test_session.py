@@ -405,3 +405,26 @@ def test_cell_ids_that_are_not_the_masks_are_refused(sim, model, tmp_path):
     assert not np.array_equal(shifted.ids, sim.cells.ids)
     with pytest.raises(AgileInputError, match="do not match the nucleus mask"):
         Session(sim.tissue, shifted, model, store=tmp_path / "s")
+
+
+def test_quality_holds_answers_out_and_names_the_answers_the_model_contradicts(sim, tmp_path):
+    session = Session(sim.tissue, sim.cells, load_model(), store=tmp_path / "q")
+    with pytest.raises(AgileInputError, match="not adapted yet"):
+        session.quality("neuron")
+    truth = sim.cells.table["cell_type"] == "neuron"
+    ids = [*truth.index[truth][:8], *truth.index[~truth][:8]]
+    session.annotate("neuron", ids, [bool(truth[i]) for i in ids])
+    session.adapt("neuron")
+    p, _ = session.probabilities("neuron")
+    surest = max(ids[:8], key=lambda i: p[session.cells.table.index.get_loc(i)])
+    session.annotate("neuron", [surest], [False])  # the clearest neuron answered "no": a slip of the key
+    session.adapt("neuron")
+    check = session.quality("neuron")
+    assert check.n_answers == 16 and sum(check.confusion.values()) == 16
+    assert check.agreement == (check.confusion["yes_said_yes"] + check.confusion["no_said_no"]) / 16
+    assert check.agreement >= 0.75  # a type the model knows well, held out
+    assert surest in check.contradicted and len(check.contradicted) <= 4
+    assert "contradicts" in check.summary() and str(surest) in check.summary()
+    session.annotate("astrocyte", ids[:3], [False, False, False])
+    session.adapt("astrocyte")
+    assert session.quality("astrocyte").agreement is None and "too few" in session.quality("astrocyte").summary()

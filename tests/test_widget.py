@@ -10,7 +10,7 @@ from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QPushButton
 
-from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES, camera
+from napari_agile._layers import CELLS, NUCLEI, SUGGESTED, TYPES, camera, text_overlay
 from napari_agile._reader import tissue_layer_data
 from napari_agile._widget import DETECT, AgileWidget
 from napari_agile.model import ModelConfig, init_params
@@ -779,3 +779,36 @@ def test_type_colours_stand_out_from_the_channel_colours(widget):
         w.add_type(name)
         rgb = np.array([int(w.colors[name][i:i + 2], 16) for i in (1, 3, 5)]) / 255
         assert np.linalg.norm(shown - rgb, axis=1).min() >= 0.5, (name, w.colors[name])
+
+
+def test_after_adapt_the_answers_are_checked_and_a_contradicted_one_is_a_click_away(widget, qtbot):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    w.answer(True, w.suggested[:3])
+    w.answer(False, w.suggested[3:6])
+    w.adapt()
+    _wait(qtbot, w)
+    check = w.session.quality("astrocyte")  # the headless twin of what the widget shows
+    assert "held out" in w.quality_label.text() and f"of {check.n_answers} answers" in w.quality_label.text()
+    assert all(f"href='{cid}'" in w.quality_label.text() for cid in check.contradicted), w.quality_label.text()
+    target = w.suggested[3]  # answered no
+    w.quality_label.linkActivated.emit(str(target))  # as a click on the cell's link does
+    yx = w.session.cells.table.loc[target, ["y", "x"]].to_numpy(float)
+    assert np.allclose(camera(viewer).center[-2:], yx) and f"Cell {target} (you said no)" in w.status.text()
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)
+    assert w.session.types["astrocyte"].answers[target] is True
+
+
+def test_h_and_the_question_button_show_the_keys_over_the_image(widget, qtbot):
+    w, viewer = widget, widget.viewer
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_H)
+    overlay = text_overlay(viewer)
+    assert overlay.visible and all(f"{key}   " in overlay.text for key in ("y", "n", "u", "j", "k", "h"))
+    qtbot.keyClick(canvas, Qt.Key.Key_H)
+    assert not overlay.visible
+    button = next(b for b in w.findChildren(QPushButton) if b.text() == "?")
+    button.click()
+    assert overlay.visible and "click = yes" in overlay.text

@@ -34,6 +34,12 @@ def camera(viewer):
     return scene.camera if scene is not None else viewer.camera
 
 
+def text_overlay(viewer):
+    """The viewer's text overlay: `viewer.canvas.overlays["text"]` from napari 0.9 on (`viewer.text_overlay` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.overlays["text"] if canvas is not None else viewer.text_overlay
+
+
 def _channel_data(layer: Image):
     return layer.data[0] if layer.multiscale else layer.data
 

@@ -27,6 +27,7 @@ from . import _layers
 from .errors import AgileInputError
 from .export import NONE_TYPE, default_colors, export_table
 from .modelio import AgileModel, check_channels, load_model, pick_model
+from .quality import AnswerQuality
 from .nuclei import cells_from_labels, detect_nuclei
 from .session import SUGGEST_METHODS, Session, panel_choice, panel_config
 from .tissue import Tissue, nuclear_flags
@@ -36,8 +37,10 @@ log = logging.getLogger(__name__)
 
 #: Keys bound on the viewer while the widget lives: key -> (widget method name, help text).
 KEYS = {"y": ("answer_yes", "yes"), "n": ("answer_no", "no"), "u": ("undo", "undo"),
-        "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell")}
+        "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell"),
+        "h": ("toggle_help", "show / hide these keys on the image")}
 CLICK_MODES = ("select + keys", "click = yes", "click = no")
+HELP_TITLE = "napari-agile keys (h hides this)"
 #: the 'Nuclei' choice that finds them in the nuclear channels; the other choices are the viewer's Labels layers
 DETECT = "detect in the nuclear channels"
 
@@ -227,7 +230,11 @@ class AgileWidget(QWidget):
         form.addRow("Mouse", self.click_mode)
         keys = QLabel("Keys: " + ", ".join(f"<b>{k}</b> {h}" for k, (_, h) in KEYS.items()))
         keys.setWordWrap(True)
-        form.addRow(keys)
+        help_btn = QPushButton("?")
+        help_btn.setMaximumWidth(30)
+        help_btn.setToolTip("Show or hide the keys on the image (key h).")
+        help_btn.clicked.connect(lambda *_: self.toggle_help())
+        form.addRow(help_btn, keys)
         self.undo_btn = self._button("Undo last answer", self.undo, form,
                                      "Take back the last answer (key u).")
         self.count_label = QLabel("no answers yet")
@@ -239,6 +246,14 @@ class AgileWidget(QWidget):
         self.steps_spin = self._spin("Gradient steps", 1, 100, 1, form)
         self.adapt_btn = self._button("Adapt", self.adapt, form,
                                       "Teach the network the current type from its answers (needs an answer).")
+        self.quality_label = QLabel("")
+        self.quality_label.setTextFormat(Qt.TextFormat.RichText)
+        self.quality_label.setWordWrap(True)
+        self.quality_label.setToolTip("After Adapt: each answer predicted by weights adapted on the other answers "
+                                      "only, and the answers the model now contradicts: click one to check it "
+                                      "(y / n changes the answer).")
+        self.quality_label.linkActivated.connect(lambda cid: self.show_cell(int(cid)))
+        form.addRow(self.quality_label)
         self.predict_btn = self._button("Predict", self.predict, form,
                                         "Paint every nucleus with its most probable type (needs an adapted type).")
         self.legend = QLabel("")
@@ -805,14 +820,26 @@ class AgileWidget(QWidget):
         _layers.mark_current(layer, self.cursor)
         if (cells := self._layer(_layers.CELLS)) is not None:  # the next answer is about this cell, not an older one
             cells.selected_data = set()
-        self.viewer.layers.selection.active = layer
-        yx = np.asarray(layer.data[self.cursor], float)
-        center = layer.data_to_world(yx)
-        cam = _layers.camera(self.viewer)
-        cam.center = tuple(center)
-        cam.zoom = max(cam.zoom, 3.0 / float(layer.scale[-1]))  # ~3 screen px a pixel
+        self._focus(layer, self.cursor)
         question = layer.features["question"].iloc[self.cursor]
         self.status.setText(f"{self.cursor + 1} of {len(self.suggested)}: {question}  (y / n, j = next)")
+
+    def toggle_help(self) -> None:
+        """Show or hide the answer keys (and the mouse modes) over the image, in the viewer's text overlay."""
+        overlay = _layers.text_overlay(self.viewer)
+        if overlay.visible and overlay.text.startswith(HELP_TITLE):
+            overlay.visible = False
+            return
+        lines = [f"{key}   {what}" for key, (_, what) in KEYS.items()]
+        overlay.text = "\n".join([HELP_TITLE, *lines, "Mouse: " + " / ".join(CLICK_MODES) + " (dock, 3.)"])
+        overlay.position, overlay.font_size, overlay.visible = "top_left", 12, True
+
+    def _focus(self, layer, row: int) -> None:
+        """Make `layer` the active one and centre the view on its point `row`, zoomed to ~3 screen px a pixel."""
+        self.viewer.layers.selection.active = layer
+        cam = _layers.camera(self.viewer)
+        cam.center = tuple(layer.data_to_world(np.asarray(layer.data[row], float)))
+        cam.zoom = max(cam.zoom, 3.0 / float(layer.scale[-1]))
 
     def next_suggestion(self) -> None:
         """Centre the view on the next suggested cell and select it."""
@@ -960,13 +987,33 @@ class AgileWidget(QWidget):
 
         def work(progress):
             session.adapt(name, steps=steps)
-            return name
+            progress.phase("Checking the answers held out")
+            return session.quality(name)
 
         self._run(f"Adapting {name}", work, self._on_adapted)
 
-    def _on_adapted(self, name: str) -> None:
-        n = len(self.session.types[name].answers)
-        self.status.setText(f"{name!r} adapted on {n} answers. Predict to see every cell, or Suggest again.")
+    def _on_adapted(self, check: AnswerQuality) -> None:
+        """Say how the adapted type does on its own answers, with the contradicted ones as links to the cells."""
+        self.status.setText(f"{check.cell_type!r} adapted on {check.n_answers} answers. Predict to see every cell, "
+                            "or Suggest again.")
+        links = ", ".join(f"<a href='{i}'>{i}</a>" for i in check.contradicted[:12])
+        more = " …" if len(check.contradicted) > 12 else ""
+        text = check.summary().split("; the model")[0]
+        self.quality_label.setText(f"{text}; the model contradicts your answer on {links}{more}" if links
+                                   else check.summary())
+
+    def show_cell(self, cell_id: int) -> None:
+        """Centre the view on a cell and select it, so y / n answer it (the contradicted answers link here)."""
+        layer = self._cells_layer()
+        rows = np.flatnonzero(layer.features["id"].to_numpy() == cell_id)
+        if not rows.size:
+            show_info(f"No cell {cell_id} in this session.")
+            return
+        layer.selected_data = {int(rows[0])}
+        self._focus(layer, int(rows[0]))
+        answer = self.session.types[self._current_type()].answers.get(cell_id) if self.session else None
+        said = "no answer" if answer is None else f"you said {'yes' if answer else 'no'}"
+        self.status.setText(f"Cell {cell_id} ({said}): y / n to answer it again, u to undo.")
 
     def predict(self) -> None:
         """Predict every cell's type and paint the nuclei with the type colours (in a worker)."""

@@ -33,6 +33,7 @@ from .patches import Normalizer, fit_normalizer, iter_patches
 from .storage import append_records, not_saved, read_json, recover_journal, write_atomic
 from .likeness import section_profile, unlike_message
 from .store import default_store
+from .quality import AnswerQuality, answer_quality
 from .thresholds import assign_types, fit_threshold, type_threshold
 from .tissue import Tissue, nuclear_flags
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
@@ -385,6 +386,11 @@ class Session:
         """(p, entropy) per cell for one type: MC-dropout mean probability and predictive entropy."""
         samples = self._mc_samples(self._type(cell_type, create=False).name, progress)
         return samples.mean(0), predictive_entropy(samples)
+
+    def quality(self, cell_type: str) -> AnswerQuality:
+        """How well an adapted type's answers are predicted when held out, and which answers the model contradicts
+        (quality.py): the check to make before trusting its predictions."""
+        return answer_quality(self, cell_type)
 
     @property
     def adapted(self) -> list[str]:
