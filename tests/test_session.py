@@ -428,3 +428,21 @@ def test_quality_holds_answers_out_and_names_the_answers_the_model_contradicts(s
     session.annotate("astrocyte", ids[:3], [False, False, False])
     session.adapt("astrocyte")
     assert session.quality("astrocyte").agreement is None and "too few" in session.quality("astrocyte").summary()
+
+
+def test_a_chosen_threshold_types_cells_is_saved_and_is_checked(session, tmp_path):
+    session.annotate("neuron", session.cells.ids[:4].tolist(), [True, False, True, False])
+    session.adapt("neuron")
+    session.set_threshold("neuron", 0.0)
+    assert (session.predict()["cell_type"] == "neuron").all()
+    painted = session.paint_probability("neuron")
+    p, _ = session.probabilities("neuron")
+    labels = session.cells.labels
+    first = session.cells.ids[0]
+    assert np.allclose(painted[labels == first], p[0]) and painted[labels == 0].max() == 0
+    assert Session.load(session.save(tmp_path / "saved"), session.tissue).type_thresholds["neuron"] == 0.0
+    for bad in (1.5, -0.1, float("nan"), "high", True):
+        with pytest.raises(AgileInputError, match="from 0 to 1"):
+            session.set_threshold("neuron", bad)
+    with pytest.raises(AgileInputError, match="No cell type 'neurons'"):
+        session.set_threshold("neurons", 0.5)

@@ -812,3 +812,29 @@ def test_h_and_the_question_button_show_the_keys_over_the_image(widget, qtbot):
     button = next(b for b in w.findChildren(QPushButton) if b.text() == "?")
     button.click()
     assert overlay.visible and "click = yes" in overlay.text
+
+
+def test_the_threshold_slider_retypes_cells_and_the_probability_image_follows_the_type(widget, qtbot, tmp_path):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    panel = w.threshold_panel
+    assert not panel.isEnabled()  # nothing predicted yet
+    _adapt_and_predict(w, qtbot, 3)
+    p = w.session.predict()["p_astrocyte"].to_numpy()
+    assert panel.isEnabled() and f"of {len(p)} cells reach" in panel.histogram.text()
+    panel.slider.setValue(0)  # as letting the slider go at 0 does: every cell reaches it
+    _wait(qtbot, w)
+    assert w.session.type_thresholds["astrocyte"] == 0.0
+    assert f"{len(p)} of {len(p)} cells reach 0.00" in panel.histogram.text()
+    assert (w._table["cell_type"] == "astrocyte").all(), _errors()
+    saved = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert saved["thresholds"]["astrocyte"] == 0.0  # kept with the session
+    panel.show_box.setChecked(True)
+    image = viewer.layers["probability"]
+    table = w.session.predict()
+    row = table.index[0]
+    y, x = np.round(table.loc[row, ["y", "x"]].to_numpy(float)).astype(int)
+    assert image.visible and np.isclose(image.data[y, x], table.loc[row, "p_astrocyte"], atol=1e-6)
+    assert "probability" not in [w.image_list.item(i).text() for i in range(w.image_list.count())]  # not a channel
+    w.add_type("endothelial")  # another type, not predicted: the view says so and the image hides
+    w.type_list.setCurrentRow(1)
+    assert not panel.isEnabled() and not image.visible

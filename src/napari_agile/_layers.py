@@ -21,6 +21,7 @@ CELLS = "cells"
 NUCLEI = "nuclei"
 SUGGESTED = "suggested cells"
 TYPES = "cell types"
+PROBABILITY = "probability"
 
 UNANSWERED = (1.0, 1.0, 1.0, 0.35)  # translucent white dot: no answer yet for the current type
 NO = (0.15, 0.15, 0.15, 1.0)  # dark dot with a white border: "no"
@@ -177,6 +178,11 @@ def mark_current(layer: Points, index: int) -> None:
     width = np.full(len(layer.data), RING)
     width[index] = CURRENT
     layer.border_width = width
+
+
+def probability_layer(data: np.ndarray, frame: dict) -> Image:
+    """Each nucleus painted with its probability of the current type, on a fixed 0..1 scale (0 stays black)."""
+    return Image(data, name=PROBABILITY, colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", **frame)
 
 
 def type_colormap(names: Sequence[str], colors: Mapping[str, str]) -> DirectLabelColormap:

@@ -27,9 +27,11 @@ from . import _layers
 from .errors import AgileInputError
 from .export import NONE_TYPE, default_colors, export_table
 from .modelio import AgileModel, check_channels, load_model, pick_model
+from ._threshold_panel import ThresholdPanel
 from .quality import AnswerQuality
 from .nuclei import cells_from_labels, detect_nuclei
 from .session import SUGGEST_METHODS, Session, panel_choice, panel_config
+from .thresholds import type_threshold
 from .tissue import Tissue, nuclear_flags
 from .uncertainty import SPREAD
 
@@ -116,7 +118,8 @@ class AgileWidget(QWidget):
         self._unticked: set[str] = set()
         self._excluded: set[str] = set()  # channels the user left out of the model (new channels come ticked)
         self._nuclear: tuple[list[str], set[str]] | None = None  # (channels, nuclear ticks) the user or a session chose
-        self._own: dict[str, Any] = {}  # _layers.CELLS/NUCLEI/SUGGESTED/TYPES -> the layer this widget made
+        self._own: dict[str, Any] = {}  # _layers.CELLS/NUCLEI/SUGGESTED/TYPES/PROBABILITY -> the layer it made
+        self._table: pd.DataFrame | None = None  # the last prediction (Session.predict's table)
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
         self._build()
@@ -259,6 +262,9 @@ class AgileWidget(QWidget):
         self.legend = QLabel("")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         form.addRow(self.legend)
+        self.threshold_panel = ThresholdPanel(lambda value: self._guard(lambda: self._set_threshold(value)),
+                                              lambda on: self._guard(lambda: self._show_probability(on)))
+        form.addRow(self.threshold_panel)
         outer.addWidget(box)
 
         box = QGroupBox("5. Save and export")
@@ -369,7 +375,9 @@ class AgileWidget(QWidget):
 
     # ---- layer and channel choice -----------------------------------------------------------
     def _image_layers(self) -> list[Image]:
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        """The viewer's image layers that can be tissue channels (not this widget's probability image)."""
+        own = self._own.get(_layers.PROBABILITY)
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer is not own]
 
     def _refresh_image_layers(self, *_: Any) -> None:
         if not self._alive["yes"]:
@@ -688,6 +696,8 @@ class AgileWidget(QWidget):
             self.add_type(name)
         self.type_list.setCurrentRow(0)  # the session's first type (no-op for a new session's empty list)
         self.legend.setText("")  # the painted types were the previous session's
+        self._table = None
+        self._refresh_threshold()
         self.suggested, self.cursor = [], -1
         self._refresh_answers()
         item = self.type_list.currentItem()
@@ -700,8 +710,8 @@ class AgileWidget(QWidget):
         return layer if layer is not None and layer in self.viewer.layers else None
 
     def _add_own(self, key: str, layer):
+        self._own[key] = layer  # known as ours before the viewer announces it (the image list skips it)
         self.viewer.add_layer(layer)
-        self._own[key] = layer
         return layer
 
     def _cells_layer(self):
@@ -764,6 +774,7 @@ class AgileWidget(QWidget):
             layer.data = np.empty((0, 2))
             self.suggested, self.cursor = [], -1
         self._refresh_answers()
+        self._refresh_threshold()
         if name and self.session is not None and self.worker is None:
             self.status.setText(self._next_step(name))
 
@@ -1054,7 +1065,39 @@ class AgileWidget(QWidget):
         cells = self._cells_layer()
         cells.features = _layers.with_predictions(cells.features, table)
         self.viewer.layers.selection.active = cells  # clicks and keys answer cells, they do not paint
+        self._table = table
+        self._refresh_threshold()
         self.status.setText("Painted every nucleus with its most probable type (legend above).")
+
+    def _refresh_threshold(self) -> None:
+        """The threshold view for the current type: its last predicted probabilities, threshold, probability image."""
+        item = self.type_list.currentItem()
+        name = item.text() if item else None
+        column = f"p_{name}"
+        known = self.session is not None and name in self.session.types
+        p = self._table[column].to_numpy() if known and self._table is not None and column in self._table else None
+        self.threshold_panel.show_type(p, type_threshold(self.session, name) if known else 0.5)
+        self._show_probability(self.threshold_panel.show_box.isChecked() and p is not None)
+
+    def _set_threshold(self, value: float) -> None:
+        """The slider let go: the current type's threshold, saved, and every cell typed again (cached probabilities)."""
+        session = self._need_adapted()
+        session.set_threshold(self._current_type(), value)
+        self.predict()
+
+    def _show_probability(self, on: bool) -> None:
+        """Paint (or hide) the 'probability' image: each nucleus its probability of the current type."""
+        layer = self._layer(_layers.PROBABILITY)
+        if not on or self._table is None or self.session is None:
+            if layer is not None:
+                layer.visible = False
+            return
+        name = self._current_type()
+        data = self.session.paint_probability(name, self._table)
+        if layer is None:
+            layer = self._add_own(_layers.PROBABILITY, _layers.probability_layer(data, self._frame))
+        layer.data, layer.visible = data, True
+        layer.metadata["cell_type"] = name
 
     def _show_types(self, layer: Labels, legend: pd.DataFrame) -> None:
         """Colour the painted types and write the legend from the legend table (class id, type, colour, count)."""

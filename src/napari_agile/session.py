@@ -327,6 +327,21 @@ class Session:
             self.colors = before
             raise
 
+    def set_threshold(self, cell_type: str, threshold: float | None) -> None:
+        """The probability `cell_type` must reach to claim a cell, saved with the session (the widget's slider);
+        None goes back to the session's threshold. The next adapt of the type chooses it again from the answers."""
+        state = self._type(cell_type, create=False)
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not 0 <= threshold <= 1):
+            raise AgileInputError(f"A threshold is a probability from 0 to 1 (got {threshold!r} for {state.name!r}).")
+        before = dict(self.type_thresholds)
+        self.type_thresholds[state.name] = None if threshold is None else float(threshold)
+        try:
+            self._write_meta()
+        except AgileInputError:
+            self.type_thresholds = before
+            raise
+
     def adapt(self, cell_type: str, steps: int = 1, lr: float | None = None) -> None:
         """`steps` gradient steps from the meta-trained weights on all answers for `cell_type` so far."""
         if cell_type not in self.types:
@@ -422,14 +437,26 @@ class Session:
 
     def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
         """(Y, X) int32: every nucleus painted with its predicted type's index (1-based, session order)."""
-        if self.cells.labels is None:
-            raise AgileInputError("These cells have no nucleus mask to paint: detect nuclei, or pass Cells with labels.")
         table = self.predict() if table is None else table
         codes = {name: i + 1 for i, name in enumerate(self.types)}
-        lut = np.zeros(int(self.cells.labels.max()) + 1, dtype=np.int32)
-        ids = table["id"].to_numpy()
+        return self._paint_cells(table["id"].to_numpy(), [codes.get(t, 0) for t in table["cell_type"]], np.int32)
+
+    def paint_probability(self, cell_type: str, table: pd.DataFrame | None = None) -> np.ndarray:
+        """(Y, X) float32: every nucleus painted with its probability of being `cell_type` (0 outside nuclei), the
+        widget's probability view; from `table` (a predict() result) when given, else computed."""
+        name = self._type(cell_type, create=False).name
+        if table is None or f"p_{name}" not in table:
+            return self._paint_cells(self.cells.ids, self.probabilities(name)[0], np.float32)
+        return self._paint_cells(table["id"].to_numpy(), table[f"p_{name}"].to_numpy(), np.float32)
+
+    def _paint_cells(self, ids: np.ndarray, values, dtype) -> np.ndarray:
+        """The nucleus mask with each cell's pixels set to its value (0 elsewhere and for ids not given)."""
+        if self.cells.labels is None:
+            raise AgileInputError("These cells have no nucleus mask to paint: detect nuclei, or pass Cells with labels.")
+        lut = np.zeros(int(self.cells.labels.max()) + 1, dtype=dtype)
+        ids = np.asarray(ids)
         keep = ids < lut.size
-        lut[ids[keep]] = [codes.get(t, 0) for t in table["cell_type"].to_numpy()[keep]]
+        lut[ids[keep]] = np.asarray(values, dtype=dtype)[keep]
         return lut[self.cells.labels]
 
     # ---- persistence ------------------------------------------------------------------------
