@@ -446,3 +446,20 @@ def test_a_chosen_threshold_types_cells_is_saved_and_is_checked(session, tmp_pat
             session.set_threshold("neuron", bad)
     with pytest.raises(AgileInputError, match="No cell type 'neurons'"):
         session.set_threshold("neurons", 0.5)
+
+
+def test_assign_gives_a_cell_one_type_across_the_session_and_reloads(session, tmp_path):
+    session.annotate("neuron", [int(session.cells.ids[0])], [True])
+    session.annotate("astrocyte", [int(session.cells.ids[1])], [False])
+    a, b = (int(i) for i in session.cells.ids[:2])
+    session.assign([a], "astrocyte")  # the neuron "yes" was wrong: it is an astrocyte
+    assert session.types["astrocyte"].answers[a] is True and session.types["neuron"].answers[a] is False
+    session.assign([b], "microglia")  # a new type on the way
+    assert {n: session.types[n].answers[b] for n in session.types} == {
+        "neuron": False, "astrocyte": False, "microglia": True}
+    session.assign([a], None)  # none of them
+    assert not any(session.types[n].answers[a] for n in session.types)
+    again = Session.load(session.store, session.tissue)
+    assert {n: again.types[n].answers for n in again.types} == {n: session.types[n].answers for n in session.types}
+    with pytest.raises(AgileInputError):
+        session.assign([10**9], "neuron")

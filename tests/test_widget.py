@@ -838,3 +838,16 @@ def test_the_threshold_slider_retypes_cells_and_the_probability_image_follows_th
     w.add_type("endothelial")  # another type, not predicted: the view says so and the image hides
     w.type_list.setCurrentRow(1)
     assert not panel.isEnabled() and not image.visible
+
+
+def test_t_gives_a_cell_the_current_type_and_no_other(widget, qtbot):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    cid = w.suggested[0]
+    w.answer(True, [cid])  # said astrocyte...
+    w.add_type("endothelial")  # ...but it is an endothelial cell
+    w.show_cell(cid)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_T)
+    types = w.session.types
+    assert types["endothelial"].answers[cid] is True and types["astrocyte"].answers[cid] is False, _errors()

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 #: Keys bound on the viewer while the widget lives: key -> (widget method name, help text).
 KEYS = {"y": ("answer_yes", "yes"), "n": ("answer_no", "no"), "u": ("undo", "undo"),
         "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell"),
+        "t": ("give_type", "this is the current type and none of the others (corrects a prediction)"),
         "h": ("toggle_help", "show / hide these keys on the image")}
 CLICK_MODES = ("select + keys", "click = yes", "click = no")
 HELP_TITLE = "napari-agile keys (h hides this)"
@@ -883,7 +884,16 @@ class AgileWidget(QWidget):
         """Record an answer (written to the session folder at once), colour it, and move to the next suggestion."""
         self._guard(lambda: self._answer(yes, ids))
 
+    def give_type(self, ids: list[int] | None = None) -> None:
+        """Give the selected cell(s) the current type and no other: yes for it, no for every other type (one class
+        per cell, the correction of a predicted type; Session.assign)."""
+        self._guard(lambda: self._record(ids, lambda session, name, ids: session.assign(ids, name)))
+
     def _answer(self, yes: bool, ids: list[int] | None) -> None:
+        self._record(ids, lambda session, name, ids: session.annotate(name, ids, [yes] * len(ids)))
+
+    def _record(self, ids: list[int] | None, write: Callable[[Session, str, list[int]], None]) -> None:
+        """Write answers on `ids` (default: the selected or asked cell) for the current type, then move on."""
         session, name = self._need_session(), self._current_type()
         ids = self._targets() if ids is None else ids
         if not ids:
@@ -891,7 +901,7 @@ class AgileWidget(QWidget):
             return
         if self._answers_in_use():
             return
-        session.annotate(name, ids, [yes] * len(ids))
+        write(session, name, ids)
         self._refresh_answers()
         if not (self.suggested and ids == [self.suggested[self.cursor]]):
             return
@@ -1022,9 +1032,11 @@ class AgileWidget(QWidget):
             return
         layer.selected_data = {int(rows[0])}
         self._focus(layer, int(rows[0]))
-        answer = self.session.types[self._current_type()].answers.get(cell_id) if self.session else None
+        state = self.session.types.get(self._current_type()) if self.session else None
+        answer = state.answers.get(cell_id) if state else None
         said = "no answer" if answer is None else f"you said {'yes' if answer else 'no'}"
-        self.status.setText(f"Cell {cell_id} ({said}): y / n to answer it again, u to undo.")
+        self.status.setText(f"Cell {cell_id} ({said}): y / n to answer it again, t = this type and no other, "
+                            "u to undo.")
 
     def predict(self) -> None:
         """Predict every cell's type and paint the nuclei with the type colours (in a worker)."""

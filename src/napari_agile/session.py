@@ -291,6 +291,21 @@ class Session:
         for record in records:  # on disk first: an answer the session holds is one a reload holds
             self._replay(record)
 
+    def assign(self, ids: Sequence[int], cell_type: str | None) -> None:
+        """Give cells one type across the session, as a correction of their predicted type: yes for `cell_type`
+        and no for every other type (None: no for every type), in one write. undo() takes back one answer."""
+        ids_arr = self.cells.check_ids(ids)
+        if cell_type is not None:
+            self._type(cell_type, create=True)
+        if not self.types:
+            raise AgileInputError("No cell type in this session yet: name one (annotate or suggest) before assigning.")
+        records = [{"type": name, "id": cid, "answer": name == cell_type}
+                   for cid in ids_arr.tolist() for name in self.types]
+        said = "no type" if cell_type is None else repr(cell_type)
+        self._journal(records, f"The assignment of {len(ids_arr)} cell(s) to {said} was", "assign them again")
+        for record in records:
+            self._replay(record)
+
     def undo(self) -> tuple[str, int] | None:
         """Take back the last answer (the journal keeps both lines, so a reloaded session can undo further);
         returns (type, id) or None."""
