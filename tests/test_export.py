@@ -1,4 +1,5 @@
-"""Exported predictions: CSV and GeoJSON points that QuPath imports with their classes and colours."""
+"""Exported predictions: CSV and GeoJSON detections (outlines or points) that QuPath imports with their classes and
+colours."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,27 @@ def test_geojson_export_is_a_qupath_feature_collection(tmp_path):
         export_table(table, tmp_path / "c.xlsx")
     with pytest.raises(AgileInputError, match="cell_type"):
         write_geojson(table.drop(columns="cell_type"), tmp_path / "d.geojson")
+
+
+def test_with_the_nucleus_mask_each_cell_is_its_outline(tmp_path):
+    from skimage.draw import disk, ellipse
+
+    labels = np.zeros((60, 80), np.int32)
+    labels[disk((20, 20), 8)] = 4
+    labels[ellipse(35, 55, 6, 14, rotation=0.5)] = 7
+    table = pd.DataFrame({"id": [4, 7, 9], "y": [20.0, 35.0, 50.0], "x": [20.0, 55.0, 5.0], "p_a": [0.9, 0.2, 0.5],
+                          "cell_type": ["a", "none", "a"]})  # cell 9 has no nucleus in the mask: a point
+    geo = json.loads(export_table(table, tmp_path / "c.geojson", labels=labels).read_text())
+    kinds = [f["geometry"]["type"] for f in geo["features"]]
+    assert kinds == ["Polygon", "Polygon", "Point"]
+    for feature, cid in zip(geo["features"][:2], (4, 7)):
+        ring = np.array(feature["geometry"]["coordinates"][0])  # [x, y] corners, closed
+        assert np.allclose(ring[0], ring[-1])
+        x, y = ring[:, 0], ring[:, 1]
+        area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+        assert abs(area - (labels == cid).sum()) < 0.12 * (labels == cid).sum()  # the nucleus's own size
+        rows, cols = np.nonzero(labels == cid)
+        assert x.min() >= cols.min() - 1 and x.max() <= cols.max() + 1 and y.min() >= rows.min() - 1  # its place
 
 
 def test_geojson_keeps_type_names_that_are_not_python_names(tmp_path):

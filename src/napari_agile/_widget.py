@@ -274,7 +274,8 @@ class AgileWidget(QWidget):
         tips = {"Save session…": "Write answers, adapted weights and cells to a folder you choose.",
                 "Load session…": "Reopen a saved session folder on the ticked image layers.",
                 "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
-                "Export GeoJSON…": "Write every cell classified by its type, for QuPath (needs an adapted type).",
+                "Export GeoJSON…": "Write every nucleus outline classified by its type, for QuPath "
+                                   "(needs an adapted type).",
                 "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`."}
         for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
                      ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
@@ -1190,7 +1191,7 @@ class AgileWidget(QWidget):
         self._export(path, "CSV (*.csv)")
 
     def export_geojson(self, path: str | None = None) -> None:
-        """Write every cell as a GeoJSON point classified by its type (QuPath: File > Import objects)."""
+        """Write every cell as a GeoJSON nucleus outline classified by its type (QuPath: File > Import objects)."""
         self._export(path, "GeoJSON (*.geojson)")
 
     def _export(self, path: str | None, filter: str) -> None:
@@ -1200,7 +1201,8 @@ class AgileWidget(QWidget):
             if target:
                 colors = dict(self.colors)
                 self._run("Exporting cells",
-                          lambda progress: export_table(session.predict(progress=progress), target, colors),
+                          lambda progress: export_table(session.predict(progress=progress), target, colors,
+                                                        session.cells.labels),
                           lambda p: show_info(f"Wrote {len(session.cells)} cells to {p}."))
 
         self._guard(go)

@@ -100,7 +100,7 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     table = session.predict()
     table["true_type"] = truth
     table.to_csv(out / "predictions.csv", index=False)
-    write_geojson(table, out / "predictions.geojson")
+    write_geojson(table, out / "predictions.geojson", labels=cells.labels)
     colors = {**default_colors(list(session.types)), **session.colors}
     write_type_image(session.paint(table), out / "cell_types.tif", legend_table(list(session.types), colors,
                                                                                table["cell_type"]))

@@ -1,4 +1,5 @@
-"""Export a prediction table (Session.predict) as CSV or as GeoJSON points that QuPath imports with their classes."""
+"""Export a prediction table (Session.predict) as CSV or as GeoJSON detections (nucleus outlines, or points without a
+mask) that QuPath imports with their classes."""
 from __future__ import annotations
 
 import json
@@ -54,13 +55,34 @@ def _check_table(table: pd.DataFrame) -> None:
         )
 
 
-def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None) -> Path:
-    """One GeoJSON Point detection per cell (x = column, y = row, in pixels), classified by `cell_type` for QuPath.
+def nucleus_outlines(labels: np.ndarray) -> dict[int, list[list[float]]]:
+    """Each nucleus's outline as a closed ring of [x, y] pixel corners (the boundary between its pixels and the rest,
+    simplified to within half a pixel), keyed by label id; the longest ring where a nucleus has several parts."""
+    from skimage.measure import approximate_polygon, find_contours, regionprops
+
+    rings = {}
+    for region in regionprops(np.asarray(labels)):
+        y0, x0, y1, x1 = region.bbox
+        crop = np.pad(region.image, 1).astype(float)  # this nucleus only, a background border all round
+        contour = max(find_contours(crop, 0.5), key=len)
+        contour = approximate_polygon(contour, tolerance=0.5)
+        ring = [[float(x + x0 - 1), float(y + y0 - 1)] for y, x in contour]
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])
+        rings[int(region.label)] = ring
+    return rings
+
+
+def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None,
+                  labels: np.ndarray | None = None) -> Path:
+    """One GeoJSON detection per cell classified by `cell_type`, for QuPath: its nucleus outline as a Polygon when
+    the nucleus mask `labels` is given, else a Point at its centre (x = column, y = row, in pixels).
 
     Every numeric column other than id/y/x (p_<type>, entropy_<type>, ...) becomes a QuPath measurement; cells
     of type 'none' carry no classification. `colors` maps type names to colours (default: default_colors).
     """
     _check_table(table)
+    rings = {} if labels is None else nucleus_outlines(labels)
     # default colours in the order the types were named (the p_<type> columns), as the widget gives them, so a
     # type keeps its colour across files whatever cell comes first
     named = [c[2:] for c in table.columns if c.startswith("p_")]
@@ -74,17 +96,20 @@ def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, ob
                        "measurements": {c: float(rec[c]) for c in measured}}
         if rec["cell_type"] != NONE_TYPE:
             props["classification"] = {"name": str(rec["cell_type"]), "color": rgb[str(rec["cell_type"])]}
-        features.append({"type": "Feature", "id": str(int(rec["id"])),
-                         "geometry": {"type": "Point", "coordinates": [float(rec["x"]), float(rec["y"])]},
-                         "properties": props})
+        ring = rings.get(int(rec["id"]))
+        geometry = ({"type": "Point", "coordinates": [float(rec["x"]), float(rec["y"])]} if ring is None
+                    else {"type": "Polygon", "coordinates": [ring]})
+        features.append({"type": "Feature", "id": str(int(rec["id"])), "geometry": geometry, "properties": props})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path
 
 
-def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None) -> Path:
-    """Write a prediction table by extension: .csv (all columns) or .geojson/.json (QuPath points)."""
+def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None,
+                 labels: np.ndarray | None = None) -> Path:
+    """Write a prediction table by extension: .csv (all columns) or .geojson/.json (QuPath detections: nucleus
+    outlines from the mask `labels` when given, else points)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
@@ -93,5 +118,5 @@ def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, obj
         table.to_csv(path, index=False)
         return path
     if suffix in (".geojson", ".json"):
-        return write_geojson(table, path, colors)
+        return write_geojson(table, path, colors, labels)
     raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv or .geojson.")
