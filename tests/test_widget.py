@@ -166,6 +166,8 @@ def test_whole_loop(widget, qtbot, tmp_path):
         assert col in cells.features.columns
     assert list(types.features["cell_type"]) == ["none", "astrocyte"]
     assert "astrocyte" in w.legend.text()
+    n_astro = int((w._table["cell_type"] == "astrocyte").sum())
+    assert f"&nbsp;{n_astro}</td><td align='right'>&nbsp;{n_astro / len(w._table):.0%}" in w.legend.text()
     w.add_type("astrocyte", "#00ffff")  # recoloured after Predict: the painting and the legend follow
     assert "#00ffff" in w.legend.text() and np.allclose(types.colormap.map(1)[..., :3], [0, 1, 1])
     w.add_type("astrocyte", "#ff00ff")

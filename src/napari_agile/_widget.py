@@ -1117,10 +1117,15 @@ class AgileWidget(QWidget):
         typed = legend[legend["index"] > 0]
         layer.colormap = _layers.type_colormap(list(typed["cell_type"]), dict(zip(typed["cell_type"], typed["color"])))
         layer.features = legend
-        self.legend.setText("".join(
-            f"<span style='color:{c}'>■</span> {n}: {k} &nbsp; " for n, c, k in
-            typed[["cell_type", "color", "n_cells"]].itertuples(index=False)
-        ) + f"<br>unassigned: {int(legend['n_cells'].iloc[0])}")
+        total = max(int(legend["n_cells"].sum()), 1)
+        rows = [f"<tr><td><span style='color:{c}'>■</span> {n}</td><td align='right'>&nbsp;{k}</td>"
+                f"<td align='right'>&nbsp;{k / total:.0%}</td><td>&nbsp;<span style='color:{c}'>"
+                f"{'█' * round(20 * k / total)}</span></td></tr>"
+                for n, c, k in typed[["cell_type", "color", "n_cells"]].itertuples(index=False)]
+        none = int(legend["n_cells"].iloc[0])
+        rows.append(f"<tr><td>unassigned</td><td align='right'>&nbsp;{none}</td>"
+                    f"<td align='right'>&nbsp;{none / total:.0%}</td><td></td></tr>")
+        self.legend.setText("<table>" + "".join(rows) + "</table>")  # count, fraction and a bar per type
 
     # ---- 5. save, load, export --------------------------------------------------------------
     def _ask_path(self, title: str, save: bool, filter: str = "", folder: bool = False) -> str | None:
