@@ -463,3 +463,24 @@ def test_assign_gives_a_cell_one_type_across_the_session_and_reloads(session, tm
     assert {n: again.types[n].answers for n in again.types} == {n: session.types[n].answers for n in session.types}
     with pytest.raises(AgileInputError):
         session.assign([10**9], "neuron")
+
+
+def test_a_type_can_be_renamed_or_deleted_and_a_reload_keeps_it(session, tmp_path):
+    ids = session.cells.ids[:4].tolist()
+    session.annotate("astrocyt", ids, [True, False, True, False])  # a typo
+    session.adapt("astrocyt")
+    session.set_color("astrocyt", "#ff0000")
+    session.annotate("neuron", ids[:2], [False, True])
+    before = session.predict()["p_astrocyt"].to_numpy()
+    session.rename_type("astrocyt", "astrocyte")
+    assert list(session.types) == ["astrocyte", "neuron"] and session.colors["astrocyte"] == "#ff0000"
+    assert np.allclose(session.predict()["p_astrocyte"], before)  # same weights, new name
+    with pytest.raises(AgileInputError, match="already a type"):
+        session.rename_type("neuron", "astrocyte")
+    session.delete_type("neuron")
+    assert list(session.types) == ["astrocyte"] and session.undo()[0] == "astrocyte"  # neuron answers gone from undo
+    session.annotate("astrocyte", [ids[3]], [False])
+    again = Session.load(session.store, session.tissue)
+    assert list(again.types) == ["astrocyte"] and again.types["astrocyte"].answers == session.types["astrocyte"].answers
+    assert again.types["astrocyte"].params is not None and again.colors == {"astrocyte": "#ff0000"}
+    assert np.allclose(again.predict()["p_astrocyte"], before)

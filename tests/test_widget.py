@@ -853,3 +853,24 @@ def test_t_gives_a_cell_the_current_type_and_no_other(widget, qtbot):
     qtbot.keyClick(canvas, Qt.Key.Key_T)
     types = w.session.types
     assert types["endothelial"].answers[cid] is True and types["astrocyte"].answers[cid] is False, _errors()
+
+
+def test_a_type_is_renamed_and_deleted_from_the_widget_and_the_painting_follows(widget, qtbot, tmp_path):
+    w, viewer = _with_suggestions(widget, qtbot), widget.viewer
+    w.session.threshold = 0.0
+    _adapt_and_predict(w, qtbot, 3)
+    answers = dict(w.session.types["astrocyte"].answers)
+    w.rename_type("astro")
+    _wait(qtbot, w)
+    assert [w.type_list.item(i).text() for i in range(w.type_list.count())] == ["astro"]
+    assert w.session.types["astro"].answers == answers and "astro" in w.legend.text(), _errors()
+    assert list(viewer.layers[TYPES].features["cell_type"]) == ["none", "astro"]
+    journal = (tmp_path / "session" / "answers.jsonl").read_text()
+    assert '"rename": "astro"' in journal
+    w.add_type("endothelial")
+    w.delete_type(confirm=False)
+    assert [w.type_list.item(i).text() for i in range(w.type_list.count())] == ["astro"]
+    w.type_list.setCurrentRow(0)
+    w.delete_type(confirm=False)
+    assert w.type_list.count() == 0 and not w.session.types and TYPES not in viewer.layers, _errors()
+    assert Session.load(tmp_path / "session", w.session.tissue).types == {}

@@ -19,8 +19,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
-    QColorDialog, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
+    QColorDialog, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
+    QListWidget, QListWidgetItem, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from . import _layers
@@ -213,6 +213,15 @@ class AgileWidget(QWidget):
         self.type_list.setMaximumHeight(110)
         self.type_list.currentTextChanged.connect(self._on_type_changed)
         col.addWidget(self.type_list)
+        row = QHBoxLayout()
+        for text, slot, tip in (("Rename…", self.rename_type, "Rename the current type (its answers and weights "
+                                 "keep)."),
+                                ("Delete…", self.delete_type, "Delete the current type with its answers and weights.")):
+            btn = QPushButton(text)
+            btn.setToolTip(tip)
+            btn.clicked.connect(lambda *_, slot=slot: slot())
+            row.addWidget(btn)
+        col.addLayout(row)
         outer.addWidget(box)
 
         box = QGroupBox("3. Label the suggested cells")
@@ -768,6 +777,57 @@ class AgileWidget(QWidget):
         self._new_color = None
         self.color_btn.setStyleSheet("")
         self._refresh_answers()  # a new colour for the current type shows at once
+
+    def rename_type(self, new: str | None = None) -> None:
+        """Rename the current type (asks for the name when `new` is None); Session.rename_type keeps it on disk."""
+        def go() -> None:
+            old = self._current_type()
+            name = new
+            if name is None:
+                name, ok = QInputDialog.getText(self, "Rename cell type", f"New name for {old!r}:", text=old)
+                if not ok:
+                    return
+            name = name.strip()
+            if name == old:
+                return
+            if self.session is not None and old in self.session.types:
+                self.session.rename_type(old, name)
+            elif name in self.colors or not name or name == NONE_TYPE:
+                raise AgileInputError(f"Cannot rename {old!r} to {name!r}: choose another name.")
+            self.colors[name] = self.colors.pop(old)
+            self.type_list.currentItem().setText(name)
+            self._after_types_changed(f"Renamed {old!r} to {name!r}.")
+
+        self._guard(go)
+
+    def delete_type(self, confirm: bool = True) -> None:
+        """Delete the current type with its answers and weights (asks first unless `confirm` is False)."""
+        def go() -> None:
+            name = self._current_type()
+            answers = len(self.session.types[name].answers) if self.session and name in self.session.types else 0
+            if confirm and QMessageBox.question(
+                    self, "Delete cell type", f"Delete {name!r} and its {answers} answer(s)? No undo brings them "
+                    "back.") != QMessageBox.StandardButton.Yes:
+                return
+            if self.session is not None and name in self.session.types:
+                self.session.delete_type(name)
+            self.colors.pop(name, None)
+            self.type_list.takeItem(self.type_list.currentRow())
+            self._after_types_changed(f"Deleted {name!r} ({answers} answer(s)).")
+
+        self._guard(go)
+
+    def _after_types_changed(self, message: str) -> None:
+        """A type renamed or deleted: the painted types and the legend follow (typed again from kept probabilities)."""
+        if self._table is not None and self.session is not None and self.session.adapted:
+            self.predict()
+        elif (layer := self._layer(_layers.TYPES)) is not None:
+            self.viewer.layers.remove(layer)
+            self.legend.setText("")
+            self._table = None
+        self._refresh_answers()
+        self._refresh_threshold()
+        self.status.setText(message)
 
     def _on_type_changed(self, name: str) -> None:
         """Another type: its suggestions are gone, and so is the question about the previous type."""

@@ -317,8 +317,59 @@ class Session:
         self._replay(record)
         return cell_type, cid
 
+    def rename_type(self, old: str, new: str) -> None:
+        """Rename a cell type, its answers, weights, colour and threshold with it (journalled, so a reload keeps it).
+        A name already in use is refused: answers of two types are not merged silently."""
+        state = self._type(old, create=False)
+        if new in self.types or not isinstance(new, str) or not new.strip() or new == NONE_TYPE:
+            taken = "is already a type of this session" if new in self.types else "is not a name"
+            raise AgileInputError(f"Cannot rename {old!r} to {new!r}: {new!r} {taken}. Choose another name.")
+        self._journal([{"type": state.name, "rename": new}], f"The renaming of {old!r} was", "rename it again")
+        self._replay({"type": state.name, "rename": new})
+        self._save_state()
+
+    def delete_type(self, cell_type: str) -> None:
+        """Remove a cell type with its answers, weights, colour and threshold (journalled; the journal keeps the old
+        answers, but no undo brings them back)."""
+        state = self._type(cell_type, create=False)
+        self._journal([{"type": state.name, "delete": True}], f"The deletion of {cell_type!r} was", "delete it again")
+        self._replay({"type": state.name, "delete": True})
+        self._save_state()
+
+    def _save_state(self) -> None:
+        """session.json, and the adapted weights when there are any (they are stored by type name)."""
+        if self.adapted:
+            self._save_weights(self.store)
+        else:
+            self._write_meta()
+
+    def _retype(self, old: str, new: str | None) -> None:
+        """Move (or, for `new` None, drop) everything the session keeps under type name `old`, in place."""
+        state = self.types.get(old, CellType(old))
+        if new is None:
+            self.types.pop(old, None)
+        elif new in self.types:  # a reload: session.json already names the type, in its place
+            state.name, state.answers = new, {**self.types[new].answers, **state.answers}
+            self.types[new] = state
+            self.types.pop(old, None)
+        else:
+            state.name = new
+            self.types = {(new if k == old else k): v for k, v in self.types.items()}
+            self.types.setdefault(new, state)
+        self._history = [(new if t == old else t, cid, prev) for t, cid, prev in self._history
+                         if new is not None or t != old]
+        for table in (self.colors, self.type_thresholds, self._feats, self._mc):
+            if old in table:
+                value = table.pop(old)
+                if new is not None:
+                    table[new] = value
+
     def _replay(self, record: dict) -> None:
-        """Apply one journal line: an answer (kept in the undo history) or the undo of the last one."""
+        """Apply one journal line: an answer (kept in the undo history), the undo of the last one, or a type renamed
+        or deleted."""
+        if "rename" in record or record.get("delete"):
+            self._retype(record["type"], record.get("rename"))
+            return
         state = self.types.setdefault(record["type"], CellType(record["type"]))
         cid, answer = record["id"], record["answer"]
         if record.get("undo") or answer is None:  # journals before the undo mark wrote only None undos unmarked

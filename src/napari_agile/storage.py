@@ -74,9 +74,13 @@ def append_records(path: Path, records: list[dict]) -> None:
 
 
 def _is_record(record: object) -> bool:
-    """Whether a parsed journal line is an answer or undo record."""
-    return (isinstance(record, dict) and isinstance(record.get("type"), str)
-            and isinstance(record.get("id"), int) and not isinstance(record.get("id"), bool)
+    """Whether a parsed journal line is an answer or undo record, or a cell type renamed or deleted."""
+    if not (isinstance(record, dict) and isinstance(record.get("type"), str)):
+        return False
+    if "rename" in record or "delete" in record:
+        return set(record) in ({"type", "rename"}, {"type", "delete"}) and (
+            isinstance(record.get("rename"), str) or record.get("delete") is True)
+    return (isinstance(record.get("id"), int) and not isinstance(record.get("id"), bool)
             and (record.get("answer") is None or isinstance(record.get("answer"), bool))
             and isinstance(record.get("undo", False), bool))
 
