@@ -874,3 +874,22 @@ def test_a_type_is_renamed_and_deleted_from_the_widget_and_the_painting_follows(
     w.delete_type(confirm=False)
     assert w.type_list.count() == 0 and not w.session.types and TYPES not in viewer.layers, _errors()
     assert Session.load(tmp_path / "session", w.session.tissue).types == {}
+
+
+def test_other_images_are_typed_from_the_widget_with_a_table_each(widget, qtbot, tmp_path):
+    import pandas as pd
+    import tifffile
+
+    from napari_agile.tissue_io import write_ome_tiff
+
+    w = _with_suggestions(widget, qtbot)
+    _adapt_and_predict(w, qtbot, 3)
+    other = write_ome_tiff(simulate_tissue(SHAPE, seed=11).tissue, tmp_path / "other.ome.tif")
+    blank = tmp_path / "blank.tif"  # no nucleus: named and skipped, the other still typed
+    tifffile.imwrite(blank, np.zeros((7, *SHAPE), np.uint16), photometric="minisblack")
+    w.type_images([str(other), str(blank)], str(tmp_path / "typed"))
+    _wait(qtbot, w)
+    assert (tmp_path / "typed" / "other.csv").exists(), (w.status.text(), _errors())
+    table = pd.read_csv(tmp_path / "typed" / "other.csv")
+    assert len(table) > 0 and "p_astrocyte" in table and table["cell_type"].isin(["astrocyte", "none"]).all()
+    assert "Typed 1 of 2" in w.status.text() and "blank.tif" in w.status.text()

@@ -40,6 +40,7 @@ _API = {
     "write_geojson": "export",
     "meta_train": "meta",
     "Session": "session",
+    "type_sections": "batch",
 }
 
 __all__ = sorted(_API)

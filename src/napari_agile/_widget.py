@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from . import _layers
 from .errors import AgileInputError
+from .batch import Typed, type_sections
 from .export import NONE_TYPE, default_colors, export_table
 from .modelio import AgileModel, check_channels, load_model, pick_model
 from ._threshold_panel import ThresholdPanel
@@ -285,10 +286,12 @@ class AgileWidget(QWidget):
                 "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
                 "Export GeoJSON…": "Write every nucleus outline classified by its type, for QuPath "
                                    "(needs an adapted type).",
-                "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`."}
+                "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`.",
+                "Type other images…": "Type other image files with this session's adapted types: nuclei found, "
+                                      "one cell table per image in a folder you choose (napari-agile predict)."}
         for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
                      ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
-                     ("Save adapted model…", self.save_model, None, None)):
+                     ("Save adapted model…", self.save_model, "Type other images…", self.type_images)):
             row = QHBoxLayout()
             for text, slot in zip(pair[::2], pair[1::2]):
                 if text:
@@ -575,7 +578,8 @@ class AgileWidget(QWidget):
         state = self.session.types.get(item.text()) if ready and item else None
         self.adapt_btn.setEnabled(state is not None and bool(state.answers))
         adapted = ready and bool(self.session.adapted)
-        for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"]):
+        for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"],
+                    self.file_buttons["Type other images…"]):
             btn.setEnabled(adapted)
 
     def _on_progress(self, label: str, current: int, total: int) -> None:
@@ -1188,6 +1192,31 @@ class AgileWidget(QWidget):
         self.legend.setText("<table>" + "".join(rows) + "</table>")  # count, fraction and a bar per type
 
     # ---- 5. save, load, export --------------------------------------------------------------
+    def type_images(self, images: Sequence[str] | None = None, out: str | None = None) -> None:
+        """Type other image files with this session's adapted types, in a worker with progress: one cell table per
+        image in folder `out` (both asked for when None; batch.type_sections, as `napari-agile predict`)."""
+        def go() -> None:
+            session = self._need_adapted()
+            files = list(images or QFileDialog.getOpenFileNames(
+                self, "Images to type", "", "Images (*.tif *.tiff *.zarr);;All files (*)")[0])
+            folder = (out or self._ask_path("Folder for the cell tables", save=True, folder=True)) if files else None
+            if not folder:
+                return
+            self._run(f"Typing {len(files)} image(s)",
+                      lambda progress: type_sections(session.store, files, folder, progress=progress),
+                      lambda results: self._on_typed(results, folder))
+
+        self._guard(go)
+
+    def _on_typed(self, results: list[Typed], folder: str) -> None:
+        """Say where the tables went, and name each image that was not typed with its reason."""
+        skipped = [f"{r.image.name}: {r.error}" for r in results if r.error is not None]
+        said = f"Typed {len(results) - len(skipped)} of {len(results)} image(s) into {folder}."
+        if skipped:
+            self._fail(f"{said} Not typed: " + " ".join(skipped))
+        else:
+            self.status.setText(f"{said} One cell table per image (id, y, x, p_<type>, cell_type).")
+
     def _ask_path(self, title: str, save: bool, filter: str = "", folder: bool = False) -> str | None:
         if folder:
             path = QFileDialog.getExistingDirectory(self, title)

@@ -69,11 +69,12 @@ def _run_synth(args: argparse.Namespace) -> None:
 
 def _check_tiff_name(path: Path, option: str) -> None:
     """Refuse a file name that does not end like a TIFF (the file written is one whatever its name)."""
+    from .batch import image_stem
     from .tissue_io import TIFF_SUFFIXES
 
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise AgileInputError(f"{option} {path.name}: this writes a TIFF, so name it .tif (e.g. "
-                              f"{_image_stem(path)}{'.ome' if option == '--out' else ''}.tif).")
+                              f"{image_stem(path)}{'.ome' if option == '--out' else ''}.tif).")
 
 
 def _add_detection_options(p: argparse.ArgumentParser, default: str = "DAPI and Histones", also: str = "",
@@ -226,52 +227,26 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    import json
-    import tempfile
+    from .batch import type_sections
 
-    from .nuclei import cells_from_labels, detect_nuclei, read_mask
-    from .session import Session
-    from .tissue_io import read_tissue
+    bar = _LazyBar("images", "image")  # drawn once an image is done; gone at the end
 
-    if args.masks is not None and len(args.masks) != len(args.images):
-        raise AgileInputError(f"--masks names {len(args.masks)} nucleus label images for {len(args.images)} images: "
-                              "give one per image, in the same order.")
-    dests = [args.out / f"{_image_stem(image)}.csv" for image in args.images]
-    if len(set(dests)) < len(dests):
-        same = sorted({str(d.name) for d in dests if dests.count(d) > 1})
-        raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
-                              "its own --out folder.")
-    Session.check_saved(args.session)
-    saved_nuclear = json.loads((args.session / "session.json").read_text()).get("nuclear") or None
-    args.out.mkdir(parents=True, exist_ok=True)
-    failed, bar = [], _LazyBar("images", "image")  # drawn once an image is done; gone at the end
-    for k, (image, dest) in enumerate(zip(args.images, dests)):
-        try:  # one bad image is named and skipped; the others are still typed
-            with read_tissue(image, channel_names=args.names) as tissue, tempfile.TemporaryDirectory() as scratch:
-                if args.masks is None:
-                    cells = detect_nuclei(tissue, channels=args.nuclear or saved_nuclear, diameter=args.diameter)
-                else:
-                    cells = cells_from_labels(read_mask(args.masks[k]), tissue.shape)
-                session = Session.apply_saved(args.session, tissue, cells, store=scratch, channels=args.channels,
-                                              nuclear=args.nuclear)
-                table = session.predict()
-        except AgileInputError as exc:
-            bar.write(f"{image}: skipped: {exc}", file=sys.stderr)
-            failed.append(str(image))
+    def report(result) -> None:
+        if result.error is None:
+            bar.write(f"{result.image}: {result.n_cells} cells -> {result.table}")
         else:
-            table.to_csv(dest, index=False)
-            bar.write(f"{image}: {len(table)} cells -> {dest}")
-        bar(k + 1, len(args.images))
-    bar.close()
+            bar.write(f"{result.image}: skipped: {result.error}", file=sys.stderr)
+
+    try:
+        results = type_sections(args.session, args.images, args.out, masks=args.masks, names=args.names,
+                                channels=args.channels, nuclear=args.nuclear, diameter=args.diameter,
+                                progress=bar, on_typed=report)
+    finally:
+        bar.close()
+    failed = [str(r.image) for r in results if r.error is not None]
     if failed:
-        raise AgileInputError(f"{len(failed)} of {len(args.images)} images were not typed ({', '.join(failed)}): "
+        raise AgileInputError(f"{len(failed)} of {len(results)} images were not typed ({', '.join(failed)}): "
                               "the reason for each is printed above.")
-
-
-def _image_stem(image: Path) -> str:
-    """An image's name without its file extension ("s1.ome.tif" -> "s1", "s1.a.tif" -> "s1.a")."""
-    stem = image.stem if image.suffix else image.name
-    return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,78 @@
+"""Typing other sections with a saved session: nuclei found (or read from a mask), the session's adapted types
+applied, one cell table per image. `napari-agile predict` and the widget's "Type other images…" call this."""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import AgileInputError
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Typed:
+    """What became of one image: its table's path and cell count, or why it was skipped."""
+
+    image: Path
+    table: Path | None
+    n_cells: int = 0
+    error: str | None = None
+
+
+def image_stem(image: str | Path) -> str:
+    """An image's name without its file extension ("s1.ome.tif" -> "s1", "s1.a.tif" -> "s1.a")."""
+    image = Path(image)
+    stem = image.stem if image.suffix else image.name
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+
+def type_sections(session: str | Path, images: Sequence[str | Path], out: str | Path, *,
+                  masks: Sequence[str | Path] | None = None, names: Sequence[str] | None = None,
+                  channels: Sequence[str] | None = None, nuclear: Sequence[str] | None = None,
+                  diameter: float = 24.0, progress: Progress | None = None,
+                  on_typed: Callable[[Typed], None] | None = None) -> list[Typed]:
+    """Type every image with the saved `session`'s adapted types, writing `out/<image>.csv` (id, y, x, p_<type>,
+    entropy_<type>, cell_type). A bad image is skipped with its reason (the others are still typed); bad
+    arguments are refused before any image is opened. `progress(done, total)` counts images; `on_typed` hears of
+    each as it is done."""
+    from .nuclei import cells_from_labels, detect_nuclei, read_mask
+    from .session import Session
+    from .tissue_io import read_tissue
+
+    images, out = [Path(i) for i in images], Path(out)
+    if masks is not None and len(masks) != len(images):
+        raise AgileInputError(f"{len(masks)} nucleus label images for {len(images)} images: give one per image "
+                              "(--masks), in the same order.")
+    dests = [out / f"{image_stem(image)}.csv" for image in images]
+    if len(set(dests)) < len(dests):
+        same = sorted({d.name for d in dests if dests.count(d) > 1})
+        raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
+                              "its own output folder.")
+    saved = Session.check_saved(session)
+    saved_nuclear = json.loads((saved / "session.json").read_text()).get("nuclear") or None
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for k, (image, dest) in enumerate(zip(images, dests)):
+        try:  # one bad image is named and skipped; the others are still typed
+            with read_tissue(image, channel_names=names) as tissue, tempfile.TemporaryDirectory() as scratch:
+                if masks is None:
+                    cells = detect_nuclei(tissue, channels=nuclear or saved_nuclear, diameter=diameter)
+                else:
+                    cells = cells_from_labels(read_mask(masks[k]), tissue.shape)
+                typed = Session.apply_saved(saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclear)
+                table = typed.predict()
+        except AgileInputError as exc:
+            result = Typed(image, None, error=str(exc))
+        else:
+            table.to_csv(dest, index=False)
+            result = Typed(image, dest, len(table))
+        results.append(result)
+        if on_typed is not None:
+            on_typed(result)
+        if progress is not None:
+            progress(k + 1, len(images))
+    return results
