@@ -15,7 +15,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QScrollArea
 
 from napari_agile._sample_data import SAMPLE_SHAPE
 from napari_agile.errors import AgileInputError
@@ -103,8 +103,18 @@ def main() -> None:
     _wait(widget)
     viewer.reset_view()
     viewer.layers["suggested cells"].visible = False
+    widget.findChild(QScrollArea).ensureWidgetVisible(widget.threshold_panel)  # the answer check, legend, threshold
     QApplication.processEvents()
     shot("05-predict.png")
+    widget.threshold_panel.show_box.setChecked(True)  # the probability image of the current type...
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("probability", "DAPI", "cells")
+    widget.toggle_help()  # ...and the keys over the image
+    QApplication.processEvents()
+    shot("07-probability.png")
+    widget.toggle_help()
+    widget.threshold_panel.show_box.setChecked(False)
+    viewer.layers["suggested cells"].visible = False
     for layer in viewer.layers:
         layer.visible = layer.name in ("cell types", "DAPI")
     viewer.screenshot(str(args.out / "06-types-canvas.png"), canvas_only=True, flash=False)

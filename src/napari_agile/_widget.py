@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: Keys bound on the viewer while the widget lives: key -> (widget method name, help text).
 KEYS = {"y": ("answer_yes", "yes"), "n": ("answer_no", "no"), "u": ("undo", "undo"),
         "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell"),
-        "t": ("give_type", "this is the current type and none of the others (corrects a prediction)"),
+        "t": ("give_type", "this type and no other (to correct a prediction)"),
         "h": ("toggle_help", "show / hide these keys on the image")}
 CLICK_MODES = ("select + keys", "click = yes", "click = no")
 HELP_TITLE = "napari-agile keys (h hides this)"
@@ -909,7 +909,9 @@ class AgileWidget(QWidget):
             return
         lines = [f"{key}   {what}" for key, (_, what) in KEYS.items()]
         overlay.text = "\n".join([HELP_TITLE, *lines, "Mouse: " + " / ".join(CLICK_MODES) + " (dock, 3.)"])
-        overlay.position, overlay.font_size, overlay.visible = "top_left", 12, True
+        overlay.position, overlay.font_size, overlay.visible = "top_left", 9, True
+        if hasattr(overlay, "box"):  # napari >= 0.5: a dark box keeps the text readable over bright tissue
+            overlay.box = True
 
     def _focus(self, layer, row: int) -> None:
         """Make `layer` the active one and centre the view on its point `row`, zoomed to ~3 screen px a pixel."""
@@ -1082,7 +1084,7 @@ class AgileWidget(QWidget):
         """Say how the adapted type does on its own answers, with the contradicted ones as links to the cells."""
         self.status.setText(f"{check.cell_type!r} adapted on {check.n_answers} answers. Predict to see every cell, "
                             "or Suggest again.")
-        links = ", ".join(f"<a href='{i}'>{i}</a>" for i in check.contradicted[:12])
+        links = ", ".join(f"<a href='{i}' style='color:#8fd3ff'>{i}</a>" for i in check.contradicted[:12])
         more = " …" if len(check.contradicted) > 12 else ""
         text = check.summary().split("; the model")[0]
         self.quality_label.setText(f"{text}; the model contradicts your answer on {links}{more}" if links
@@ -1144,7 +1146,7 @@ class AgileWidget(QWidget):
         self.viewer.layers.selection.active = cells  # clicks and keys answer cells, they do not paint
         self._table = table
         self._refresh_threshold()
-        self.status.setText("Painted every nucleus with its most probable type (legend above).")
+        self.status.setText("Painted every nucleus with its most probable type (legend under Predict).")
 
     def _refresh_threshold(self) -> None:
         """The threshold view for the current type: its last predicted probabilities, threshold, probability image."""
