@@ -33,6 +33,11 @@ class Cells:
         self.table = self.table.set_index(ids.rename(None))
         if self.table.index.has_duplicates:
             raise AgileInputError("Cell ids must be unique; the table repeats some.")
+        yx = self.table[["y", "x"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+        bad = self.table.index[~np.isfinite(yx).all(axis=1)]
+        if len(bad):
+            raise AgileInputError(f"{len(bad)} cell(s) have no centre (y, x empty, text or infinite), e.g. ids "
+                                  f"{bad[:5].tolist()}: fix or drop those rows of the cell table.")
 
     def __len__(self) -> int:
         return len(self.table)
@@ -68,6 +73,16 @@ class Cells:
                 "centres lie on a nucleus with their own id. Give the table whose ids are the mask's labels "
                 "(napari_agile.cells_from_labels(mask) makes one from the mask)."
             )
+
+    def check_inside(self, shape: tuple[int, int]) -> None:
+        """A clear error naming the cells whose centres lie outside an image of `shape` (rows, columns): a table
+        made on another (larger) section, or with x and y swapped."""
+        yx = self.centroids
+        outside = self.ids[~np.all((yx > -0.5) & (yx < np.asarray(shape) - 0.5), axis=1)]
+        if outside.size:
+            raise AgileInputError(
+                f"{outside.size} of {len(self)} cell centres lie outside the {shape[0]} x {shape[1]} px section (e.g. "
+                f"ids {outside[:5].tolist()}): give the cell table made on this section (y = row, x = column).")
 
     def check_ids(self, ids: Iterable[int] | int) -> np.ndarray:
         """`ids` as an int64 array; a clear error naming ids that are not cells."""
@@ -121,8 +136,15 @@ def read_cell_table(path: str | Path, format: str | None = None) -> Cells:
         extra = [c for c in df.columns if c not in CELL_COLUMNS]
         df = df[[c for c in CELL_COLUMNS if c in df.columns] + extra]
     else:
-        df = pd.read_csv(p)
-    return Cells(df)
+        try:
+            df = pd.read_csv(p)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise AgileInputError(f"{p} is not a readable cell table ({str(err)[:120]}): give the CSV written by "
+                                  "napari-agile detect or write_cell_table.") from None
+    try:
+        return Cells(df)
+    except AgileInputError as err:
+        raise AgileInputError(f"{p}: {err}") from None
 
 
 def write_cell_table(cells: Cells | pd.DataFrame, path: str | Path, format: str | None = None) -> Path:

@@ -1,6 +1,7 @@
 """Nucleus detection: nuclear channels -> local half-maximum threshold -> distance watershed, tiled without seams."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,12 +45,15 @@ def detect_nuclei(
         channels = [channels]
     if tile < 1:
         raise AgileInputError(f"tile must be a positive number of pixels (got {tile}).")
+    params = _Params.from_diameter(diameter, sigma, min_area, bin)
     overlap = max(64, int(np.ceil(diameter))) if overlap is None else overlap
     if overlap < diameter:
         raise AgileInputError(f"overlap ({overlap}) must be at least the nucleus diameter ({diameter}).")
     nuclear = _nuclear_channels(tissue, channels)
     idx = [tissue.index(n) for n in nuclear]
-    params = _Params.from_diameter(diameter, sigma, min_area, bin)
+    if diameter > min(tissue.shape):
+        raise AgileInputError(f"diameter {diameter} px is wider than the image ({tissue.shape[0]} x {tissue.shape[1]} "
+                              "px): give the typical nucleus width in pixels (about 8-40 on most sections).")
     b = params.bin
     tile, overlap = -(-tile // b) * b, -(-overlap // b) * b  # multiples of the bin: binned grids align across tiles
     min_area = params.min_area * b * b
@@ -87,6 +91,9 @@ def detect_nuclei(
             progress(done, len(starts))
     columns = ["id", "y", "x", "area", "ymin", "xmin", "ymax", "xmax", "intensity"]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    if not tables:
+        warnings.warn(f"No nuclei found in {nuclear}: check that these stain every nucleus (channels=...), that "
+                      f"nuclei are about {diameter} px wide (diameter=...), or set a lower threshold.", stacklevel=2)
     return Cells(table[columns].astype({"id": np.int64}), labels)
 
 
@@ -148,7 +155,7 @@ class _Params:
 
     @classmethod
     def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> "_Params":
-        if d <= 2:
+        if isinstance(d, bool) or not isinstance(d, (int, float, np.number)) or not 2 < d < np.inf:
             raise AgileInputError(f"diameter must be the nucleus width in pixels (> 2); got {d}.")
         b = max(int(d // 12), 1) if bin is None else int(bin)  # ~12 px per nucleus is enough to find it
         area = 0.05 * d * d if min_area is None else float(min_area)  # ~1/16 of a nucleus
@@ -180,8 +187,14 @@ def _nuclear_channels(tissue: Tissue, channels: Sequence[str] | None) -> list[st
 
 def _nuclear_image(tissue: Tissue, idx: list[int], y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """Sum of the nuclear channels over a region, float32."""
-    block = tissue.read_region(y0, y1, x0, x1)
-    return block[idx].sum(axis=0, dtype=np.float32)
+    block = tissue.read_region(y0, y1, x0, x1)[idx]
+    if block.dtype.kind == "f" and not np.isfinite(block).all():
+        bad = [tissue.channel_names[i] for i, plane in zip(idx, block) if not np.isfinite(plane).all()]
+        raise AgileInputError(
+            f"Nuclear channel(s) {bad}{f' of {tissue.source}' if tissue.source else ''} hold NaN or infinite pixels "
+            f"in rows {y0}-{y1}, columns {x0}-{x1}: replace them (e.g. numpy.nan_to_num, or 0 where nothing was "
+            "imaged) before detecting nuclei.")
+    return block.sum(axis=0, dtype=np.float32)
 
 
 def _global_levels(

@@ -69,7 +69,12 @@ def fit_normalizer(
     sample = np.concatenate(
         [tissue.read_region(y, y + th, x, x + tw).reshape(tissue.n_channels, -1) for y, x in zip(ys, xs)], axis=1
     )
-    low, high = np.percentile(sample.astype(np.float32), q, axis=1)
+    sample = sample.astype(np.float32)
+    if np.isfinite(sample).all():
+        low, high = np.percentile(sample, q, axis=1)
+    else:  # NaN/inf pixels (nothing imaged there) do not set the scale; the cells they touch are refused by name
+        sample[~np.isfinite(sample)] = np.nan
+        low, high = np.nan_to_num(np.nanpercentile(sample, q, axis=1))
     flat = high <= low
     high[flat] = low[flat] + 1.0  # a constant channel maps to 0 instead of dividing by zero
     return Normalizer(low, high, list(tissue.channel_names))

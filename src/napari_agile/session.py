@@ -36,6 +36,7 @@ from .store import default_store
 from .quality import AnswerQuality, answer_quality
 from .thresholds import assign_types, fit_threshold, type_threshold
 from .tissue import Tissue, nuclear_flags
+from .tissue_io import tissue_problems
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
 
@@ -100,8 +101,12 @@ class Session:
         if len(cells) == 0:
             raise AgileInputError("This tissue has no cells: run nucleus detection first (or check its channels).")
         cells.check_labels()
+        cells.check_inside(tissue.shape)
         self.model = model
         self.tissue = tissue.select(self.config.channels)
+        problems, new = tissue_problems(self.tissue)
+        for message in problems if new else ():  # empty, constant or saturated channels, said before long work
+            warnings.warn(message, stacklevel=2)
         self.tissue_source = self.tissue.source  # the section the answers belong to (kept by Session.load)
         self.cells = cells
         self.device = pick_device(device)

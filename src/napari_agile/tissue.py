@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -77,6 +78,14 @@ class Tissue:
             raise AgileInputError(f"Channel names must be unique{where}; repeated: {dupes}.")
         if min(self.data.shape[1:]) < 1:
             raise AgileInputError(f"The image{where} is empty (shape {self.data.shape}).")
+        kind = np.dtype(self.data.dtype).kind
+        if kind == "b":
+            raise AgileInputError(
+                f"The image{where} is yes/no (boolean), a mask rather than marker intensities: open the intensity "
+                "image; a nucleus mask goes in as labels (cells_from_labels, the widget's Nuclei choice).")
+        if kind not in "uif":
+            raise AgileInputError(f"The image{where} holds {self.data.dtype} values, not pixel intensities: give "
+                                  "integer or floating-point channels.")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -134,4 +143,10 @@ class Tissue:
     def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """A (C, y1-y0, x1-x0) numpy block, clipped to the image; only this block is read."""
         block = self.data[:, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
-        return np.asarray(block)
+        try:
+            return np.asarray(block)
+        except (OSError, ValueError, KeyError, RuntimeError, zlib.error) as err:  # a file's damaged strip, tile, chunk
+            raise AgileInputError(
+                f"Cannot read rows {max(y0, 0)}-{min(y1, self.shape[0])}, columns {max(x0, 0)}-{min(x1, self.shape[1])}"
+                f" of {self.source or 'the image'} ({str(err)[:160]}): the file is damaged or cut off there; copy it "
+                "again from its source, or re-export it.") from None

@@ -56,8 +56,13 @@ def read_tissue(
     return tissue
 
 
+#: the share of a channel's sampled pixels at its integer type's maximum above which check_tissue calls it saturated
+SATURATED = 0.01
+
+
 def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: int = 256) -> list[str]:
-    """Problems found in sampled tiles (NaN/inf, empty or constant channels), each naming the channel and a fix.
+    """Problems found in sampled tiles (NaN/inf, empty, constant or saturated channels), each naming the channel
+    and a fix; kept in `tissue.metadata["problems"]`.
 
     Reads at most `n_tiles` tiles of `tile`² pixels spread over the section, never the whole image. With
     `strict`, non-finite values raise AgileInputError (they break normalisation and training).
@@ -92,7 +97,19 @@ def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: 
                 f"Channel {name!r}{where} is constant ({lo}) in {len(blocks)} sampled tiles: it carries no "
                 "signal; check the file or drop the channel."
             )
+        elif values.dtype.kind in "ui" and (at_max := (values == np.iinfo(values.dtype).max).mean()) > SATURATED:
+            problems.append(
+                f"Channel {name!r}{where} is saturated (at {np.iinfo(values.dtype).max}) in {at_max:.0%} of the "
+                f"sampled pixels: its brightest cells all look alike; image it with a shorter exposure if you can."
+            )
+    tissue.metadata["problems"] = problems
     return problems
+
+
+def tissue_problems(tissue: Tissue) -> tuple[list[str], bool]:
+    """(check_tissue's problems, whether they are new): those found when the tissue was read are not new."""
+    known = tissue.metadata.get("problems")
+    return (known, False) if known is not None else (check_tissue(tissue), True)
 
 
 def _reads_from(tissue: Tissue, path: Path) -> bool:
@@ -159,8 +176,11 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
             axes = series.axes
             ome = tf.ome_metadata if tf.is_ome else None
             contiguous = series.levels[0].dataoffset is not None
+            cut = _cut_off(tf, series.levels[0], ome)
     except Exception as exc:  # tifffile raises many types for broken files
         raise AgileInputError(f"Cannot read {path} as a TIFF ({exc}). Is the file complete and a TIFF?") from exc
+    if cut:
+        raise AgileInputError(f"{path} is cut off ({cut}): copy it again from its source, or re-export it.")
     if contiguous:
         try:
             return tifffile.memmap(path, series=0, level=0, mode="r"), axes, ome
@@ -172,6 +192,21 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
     stores.append(store)
     return da.from_zarr(zarr.open(store, mode="r")), axes, ome
+
+
+def _cut_off(tf: Any, level: Any, ome: str | None) -> str | None:
+    """Why a TIFF looks truncated (image data past the end of the file, fewer planes than its OME-XML names), or
+    None; reads the header only."""
+    ends = [o + n for page in level.pages if page is not None
+            for o, n in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
+    if ends and max(ends) > tf.filehandle.size:
+        return f"{tf.filehandle.size} bytes, but its pixels run to byte {max(ends)}"
+    pixels = _ome_pixels(ome) if ome else None
+    if pixels is not None:
+        planes = int(np.prod([int(pixels.get(f"Size{a}", 1)) for a in "CZT"]))
+        if len(level.pages) < planes:
+            return f"its OME-XML describes {planes} planes, {len(level.pages)} remain"
+    return None
 
 
 def _squeeze(data, axes: str, keep: str):
