@@ -45,8 +45,6 @@ Progress = Callable[[int, int], None]
 #: classes, or "auto": a covering round, then AUTO_ROUNDS
 SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
-#: what a failed write may also do: the session in memory is whole, and can be saved where there is room
-_ELSEWHERE = "; or save the session to another folder (Session.save, the widget's Save session…)"
 
 
 @dataclass
@@ -534,7 +532,7 @@ class Session:
     def _journal(self, records: list[dict], what: str, retry: str) -> None:
         """Append `records` to answers.jsonl, on disk before returning; a clear error saying `what` was not saved."""
         path = self.store / "answers.jsonl"
-        with not_saved(what, path, retry + _ELSEWHERE):
+        with not_saved(what, path, retry):
             self.store.mkdir(parents=True, exist_ok=True)
             append_records(path, records)
 
@@ -559,7 +557,7 @@ class Session:
         """Write session.json into `folder` (the store by default), replaced in one step: a failed write keeps the
         last one."""
         path = (self.store if folder is None else folder) / "session.json"
-        with not_saved("The session's settings (session.json) were", path, "repeat the last step" + _ELSEWHERE):
+        with not_saved("The session's settings (session.json) were", path, "repeat the last step"):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(self._meta(), indent=1).encode())
 
@@ -571,7 +569,7 @@ class Session:
                 tensors.update({f"type/{name}/{k}": v.cpu().contiguous() for k, v in state.params.items()
                                 if k in head or not torch.equal(v, self._init[k])})
         path = folder / "adapted.safetensors"
-        with not_saved("The adapted weights were", path, "adapt again" + _ELSEWHERE):
+        with not_saved("The adapted weights were", path, "adapt again"):
             folder.mkdir(parents=True, exist_ok=True)
             write_atomic(path, save(tensors))
         self._write_meta()
