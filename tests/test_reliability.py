@@ -1,7 +1,7 @@
 """Nothing lost on a full disk or a damaged file (issue 29): a fault-injection suite (writes that fail after N bytes,
 a read-only folder, an interrupted start) and a table-driven bad-input suite. Each bad input must raise
 AgileInputError naming the file or parameter, and every acknowledged answer must still reload.
-benchmarks/reliability.py runs the same table and adds kill -9 and real full-disk trials (docs/reliability.md)."""
+benchmarks/reliability.py adds kill -9 and real full-disk trials (docs/reliability.md)."""
 import errno
 import json
 import os

@@ -36,7 +36,7 @@ from .store import default_store
 from .quality import AnswerQuality, answer_quality
 from .thresholds import assign_types, fit_threshold, type_threshold
 from .tissue import Tissue, nuclear_flags
-from .tissue_io import tissue_problems
+from .tissue_io import check_tissue
 from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
                           scores, spread_picks, trunk_features)
 
@@ -102,9 +102,9 @@ class Session:
         cells.check_inside(tissue.shape)
         self.model = model
         self.tissue = tissue.select(self.config.channels)
-        problems, new = tissue_problems(self.tissue)
-        for message in problems if new else ():  # empty, constant or saturated channels, said before long work
-            warnings.warn(message, stacklevel=2)
+        if "problems" not in self.tissue.metadata:  # not said yet by read_tissue: empty, constant, saturated channels
+            for message in check_tissue(self.tissue):
+                warnings.warn(message, stacklevel=2)
         self.tissue_source = self.tissue.source  # the section the answers belong to (kept by Session.load)
         self.cells = cells
         self.device = pick_device(device)

@@ -34,7 +34,8 @@ def not_saved(what: str, path: Path, retry: str) -> Iterator[None]:
     except OSError as err:
         raise AgileInputError(
             f"{what} not saved: writing {path} failed ({err.strerror or err}). Free space on that disk or make the "
-            f"folder writable, then {retry}; or save the session to another folder (Session.save, the widget's Save session…)."
+            f"folder writable, then {retry}; or save the session to another folder (Session.save, the widget's "
+            "Save session…)."
         ) from None
 
 

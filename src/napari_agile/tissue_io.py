@@ -46,7 +46,7 @@ def read_tissue(
         if channel_map:
             tissue = tissue.rename(dict(channel_map))
         tissue.stores = stores
-        problems = check_tissue(tissue, strict=True)
+        problems = tissue.metadata["problems"] = check_tissue(tissue, strict=True)
     except BaseException:
         for store in stores:
             store.close()
@@ -62,7 +62,7 @@ SATURATED = 0.01
 
 def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: int = 256) -> list[str]:
     """Problems found in sampled tiles (NaN/inf, empty, constant or saturated channels), each naming the channel
-    and a fix; kept in `tissue.metadata["problems"]`.
+    and a fix (read_tissue keeps them in `tissue.metadata["problems"]`, so a Session does not say them again).
 
     Reads at most `n_tiles` tiles of `tile`² pixels spread over the section, never the whole image. With
     `strict`, non-finite values raise AgileInputError (they break normalisation and training).
@@ -102,14 +102,7 @@ def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: 
                 f"Channel {name!r}{where} is saturated (at {np.iinfo(values.dtype).max}) in {at_max:.0%} of the "
                 f"sampled pixels: its brightest cells all look alike; image it with a shorter exposure if you can."
             )
-    tissue.metadata["problems"] = problems
     return problems
-
-
-def tissue_problems(tissue: Tissue) -> tuple[list[str], bool]:
-    """(check_tissue's problems, whether they are new): those found when the tissue was read are not new."""
-    known = tissue.metadata.get("problems")
-    return (known, False) if known is not None else (check_tissue(tissue), True)
 
 
 def _reads_from(tissue: Tissue, path: Path) -> bool:
