@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 import napari_agile as agile
+from napari_agile.markers import marker_means
 from napari_agile.model import ModelConfig
 from napari_agile.patches import extract_patches, fit_normalizer
 from napari_agile.supervised import predict_proba, train_supervised
@@ -68,18 +68,6 @@ def pool_cells(cells: agile.Cells, task: str, rng: np.random.Generator) -> agile
     pos, neg = t.index[t.cell_type == task].to_numpy(), t.index[t.cell_type != task].to_numpy()
     n = min(POOL, len(pos), len(neg))
     return cells.subset(np.sort(np.r_[rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)]))
-
-
-def marker_means(tissue, cells, band: int = 8) -> np.ndarray:
-    """(N, 2C) each channel's mean in the cell's nucleus and in a `band` px ring around it, on the normalised image."""
-    norm = fit_normalizer(tissue)
-    labels = cells.labels
-    grown = ndimage.grey_dilation(labels, size=2 * band + 1)
-    ring = np.where(labels == 0, grown, 0)
-    ids = cells.ids
-    img = norm.apply(np.asarray(tissue.data, np.float32))
-    out = [ndimage.mean(ch, labels, ids) for ch in img] + [ndimage.mean(ch, ring, ids) for ch in img]
-    return np.nan_to_num(np.stack(out, 1))
 
 
 def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300) -> np.ndarray:
@@ -155,7 +143,7 @@ def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, 
             out[name] = float(np.mean((table[f"p_{name}"].to_numpy() >= 0.5) == truth))
         for name in ("rounds8", "rounds160")[: len(sizes)]:
             out[name] = out[f"{name}.{methods[0]}"]
-    feats = marker_means(tissue, cells)
+    feats = np.concatenate(marker_means(tissue, cells, normalizer=fit_normalizer(tissue)), axis=1)
     for k, ids in draws.items():
         y = -np.ones(len(cells), int)
         rows = cells.table.index.get_indexer(ids)

@@ -4,6 +4,7 @@ import signal
 import threading
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,6 +131,12 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
                  "--out", str(tmp_path / "masked")]) == 0
     masked = pd.read_csv(tmp_path / "masked" / "new.csv")
     assert sorted(masked["id"]) == sorted(set(np.unique(new.cells.labels)) - {0})  # the mask's own ids
+    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), "--format", "h5ad",
+                 "--out", str(tmp_path / "scverse")]) == 0
+    adata = anndata.read_h5ad(tmp_path / "scverse" / "new.h5ad")
+    assert sorted(adata.obs["cell_id"]) == sorted(masked["id"]) and adata.n_vars == 7
+    np.testing.assert_allclose(adata.obs.set_index("cell_id").loc[masked["id"], "p_neuron"], masked["p_neuron"],
+                               rtol=1e-5)
     assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), str(mask)]) == 2
     assert "one per image" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(tmp_path / "typo.tif"),

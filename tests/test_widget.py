@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 
+import anndata
 import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
@@ -204,6 +205,10 @@ def test_whole_loop(widget, qtbot, tmp_path):
     assert len((tmp_path / "cells.csv").read_text().splitlines()) == n + 1
     geo = json.loads((tmp_path / "cells.geojson").read_text())
     assert len(geo["features"]) == n
+    w.export_anndata(str(tmp_path / "cells.h5ad"))
+    _wait(qtbot, w)
+    adata = anndata.read_h5ad(tmp_path / "cells.h5ad")
+    assert adata.n_obs == n and adata.uns["cell_type_colors"][0] == "#ff00ff"
     w.save_model(str(tmp_path / "astro.safetensors"))
     assert (tmp_path / "astro.safetensors").exists()
     w.colors.clear()  # as in a new viewer: the type colours come back with the session

@@ -38,6 +38,9 @@ _API = {
     "TaskPool": "tasks",
     "export_table": "export",
     "write_geojson": "export",
+    "write_anndata": "scverse",
+    "to_anndata": "scverse",
+    "marker_means": "markers",
     "meta_train": "meta",
     "Session": "session",
     "type_sections": "batch",
@@ -48,7 +51,7 @@ __all__ = sorted(_API)
 
 #: Modules reachable as attributes too (`agile.export.write_geojson`, `agile.weak_labels.weak_labels`).
 _MODULES = {"tissue", "cells", "tissue_io", "nuclei", "patches", "synth", "modelio", "model", "meta", "tasks",
-            "session", "export", "weak_labels", "uncertainty", "store"}
+            "session", "export", "scverse", "markers", "weak_labels", "uncertainty", "store"}
 
 
 def __getattr__(name: str) -> Any:

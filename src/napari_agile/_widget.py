@@ -1,6 +1,6 @@
 """The AGILE dock widget: wiring from buttons, keys and clicks to a Session, with layers and thread workers.
 
-Every action here calls one Session method (or detect_nuclei / load_model / export_table) and shows the result
+Every action here calls one Session method (or detect_nuclei / load_model) and shows the result
 as layers; long work runs in thread workers with progress and cancel, and errors arrive as notifications.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from . import _layers
 from .errors import AgileInputError
 from .batch import Typed, type_sections
-from .export import NONE_TYPE, default_colors, export_table
+from .export import NONE_TYPE, default_colors
 from .modelio import AgileModel, check_channels, load_model, pick_model
 from ._threshold_panel import ThresholdPanel
 from .quality import AnswerQuality
@@ -286,12 +286,15 @@ class AgileWidget(QWidget):
                 "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
                 "Export GeoJSON…": "Write every nucleus outline classified by its type, for QuPath "
                                    "(needs an adapted type).",
+                "Export AnnData…": "Write an .h5ad for scanpy/squidpy: marker means per channel, types, "
+                                   "probabilities, centres and answers (needs an adapted type and anndata).",
                 "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`.",
                 "Type other images…": "Type other image files with this session's adapted types: nuclei found, "
                                       "one cell table per image in a folder you choose (napari-agile predict)."}
         for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
                      ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
-                     ("Save adapted model…", self.save_model, "Type other images…", self.type_images)):
+                     ("Export AnnData…", self.export_anndata, "Save adapted model…", self.save_model),
+                     ("Type other images…", self.type_images, "", None)):
             row = QHBoxLayout()
             for text, slot in zip(pair[::2], pair[1::2]):
                 if text:
@@ -579,7 +582,7 @@ class AgileWidget(QWidget):
         self.adapt_btn.setEnabled(state is not None and bool(state.answers))
         adapted = ready and bool(self.session.adapted)
         for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"],
-                    self.file_buttons["Type other images…"]):
+                    self.file_buttons["Export AnnData…"], self.file_buttons["Type other images…"]):
             btn.setEnabled(adapted)
 
     def _on_progress(self, label: str, current: int, total: int) -> None:
@@ -1290,6 +1293,10 @@ class AgileWidget(QWidget):
         """Write every cell as a GeoJSON nucleus outline classified by its type (QuPath: File > Import objects)."""
         self._export(path, "GeoJSON (*.geojson)")
 
+    def export_anndata(self, path: str | None = None) -> None:
+        """Write every cell as an AnnData .h5ad (marker means, type, probabilities, centres, answers) for scanpy."""
+        self._export(path, "AnnData (*.h5ad)")
+
     def _export(self, path: str | None, filter: str) -> None:
         def go() -> None:
             session = self._need_adapted()
@@ -1297,8 +1304,7 @@ class AgileWidget(QWidget):
             if target:
                 colors = dict(self.colors)
                 self._run("Exporting cells",
-                          lambda progress: export_table(session.predict(progress=progress), target, colors,
-                                                        session.cells.labels),
+                          lambda progress: session.export(target, colors=colors, progress=progress),
                           lambda p: show_info(f"Wrote {len(session.cells)} cells to {p}."))
 
         self._guard(go)

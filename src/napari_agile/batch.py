@@ -13,6 +13,10 @@ from .errors import AgileInputError
 Progress = Callable[[int, int], None]
 
 
+#: the table formats batch typing writes, by file extension
+SUFFIXES = (".csv", ".geojson", ".h5ad")
+
+
 @dataclass(frozen=True)
 class Typed:
     """What became of one image: its table's path and cell count, or why it was skipped."""
@@ -33,21 +37,27 @@ def image_stem(image: str | Path) -> str:
 def type_sections(session: str | Path, images: Sequence[str | Path], out: str | Path, *,
                   masks: Sequence[str | Path] | None = None, names: Sequence[str] | None = None,
                   channels: Sequence[str] | None = None, nuclear: Sequence[str] | None = None,
-                  diameter: float = 24.0, progress: Progress | None = None,
+                  diameter: float = 24.0, suffix: str = ".csv", progress: Progress | None = None,
                   on_typed: Callable[[Typed], None] | None = None) -> list[Typed]:
-    """Type every image with the saved `session`'s adapted types, writing `out/<image>.csv` (id, y, x, p_<type>,
-    entropy_<type>, cell_type). A bad image is skipped with its reason (the others are still typed); bad
-    arguments are refused before any image is opened. `progress(done, total)` counts images; `on_typed` hears of
-    each as it is done."""
+    """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
+    p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections) or .h5ad (AnnData, see Session.export).
+    A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
+    image is opened. `progress(done, total)` counts images; `on_typed` hears of each as it is done."""
     from .nuclei import cells_from_labels, detect_nuclei, read_mask
     from .session import Session
     from .tissue_io import read_tissue
 
     images, out = [Path(i) for i in images], Path(out)
+    if suffix not in SUFFIXES:
+        raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
+    if suffix == ".h5ad":
+        from .scverse import require_anndata
+
+        require_anndata()  # before the long work: a clear message if anndata is missing
     if masks is not None and len(masks) != len(images):
         raise AgileInputError(f"{len(masks)} nucleus label images for {len(images)} images: give one per image "
                               "(--masks), in the same order.")
-    dests = [out / f"{image_stem(image)}.csv" for image in images]
+    dests = [out / f"{image_stem(image)}{suffix}" for image in images]
     if len(set(dests)) < len(dests):
         same = sorted({d.name for d in dests if dests.count(d) > 1})
         raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
@@ -64,12 +74,11 @@ def type_sections(session: str | Path, images: Sequence[str | Path], out: str | 
                 else:
                     cells = cells_from_labels(read_mask(masks[k]), tissue.shape)
                 typed = Session.apply_saved(saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclear)
-                table = typed.predict()
+                typed.export(dest, typed.predict())  # inside: an .h5ad reads the tissue's marker means
         except AgileInputError as exc:
             result = Typed(image, None, error=str(exc))
         else:
-            table.to_csv(dest, index=False)
-            result = Typed(image, dest, len(table))
+            result = Typed(image, dest, len(typed.cells))
         results.append(result)
         if on_typed is not None:
             on_typed(result)

@@ -222,8 +222,12 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     _add_detection_options(p, default="the saved session's, else DAPI and Histones",
                            also=", and the model's nuclear stains")
     p.add_argument("--out", type=Path, default=Path("predictions"),
-                   help="folder for one <image>.csv per image (cell id, position, p_<type>, entropy, cell_type; "
-                        "default: predictions, in the current folder)")
+                   help="folder for one table per image, <image>.csv (cell id, position, p_<type>, entropy, "
+                        "cell_type) or as --format says (default: predictions, in the current folder)")
+    p.add_argument("--format", choices=("csv", "geojson", "h5ad"), default="csv",
+                   help="csv (default); geojson: QuPath detections with nucleus outlines; h5ad: AnnData for "
+                        "scanpy/squidpy with marker means per channel (needs anndata: pip install "
+                        "'napari-agile[scverse]')")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -240,7 +244,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     try:
         results = type_sections(args.session, args.images, args.out, masks=args.masks, names=args.names,
                                 channels=args.channels, nuclear=args.nuclear, diameter=args.diameter,
-                                progress=bar, on_typed=report)
+                                suffix=f".{args.format}", progress=bar, on_typed=report)
     finally:
         bar.close()
     failed = [str(r.image) for r in results if r.error is not None]

@@ -1,5 +1,5 @@
 """Export a prediction table (Session.predict) as CSV or as GeoJSON detections (nucleus outlines, or points without a
-mask) that QuPath imports with their classes."""
+mask) that QuPath imports with their classes; AnnData (.h5ad) for scanpy/squidpy is in scverse.py."""
 from __future__ import annotations
 
 import json
@@ -47,7 +47,8 @@ def to_rgb255(color) -> list[int]:
     return [int(round(v)) for v in (arr * 255 if arr.max() <= 1.0 else arr)]
 
 
-def _check_table(table: pd.DataFrame) -> None:
+def check_table(table: pd.DataFrame) -> None:
+    """A clear error when `table` lacks the columns of a prediction table (Session.predict)."""
     missing = [c for c in ("id", "y", "x", "cell_type") if c not in table.columns]
     if missing:
         raise AgileInputError(
@@ -81,7 +82,7 @@ def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, ob
     Every numeric column other than id/y/x (p_<type>, entropy_<type>, ...) becomes a QuPath measurement; cells
     of type 'none' carry no classification. `colors` maps type names to colours (default: default_colors).
     """
-    _check_table(table)
+    check_table(table)
     rings = {} if labels is None else nucleus_outlines(labels)
     # default colours in the order the types were named (the p_<type> columns), as the widget gives them, so a
     # type keeps its colour across files whatever cell comes first
@@ -113,10 +114,13 @@ def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, obj
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        _check_table(table)
+        check_table(table)
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
         return path
     if suffix in (".geojson", ".json"):
         return write_geojson(table, path, colors, labels)
-    raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv or .geojson.")
+    if suffix == ".h5ad":
+        raise AgileInputError(f"{path.name}: an AnnData file needs the cells' marker means, which a table alone "
+                              "lacks; use Session.export (or napari_agile.write_anndata with the tissue and cells).")
+    raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv, .geojson or .h5ad.")

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save
 from .cells import Cells, read_cell_table, write_cell_table
 from .device import pick_device
 from .errors import AgileInputError
-from .export import NONE_TYPE, to_rgb255
+from .export import NONE_TYPE, default_colors, export_table, to_rgb255
 from .meta import adapt_params
 from .model import ModelConfig, Params, estimate_stats, head_keys, network_input, patch_scale
 from .modelio import AgileModel, check_channels, load_model, pick_model
@@ -503,6 +503,30 @@ class Session:
             probs[:, j] = p
         table["cell_type"] = assign_types(probs, names, [type_threshold(self, n) for n in names])
         return table
+
+    def answer_table(self) -> pd.DataFrame:
+        """Every answer given so far: one row per (cell_type, cell_id, answer), in the order the types were named."""
+        rows = [(name, int(cid), bool(answer)) for name, state in self.types.items()
+                for cid, answer in state.answers.items()]
+        return pd.DataFrame(rows, columns=["cell_type", "cell_id", "answer"])
+
+    def export(self, path: str | Path, table: pd.DataFrame | None = None, colors: dict[str, str] | None = None,
+               progress: Progress | None = None) -> Path:
+        """Write the predictions (`table`, else predict()) by extension, in the session's colours (or `colors`):
+        .csv, .geojson (QuPath detections with nucleus outlines) or .h5ad (AnnData: marker means, types, centres,
+        answers, model)."""
+        table = self.predict(progress) if table is None else table
+        colors = {**default_colors(list(self.types)), **self.colors, **(colors or {})}
+        if Path(path).suffix.lower() != ".h5ad":
+            return export_table(table, path, colors, self.cells.labels)
+        from .scverse import write_anndata  # anndata is an optional extra
+
+        model = {"config": self.config.to_dict(), "inner_lr": self.model.inner_lr,
+                 "adapt_scope": self.model.adapt_scope, "info": self.model.info}
+        tissue = {"source": self.tissue_source, "pixel_size": self.tissue.pixel_size,
+                  "channels": list(self.tissue.channel_names)}
+        return write_anndata(table, path, self.tissue, self.cells, colors, self.answer_table(),
+                             {"session": self._meta(), "model": model, "tissue": tissue})
 
     def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
         """(Y, X) int32: every nucleus painted with its predicted type's index (1-based, session order)."""
