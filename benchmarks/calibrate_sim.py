@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from napari_agile import benchmark as bm
-from napari_agile.model import ModelConfig
-from napari_agile.synth import SimParams
-from napari_agile.tissue import PAPER_CHANNELS
+from napari_agile.bench import protocol as bm
+from napari_agile.engine.network import ModelConfig
+from napari_agile.io.tissue import PAPER_CHANNELS
+from napari_agile.synth.simulator import SimParams
 
 
 def main(argv: list[str]) -> None:

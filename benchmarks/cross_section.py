@@ -4,7 +4,7 @@ Per pair: the demo's loop on one simulated 1024 px section (detection, 2 rounds 
 from the truth, one step each), saved; then `Session.apply_saved` on another section (as `napari-agile predict`
 does) and every detected nucleus typed. Each cell's type is scored twice from the same probabilities: at the
 uniform threshold 0.5 (before per-type thresholds) and with the session's per-type thresholds chosen from its own
-held-out answers (thresholds.py). Sections are seeded from --first (answers) and --first + 500 (new sections);
+held-out answers (engine/thresholds.py). Sections are seeded from --first (answers) and --first + 500 (new sections);
 the thresholds' rule was chosen on seeds 30,000-30,008, so the default 40,000 sections are untouched by it.
 
     python benchmarks/cross_section.py [--pairs 6] [--first 40000] [--types astrocyte endothelial]
@@ -17,13 +17,13 @@ import warnings
 
 import numpy as np
 
-from napari_agile.benchmark import REAL_TYPES
+from napari_agile.bench.protocol import REAL_TYPES
 from napari_agile.demo import DEMO_SHAPE, answer_from_truth, true_types
-from napari_agile.modelio import load_model
-from napari_agile.nuclei import detect_nuclei
+from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.thresholds import assign_types
+from napari_agile.io.model_file import load_model
 from napari_agile.session import Session
-from napari_agile.synth import simulate_tissue
-from napari_agile.thresholds import assign_types
+from napari_agile.synth.simulator import simulate_tissue
 
 
 def precision_recall(predicted: np.ndarray, truth: np.ndarray, cell_type: str) -> tuple[float, float]:

@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from feature_probe import SEED, shuffled_protocols
 
-from napari_agile import benchmark as bm
-from napari_agile.modelio import load_model
+from feature_probe import SEED, shuffled_protocols
+from napari_agile.bench import protocol as bm
+from napari_agile.io.model_file import load_model
 
 BATCH, LABELS, SPREADS = 4, 16, (1, 5, 9)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from feature_probe import SEED, shuffled_protocols, standard_error
 
-from napari_agile import benchmark as bm
-from napari_agile.modelio import load_model
+from feature_probe import SEED, shuffled_protocols, standard_error
+from napari_agile.bench import protocol as bm
+from napari_agile.io.model_file import load_model
 
 LABELS = (16, 160)
 

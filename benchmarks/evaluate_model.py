@@ -3,7 +3,7 @@
 Three test sets, all simulated with seeds no training run uses: the simulator's defaults (the rat-brain
 calibration), a shifted domain (imaging, staining, size and density drawn with SimParams.randomized at
 strength 1.5, wider than meta-training's 1.0), and the defaults scored against the lab's weak labels as the
-paper was (napari_agile.weak_labels). Real tasks astrocyte and endothelial, 16 labels, 1 step.
+paper was (napari_agile.bench.weak_labels). Real tasks astrocyte and endothelial, 16 labels, 1 step.
 
     python benchmarks/evaluate_model.py [MODEL] [--repeats 5]
 """
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 
-from dataclasses import replace
-
-from napari_agile import benchmark as bm
-from napari_agile.modelio import load_model
-from napari_agile.synth import SimParams
+from napari_agile.bench import protocol as bm
+from napari_agile.io.model_file import load_model
+from napari_agile.synth.simulator import SimParams
 
 
 def evaluate(model_path: str | None, repeats: int, n_per_type: int = 400) -> dict:
@@ -61,7 +60,7 @@ answers, never below 0.5; the rule was chosen on seeds 30000-30008, docs/method.
 The thresholds buy precision (astrocytes +0.05, the worst section 0.52 -> 0.63) with recall (-0.10); on these
 sections the model under-calls astrocytes as often as it over-calls them, so the ranking (AUC about 0.93 on the
 development seeds), not the threshold, is what limits it. None of the 6 new sections was warned as unlike its
-answered one (likeness.py: each channel's level inside the nuclei).
+answered one (engine/likeness.py: each channel's level inside the nuclei).
 """
 
 
@@ -93,7 +92,7 @@ Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
 
 - **Inputs**: channels {', '.join(cfg.channels)}; {cfg.patch_size} x {cfg.patch_size} px patches around nucleus
   centres, binned {cfg.bin} x {cfg.bin}; per-section percentile normalisation (1st to 99.8th){mask}.
-- **Training data**: simulated rat-brain tissue only (napari_agile.synth), {info['config']['data']['fields']} fields
+- **Training data**: simulated rat-brain tissue only (napari_agile.synth.simulator), {info['config']['data']['fields']} fields
   of {info['config']['data']['field_size']} px with simulator parameters drawn per field (domain randomisation,
   strength {info['config']['data']['randomize']}), {info['pool_cells']} cells. Meta tasks: {', '.join(meta['meta_types'])};
   astrocytes and endothelial cells were never a meta-training task, so they are new tasks below.

@@ -7,7 +7,7 @@ touched. Per task: the model's one step from 8 + 8 and from 80 + 80 random label
 runs it; the same draws for every model); a nearest class mean and a logistic regression fitted on *every* pool
 label, on all features, on the trunk alone and on the centre block alone. The last two are ceilings for a linear one-step learner on those features.
 
-`--label-source lab` scores every learner against the lab's marker rule (`napari_agile.weak_labels`) instead of
+`--label-source lab` scores every learner against the lab's marker rule (`napari_agile.bench.weak_labels`) instead of
 the simulator's true types: the paper's own labels.
 
 `--centre-blocks` probes hand-crafted centre blocks instead (no network): each channel's mean in rings around
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_agile import benchmark as bm
-from napari_agile.model import centre_means, features, zca_matrix
-from napari_agile.modelio import AgileModel, load_model
+from napari_agile.bench import protocol as bm
+from napari_agile.engine.network import centre_means, features, zca_matrix
+from napari_agile.io.model_file import AgileModel, load_model
 
 SEED = 70_000
 

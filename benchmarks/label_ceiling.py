@@ -1,6 +1,6 @@
 """How much of each label source a cell's own marker levels carry, given every label: validation types only.
 
-Why this exists: against the lab's marker rule (`napari_agile.weak_labels`, the labels behind the paper's tables)
+Why this exists: against the lab's marker rule (`napari_agile.bench.weak_labels`, the labels behind the paper's tables)
 the network tops out near 0.93 even with every label. This measures the ceiling of learners that see each
 channel's mean in three regions around each cell, fitted on every pool label:
 
@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from feature_probe import logistic_accuracy, nearest_mean_accuracy
-from napari_agile import benchmark as bm
-from napari_agile.model import bin_patches, centre_means, zca_matrix
-from napari_agile.modelio import load_model
-from napari_agile.patches import fit_normalizer, iter_patches
-from napari_agile.synth import inner_cells, simulate_tissue
-from napari_agile.weak_labels import lab_labelled, marker_intensities
+from napari_agile.bench import protocol as bm
+from napari_agile.bench.weak_labels import lab_labelled, marker_intensities
+from napari_agile.detect.patches import fit_normalizer, iter_patches
+from napari_agile.engine.network import bin_patches, centre_means, zca_matrix
+from napari_agile.io.model_file import load_model
+from napari_agile.synth.simulator import inner_cells, simulate_tissue
 
 REGIONS = ("centre rings", "nucleus mask", "inset box")
 

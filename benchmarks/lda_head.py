@@ -11,16 +11,15 @@ channels shuffled per repeat, as feature_probe.py), 16 and 160 class-balanced la
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from feature_probe import SEED, balanced_draws, paired_parser, print_paired
 
-import napari_agile.meta as meta
-from napari_agile import benchmark as bm
-from napari_agile.model import ModelConfig, Params, head_with_prototypes
-from napari_agile.modelio import load_model
+import napari_agile.engine.meta as meta
+from feature_probe import SEED, balanced_draws, paired_parser, print_paired
+from napari_agile.bench import protocol as bm
+from napari_agile.engine.network import ModelConfig, Params, head_with_prototypes
+from napari_agile.io.model_file import load_model
 
 LABELS = (16, 160)
 PLAIN = meta.prototype_head

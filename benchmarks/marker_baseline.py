@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_agile import benchmark as bm
-from napari_agile.model import ModelConfig, centre_means, zca_matrix
-from napari_agile.tissue import PAPER_CHANNELS
+from napari_agile.bench import protocol as bm
+from napari_agile.engine.network import ModelConfig, centre_means, zca_matrix
+from napari_agile.io.tissue import PAPER_CHANNELS
 
 
 def main() -> None:

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_agile import benchmark as bm
-from napari_agile.meta import MetaConfig, adapt_params, meta_train
-from napari_agile.model import ModelConfig, estimate_stats
-from napari_agile.modelio import load_model
-from napari_agile.supervised import predict_proba
-from napari_agile.tasks import TaskPool, TaskTransform
-from napari_agile.training import build_pools
+from napari_agile.bench import protocol as bm
+from napari_agile.engine.meta import MetaConfig, adapt_params, meta_train
+from napari_agile.engine.network import ModelConfig, estimate_stats
+from napari_agile.engine.supervised import predict_proba
+from napari_agile.engine.tasks import TaskPool, TaskTransform
+from napari_agile.engine.training import build_pools
+from napari_agile.io.model_file import load_model
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bundled-model.toml"
 #: name -> (model overrides, meta overrides, augmentation overrides); the last row is the bundled recipe

@@ -11,9 +11,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from skimage.measure import regionprops
 
-from napari_agile.nuclei import detect_nuclei
-from napari_agile.synth import simulate_tissue
-from napari_agile.tissue import Tissue
+from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.io.tissue import Tissue
+from napari_agile.synth.simulator import simulate_tissue
 
 REAL = "/work/shared/data/nuclei-2d"
 

@@ -35,12 +35,11 @@ import numpy as np
 import torch
 
 import napari_agile as agile
-from napari_agile.markers import marker_means
-from napari_agile.model import ModelConfig
-from napari_agile.patches import extract_patches, fit_normalizer
-from napari_agile.supervised import predict_proba, train_supervised
-from napari_agile.model import bin_patches, estimate_stats
-from napari_agile.synth import MarkerPanel, SimParams, inner_cells, simulate_tissue
+from napari_agile.detect.markers import marker_means
+from napari_agile.detect.patches import extract_patches, fit_normalizer
+from napari_agile.engine.network import ModelConfig, bin_patches, estimate_stats
+from napari_agile.engine.supervised import predict_proba, train_supervised
+from napari_agile.synth.simulator import MarkerPanel, SimParams, inner_cells, simulate_tissue
 
 TASKS = ("astrocyte", "endothelial")
 DOMAINS = {  # name: (channels in the panel, 0 for the paper's 7 named ones; domain randomisation)

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from napari_agile.cells import Cells
-from napari_agile.patches import extract_patches, fit_normalizer, iter_patches
-from napari_agile.tissue import PAPER_CHANNELS, Tissue
+from napari_agile.detect.patches import extract_patches, fit_normalizer, iter_patches
+from napari_agile.io.cells import Cells
+from napari_agile.io.tissue import PAPER_CHANNELS, Tissue
 
 
 def main(size: int = 2048, density: float = 3.5e-4) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import napari_agile as agile
-from napari_agile.nuclei import read_mask
+from napari_agile.detect.nuclei import read_mask
 from panel_eval import METHODS, evaluate, pool_cells, table_rows
 
 TASKS = {"mibi_granuloma": ("B_cell", "endothelial", "CD8_T"), "imc_pancreas": ("beta", "alpha")}

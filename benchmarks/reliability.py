@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_agile import AgileInputError, Session, simulate_tissue
-from napari_agile.model import ModelConfig, init_params
-from napari_agile.modelio import AgileModel
-from napari_agile.tissue import PAPER_CHANNELS
+from napari_agile.engine.network import ModelConfig, init_params
+from napari_agile.io.model_file import AgileModel
+from napari_agile.io.tissue import PAPER_CHANNELS
 
 SECTION = ((512, 512), 7)  # size and seed of the simulated section
 

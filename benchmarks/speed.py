@@ -32,18 +32,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from napari_agile.cells import Cells
-from napari_agile.device import pick_device
-from napari_agile.meta import MetaConfig, meta_train
-from napari_agile.model import ModelConfig, bin_patches, estimate_stats, forward, head, init_params
-from napari_agile.modelio import AgileModel, load_model
-from napari_agile.nuclei import detect_nuclei
-from napari_agile.patches import fit_normalizer, iter_patches
+from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.detect.patches import fit_normalizer, iter_patches
+from napari_agile.engine.device import pick_device
+from napari_agile.engine.meta import MetaConfig, meta_train
+from napari_agile.engine.network import ModelConfig, bin_patches, estimate_stats, forward, head, init_params
+from napari_agile.engine.tasks import pool_from_tissues
+from napari_agile.engine.uncertainty import mc_full_probs, mc_head_probs, trunk_features
+from napari_agile.io.cells import Cells
+from napari_agile.io.model_file import AgileModel, load_model
+from napari_agile.io.tissue import PAPER_CHANNELS, Tissue
 from napari_agile.session import Session
-from napari_agile.synth import Simulation, simulate_tissue
-from napari_agile.tasks import pool_from_tissues
-from napari_agile.tissue import PAPER_CHANNELS, Tissue
-from napari_agile.uncertainty import mc_full_probs, mc_head_probs, trunk_features
+from napari_agile.synth.simulator import Simulation, simulate_tissue
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from feature_probe import SEED, balanced_draws, paired_parser, print_paired
 
-from napari_agile import benchmark as bm
-from napari_agile.modelio import load_model
+from feature_probe import SEED, balanced_draws, paired_parser, print_paired
+from napari_agile.bench import protocol as bm
+from napari_agile.io.model_file import load_model
 
 RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 LABELS = (16, 160)

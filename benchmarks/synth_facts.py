@@ -4,7 +4,7 @@
 
 Statistics are pooled over the fields; nearest-neighbour and patch counts use only cells at least
 60 px from the border (their neighbours may lie anywhere), so the border does not inflate them.
-Last, the lab's weak labels (napari_agile.weak_labels, the fields ranked as one section) against the truth.
+Last, the lab's weak labels (napari_agile.bench.weak_labels, the fields ranked as one section) against the truth.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from napari_agile.synth import CELL_TYPES, simulate_tissue
-from napari_agile.weak_labels import lab_labelled
+from napari_agile.bench.weak_labels import lab_labelled
+from napari_agile.synth.simulator import CELL_TYPES, simulate_tissue
 
 #: (statistic, real value) from rat-brain-facts.md, 8,324 nuclei in a 6,000 x 4,000 px region.
 REAL = {

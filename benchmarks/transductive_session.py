@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 import napari_agile.demo as demo
-from napari_agile.benchmark import META_TYPES
-from napari_agile.meta import adapt_params
-from napari_agile.model import head, head_with_prototypes
-from napari_agile.modelio import load_model
+from napari_agile.bench.protocol import META_TYPES
+from napari_agile.engine.meta import adapt_params
+from napari_agile.engine.network import head, head_with_prototypes
+from napari_agile.io.model_file import load_model
 from napari_agile.session import Session
 
 

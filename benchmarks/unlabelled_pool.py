@@ -17,11 +17,11 @@ import argparse
 import numpy as np
 import torch
 import torch.nn.functional as F
-from feature_probe import SEED, shuffled_protocols
 
-from napari_agile import benchmark as bm
-from napari_agile.model import features, head, head_keys, head_with_prototypes, prototype_head
-from napari_agile.modelio import AgileModel, load_model
+from feature_probe import SEED, shuffled_protocols
+from napari_agile.bench import protocol as bm
+from napari_agile.engine.network import features, head, head_keys, head_with_prototypes, prototype_head
+from napari_agile.io.model_file import AgileModel, load_model
 
 CONFIDENT, PSEUDO_WEIGHT = 0.7, 0.25
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from napari_agile.model import init_params
-from napari_agile.modelio import AgileModel, load_model
+from napari_agile.engine.network import init_params
+from napari_agile.io.model_file import AgileModel, load_model
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 
 import napari_agile as agile
-from napari_agile.model import ModelConfig
+from napari_agile.engine.network import ModelConfig
 
 #: settings that change adaptation or the centre block's normalisation, not the meta-trained weights' shapes
 ADAPTATION = {"head_init": str, "head_ridge": float, "centre_whiten": bool, "centre_sqrt": bool}

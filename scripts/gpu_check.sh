@@ -16,7 +16,7 @@ export NAPARI_AGILE_HOME=$(mktemp -d)
 exec > >(tee "$OUT/gpu-check.log") 2>&1
 nvidia-smi -L || echo "no nvidia-smi"
 $PY -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-$PY -m pytest -q -p no:cacheprovider tests/test_meta.py tests/test_model.py tests/test_session.py
+$PY -m pytest -q -p no:cacheprovider tests/engine/test_meta.py tests/engine/test_network.py tests/test_session.py
 $PY benchmarks/speed.py --only inference mc session meta --json "$OUT/speed-$NAPARI_AGILE_DEVICE.json"
 NAPARI_AGILE_DEVICE=cpu $PY benchmarks/speed.py --only meta --json "$OUT/speed-meta-cpu-baseline.json"
 echo "results in $OUT"

@@ -12,7 +12,7 @@ import tifffile
 import torch
 
 from napari_agile.cli import main
-from napari_agile.modelio import load_model
+from napari_agile.io.model_file import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,9 +109,9 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys, m
 
 
 def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(tmp_path, capsys):
+    from napari_agile.io.images import write_ome_tiff
     from napari_agile.session import Session
-    from napari_agile.synth import simulate_tissue
-    from napari_agile.tissue_io import write_ome_tiff
+    from napari_agile.synth.simulator import simulate_tissue
 
     sim = simulate_tissue((256, 256), seed=4)
     session = Session(sim.tissue, sim.cells, load_model(), store=tmp_path / "session")
@@ -182,12 +182,12 @@ def test_names_and_formats_are_refused_before_any_work(tmp_path, capsys, monkeyp
     assert not (tmp_path / "x.png").exists()
     image = tmp_path / "t.ome.tif"
     assert main(["synth", "--shape", "128", "128", "--out", str(image)]) == 0
-    import napari_agile.nuclei
+    import napari_agile.detect.nuclei
 
     def never(*args, **kwargs):
         raise AssertionError("detection ran before the output names were checked")
 
-    monkeypatch.setattr(napari_agile.nuclei, "detect_nuclei", never)
+    monkeypatch.setattr(napari_agile.detect.nuclei, "detect_nuclei", never)
     assert main(["detect", str(image), "--out", str(tmp_path / "cells.xlsx")]) == 2
     assert "Cannot tell the table format of cells.xlsx" in capsys.readouterr().err
     assert main(["detect", str(image), "--write-mask", str(tmp_path / "mask.png")]) == 2
@@ -226,8 +226,8 @@ def test_predict_help_names_its_default_folder(capsys):
 
 def _any_panel_model():
     """A small untrained stand-in for the bundled model for any panel (a per-channel encoder)."""
-    from napari_agile.model import ModelConfig, init_params
-    from napari_agile.modelio import AgileModel
+    from napari_agile.engine.network import ModelConfig, init_params
+    from napari_agile.io.model_file import AgileModel
 
     cfg = ModelConfig(channels=(), encoder="per_channel", centre_block="nucleus", width=8, blocks=3, trunk_bin=2)
     return AgileModel(cfg, init_params(cfg), 0.01, "head")
@@ -235,10 +235,10 @@ def _any_panel_model():
 
 def test_channels_and_nuclear_choose_the_panel_for_predict_detect_and_demo(tmp_path, capsys, monkeypatch):
     import napari_agile.demo as demo
-    import napari_agile.modelio as modelio
+    import napari_agile.io.model_file as modelio
+    from napari_agile.io.images import write_ome_tiff
     from napari_agile.session import Session
-    from napari_agile.synth import simulate_tissue
-    from napari_agile.tissue_io import write_ome_tiff
+    from napari_agile.synth.simulator import simulate_tissue
 
     sim = simulate_tissue((256, 256), seed=4)
     own = sim.tissue.select(["DAPI", "NeuN"]).rename({"DAPI": "DNA", "NeuN": "CD3"})  # a user's own 2-channel panel

@@ -3,13 +3,13 @@ import pytest
 import tifffile
 
 from napari_agile.demo import run_demo, true_types
+from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.errors import AgileInputError
-from napari_agile.legend import read_legend
-from napari_agile.model import ModelConfig, init_params
-from napari_agile.modelio import AgileModel
-from napari_agile.nuclei import detect_nuclei
-from napari_agile.synth import simulate_tissue
-from napari_agile.tissue import PAPER_CHANNELS
+from napari_agile.io.legend import read_legend
+from napari_agile.io.model_file import AgileModel
+from napari_agile.io.tissue import PAPER_CHANNELS
+from napari_agile.synth.simulator import simulate_tissue
 
 
 def test_true_types_follow_the_truth_mask():

@@ -11,47 +11,51 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it; loaded on first use so `import napari_agile` stays cheap.
 _API = {
-    "Tissue": "tissue",
-    "PAPER_CHANNELS": "tissue",
-    "Cells": "cells",
+    "Tissue": "io.tissue",
+    "PAPER_CHANNELS": "io.tissue",
+    "Cells": "io.cells",
     "AgileInputError": "errors",
-    "read_tissue": "tissue_io",
-    "write_ome_tiff": "tissue_io",
-    "detect_nuclei": "nuclei",
-    "cells_from_labels": "nuclei",
-    "read_cell_table": "cells",
-    "write_cell_table": "cells",
-    "extract_patches": "patches",
-    "iter_patches": "patches",
-    "fit_normalizer": "patches",
-    "Normalizer": "patches",
-    "CELL_TYPES": "synth",
-    "SimParams": "synth",
-    "Simulation": "synth",
-    "simulate_tissue": "synth",
-    "simulate_cell_pool": "synth",
-    "AgileModel": "modelio",
-    "load_model": "modelio",
-    "ModelConfig": "model",
-    "MetaConfig": "meta",
-    "Augmentation": "tasks",
-    "TaskPool": "tasks",
-    "export_table": "export",
-    "write_geojson": "export",
-    "write_anndata": "scverse",
-    "to_anndata": "scverse",
-    "marker_means": "markers",
-    "meta_train": "meta",
+    "read_tissue": "io.images",
+    "write_ome_tiff": "io.images",
+    "detect_nuclei": "detect.nuclei",
+    "cells_from_labels": "detect.nuclei",
+    "read_cell_table": "io.cells",
+    "write_cell_table": "io.cells",
+    "extract_patches": "detect.patches",
+    "iter_patches": "detect.patches",
+    "fit_normalizer": "detect.patches",
+    "Normalizer": "detect.patches",
+    "CELL_TYPES": "synth.simulator",
+    "SimParams": "synth.simulator",
+    "Simulation": "synth.simulator",
+    "simulate_tissue": "synth.simulator",
+    "simulate_cell_pool": "synth.simulator",
+    "AgileModel": "io.model_file",
+    "load_model": "io.model_file",
+    "ModelConfig": "engine.network",
+    "MetaConfig": "engine.meta",
+    "Augmentation": "engine.tasks",
+    "TaskPool": "engine.tasks",
+    "export_table": "io.export",
+    "write_geojson": "io.export",
+    "write_anndata": "io.scverse",
+    "to_anndata": "io.scverse",
+    "marker_means": "detect.markers",
+    "meta_train": "engine.meta",
     "Session": "session",
     "type_sections": "batch",
+    "weak_labels": "bench.weak_labels",
+    "sessions_dir": "io.session_folders",
+    "auto_sessions": "io.session_folders",
+    "clean_sessions": "io.session_folders",
 }
 
 __all__ = sorted(_API)
 
 
-#: Modules reachable as attributes too (`agile.export.write_geojson`, `agile.weak_labels.weak_labels`).
-_MODULES = {"tissue", "cells", "tissue_io", "nuclei", "patches", "synth", "modelio", "model", "meta", "tasks",
-            "session", "export", "scverse", "markers", "weak_labels", "uncertainty", "store"}
+#: The subpackages, reachable as attributes too (`agile.io`, `agile.engine`); `napari_agile._napari` is left out
+#: on purpose: it is the only part that imports napari and Qt.
+_MODULES = {"io", "detect", "engine", "synth", "bench", "session", "batch", "cli", "demo", "errors"}
 
 
 def __getattr__(name: str) -> Any:

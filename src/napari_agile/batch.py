@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import AgileInputError
+from napari_agile.errors import AgileInputError
 
 Progress = Callable[[int, int], None]
 
@@ -43,15 +43,15 @@ def type_sections(session: str | Path, images: Sequence[str | Path], out: str | 
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections) or .h5ad (AnnData, see Session.export).
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
     image is opened. `progress(done, total)` counts images; `on_typed` hears of each as it is done."""
-    from .nuclei import cells_from_labels, detect_nuclei, read_mask
-    from .session import Session
-    from .tissue_io import read_tissue
+    from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, read_mask
+    from napari_agile.io.images import read_tissue
+    from napari_agile.session import Session
 
     images, out = [Path(i) for i in images], Path(out)
     if suffix not in SUFFIXES:
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
     if suffix == ".h5ad":
-        from .scverse import require_anndata
+        from napari_agile.io.scverse import require_anndata
 
         require_anndata()  # before the long work: a clear message if anndata is missing
     if masks is not None and len(masks) != len(images):

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import AgileInputError
+from napari_agile.errors import AgileInputError
 
 
 class _LazyBar:
@@ -52,9 +52,9 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from .cells import write_cell_table
-    from .synth import simulate_tissue
-    from .tissue_io import write_ome_tiff
+    from napari_agile.io.cells import write_cell_table
+    from napari_agile.io.images import write_ome_tiff
+    from napari_agile.synth.simulator import simulate_tissue
 
     _check_tiff_name(args.out, "--out")
     sim = simulate_tissue(shape=tuple(args.shape), seed=args.seed)
@@ -69,8 +69,8 @@ def _run_synth(args: argparse.Namespace) -> None:
 
 def _check_tiff_name(path: Path, option: str) -> None:
     """Refuse a file name that does not end like a TIFF (the file written is one whatever its name)."""
-    from .batch import image_stem
-    from .tissue_io import TIFF_SUFFIXES
+    from napari_agile.batch import image_stem
+    from napari_agile.io.images import TIFF_SUFFIXES
 
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise AgileInputError(f"{option} {path.name}: this writes a TIFF, so name it .tif (e.g. "
@@ -110,9 +110,9 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
 def _run_detect(args: argparse.Namespace) -> None:
     import tifffile
 
-    from .cells import _table_format, write_cell_table
-    from .nuclei import detect_nuclei
-    from .tissue_io import read_tissue
+    from napari_agile.detect.nuclei import detect_nuclei
+    from napari_agile.io.cells import _table_format, write_cell_table
+    from napari_agile.io.images import read_tissue
 
     _table_format(args.out, None)  # an unknown table format is refused before the detection, not after
     if args.labels is not None:
@@ -145,9 +145,9 @@ def _add_weak_labels(p: argparse.ArgumentParser) -> None:
 
 
 def _run_weak_labels(args: argparse.Namespace) -> None:
-    from .cells import read_cell_table, write_cell_table
-    from .tissue_io import read_tissue
-    from .weak_labels import lab_labelled
+    from napari_agile.bench.weak_labels import lab_labelled
+    from napari_agile.io.cells import read_cell_table, write_cell_table
+    from napari_agile.io.images import read_tissue
 
     if args.out.suffix.lower() != ".csv":
         raise AgileInputError(f"Write the labels as .csv (got {args.out.name}): the lab's .tsv has no type column.")
@@ -181,7 +181,7 @@ def _run_meta_train(args: argparse.Namespace) -> None:
     import signal
     import threading
 
-    from .training import train_from_config
+    from napari_agile.engine.training import train_from_config
 
     bar = _LazyBar("meta-training", "it", leave=True)
     shown: dict[str, float] = {}  # the postfix keeps the last validation accuracy between validations
@@ -231,7 +231,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    from .batch import type_sections
+    from napari_agile.batch import type_sections
 
     bar = _LazyBar("images", "image")  # drawn once an image is done; gone at the end
 
@@ -262,7 +262,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from napari_agile.demo import run_demo
 
     run_demo(args.out, channels=args.channels, nuclear=args.nuclear)
 
@@ -294,7 +294,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     import json
     from dataclasses import replace
 
-    from .benchmark import BenchConfig, run_benchmark, summaries
+    from napari_agile.bench.protocol import BenchConfig, run_benchmark, summaries
 
     if args.no_run:
         saved = args.out / "results.json"
@@ -316,7 +316,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
             bench = replace(bench, repeats=args.repeats)
         results = run_benchmark(bench, args.out, methods=args.methods)
     if args.render:
-        from .benchmark_report import render
+        from napari_agile.bench.report import render
 
         print(f"wrote {render(results, args.render, args.out)}")
 
@@ -328,7 +328,7 @@ def _add_clean_sessions(p: argparse.ArgumentParser) -> None:
 
 
 def _run_clean_sessions(args: argparse.Namespace) -> None:
-    from .store import auto_sessions, clean_sessions, sessions_dir
+    from napari_agile.io.session_folders import auto_sessions, clean_sessions, sessions_dir
 
     stale = clean_sessions(args.older_than, dry_run=args.dry_run)
     for s in stale:

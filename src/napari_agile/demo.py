@@ -14,19 +14,19 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .cells import Cells, write_cell_table
-from .errors import AgileInputError
-from .export import default_colors, write_geojson
-from .legend import legend_table, write_type_image
-from .modelio import AgileModel, load_model, pick_model
-from .nuclei import detect_nuclei
-from .session import NONE_TYPE, Session
-from .synth import simulate_tissue
-from .tissue_io import write_ome_tiff
-from .uncertainty import SPREAD
+from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.uncertainty import SPREAD
+from napari_agile.errors import AgileInputError
+from napari_agile.io.cells import Cells, write_cell_table
+from napari_agile.io.export import default_colors, write_geojson
+from napari_agile.io.images import write_ome_tiff
+from napari_agile.io.legend import legend_table, write_type_image
+from napari_agile.io.model_file import AgileModel, load_model, pick_model
+from napari_agile.session import NONE_TYPE, Session
+from napari_agile.synth.simulator import simulate_tissue
 
 #: The demo's section: one simulated 1024 x 1024 field of rat brain (7 channels); napari's File > Open Sample is a
-#: smaller, quicker one (_sample_data.py).
+#: smaller, quicker one (_napari/sample_data.py).
 DEMO_SHAPE, DEMO_SEED = (1024, 1024), 2026
 #: Everything run_demo writes in its folder: a folder holding only these is an earlier demo's, which a rerun replaces.
 DEMO_OUTPUTS = ("tissue.ome.tif", "cells.csv", "session", "predictions.csv", "predictions.geojson", "cell_types.tif",

@@ -21,24 +21,34 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .cells import Cells, read_cell_table, write_cell_table
-from .device import pick_device
-from .errors import AgileInputError
-from .export import NONE_TYPE, default_colors, export_table, to_rgb255
-from .meta import adapt_params
-from .model import ModelConfig, Params, estimate_stats, head_keys, network_input, patch_scale
-from .modelio import AgileModel, check_channels, load_model, pick_model
-from .nuclei import read_mask
-from .patches import Normalizer, fit_normalizer, iter_patches
-from .storage import append_records, not_saved, read_json, recover_journal, write_atomic
-from .likeness import section_profile, unlike_message
-from .store import default_store
-from .quality import AnswerQuality, answer_quality
-from .thresholds import assign_types, fit_threshold, type_threshold
-from .tissue import Tissue, nuclear_flags
-from .tissue_io import check_tissue
-from .uncertainty import (METHODS, SPREAD, cover, mc_full_probs, mc_head_probs, pick_spread, predictive_entropy,
-                          scores, spread_picks, trunk_features)
+from napari_agile.detect.nuclei import read_mask
+from napari_agile.detect.patches import Normalizer, fit_normalizer, iter_patches
+from napari_agile.engine.device import pick_device
+from napari_agile.engine.likeness import section_profile, unlike_message
+from napari_agile.engine.meta import adapt_params
+from napari_agile.engine.network import ModelConfig, Params, estimate_stats, head_keys, network_input, patch_scale
+from napari_agile.engine.quality import AnswerQuality, answer_quality
+from napari_agile.engine.thresholds import assign_types, fit_threshold, type_threshold
+from napari_agile.engine.uncertainty import (
+    METHODS,
+    SPREAD,
+    cover,
+    mc_full_probs,
+    mc_head_probs,
+    pick_spread,
+    predictive_entropy,
+    scores,
+    spread_picks,
+    trunk_features,
+)
+from napari_agile.errors import AgileInputError
+from napari_agile.io.cells import Cells, read_cell_table, write_cell_table
+from napari_agile.io.export import NONE_TYPE, default_colors, export_table, to_rgb255
+from napari_agile.io.images import check_tissue
+from napari_agile.io.model_file import AgileModel, check_channels, load_model, pick_model
+from napari_agile.io.session_folders import default_store
+from napari_agile.io.storage import append_records, not_saved, read_json, recover_journal, write_atomic
+from napari_agile.io.tissue import Tissue, nuclear_flags
 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, entropy balanced between the predicted
@@ -110,7 +120,7 @@ class Session:
         self.device = pick_device(device)
         self.mc_passes = mc_passes
         self.threshold = threshold
-        self.type_thresholds: dict[str, float | None] = {}  # per type, from its held-out answers (thresholds.py)
+        self.type_thresholds: dict[str, float | None] = {}  # per type, from its held-out answers (engine/thresholds.py)
         self.seed = seed
         self.types: dict[str, CellType] = {}
         self.colors: dict[str, str] = {}  # '#rrggbb' per cell type, as the user chose them (set_color)
@@ -120,7 +130,7 @@ class Session:
         self.scale = patch_scale(self.config, cells.table["area"] if "area" in cells.table else [])
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
-        self.profile = section_profile(self.config, self._x, list(self.config.channels))  # likeness.py
+        self.profile = section_profile(self.config, self._x, list(self.config.channels))  # engine/likeness.py
         if stats is None:
             sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
             stats = estimate_stats(self.config, self._init, self._x[np.sort(sample)].float())
@@ -473,7 +483,7 @@ class Session:
 
     def quality(self, cell_type: str) -> AnswerQuality:
         """How well an adapted type's answers are predicted when held out, and which answers the model contradicts
-        (quality.py): the check to make before trusting its predictions."""
+        (engine/quality.py): the check to make before trusting its predictions."""
         return answer_quality(self, cell_type)
 
     @property
@@ -519,7 +529,7 @@ class Session:
         colors = {**default_colors(list(self.types)), **self.colors, **(colors or {})}
         if Path(path).suffix.lower() != ".h5ad":
             return export_table(table, path, colors, self.cells.labels)
-        from .scverse import write_anndata  # anndata is an optional extra
+        from napari_agile.io.scverse import write_anndata  # anndata is an optional extra
 
         model = {"config": self.config.to_dict(), "inner_lr": self.model.inner_lr,
                  "adapt_scope": self.model.adapt_scope, "info": self.model.info}

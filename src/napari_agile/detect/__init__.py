@@ -1,0 +1,1 @@
+"""From pixels to cells: nucleus detection, patches around nuclei, per-cell marker means."""

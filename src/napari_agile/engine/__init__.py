@@ -1,0 +1,1 @@
+"""The learning: the network, meta-training, one-step adaptation, uncertainty, thresholds."""

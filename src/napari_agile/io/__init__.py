@@ -1,0 +1,1 @@
+"""Reading and writing: images, cell tables, exports, model files, session storage."""

@@ -1,0 +1,430 @@
+"""Read and write multiplexed tissue images lazily: OME-TIFF, (C, Y, X) TIFF, a folder of one TIFF per channel, zarr."""
+from __future__ import annotations
+
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from napari_agile.errors import AgileInputError
+from napari_agile.io.tissue import Tissue
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+_ZARR_MARKERS = (".zarray", ".zgroup", ".zattrs", "zarr.json")
+
+
+def read_tissue(
+    path: str | Path,
+    channel_names: Sequence[str] | None = None,
+    channel_map: Mapping[str, str] | None = None,
+) -> Tissue:
+    """Open a section without loading it: OME-TIFF, (C,Y,X)/multi-page TIFF, folder of per-channel TIFFs, or zarr.
+
+    `channel_names` names the channels of a file that carries none (or overrides them); `channel_map` renames
+    channels (old -> new) or, for a folder, picks and names the channel files (e.g. {"R2C1": "DAPI"}).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AgileInputError(f"No such file or folder: {p}.")
+    stores: list = []  # opened for lazy reads: closed here on error, else handed to the tissue
+    try:
+        if _is_zarr(p):
+            tissue = _read_zarr(p, channel_names)
+        elif p.is_dir():
+            tissue = _read_folder(p, channel_names, channel_map, stores)
+            channel_map = None  # already applied to the file names
+        elif p.suffix.lower() in TIFF_SUFFIXES:
+            tissue = _read_tiff(p, channel_names, stores)
+        else:
+            raise AgileInputError(
+                f"Cannot read {p.name}: give an OME-TIFF/TIFF file, a folder of one TIFF per channel, or a .zarr "
+                "folder."
+            )
+        if channel_map:
+            tissue = tissue.rename(dict(channel_map))
+        tissue.stores = stores
+        problems = tissue.metadata["problems"] = check_tissue(tissue, strict=True)
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    for message in problems:
+        warnings.warn(message, stacklevel=2)
+    return tissue
+
+
+#: the share of a channel's sampled pixels at its integer type's maximum above which check_tissue calls it saturated
+SATURATED = 0.01
+
+
+def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: int = 256) -> list[str]:
+    """Problems found in sampled tiles (NaN/inf, empty, constant or saturated channels), each naming the channel
+    and a fix (read_tissue keeps them in `tissue.metadata["problems"]`, so a Session does not say them again).
+
+    Reads at most `n_tiles` tiles of `tile`² pixels spread over the section, never the whole image. With
+    `strict`, non-finite values raise AgileInputError (they break normalisation and training).
+    """
+    h, w = tissue.shape
+    ny = nx = int(np.ceil(np.sqrt(n_tiles)))
+    ys = np.unique(np.linspace(0, max(h - tile, 0), ny).astype(int))
+    xs = np.unique(np.linspace(0, max(w - tile, 0), nx).astype(int))
+    blocks = [tissue.read_region(y, y + tile, x, x + tile).reshape(tissue.n_channels, -1) for y in ys for x in xs]
+    sample = np.concatenate(blocks, axis=1)
+    where = f" in {tissue.source}" if tissue.source else ""
+    problems: list[str] = []
+    for c, name in enumerate(tissue.channel_names):
+        values = sample[c]
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            message = (
+                f"Channel {name!r}{where} contains NaN or infinite values: replace them (e.g. with 0) "
+                "before analysis; they break normalisation and the model."
+            )
+            if strict:
+                raise AgileInputError(message)
+            problems.append(message)
+            continue
+        lo, hi = values.min(), values.max()
+        if hi == 0 and lo == 0:
+            problems.append(
+                f"Channel {name!r}{where} is all zero in {len(blocks)} sampled tiles: check that the right file "
+                "was loaded, or drop the channel."
+            )
+        elif lo == hi:
+            problems.append(
+                f"Channel {name!r}{where} is constant ({lo}) in {len(blocks)} sampled tiles: it carries no "
+                "signal; check the file or drop the channel."
+            )
+        elif values.dtype.kind in "ui" and (at_max := (values == np.iinfo(values.dtype).max).mean()) > SATURATED:
+            problems.append(
+                f"Channel {name!r}{where} is saturated (at {np.iinfo(values.dtype).max}) in {at_max:.0%} of the "
+                f"sampled pixels: its brightest cells all look alike; image it with a shorter exposure if you can."
+            )
+    return problems
+
+
+def _reads_from(tissue: Tissue, path: Path) -> bool:
+    """Whether `path` is the tissue's source file, or a file in its source folder of per-channel TIFFs."""
+    source, target = Path(tissue.source).resolve(), path.resolve()
+    return target == source or (source.is_dir() and target.parent == source)
+
+
+def write_ome_tiff(
+    tissue: Tissue, path: str | Path, tile: int = 512, compression: str | None = None
+) -> Path:
+    """Write a tiled OME-TIFF with channel names and pixel size, streaming one tile row per channel."""
+    import tifffile
+
+    p = Path(path)
+    if tissue.source and p.exists() and _reads_from(tissue, p):
+        raise AgileInputError(f"{p} is the file this tissue is read from: writing it would destroy the image "
+                              "while it is read. Write to a new path (and rename it afterwards if you like).")
+    c, h, w = tissue.data.shape
+    dtype = np.dtype(tissue.data.dtype)
+    metadata: dict[str, Any] = {"axes": "CYX", "Channel": {"Name": list(tissue.channel_names)}}
+    if tissue.pixel_size:
+        metadata.update(
+            PhysicalSizeX=tissue.pixel_size, PhysicalSizeXUnit="µm",
+            PhysicalSizeY=tissue.pixel_size, PhysicalSizeYUnit="µm",
+        )
+    with tifffile.TiffWriter(p, bigtiff=c * h * w * dtype.itemsize > 2**31, ome=True) as tw:
+        tw.write(
+            _tiles(tissue.data, tile),
+            shape=(c, h, w),
+            dtype=dtype,
+            tile=(tile, tile),
+            photometric="minisblack",
+            compression=compression,
+            metadata=metadata,
+        )
+    return p
+
+
+def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
+    """Tiles of (C, Y, X) `data` in TIFF order (channel, tile row, tile column), padded to tile²."""
+    c, h, w = data.shape
+    for ci in range(c):
+        for y0 in range(0, h, tile):
+            band = np.asarray(data[ci, y0 : y0 + tile, :])
+            for x0 in range(0, w, tile):
+                block = band[:, x0 : x0 + tile]
+                if block.shape != (tile, tile):
+                    block = np.pad(block, ((0, tile - block.shape[0]), (0, tile - block.shape[1])))
+                yield np.ascontiguousarray(block)
+
+
+# ----------------------------------------------------------------------------------------------- TIFF
+
+
+def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
+    """Level 0 of the first series of a TIFF as a memmap (uncompressed) or dask array, its axes and OME-XML; the
+    store a dask array reads from is appended to `stores`."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            series = tf.series[0]
+            axes = series.axes
+            ome = tf.ome_metadata if tf.is_ome else None
+            contiguous = series.levels[0].dataoffset is not None
+            cut = _cut_off(tf, series.levels[0], ome)
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise AgileInputError(f"Cannot read {path} as a TIFF ({exc}). Is the file complete and a TIFF?") from exc
+    if cut:
+        raise AgileInputError(f"{path} is cut off ({cut}): copy it again from its source, or re-export it.")
+    if contiguous:
+        try:
+            return tifffile.memmap(path, series=0, level=0, mode="r"), axes, ome
+        except (ValueError, OSError):
+            pass
+    import dask.array as da
+    import zarr
+
+    store = tifffile.imread(path, aszarr=True, series=0, level=0)
+    stores.append(store)
+    return da.from_zarr(zarr.open(store, mode="r")), axes, ome
+
+
+def _cut_off(tf: Any, level: Any, ome: str | None) -> str | None:
+    """Why a TIFF looks truncated (image data past the end of the file, fewer planes than its OME-XML names), or
+    None; reads the header only."""
+    ends = [o + n for page in level.pages if page is not None
+            for o, n in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
+    if ends and max(ends) > tf.filehandle.size:
+        return f"{tf.filehandle.size} bytes, but its pixels run to byte {max(ends)}"
+    pixels = _ome_pixels(ome) if ome else None
+    if pixels is not None:
+        planes = int(np.prod([int(pixels.get(f"Size{a}", 1)) for a in "CZT"]))
+        if len(level.pages) < planes:
+            return f"its OME-XML describes {planes} planes, {len(level.pages)} remain"
+    return None
+
+
+def _squeeze(data, axes: str, keep: str):
+    """(`data` without its length-1 axes except those named in `keep`, the axes letters that remain)."""
+    idx = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if n > 1 or a in keep]
+    if len(idx) < data.ndim:
+        data = data.reshape([data.shape[i] for i in idx])
+    return data, "".join(axes[i] for i in idx)
+
+
+def is_single_plane_tiff(path: str | Path) -> bool:
+    """True for a TIFF whose first series is one 2D plane (a mask, one channel): not a section on its own.
+
+    Reads the header only; a file tifffile cannot parse counts as not single-plane, so read_tissue says why.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            shape = tf.series[0].shape
+    except Exception:  # tifffile raises many types for broken files
+        return False
+    return sum(n > 1 for n in shape) <= 2
+
+
+def _read_tiff(path: Path, channel_names: Sequence[str] | None, stores: list) -> Tissue:
+    """One TIFF file holding all channels (OME-TIFF names them)."""
+    data, axes, ome = _open_tiff(path, stores)
+    data, axes = _squeeze(data, axes, "YX")
+    if data.ndim == 2:
+        raise AgileInputError(
+            f"{path.name} is a single 2D image (one channel). Put one TIFF per channel in a folder and open the "
+            "folder, or save the channels together as one (channels, rows, columns) TIFF."
+        )
+    if data.ndim != 3:
+        raise AgileInputError(
+            f"{path.name} has axes {axes} and shape {data.shape}; expected (channels, rows, columns). "
+            "Save one plane (no time or z) with its channels."
+        )
+    if axes.endswith("S"):  # RGB(A) samples: each sample becomes a channel
+        data = data.transpose(2, 0, 1)
+    names = _ome_channel_names(ome, data.shape[0]) if ome else None
+    pixel_size = _ome_pixel_size(ome) if ome else None
+    names = _resolve_names(list(channel_names) if channel_names else names, data.shape[0], path)
+    return Tissue(data, names, pixel_size=pixel_size, source=str(path))
+
+
+def _ome_pixels(ome: str) -> ET.Element | None:
+    try:
+        root = ET.fromstring(ome)
+    except ET.ParseError:
+        return None
+    return next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+
+
+def _ome_channel_names(ome: str, n: int) -> list[str] | None:
+    """Channel Name attributes of the first OME image, when there is one per channel."""
+    pixels = _ome_pixels(ome)
+    if pixels is None:
+        return None
+    names = [ch.get("Name") for ch in pixels if ch.tag.endswith("Channel")]
+    return names if len(names) == n and all(names) else None  # type: ignore[return-value]
+
+
+def _ome_pixel_size(ome: str) -> float | None:
+    """PhysicalSizeX in µm when given in µm (the OME default unit)."""
+    pixels = _ome_pixels(ome)
+    if pixels is None or pixels.get("PhysicalSizeX") is None:
+        return None
+    if pixels.get("PhysicalSizeXUnit", "µm") not in ("µm", "um", "micron"):
+        return None
+    return float(pixels.get("PhysicalSizeX"))
+
+
+def _resolve_names(names: list[str] | None, n: int, where: Path) -> list[str]:
+    """The given names, or placeholders with a warning saying how to name the channels."""
+    if names is None:
+        warnings.warn(
+            f"{where.name} does not name its {n} channels; calling them channel_1..channel_{n}. "
+            "Pass channel_names=[...] (CLI: --names) so markers like DAPI are recognised.",
+            stacklevel=3,
+        )
+        return [f"channel_{i + 1}" for i in range(n)]
+    if len(names) != n:
+        raise AgileInputError(f"{where.name} has {n} channels but {len(names)} names were given: {names}.")
+    return names
+
+
+# --------------------------------------------------------------------------------------------- folder
+
+
+def _natural_key(s: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for suffix in (".ome.tiff", ".ome.tif", *TIFF_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return p.stem
+
+
+def _read_folder(
+    folder: Path, channel_names: Sequence[str] | None, channel_map: Mapping[str, str] | None, stores: list
+) -> Tissue:
+    """A folder of one 2D TIFF per channel; names from file stems or picked and named by `channel_map`."""
+    files = sorted(
+        (f for f in folder.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and not f.name.startswith(".")),
+        key=lambda f: _natural_key(f.name),
+    )
+    if not files:
+        found = sorted(f.name for f in folder.iterdir())[:10]
+        raise AgileInputError(
+            f"The folder {folder} holds no TIFF files (found {found}); give a folder of one TIFF per channel."
+        )
+    by_stem = {_stem(f): f for f in files}
+    if channel_map:
+        chosen: list[tuple[str, Path]] = []
+        missing = []
+        for key, name in channel_map.items():
+            matches = [by_stem[key]] if key in by_stem else [f for s, f in by_stem.items() if s.endswith("_" + key)]
+            if not matches:
+                missing.append(key)
+            elif len(matches) > 1:
+                raise AgileInputError(
+                    f"channel_map key {key!r} matches {len(matches)} files in {folder} "
+                    f"({sorted((f.name for f in matches), key=_natural_key)}): the folder holds more than one "
+                    "section. Give the full file name without .tif as the key (e.g. 'S1_R2C1'), or one "
+                    "folder per section."
+                )
+            else:
+                chosen.append((name, matches[0]))
+        if missing:
+            raise AgileInputError(
+                f"channel_map names files {missing} that are not in {folder} "
+                f"(it has {sorted(by_stem, key=_natural_key)[:20]}). Keys are file names without .tif, "
+                "e.g. 'R2C1' or 'S1_R2C1'."
+            )
+        names = [n for n, _ in chosen]
+        files = [f for _, f in chosen]
+    else:
+        names = list(channel_names) if channel_names else [_stem(f) for f in files]
+        if len(names) != len(files):
+            raise AgileInputError(
+                f"{folder} has {len(files)} TIFF files but {len(names)} channel names were given."
+            )
+    arrays = []
+    for f in files:
+        data, axes, _ = _open_tiff(f, stores)
+        if sum(n > 1 for n in data.shape) != 2 or data.ndim < 2:
+            raise AgileInputError(
+                f"{f.name} in {folder} is not a single-channel 2D image (shape {data.shape}): a channel folder "
+                "holds one 2D TIFF per channel."
+            )
+        arrays.append((f, _squeeze(data, axes, "YX")[0]))
+    shapes = {f.name: a.shape for f, a in arrays}
+    if len(set(shapes.values())) > 1:
+        raise AgileInputError(
+            f"Channel files in {folder} differ in size: {shapes}. All channels of a section must have the same "
+            "rows and columns (register or crop them first)."
+        )
+    dtypes = {np.dtype(a.dtype) for _, a in arrays}
+    if len(dtypes) > 1:
+        raise AgileInputError(
+            f"Channel files in {folder} differ in pixel type ({sorted(map(str, dtypes))}); save them all as one type."
+        )
+    import dask.array as da
+
+    h, w = arrays[0][1].shape
+    chunks = (min(h, 2048), min(w, 2048))
+    stack = da.stack([a if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for _, a in arrays])
+    return Tissue(stack, names, source=str(folder))
+
+
+# ----------------------------------------------------------------------------------------------- zarr
+
+
+def _is_zarr(p: Path) -> bool:
+    return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).exists() for m in _ZARR_MARKERS))
+
+
+def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
+    """A zarr array or (OME-)zarr group; multiscale images give level 0, omero metadata names the channels."""
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise AgileInputError(f"Cannot open {path} as zarr ({exc}).") from exc
+    attrs = dict(node.attrs)
+    ome = attrs.get("ome", attrs)  # OME-NGFF 0.5 nests its metadata under "ome"
+    axes = None
+    pixel_size = None
+    if isinstance(node, zarr.Array):
+        arr = node
+    elif "multiscales" in ome:
+        ms = ome["multiscales"][0]
+        level0 = ms["datasets"][0]
+        arr = node[level0["path"]]
+        axes = "".join(
+            (a["name"] if isinstance(a, dict) else a)[0].upper() for a in ms.get("axes", [])
+        ) or None
+        for t in level0.get("coordinateTransformations", []):
+            if t.get("type") == "scale" and axes and len(t["scale"]) == len(axes):
+                pixel_size = float(t["scale"][axes.index("X")])
+    else:
+        arrays = [a for _, a in node.arrays()]
+        if len(arrays) != 1:
+            raise AgileInputError(
+                f"{path} is a zarr group with {len(arrays)} arrays and no OME multiscales metadata; "
+                "open the array folder itself."
+            )
+        arr = arrays[0]
+    data = da.from_zarr(arr)
+    axes = axes or ("CYX"[-data.ndim :] if data.ndim <= 3 else "?" * (data.ndim - 3) + "CYX")
+    data, axes = _squeeze(data, axes, "CYX")
+    if data.ndim == 2:
+        raise AgileInputError(f"{path} holds a single 2D image; multiplexed tissue needs a channel axis (C, Y, X).")
+    if axes != "CYX":
+        raise AgileInputError(f"{path} has axes {axes} (shape {data.shape}); expected channels, rows, columns.")
+    names = list(channel_names) if channel_names else None
+    omero = ome.get("omero", {}).get("channels") if isinstance(ome.get("omero"), dict) else None
+    if names is None and omero and len(omero) == data.shape[0]:
+        names = [ch.get("label") or f"channel_{i + 1}" for i, ch in enumerate(omero)]
+    names = _resolve_names(names, data.shape[0], path)
+    return Tissue(data, names, pixel_size=pixel_size, source=str(path))

@@ -1,0 +1,84 @@
+"""Cell tables for the scverse world: an AnnData (.h5ad) that scanpy and squidpy read, with per-cell marker means
+in X, the predicted types and probabilities in obs, the centres in obsm["spatial"] and the answers and the model
+in uns. anndata is an optional extra (`pip install napari-agile[scverse]`)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from napari_agile.detect.markers import marker_means
+from napari_agile.errors import AgileInputError
+from napari_agile.io.cells import Cells
+from napari_agile.io.export import NONE_TYPE, check_table, default_colors
+from napari_agile.io.tissue import Tissue
+
+#: the colour of cells no type claims, in uns["cell_type_colors"] (scanpy's grey for missing categories)
+NONE_COLOR = "#d3d3d3"
+
+
+def require_anndata():
+    """The anndata module, or a clear error saying how to install it."""
+    try:
+        import anndata
+    except ImportError:
+        raise AgileInputError("Writing .h5ad needs the anndata package: pip install 'napari-agile[scverse]' "
+                              "(or pip install anndata), or export .csv / .geojson instead.") from None
+    return anndata
+
+
+def to_anndata(table: pd.DataFrame, tissue: Tissue, cells: Cells, colors: Mapping[str, str] | None = None,
+               answers: pd.DataFrame | None = None, info: Mapping[str, object] | None = None):
+    """An AnnData of one cell per row of `table` (Session.predict): X the raw mean intensity of each channel over
+    the nucleus (layers["ring"]: over a ring around it), obs the cell_type (categorical, 'none' last) and every
+    p_/entropy_ column, obsm["spatial"] the (x, y) centres in pixels, uns the type colours, the `answers` table
+    and `info` (each value JSON text, so any h5ad reader opens it)."""
+    anndata = require_anndata()
+    check_table(table)
+    ids = table["id"].to_numpy(np.int64)
+    nucleus, ring = marker_means(tissue, cells.subset(ids))
+    named = [c[2:] for c in table.columns if c.startswith("p_")]
+    types = [t for t in dict.fromkeys([*named, *table["cell_type"].astype(str)]) if t != NONE_TYPE]
+    # plain object strings (not pandas' string arrays), so readers with anndata older than 0.11 open the file too
+    obs = pd.DataFrame(index=pd.Index([str(i) for i in ids], name="cell", dtype=object))
+    obs["cell_id"] = ids
+    obs["cell_type"] = pd.Categorical(table["cell_type"].astype(str).to_numpy(object),
+                                      categories=pd.Index([*types, NONE_TYPE], dtype=object))
+    for column in table.columns:
+        if column.startswith(("p_", "entropy_")):
+            obs[column] = table[column].to_numpy(np.float64)
+    var = pd.DataFrame(index=pd.Index([str(c) for c in tissue.channel_names], name="channel", dtype=object))
+    adata = anndata.AnnData(X=nucleus, obs=obs, var=var, layers={"ring": ring})
+    adata.obsm["spatial"] = table[["x", "y"]].to_numpy(np.float64)
+    palette = {**default_colors(types), **(colors or {})}
+    adata.uns["cell_type_colors"] = np.array([str(palette[t]) for t in types] + [NONE_COLOR], dtype=object)
+    meta = {key: json.dumps(value, default=str) for key, value in (info or {}).items()}
+    if answers is not None:
+        meta["answers"] = answers.reset_index(drop=True).astype({c: object for c in answers.columns
+                                                                 if pd.api.types.is_string_dtype(answers[c])})
+    adata.uns["napari_agile"] = meta
+    return adata
+
+
+def write_anndata(table: pd.DataFrame, path: str | Path, tissue: Tissue, cells: Cells,
+                  colors: Mapping[str, str] | None = None, answers: pd.DataFrame | None = None,
+                  info: Mapping[str, object] | None = None) -> Path:
+    """Write to_anndata(...) to `path` (.h5ad): complete or absent, through a temporary name renamed at the end."""
+    adata = to_anndata(table, tissue, cells, colors, answers, info)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        adata.write_h5ad(partial)
+        os.replace(partial, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):  # nothing to remove where the folder itself could not be made
+            partial.unlink(missing_ok=True)
+        raise AgileInputError(f"Could not write {path}: {err.strerror or err}. Choose a folder you can write to "
+                              "with free space.") from None
+    return path

@@ -1,0 +1,1 @@
+"""The tissue simulator: multiplexed fields with ground truth for tests, benchmarks, meta-training."""

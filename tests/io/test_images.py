@@ -1,0 +1,169 @@
+"""read_tissue / write_ome_tiff / check_tissue on real files in tmp_path."""
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_agile.errors import AgileInputError
+from napari_agile.io.images import check_tissue, read_tissue, write_ome_tiff
+from napari_agile.io.tissue import Tissue
+
+
+def _data(c=3, h=300, w=400, seed=0):
+    return np.random.default_rng(seed).integers(1, 60000, (c, h, w), dtype=np.uint16)
+
+
+def test_ome_tiff_round_trip_keeps_names_pixels_and_size(tmp_path):
+    data = _data()
+    write_ome_tiff(Tissue(data, ["DAPI", "NeuN", "S100"], pixel_size=0.325), tmp_path / "t.ome.tif", tile=128)
+    back = read_tissue(tmp_path / "t.ome.tif")
+    assert back.channel_names == ["DAPI", "NeuN", "S100"]
+    assert back.pixel_size == pytest.approx(0.325)
+    assert not isinstance(back.data, np.ndarray) or isinstance(back.data, np.memmap)  # lazy
+    np.testing.assert_array_equal(np.asarray(back.data), data)
+
+
+def test_writing_a_tissue_over_its_own_file_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", _data(), photometric="minisblack")
+    t = read_tissue(tmp_path / "plain.tif", channel_names=["a", "b", "c"])
+    with pytest.raises(AgileInputError, match="the file this tissue is read from"):
+        write_ome_tiff(t, tmp_path / "plain.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "plain.tif"), _data())
+    assert read_tissue(write_ome_tiff(t, tmp_path / "named.ome.tif")).channel_names == ["a", "b", "c"]
+
+
+def test_plain_cyx_tiff_needs_and_takes_names(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", _data(), photometric="minisblack")
+    t = read_tissue(tmp_path / "plain.tif", channel_names=["a", "b", "c"])
+    assert isinstance(t.data, np.memmap) and t.channel_names == ["a", "b", "c"]
+    with pytest.warns(UserWarning, match="channel_names"):
+        assert read_tissue(tmp_path / "plain.tif").channel_names == ["channel_1", "channel_2", "channel_3"]
+
+
+def test_2d_tiff_is_a_clear_error(tmp_path):
+    tifffile.imwrite(tmp_path / "one.tif", _data(1)[0])
+    with pytest.raises(AgileInputError, match="folder"):
+        read_tissue(tmp_path / "one.tif")
+
+
+def test_folder_with_lab_channel_map(tmp_path):
+    data = _data(3)
+    for name, plane in zip(["S1_R2C1", "S1_R2C4", "S1_R3C5"], data):
+        tifffile.imwrite(tmp_path / f"{name}.tif", plane)
+    t = read_tissue(tmp_path, channel_map={"R3C5": "S100", "S1_R2C1": "DAPI"})
+    assert t.channel_names == ["S100", "DAPI"]
+    np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data[[2, 0]])
+    assert read_tissue(tmp_path).channel_names == ["S1_R2C1", "S1_R2C4", "S1_R3C5"]
+    with pytest.raises(AgileInputError, match="R9C9"):
+        read_tissue(tmp_path, channel_map={"R9C9": "Iba1"})
+
+
+def test_channel_map_key_matching_two_sections_is_refused(tmp_path):
+    data = _data(2)
+    for section in ("S1", "S2"):
+        for name, plane in zip(["R2C1", "R2C4"], data):
+            tifffile.imwrite(tmp_path / f"{section}_{name}.tif", plane)
+    with pytest.raises(AgileInputError, match=r"'R2C1' matches 2 files.*S1_R2C1.tif.*S2_R2C1.tif"):
+        read_tissue(tmp_path, channel_map={"R2C1": "DAPI"})
+    t = read_tissue(tmp_path, channel_map={"S2_R2C4": "NeuN"})
+    np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data[[1]])
+
+
+def test_folder_of_channel_files_with_a_trailing_length_1_axis(tmp_path):
+    data = _data(2)
+    for name, plane in zip(["DAPI", "NeuN"], data):  # (rows, columns, 1): how some tools save one channel
+        tifffile.imwrite(tmp_path / f"{name}.tif", plane[..., None], photometric="minisblack")
+    t = read_tissue(tmp_path)
+    assert t.channel_names == ["DAPI", "NeuN"]
+    np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data)
+
+
+def test_folder_shape_mismatch_names_the_files(tmp_path):
+    tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
+    tifffile.imwrite(tmp_path / "NeuN.tif", _data(1, 200, 400)[0])
+    with pytest.raises(AgileInputError, match="NeuN.tif"):
+        read_tissue(tmp_path)
+
+
+def test_unreadable_tiff_in_folder_is_named(tmp_path):
+    tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
+    (tmp_path / "NeuN.tif").write_bytes(b"not a tiff")
+    with pytest.raises(AgileInputError, match="NeuN.tif"):
+        read_tissue(tmp_path)
+
+
+def test_zarr_with_omero_names(tmp_path):
+    import zarr  # a hard dependency: a missing install must fail, not skip
+    data = _data()
+    group = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 128, 128))[:] = data
+    group.attrs.update({
+        "multiscales": [{"axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
+                         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.5]}]}]}],
+        "omero": {"channels": [{"label": "DAPI"}, {"label": "NeuN"}, {"label": "Iba1"}]},
+    })
+    t = read_tissue(tmp_path / "t.zarr")
+    assert t.channel_names == ["DAPI", "NeuN", "Iba1"] and t.pixel_size == 0.5
+    np.testing.assert_array_equal(np.asarray(t.data), data)
+
+
+def test_nan_is_an_error_and_blank_channel_a_warning(tmp_path):
+    data = _data(2).astype(np.float32)
+    data[0, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", data, photometric="minisblack")
+    with pytest.raises(AgileInputError, match="NaN"):
+        read_tissue(tmp_path / "nan.tif", channel_names=["DAPI", "NeuN"])
+    blank = _data(2)
+    blank[1] = 0
+    problems = check_tissue(Tissue(blank, ["DAPI", "NeuN"]))
+    assert len(problems) == 1 and "NeuN" in problems[0]
+
+
+def _open_descriptors(path) -> int:
+    """How many of this process's file descriptors point at `path` (Linux /proc)."""
+    fd_dir = "/proc/self/fd"
+    count = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, fd)) == str(path)
+        except OSError:  # the descriptor listdir itself used is gone
+            pass
+    return count
+
+
+counts_descriptors = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
+                                        reason="counts descriptors through Linux /proc")
+
+
+@counts_descriptors
+def test_compressed_files_stay_open_until_the_tissue_is_closed(tmp_path):
+    ome = write_ome_tiff(Tissue(_data(), ["DAPI", "NeuN", "S100"]), tmp_path / "z.ome.tif", tile=128,
+                         compression="zlib")
+    with read_tissue(ome) as tissue:
+        view = tissue.select(["S100", "DAPI"])
+        np.testing.assert_array_equal(view.read_region(0, 10, 0, 10), _data()[[2, 0], :10, :10])
+        assert _open_descriptors(ome) == 1  # read lazily from the open file
+    assert _open_descriptors(ome) == 0
+    view.read_region(0, 10, 0, 10)  # a read after close opens the file again, and close closes it again
+    view.close()
+    assert _open_descriptors(ome) == 0
+    folder = tmp_path / "channels"
+    folder.mkdir()
+    for name, plane in zip(["DAPI", "NeuN"], _data(2)):
+        tifffile.imwrite(folder / f"{name}.tif", plane, compression="zlib", tile=(128, 128))
+    tissue = read_tissue(folder)
+    tissue.read_region(0, 10, 0, 10)
+    assert sum(_open_descriptors(f) for f in folder.iterdir()) == 2
+    tissue.close()
+    assert sum(_open_descriptors(f) for f in folder.iterdir()) == 0
+
+
+@counts_descriptors
+def test_a_failed_read_leaves_no_file_open(tmp_path):
+    data = _data(2).astype(np.float32)
+    data[0, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", data, photometric="minisblack", compression="zlib", tile=(128, 128))
+    with pytest.raises(AgileInputError, match="NaN"):
+        read_tissue(tmp_path / "nan.tif", channel_names=["DAPI", "NeuN"])
+    assert _open_descriptors(tmp_path / "nan.tif") == 0
