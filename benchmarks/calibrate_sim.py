@@ -6,6 +6,7 @@ name=value arguments), without meta-training anything.
 
     python benchmarks/calibrate_sim.py [repeats] [expression_overlap=0.3 ...]
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,12 @@ def main(argv: list[str]) -> None:
     print(f"data {len(data.pool)} cells, {time.time() - t0:.0f}s; overrides {overrides or 'none'}")
     for method in ("vanilla_full", "vanilla_limit"):
         accs = {t: [proto.run(method, t, r)["accuracy"] for r in range(repeats)] for t in bm.REAL_TYPES}
-        print(f"| {method} | " + " | ".join(f"{t} {np.mean(a):.3f} ± {np.std(a):.3f}" for t, a in accs.items())
-              + f" | all {np.mean(sum(accs.values(), [])):.3f} |", flush=True)
+        print(
+            f"| {method} | "
+            + " | ".join(f"{t} {np.mean(a):.3f} ± {np.std(a):.3f}" for t, a in accs.items())
+            + f" | all {np.mean(sum(accs.values(), [])):.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the thresholds' rule was chosen on seeds 30,000-30,008, so the default 40,000 se
 
     python benchmarks/cross_section.py [--pairs 6] [--first 40000] [--types astrocyte endothelial]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,15 @@ def run_pair(model, seed: int, types: tuple[str, ...]) -> dict:
         unlike = [str(w.message) for w in caught[before:] if "looks unlike" in str(w.message)]
     probs = table[[f"p_{t}" for t in types]].to_numpy()
     uniform = assign_types(probs, types, [session.threshold] * len(types))
-    return {"thresholds": dict(session.type_thresholds), "unlike": unlike,
-            **{(t, rule): precision_recall(pred, new_truth, t) for t in types
-               for rule, pred in (("0.5", uniform), ("per-type", table["cell_type"].to_numpy()))}}
+    return {
+        "thresholds": dict(session.type_thresholds),
+        "unlike": unlike,
+        **{
+            (t, rule): precision_recall(pred, new_truth, t)
+            for t in types
+            for rule, pred in (("0.5", uniform), ("per-type", table["cell_type"].to_numpy()))
+        },
+    }
 
 
 def main() -> None:
@@ -68,16 +75,23 @@ def main() -> None:
     runs = []
     for seed in range(args.first, args.first + args.pairs):
         runs.append(run_pair(model, seed, types))
-        print(f"section {seed} -> {seed + 500}: thresholds {runs[-1]['thresholds']}"
-              + (f"; warned: {runs[-1]['unlike'][0]}" if runs[-1]["unlike"] else ""), flush=True)
-    print(f"\n{args.pairs} new sections (answers on seeds {args.first}-{args.first + args.pairs - 1}, typed on seeds "
-          f"{args.first + 500}-{args.first + args.pairs + 499}); mean ± SE over sections, worst section in brackets\n")
+        print(
+            f"section {seed} -> {seed + 500}: thresholds {runs[-1]['thresholds']}"
+            + (f"; warned: {runs[-1]['unlike'][0]}" if runs[-1]["unlike"] else ""),
+            flush=True,
+        )
+    print(
+        f"\n{args.pairs} new sections (answers on seeds {args.first}-{args.first + args.pairs - 1}, typed on seeds "
+        f"{args.first + 500}-{args.first + args.pairs + 499}); mean ± SE over sections, worst section in brackets\n"
+    )
     print("| cell type | threshold | precision | recall |\n|---|---|---|---|")
     for t in types:
         for rule in ("0.5", "per-type"):
             pr = np.array([r[(t, rule)] for r in runs])
-            cells = [f"{np.nanmean(v):.3f} ± {np.nanstd(v, ddof=1) / np.sqrt(np.isfinite(v).sum()):.3f} "
-                     f"[{np.nanmin(v):.2f}]" for v in pr.T]
+            cells = [
+                f"{np.nanmean(v):.3f} ± {np.nanstd(v, ddof=1) / np.sqrt(np.isfinite(v).sum()):.3f} [{np.nanmin(v):.2f}]"
+                for v in pr.T
+            ]
             print(f"| {t} | {rule} | {cells[0]} | {cells[1]} |")
     print(f"\nsections warned as unlike the answered one: {sum(bool(r['unlike']) for r in runs)} of {len(runs)}")
 

@@ -9,6 +9,7 @@ which no model trains or is tested on: the loop's figure that may choose between
     python benchmarks/demo_seeds.py [MODEL ...] [--seeds 10] [--validation] [--method entropy] [--spread 1]
     (MODEL: a file, or "bundled"; --method entropy asks every round by entropy, as before the covering round)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,18 @@ def main() -> None:
     ap.add_argument("models", nargs="*", default=["bundled"], help="model files, or 'bundled' (the default)")
     ap.add_argument("--seeds", type=int, default=10, help="sections: the bundled sample's seed and the next ones")
     ap.add_argument("--validation", action="store_true", help="meta types on sections seeded 70,000 and up")
-    ap.add_argument("--method", default="auto", choices=SUGGEST_METHODS,
-                    help="how rounds are suggested (default: a covering first round, then entropy; 'entropy' is the paper)")
-    ap.add_argument("--spread", type=int, default=SPREAD,
-                    help="entropy rounds ask the n cells covering the spread * n most uncertain (1: the paper's round)")
+    ap.add_argument(
+        "--method",
+        default="auto",
+        choices=SUGGEST_METHODS,
+        help="how rounds are suggested (default: a covering first round, then entropy; 'entropy' is the paper)",
+    )
+    ap.add_argument(
+        "--spread",
+        type=int,
+        default=SPREAD,
+        help="entropy rounds ask the n cells covering the spread * n most uncertain (1: the paper's round)",
+    )
     args = ap.parse_args()
     first, types = (70_000, META_TYPES) if args.validation else (DEMO_SEED, REAL_TYPES)
     rows: dict[tuple[str, str], list[float]] = {}
@@ -41,8 +50,9 @@ def main() -> None:
         for seed in range(first, first + args.seeds):
             with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the one-class warning is expected on some first rounds
-                report = run_demo(out, model=model, types=types, log=lambda _: None, seed=seed, method=args.method,
-                                  spread=args.spread)
+                report = run_demo(
+                    out, model=model, types=types, log=lambda _: None, seed=seed, method=args.method, spread=args.spread
+                )
             for cell_type, r in report.items():
                 rows.setdefault((name, cell_type), []).append(r["balanced_accuracy"])
     print("| model | cell type | balanced accuracy (mean ± SE) | min | max |\n|---|---|---|---|---|")

@@ -9,6 +9,7 @@ round on the same draws. Measured, not kept (docs/method.md).
 
     python benchmarks/diverse_batches.py [--repeats 4] [--draws 3] [--offset 10] [--label-source truth lab]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def main() -> None:
         for spread, a in acc.items():
             name = "4 most uncertain (the paper)" if spread == 1 else f"4 covering the {BATCH * spread} most uncertain"
             diff = a - acc[1]
-            print(f"| {source} | {name} | {a.mean():.3f} ± {se(a):.3f} | {int((a < 0.75).sum())}/{len(a)} | "
-                  f"{diff.mean():+.3f} ± {se(diff):.3f} |")
+            print(
+                f"| {source} | {name} | {a.mean():.3f} ± {se(a):.3f} | {int((a < 0.75).sum())}/{len(a)} | "
+                f"{diff.mean():+.3f} ± {se(diff):.3f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ models must share one architecture (one recipe, several seeds).
 
     python benchmarks/ensemble_probe.py MODEL MODEL [MODEL ...] [--repeats 4] [--draws 3] [--label-source lab]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,17 @@ def measure(paths: list[str], repeats: int, draws: int, seed: int, label_source:
             for d in range(draws):
                 for n in LABELS:
                     idx = proto.balanced(task, n, np.random.default_rng([seed, r, bm.META_TYPES.index(task), d, n]))
-                    probas = [proto.test_proba(proto.adapt(m, idx, task), task, proto.stats(m.params),
-                                               proto.test_features(m, task)) for m in models]
+                    probas = [
+                        proto.test_proba(
+                            proto.adapt(m, idx, task), task, proto.stats(m.params), proto.test_features(m, task)
+                        )
+                        for m in models
+                    ]
                     for path, p in zip(paths, probas):
                         out.setdefault(f"{n} labels | {path}", []).append(float(((p >= 0.5) == y).mean()))
                     out.setdefault(f"{n} labels | ensemble of {len(paths)}", []).append(
-                        float(((np.mean(probas, 0) >= 0.5) == y).mean()))
+                        float(((np.mean(probas, 0) >= 0.5) == y).mean())
+                    )
     return out
 
 
@@ -56,8 +62,10 @@ def main() -> None:
     for key, values in acc.items():
         n, _, name = key.partition(" | ")
         diff = np.subtract(values, acc[f"{n} | {args.models[0]}"])
-        print(f"| {n} | {name} | {np.mean(values):.3f} ± {standard_error(values):.3f} "
-              f"| {diff.mean():+.3f} ± {standard_error(diff):.3f} |")
+        print(
+            f"| {n} | {name} | {np.mean(values):.3f} ± {standard_error(values):.3f} "
+            f"| {diff.mean():+.3f} ± {standard_error(diff):.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ paper was (napari_agile.bench.weak_labels). Real tasks astrocyte and endothelial
 
     python benchmarks/evaluate_model.py [MODEL] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,11 @@ from napari_agile.synth.simulator import SimParams
 def evaluate(model_path: str | None, repeats: int, n_per_type: int = 400) -> dict:
     model = load_model(model_path)
     bench = bm.BenchConfig(n_per_type=n_per_type, repeats=repeats, seed=90_000, field=1024, steps_curve=0)
-    domains = {"default": (SimParams(), "truth"),
-               "shifted": (SimParams().randomized(np.random.default_rng(90_001), 1.5), "truth"),
-               "lab labels": (SimParams(), "lab")}
+    domains = {
+        "default": (SimParams(), "truth"),
+        "shifted": (SimParams().randomized(np.random.default_rng(90_001), 1.5), "truth"),
+        "lab labels": (SimParams(), "lab"),
+    }
     out = {}
     for name, (params, labels) in domains.items():
         bench = replace(bench, label_source=labels)
@@ -33,11 +36,16 @@ def evaluate(model_path: str | None, repeats: int, n_per_type: int = 400) -> dic
         proto = bm.Protocol(bench, model.config, data, {"agile": model})
         for method in ("agile_phase1", "agile_phase2"):
             rows = [proto.run(method, t, r) for t in bm.REAL_TYPES for r in range(repeats)]
-            out[f"{name}/{method}"] = {"one_step": float(np.mean([r["accuracy"] for r in rows])),
-                                       "zero_shot": float(np.mean([r["steps_curve"][0] for r in rows])),
-                                       "std": float(np.std([r["accuracy"] for r in rows]))}
-            print(f"{name:8s} {method:13s} 16 labels: zero-shot {out[f'{name}/{method}']['zero_shot']:.3f}, "
-                  f"1 step {out[f'{name}/{method}']['one_step']:.3f} ± {out[f'{name}/{method}']['std']:.3f}", flush=True)
+            out[f"{name}/{method}"] = {
+                "one_step": float(np.mean([r["accuracy"] for r in rows])),
+                "zero_shot": float(np.mean([r["steps_curve"][0] for r in rows])),
+                "std": float(np.std([r["accuracy"] for r in rows])),
+            }
+            print(
+                f"{name:8s} {method:13s} 16 labels: zero-shot {out[f'{name}/{method}']['zero_shot']:.3f}, "
+                f"1 step {out[f'{name}/{method}']['one_step']:.3f} ± {out[f'{name}/{method}']['std']:.3f}",
+                flush=True,
+            )
     return out
 
 
@@ -70,19 +78,34 @@ def model_card(model_path: str | None, result: dict, repeats: int) -> str:
     info, cfg = model.info, model.config
     meta = info["config"]["meta"]
     order = "first" if meta["first_order"] else "second"
-    head = ("class prototypes of the labelled cells added to the dense layer (Proto-MAML), then"
-            if cfg.head_init == "prototypes" else "the meta-learned dense layer, then")
+    head = (
+        "class prototypes of the labelled cells added to the dense layer (Proto-MAML), then"
+        if cfg.head_init == "prototypes"
+        else "the meta-learned dense layer, then"
+    )
     scope = "the dense layer only" if meta.get("adapt_scope") == "head" else "every weight"
-    centre = (f"; the dense layer also reads each channel's mean {cfg.centre_words},"
-              f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section" if cfg.centre_parts else "")
-    mask = ("; each cell's nucleus mask from the label image (detected nuclei have one) as one more plane"
-            if cfg.nucleus_mask else "")
+    centre = (
+        f"; the dense layer also reads each channel's mean {cfg.centre_words},"
+        f" {'whitened' if cfg.centre_whiten else 'standardised'} on the section"
+        if cfg.centre_parts
+        else ""
+    )
+    mask = (
+        "; each cell's nucleus mask from the label image (detected nuclei have one) as one more plane"
+        if cfg.nucleus_mask
+        else ""
+    )
     phase2 = result.get("default/agile_phase2", {}).get("one_step", float("nan"))
     lab = result.get("lab labels/agile_phase2", {}).get("one_step", float("nan"))
-    verdict = (("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): "
-               f"{phase2:.3f} on the default domain, {lab:.3f} against the lab's labels")
-    rows = "\n".join(f"| {k.split('/')[0]} | {'entropy (phase II)' if k.endswith('2') else 'random, balanced (phase I)'} "
-                     f"| {v['zero_shot']:.3f} | {v['one_step']:.3f} ± {v['std']:.3f} |" for k, v in result.items())
+    verdict = (
+        ("meets" if phase2 >= 0.90 else "is below") + f" the paper's 0.902 (AGILE phase II, 16 labels, 1 step): "
+        f"{phase2:.3f} on the default domain, {lab:.3f} against the lab's labels"
+    )
+    rows = "\n".join(
+        f"| {k.split('/')[0]} | {'entropy (phase II)' if k.endswith('2') else 'random, balanced (phase I)'} "
+        f"| {v['zero_shot']:.3f} | {v['one_step']:.3f} ± {v['std']:.3f} |"
+        for k, v in result.items()
+    )
     return f"""# Model card: agile-rat-brain
 
 The model `napari_agile.load_model()` returns: the AGILE network (4 conv blocks of 32 filters, batch norm
@@ -90,16 +113,16 @@ with tissue statistics, MC dropout {cfg.dropout} before the dense layer{centre};
 meta-trained with task-augmented {order}-order MAML to adapt in one step to a new binary cell-type task.
 Adaptation: {head} one gradient step (inner lr {model.inner_lr}) on {scope}.
 
-- **Inputs**: channels {', '.join(cfg.channels)}; {cfg.patch_size} x {cfg.patch_size} px patches around nucleus
+- **Inputs**: channels {", ".join(cfg.channels)}; {cfg.patch_size} x {cfg.patch_size} px patches around nucleus
   centres, binned {cfg.bin} x {cfg.bin}; per-section percentile normalisation (1st to 99.8th){mask}.
-- **Training data**: simulated rat-brain tissue only (napari_agile.synth.simulator), {info['config']['data']['fields']} fields
-  of {info['config']['data']['field_size']} px with simulator parameters drawn per field (domain randomisation,
-  strength {info['config']['data']['randomize']}), {info['pool_cells']} cells. Meta tasks: {', '.join(meta['meta_types'])};
+- **Training data**: simulated rat-brain tissue only (napari_agile.synth.simulator), {info["config"]["data"]["fields"]} fields
+  of {info["config"]["data"]["field_size"]} px with simulator parameters drawn per field (domain randomisation,
+  strength {info["config"]["data"]["randomize"]}), {info["pool_cells"]} cells. Meta tasks: {", ".join(meta["meta_types"])};
   astrocytes and endothelial cells were never a meta-training task, so they are new tasks below.
-- **Schedule**: {info['iterations_done']} iterations x {meta['tasks_per_batch']} tasks, support 1-{meta['k_max']} per
-  class, query {meta['n_query']} per class, inner lr {meta['inner_lr']}, meta lr {meta['meta_lr']}, {meta['inner_steps']} inner
-  step, {order}-order, augmentation {meta['augmentation']}, seed {meta['seed']}; torch {info['torch']}
-  on {info['machine']} ({info.get('device', 'cpu')}). Final validation accuracy (one step, held-out fields, meta types): {info['final_val_acc']:.3f}.
+- **Schedule**: {info["iterations_done"]} iterations x {meta["tasks_per_batch"]} tasks, support 1-{meta["k_max"]} per
+  class, query {meta["n_query"]} per class, inner lr {meta["inner_lr"]}, meta lr {meta["meta_lr"]}, {meta["inner_steps"]} inner
+  step, {order}-order, augmentation {meta["augmentation"]}, seed {meta["seed"]}; torch {info["torch"]}
+  on {info["machine"]} ({info.get("device", "cpu")}). Final validation accuracy (one step, held-out fields, meta types): {info["final_val_acc"]:.3f}.
 - **Reproduce**: `napari-agile meta-train --config configs/bundled-model.toml --out runs/bundled`, then copy
   `runs/bundled/model.safetensors` here (seconds per iteration on this CPU: docs/speed.md, section 4).
 

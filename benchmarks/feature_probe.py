@@ -24,11 +24,12 @@ discriminant.
 
     python benchmarks/feature_probe.py [--model FILE ...] [--repeats 3] [--centre-blocks | --rim | --transductive | --stabilise | --shrink | --single-channel | --lda] [--seed 70000] [--label-source lab]
 """
+
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,8 +42,9 @@ from napari_agile.io.model_file import AgileModel, load_model
 SEED = 70_000
 
 
-def logistic_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
-                      l2: float = 1e-3) -> float:
+def logistic_accuracy(
+    f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor, l2: float = 1e-3
+) -> float:
     """Test accuracy of an L2-regularised logistic regression on standardised features (L-BFGS to convergence)."""
     mean, std = f_train.mean(0), f_train.std(0) + 1e-6
     a, b = (f_train - mean) / std, (f_test - mean) / std
@@ -59,7 +61,9 @@ def logistic_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torc
     return float((((b @ w + bias) > 0).long() == y_test).float().mean())
 
 
-def nearest_mean_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor) -> float:
+def nearest_mean_accuracy(
+    f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor
+) -> float:
     means = torch.stack([f_train[y_train == k].mean(0) for k in (0, 1)])
     return float((torch.cdist(f_test, means).argmin(1) == y_test).float().mean())
 
@@ -69,24 +73,32 @@ def validation_bench(seed: int, label_source: str) -> bm.BenchConfig:
     return replace(bm.BenchConfig.quick(), seed=seed, label_source=label_source)
 
 
-def shuffled_protocols(model: AgileModel, repeats: int, seed: int, label_source: str
-                       ) -> Iterator[tuple[int, bm.BenchData, bm.Protocol, dict]]:
+def shuffled_protocols(
+    model: AgileModel, repeats: int, seed: int, label_source: str
+) -> Iterator[tuple[int, bm.BenchData, bm.Protocol, dict]]:
     """Per repeat r: the validation data, the protocol on it with the channel order shuffled, and the model's
     tissue statistics there."""
     cfg = model.config
     bench = validation_bench(seed, label_source)
     base = bm.build_data(bench, cfg, task_types=bm.META_TYPES)
     for r in range(repeats):
-        perm = torch.as_tensor(np.r_[np.random.default_rng([seed, r]).permutation(len(cfg.channels)),
-                                     len(cfg.channels):cfg.planes])  # a nucleus-mask plane stays last
+        perm = torch.as_tensor(
+            np.r_[np.random.default_rng([seed, r]).permutation(len(cfg.channels)), len(cfg.channels) : cfg.planes]
+        )  # a nucleus-mask plane stays last
         pool = bm.TaskPool(base.pool.patches[:, perm], base.pool.types, base.pool.fields)
         proto = bm.Protocol(bench, cfg, bm.BenchData(pool, base.tissue_idx, base.tasks), {"agile": model})
         yield r, base, proto, proto.stats(model.params)
 
 
-def balanced_draws(model: AgileModel, repeats: int, draws: int, seed: int, label_source: str,
-                   types: Sequence[str] = bm.META_TYPES, labels: Sequence[int] = (16, 160)
-                   ) -> Iterator[tuple[bm.Protocol, dict, str, int, np.ndarray]]:
+def balanced_draws(
+    model: AgileModel,
+    repeats: int,
+    draws: int,
+    seed: int,
+    label_source: str,
+    types: Sequence[str] = bm.META_TYPES,
+    labels: Sequence[int] = (16, 160),
+) -> Iterator[tuple[bm.Protocol, dict, str, int, np.ndarray]]:
     """(protocol, statistics, task, n, labelled cells) per repeat, task, draw and label count: the paired draws
     of the one-step studies (step_size.py, lda_head.py), the torch seed set for each."""
     for r, _, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
@@ -128,7 +140,8 @@ def probe(model_path: str, repeats: int, seed: int, label_source: str) -> dict[s
                 rng = np.random.default_rng([seed, r, bm.META_TYPES.index(task)])
                 idx = proto.balanced(task, n, rng)
                 out.setdefault(f"one step, {n} labels", []).append(
-                    proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"])
+                    proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"]
+                )
             (x_tr, y_tr), (x_te, y_te) = (proto._xy(base.tasks[task][s], task) for s in ("train", "test"))
             f_tr, f_te = (features(cfg, model.params, x, stats, mc=False) for x in (x_tr, x_te))
             for name, cols in parts.items():
@@ -273,8 +286,9 @@ def single_channel(seed: int, label_source: str, draws: int = 30) -> dict[str, l
             c = int(t.abs().argmax())
             positive = (values[te, c] > mean[:, c].mean()) == (t[c] > 0)
             hit = (positive.long() == y_te).float().mean()
-            out.setdefault(f"nucleus block | one channel chosen by the labels, {name} midpoint, {n} labels",
-                           []).append(float(hit))
+            out.setdefault(f"nucleus block | one channel chosen by the labels, {name} midpoint, {n} labels", []).append(
+                float(hit)
+            )
     return out
 
 
@@ -302,8 +316,9 @@ def _bulk_whitening(sample: torch.Tensor, keep: float, steps: int = 10) -> tuple
     return sample[inside].mean(0), zca_matrix(sample[inside])
 
 
-def _nucleus_block_data(seed: int, label_source: str
-                        ) -> tuple[bm.BenchData, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+def _nucleus_block_data(
+    seed: int, label_source: str
+) -> tuple[bm.BenchData, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """The validation data with the bundled model's patches (mask plane included), a function giving each cell's
     channel means under a per-pixel weight, and the binned nucleus masks."""
     cfg = load_model(None).config
@@ -317,8 +332,9 @@ def _nucleus_block_data(seed: int, label_source: str
     return data, means, x[:, c]
 
 
-def _nucleus_block_draws(seed: int, label_source: str, draws: int
-                         ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _nucleus_block_draws(
+    seed: int, label_source: str, draws: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per validation task and label draw: (n, labelled cells' whitened nucleus blocks, their labels, the whole
     pool's blocks, the test cells' blocks, the test labels)."""
     data, means, mask = _nucleus_block_data(seed, label_source)
@@ -327,8 +343,9 @@ def _nucleus_block_draws(seed: int, label_source: str, draws: int
         yield n, z[lab], y, z[tr], z[te], y_te
 
 
-def _task_draws(data: bm.BenchData, seed: int, draws: int
-                ) -> Iterator[tuple[int, np.ndarray, torch.Tensor, np.ndarray, np.ndarray, torch.Tensor]]:
+def _task_draws(
+    data: bm.BenchData, seed: int, draws: int
+) -> Iterator[tuple[int, np.ndarray, torch.Tensor, np.ndarray, np.ndarray, torch.Tensor]]:
     """Per validation task and label draw: (n, the labelled pool cells, their labels, the pool cells, the test
     cells, the test labels), cells as indices into the data's pool."""
     for task in bm.META_TYPES:
@@ -339,8 +356,10 @@ def _task_draws(data: bm.BenchData, seed: int, draws: int
 
 def _split(data: bm.BenchData, task: str) -> tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]:
     """A validation task's pool and test cells with their binary labels."""
-    (tr, y_tr), (te, y_te) = ((i, torch.as_tensor(data.pool.types[i] == task).long())
-                              for i in (data.tasks[task]["train"], data.tasks[task]["test"]))
+    (tr, y_tr), (te, y_te) = (
+        (i, torch.as_tensor(data.pool.types[i] == task).long())
+        for i in (data.tasks[task]["train"], data.tasks[task]["test"])
+    )
     return tr, y_tr, te, y_te
 
 
@@ -349,16 +368,24 @@ def _label_draws(y_tr: torch.Tensor, seed: int, draws: int) -> Iterator[tuple[in
     for n in (16, 160):
         for d in range(draws):
             rng = np.random.default_rng([seed, d])
-            yield n, np.concatenate([rng.choice(np.flatnonzero(y_tr.numpy() == k), n // 2, replace=False)
-                                     for k in (0, 1)])
+            yield (
+                n,
+                np.concatenate([rng.choice(np.flatnonzero(y_tr.numpy() == k), n // 2, replace=False) for k in (0, 1)]),
+            )
 
 
-def _soft_kmeans(protos: torch.Tensor, labelled: torch.Tensor, y: torch.Tensor, pool: torch.Tensor,
-                 temperature: float, iterations: int = 5) -> torch.Tensor:
+def _soft_kmeans(
+    protos: torch.Tensor,
+    labelled: torch.Tensor,
+    y: torch.Tensor,
+    pool: torch.Tensor,
+    temperature: float,
+    iterations: int = 5,
+) -> torch.Tensor:
     """Class means over the labelled cells (weight 1 each) and the pool cells (soft assignments), iterated."""
     onehot = F.one_hot(y, 2).float()
     for _ in range(iterations):
-        soft = torch.softmax(-torch.cdist(pool, protos) ** 2 / temperature, 1)
+        soft = torch.softmax(-(torch.cdist(pool, protos) ** 2) / temperature, 1)
         weights = torch.cat([onehot, soft])
         protos = (weights.T @ torch.cat([labelled, pool])) / weights.sum(0)[:, None]
     return protos
@@ -378,36 +405,66 @@ def _score_blocks(blocks: dict[str, torch.Tensor], data: bm.BenchData, seed: int
             tr, y_tr, te, y_te = _split(data, task)
             for n, sel in _label_draws(y_tr, seed, draws):
                 out.setdefault(f"{name} | nearest class mean, {n} labels", []).append(
-                    nearest_mean_accuracy(z[tr][sel], y_tr[sel], z[te], y_te))
+                    nearest_mean_accuracy(z[tr][sel], y_tr[sel], z[te], y_te)
+                )
             out.setdefault(f"{name} | logistic regression, all labels", []).append(
-                logistic_accuracy(z[tr], y_tr, z[te], y_te))
+                logistic_accuracy(z[tr], y_tr, z[te], y_te)
+            )
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", nargs="+", default=["bundled"],
-                    help="model file(s), or 'bundled' (the default); from a second on, each row also gives the "
-                         "paired difference to the first (the same draws)")
+    ap.add_argument(
+        "--model",
+        nargs="+",
+        default=["bundled"],
+        help="model file(s), or 'bundled' (the default); from a second on, each row also gives the "
+        "paired difference to the first (the same draws)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--centre-blocks", action="store_true", help="probe hand-crafted centre blocks instead")
     ap.add_argument("--rim", action="store_true", help="probe the nucleus block with and without a rim outside it")
-    ap.add_argument("--transductive", action="store_true",
-                    help="probe prototypes refined by soft k-means on the unlabelled pool")
-    ap.add_argument("--stabilise", action="store_true",
-                    help="probe the nucleus block whitened on the sample's bulk, or after a square root or a log")
-    ap.add_argument("--shrink", action="store_true",
-                    help="probe nearest shrunken centroids on the nucleus block against its plain class means")
-    ap.add_argument("--single-channel", action="store_true",
-                    help="probe one channel chosen by the labels against the nucleus block's class means")
-    ap.add_argument("--lda", action="store_true",
-                    help="probe a shrinkage linear discriminant on the nucleus block against its plain class means")
+    ap.add_argument(
+        "--transductive", action="store_true", help="probe prototypes refined by soft k-means on the unlabelled pool"
+    )
+    ap.add_argument(
+        "--stabilise",
+        action="store_true",
+        help="probe the nucleus block whitened on the sample's bulk, or after a square root or a log",
+    )
+    ap.add_argument(
+        "--shrink",
+        action="store_true",
+        help="probe nearest shrunken centroids on the nucleus block against its plain class means",
+    )
+    ap.add_argument(
+        "--single-channel",
+        action="store_true",
+        help="probe one channel chosen by the labels against the nucleus block's class means",
+    )
+    ap.add_argument(
+        "--lda",
+        action="store_true",
+        help="probe a shrinkage linear discriminant on the nucleus block against its plain class means",
+    )
     ap.add_argument("--seed", type=int, default=SEED, help="simulation seed of the validation fields")
-    ap.add_argument("--label-source", choices=("truth", "lab"), default="truth",
-                    help="score against the simulator's types or the lab's marker rule")
+    ap.add_argument(
+        "--label-source",
+        choices=("truth", "lab"),
+        default="truth",
+        help="score against the simulator's types or the lab's marker rule",
+    )
     args = ap.parse_args()
-    probes = {"rim": rim_blocks, "transductive": transductive, "stabilise": stabilised_blocks,
-              "shrink": shrunken_centroids, "single_channel": single_channel, "centre_blocks": centre_blocks, "lda": discriminant}
+    probes = {
+        "rim": rim_blocks,
+        "transductive": transductive,
+        "stabilise": stabilised_blocks,
+        "shrink": shrunken_centroids,
+        "single_channel": single_channel,
+        "centre_blocks": centre_blocks,
+        "lda": discriminant,
+    }
     chosen = [probes[name] for name in probes if getattr(args, name)]
     if chosen:
         probe_blocks = chosen[0]
@@ -416,8 +473,10 @@ def main() -> None:
             print(f"| {name} | {np.mean(accs):.3f} ± {standard_error(accs):.3f} |")
         return
     runs = [probe(path, args.repeats, args.seed, args.label_source) for path in args.model]
-    print("| model | learner | features | accuracy (mean ± SE) | paired difference to the first (± SE) |\n"
-          "|---|---|---|---|---|")
+    print(
+        "| model | learner | features | accuracy (mean ± SE) | paired difference to the first (± SE) |\n"
+        "|---|---|---|---|---|"
+    )
     for path, rows in zip(args.model, runs):
         for name, accs in rows.items():
             learner, _, part = name.rpartition(", ") if "all labels" in name else (name, "", "all")

@@ -9,6 +9,7 @@ answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
     python benchmarks/head_variants.py panel12 panel40 --seeds 2
     python benchmarks/head_variants.py real:mibi_granuloma/endothelial real:imc_pancreas/alpha --data /work/realdata
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,18 @@ VARIANTS = {
     "prototypes, whitened": {"head_init": "prototypes", "centre_whiten": True, "centre_sqrt": False},
     "newton, whitened": {"head_init": "newton", "centre_whiten": True, "centre_sqrt": False},
     "prototypes, standardised root": {"head_init": "prototypes", "centre_whiten": False, "centre_sqrt": True},
-    "newton 0.1, standardised root": {"head_init": "newton", "centre_whiten": False, "centre_sqrt": True,
-                                      "head_ridge": 0.1},
-    "newton 0.3, standardised root": {"head_init": "newton", "centre_whiten": False, "centre_sqrt": True,
-                                      "head_ridge": 0.3},
+    "newton 0.1, standardised root": {
+        "head_init": "newton",
+        "centre_whiten": False,
+        "centre_sqrt": True,
+        "head_ridge": 0.1,
+    },
+    "newton 0.3, standardised root": {
+        "head_init": "newton",
+        "centre_whiten": False,
+        "centre_sqrt": True,
+        "head_ridge": 0.3,
+    },
 }
 
 
@@ -85,8 +94,10 @@ def main() -> None:
                 print(f"{name}\t{variant}\t{method}\t{acc:.3f}", flush=True)
     print("\n| variant | random16 | rounds8 |\n|---|---|---|")
     for variant in VARIANTS:
-        cells = [f"{np.mean(totals[variant, m]):.3f} ± {np.std(totals[variant, m]) / len(totals[variant, m]) ** 0.5:.3f}"
-                 for m in ("random16", "rounds8")]
+        cells = [
+            f"{np.mean(totals[variant, m]):.3f} ± {np.std(totals[variant, m]) / len(totals[variant, m]) ** 0.5:.3f}"
+            for m in ("random16", "rounds8")
+        ]
         print(f"| {variant} | {' | '.join(cells)} |")
 
 

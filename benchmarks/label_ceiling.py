@@ -19,6 +19,7 @@ class-balanced labels (30 draws), the closest a one-step prototype head gets to 
 
     python benchmarks/label_ceiling.py [--fields 60] [--seed 70000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,18 +56,27 @@ def measure(n_fields: int, seed: int, size: int = 768) -> Cells:
     out = Cells()
     for k in range(n_fields):
         inner = inner_cells(simulate_tissue((size, size), seed + k))
-        (tissue, cells), = lab_labelled([(inner.tissue, inner.cells)])
+        ((tissue, cells),) = lab_labelled([(inner.tissue, inner.cells)])
         if not len(cells):
             continue
         tissue = tissue.select(cfg.channels)
         binned = {}
         for ids, batch in iter_patches(tissue, cells, size=cfg.patch_size, normalizer=fit_normalizer(tissue)):
             binned.update(zip(ids.tolist(), bin_patches(torch.from_numpy(batch), cfg.bin)))
-        out.regions["centre rings"].append(centre_means(cfg, torch.stack([binned[i] for i in cells.ids.tolist()])).numpy())
+        out.regions["centre rings"].append(
+            centre_means(cfg, torch.stack([binned[i] for i in cells.ids.tolist()])).numpy()
+        )
         scale = np.percentile(np.asarray(tissue.data, np.float64).reshape(tissue.n_channels, -1), 99.8, axis=1)
-        out.regions["nucleus mask"].append(np.stack(
-            [ndi.mean(np.asarray(tissue.data[c], np.float64), cells.labels, cells.ids) for c in range(tissue.n_channels)],
-            1) / scale)
+        out.regions["nucleus mask"].append(
+            np.stack(
+                [
+                    ndi.mean(np.asarray(tissue.data[c], np.float64), cells.labels, cells.ids)
+                    for c in range(tissue.n_channels)
+                ],
+                1,
+            )
+            / scale
+        )
         every = {name: name for name in cfg.channels}
         out.regions["inset box"].append(marker_intensities(tissue, cells, every).to_numpy() / scale)
         out.lab.append(cells.table.cell_type.to_numpy())
@@ -74,16 +84,27 @@ def measure(n_fields: int, seed: int, size: int = 768) -> Cells:
     return out
 
 
-def mlp_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
-                 seeds: int = 3, iterations: int = 2000) -> float:
+def mlp_accuracy(
+    f_train: torch.Tensor,
+    y_train: torch.Tensor,
+    f_test: torch.Tensor,
+    y_test: torch.Tensor,
+    seeds: int = 3,
+    iterations: int = 2000,
+) -> float:
     """Mean test accuracy of a 2 x 64 ReLU MLP on standardised features, full-batch Adam, over `seeds` inits."""
     mean, std = f_train.mean(0), f_train.std(0) + 1e-6
     a, b = (f_train - mean) / std, (f_test - mean) / std
     accs = []
     for s in range(seeds):
         torch.manual_seed(s)
-        net = torch.nn.Sequential(torch.nn.Linear(a.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
-                                  torch.nn.ReLU(), torch.nn.Linear(64, 2))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(a.shape[1], 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 2),
+        )
         opt = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
         for _ in range(iterations):
             opt.zero_grad()
@@ -99,8 +120,15 @@ def whitened(f: torch.Tensor, parts: int) -> torch.Tensor:
     return torch.cat([(p - p.mean(0)) @ zca_matrix(p) for p in f.split(f.shape[1] // parts, 1)], 1)
 
 
-def few_label_accuracy(z: torch.Tensor, y: torch.Tensor, test: torch.Tensor, y_test: torch.Tensor, n: int,
-                       rng: np.random.Generator, draws: int = 30) -> float:
+def few_label_accuracy(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    test: torch.Tensor,
+    y_test: torch.Tensor,
+    n: int,
+    rng: np.random.Generator,
+    draws: int = 30,
+) -> float:
     """Mean accuracy of a nearest class mean from n random class-balanced labels of (z, y), over `draws`."""
     accs = []
     for _ in range(draws):
@@ -126,11 +154,14 @@ def ceilings(cells: Cells, seed: int) -> dict[tuple[str, str, str], dict[str, fl
             y = torch.as_tensor(types == task).long()
             for region, f in feats.items():
                 for learner, fit in (("logistic regression", logistic_accuracy), ("MLP", mlp_accuracy)):
-                    out.setdefault((source, region, f"{learner}, every label"), {})[task] = fit(f[tr], y[tr], f[te], y[te])
+                    out.setdefault((source, region, f"{learner}, every label"), {})[task] = fit(
+                        f[tr], y[tr], f[te], y[te]
+                    )
                 z = white[region]
                 for n in (16, 160):
                     out.setdefault((source, region, f"nearest class mean, {n} labels"), {})[task] = few_label_accuracy(
-                        z[tr], y[tr], z[te], y[te], n, np.random.default_rng([seed, n]))
+                        z[tr], y[tr], z[te], y[te], n, np.random.default_rng([seed, n])
+                    )
     return out
 
 
@@ -144,8 +175,10 @@ def main() -> None:
     cells = measure(args.fields, args.seed)
     lab = np.concatenate(cells.lab)
     counts = ", ".join(f"{t} {int(np.sum(lab == t))}" for t in bm.META_TYPES)
-    print(f"{len(lab)} kept cells in {args.fields} fields ({counts}); rule and simulator agree on "
-          f"{np.mean(lab == np.concatenate(cells.truth)):.2f}\n")
+    print(
+        f"{len(lab)} kept cells in {args.fields} fields ({counts}); rule and simulator agree on "
+        f"{np.mean(lab == np.concatenate(cells.truth)):.2f}\n"
+    )
     print("| labels | region | learner | " + " | ".join(bm.META_TYPES) + " | mean |")
     print("|---" * (4 + len(bm.META_TYPES)) + "|")
     for (source, region, learner), accs in ceilings(cells, args.seed).items():

@@ -9,6 +9,7 @@ channels shuffled per repeat, as feature_probe.py), 16 and 160 class-balanced la
 
     python benchmarks/lda_head.py [--repeats 4] [--draws 3] [--label-source truth]
 """
+
 from __future__ import annotations
 
 import numpy as np

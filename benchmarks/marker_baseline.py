@@ -7,6 +7,7 @@ on the test set itself (an oracle, so an upper bound for "threshold the marker c
 
     python benchmarks/marker_baseline.py
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,16 +28,21 @@ def main() -> None:
         centred = feats - feats[train].mean(0)  # unlabelled pool statistics
         truth = types[test] == task
         accs: dict[str, list[float]] = {"standardised": [], "whitened": []}
-        for how, z in (("standardised", centred / (feats[train].std(0) + 1e-6)),
-                       ("whitened", centred @ zca_matrix(torch.as_tensor(feats[train])).numpy())):
+        for how, z in (
+            ("standardised", centred / (feats[train].std(0) + 1e-6)),
+            ("whitened", centred @ zca_matrix(torch.as_tensor(feats[train])).numpy()),
+        ):
             for _ in range(20):
                 pos = rng.choice(train[types[train] == task], 8, replace=False)
                 neg = rng.choice(train[types[train] != task], 8, replace=False)
                 d_pos = ((z[test] - z[pos].mean(0)) ** 2).sum(1)
                 d_neg = ((z[test] - z[neg].mean(0)) ** 2).sum(1)
                 accs[how].append(np.mean((d_pos < d_neg) == truth))
-        oracle = max(np.mean((feats[test, c] > t) == truth)
-                     for c in range(feats.shape[1]) for t in np.quantile(feats[train, c], np.linspace(0.05, 0.95, 50)))
+        oracle = max(
+            np.mean((feats[test, c] > t) == truth)
+            for c in range(feats.shape[1])
+            for t in np.quantile(feats[train, c], np.linspace(0.05, 0.95, 50))
+        )
         centroid = "   ".join(f"{how} {np.mean(a):.3f}" for how, a in accs.items())
         print(f"{task:12s} nearest centroid, 16 labels: {centroid}   best channel, oracle threshold: {oracle:.3f}")
 

@@ -10,6 +10,7 @@ labels, one step, fresh simulated fields) is reported for information only and c
 
     python benchmarks/meta_variants.py [--iterations 300] [--only NAME ...] [--out meta-variants.jsonl] [--holdout TYPE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,32 +39,52 @@ VARIANTS = {
     "proto_first_order": ({}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": None}),
     "proto_first_order_shuffle_1": ({}, {"first_order": True, "adapt_scope": "all"}, {"shuffle": 1.0}),
     "proto_first_order_shuffle_1_head_only": ({}, {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
-    "proto_first_order_shuffle_1_head_only_centre_14": ({"centre_radius": 14},
-                                                        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
-    "proto_first_order_shuffle_1_head_only_centre_14_whiten": ({"centre_radius": 14, "centre_whiten": True},
-                                                               {"first_order": True, "adapt_scope": "head"},
-                                                               {"shuffle": 1.0}),
+    "proto_first_order_shuffle_1_head_only_centre_14": (
+        {"centre_radius": 14},
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
+    "proto_first_order_shuffle_1_head_only_centre_14_whiten": (
+        {"centre_radius": 14, "centre_whiten": True},
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
     "proto_first_order_shuffle_1_head_only_centre_14_whiten_dropout_blocks": (
         {"centre_radius": 14, "centre_whiten": True, "dropout_placement": "blocks"},
-        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
     "proto_first_order_shuffle_1_head_only_centre_14_whiten_rings_2": (
         {"centre_radius": 14, "centre_whiten": True, "centre_rings": 2},
-        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
     "proto_first_order_shuffle_1_head_only_nucleus_whiten": (
         {"centre_block": "nucleus", "centre_whiten": True},
-        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
     "proto_first_order_shuffle_1_head_only_nucleus_whiten_mask_input": (
         {"centre_block": "nucleus", "centre_whiten": True, "mask_input": True},
-        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
     # schedule costs of the bundled recipe: no input binning (4x the FLOPs), the paper's 12 tasks per batch
     "proto_first_order_shuffle_1_head_only_nucleus_whiten_bin_1": (
         {"centre_block": "nucleus", "centre_whiten": True, "bin": 1},
-        {"first_order": True, "adapt_scope": "head"}, {"shuffle": 1.0}),
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": 1.0},
+    ),
     "proto_first_order_shuffle_1_head_only_nucleus_whiten_12_tasks": (
         {"centre_block": "nucleus", "centre_whiten": True},
-        {"first_order": True, "adapt_scope": "head", "tasks_per_batch": 12}, {"shuffle": 1.0}),
-    "proto_first_order_head_only_centre_14_whiten": ({"centre_radius": 14, "centre_whiten": True},
-                                                     {"first_order": True, "adapt_scope": "head"}, {"shuffle": None}),
+        {"first_order": True, "adapt_scope": "head", "tasks_per_batch": 12},
+        {"shuffle": 1.0},
+    ),
+    "proto_first_order_head_only_centre_14_whiten": (
+        {"centre_radius": 14, "centre_whiten": True},
+        {"first_order": True, "adapt_scope": "head"},
+        {"shuffle": None},
+    ),
 }
 
 
@@ -72,8 +93,9 @@ def one_step_accuracy(cfg: ModelConfig, params, meta: MetaConfig, stats, xs, ys,
     return float(np.mean((predict_proba(cfg, fast, stats, xq) >= 0.5) == yq.numpy()))
 
 
-def val_shuffled(cfg: ModelConfig, params, meta: MetaConfig, val: TaskPool, n: int = 48,
-                 types: tuple[str, ...] | None = None) -> float:
+def val_shuffled(
+    cfg: ModelConfig, params, meta: MetaConfig, val: TaskPool, n: int = 48, types: tuple[str, ...] | None = None
+) -> float:
     """One step on 8 + 8 labels, 16 + 16 query cells, every channel order shuffled; tasks of `types` in turn
     (default: the meta types)."""
     rng, accs, types = np.random.default_rng(7), [], types or meta.meta_types
@@ -81,8 +103,9 @@ def val_shuffled(cfg: ModelConfig, params, meta: MetaConfig, val: TaskPool, n: i
         shuffle = TaskTransform(False, rng.permutation(len(cfg.channels)), 0, None, None, 0.0, 0.0, len(cfg.channels))
         task = val.sample_task(types[i % len(types)], 8, 16, 64, rng, shuffle)
         stats = estimate_stats(cfg, params, task.unlabelled_x)
-        accs.append(one_step_accuracy(cfg, params, meta, stats, task.support_x, task.support_y, task.query_x,
-                                      task.query_y))
+        accs.append(
+            one_step_accuracy(cfg, params, meta, stats, task.support_x, task.support_y, task.query_x, task.query_y)
+        )
     return float(np.mean(accs))
 
 
@@ -93,10 +116,24 @@ def new_types(cfg: ModelConfig, params, meta: MetaConfig, data: bm.BenchData, re
         train, test = data.tasks[t]["train"], data.tasks[t]["test"]
         accs = []
         for _ in range(repeats):
-            idx = np.concatenate([rng.choice(train[types[train] == t], 8, replace=False),
-                                  rng.choice(train[types[train] != t], 8, replace=False)])
-            accs.append(one_step_accuracy(cfg, params, meta, stats, x[idx], torch.as_tensor(types[idx] == t).long(),
-                                          x[test], torch.as_tensor(types[test] == t).long()))
+            idx = np.concatenate(
+                [
+                    rng.choice(train[types[train] == t], 8, replace=False),
+                    rng.choice(train[types[train] != t], 8, replace=False),
+                ]
+            )
+            accs.append(
+                one_step_accuracy(
+                    cfg,
+                    params,
+                    meta,
+                    stats,
+                    x[idx],
+                    torch.as_tensor(types[idx] == t).long(),
+                    x[test],
+                    torch.as_tensor(types[test] == t).long(),
+                )
+            )
         out[t] = float(np.mean(accs))
     return out
 
@@ -104,9 +141,15 @@ def new_types(cfg: ModelConfig, params, meta: MetaConfig, data: bm.BenchData, re
 def render(rows: list[dict]) -> str:
     """Markdown table of the variant rows (the last row per variant wins)."""
     last = {r["variant"]: r for r in rows}
-    lines = ["| variant | iterations | val_shuffled (selects) | astrocyte | endothelial | seconds |", "|---|---|---|---|---|---|"]
-    lines += [f"| {v} | {r['iterations']} | {r['val_shuffled']:.3f} | {r['new_types']['astrocyte']:.3f} | "
-              f"{r['new_types']['endothelial']:.3f} | {r['seconds']} |" for v, r in last.items()]
+    lines = [
+        "| variant | iterations | val_shuffled (selects) | astrocyte | endothelial | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {v} | {r['iterations']} | {r['val_shuffled']:.3f} | {r['new_types']['astrocyte']:.3f} | "
+        f"{r['new_types']['endothelial']:.3f} | {r['seconds']} |"
+        for v, r in last.items()
+    ]
     return "\n".join(lines)
 
 
@@ -118,8 +161,13 @@ def main() -> None:
     ap.add_argument("--work", default="meta-variants", help="checkpoints (a rerun resumes)")
     ap.add_argument("--holdout", choices=bm.META_TYPES, help="meta-train without this meta type and validate on it")
     ap.add_argument("--render", action="store_true", help="print the table of --out's rows and stop")
-    ap.add_argument("--evaluate", metavar="MODEL", nargs="?", const="bundled",
-                    help="score a saved model (default: the bundled one) the same way, without training")
+    ap.add_argument(
+        "--evaluate",
+        metavar="MODEL",
+        nargs="?",
+        const="bundled",
+        help="score a saved model (default: the bundled one) the same way, without training",
+    )
     args = ap.parse_args()
     if args.render:
         print(render([json.loads(line) for line in Path(args.out).read_text().splitlines()]))
@@ -139,9 +187,16 @@ def main() -> None:
         model = load_model(None if args.evaluate == "bundled" else args.evaluate)
         meta = MetaConfig(inner_lr=model.inner_lr, adapt_scope=model.adapt_scope)
         _, val, data = data_for(model.config)
-        _write(args.out, {"variant": f"model {args.evaluate}", "iterations": model.info.get("iterations_done", "?"),
-                          "val_shuffled": val_shuffled(model.config, model.params, meta, val),
-                          "new_types": new_types(model.config, model.params, meta, data), "seconds": 0})
+        _write(
+            args.out,
+            {
+                "variant": f"model {args.evaluate}",
+                "iterations": model.info.get("iterations_done", "?"),
+                "val_shuffled": val_shuffled(model.config, model.params, meta, val),
+                "new_types": new_types(model.config, model.params, meta, data),
+                "seconds": 0,
+            },
+        )
         return
     for name in args.only:
         model_o, meta_o, aug_o = VARIANTS[name]
@@ -149,16 +204,29 @@ def main() -> None:
         pool, val, data = data_for(cfg)
         aug = {**config["meta"]["augmentation"], **aug_o}
         held = {"meta_types": [t for t in bm.META_TYPES if t != args.holdout]} if args.holdout else {}
-        meta = MetaConfig.from_dict({**config["meta"], "augmentation": aug, "iterations": args.iterations,
-                                     "tasks_per_batch": 4, "validate_every": 50, **meta_o, **held})
+        meta = MetaConfig.from_dict(
+            {
+                **config["meta"],
+                "augmentation": aug,
+                "iterations": args.iterations,
+                "tasks_per_batch": 4,
+                "validate_every": 50,
+                **meta_o,
+                **held,
+            }
+        )
         label = f"{name} (without {args.holdout})" if args.holdout else name
         t0 = time.time()
         params, _ = meta_train(cfg, meta, pool, val, out_dir=Path(args.work) / label.replace(" ", "_"))
         types = (args.holdout,) if args.holdout else None
-        row = {"variant": label, "iterations": args.iterations, "val_shuffled": val_shuffled(cfg, params, meta, val,
-                                                                                            types=types),
-               "new_types": new_types(cfg, params, meta, data), "seconds": round(time.time() - t0),
-               "torch_threads": torch.get_num_threads()}
+        row = {
+            "variant": label,
+            "iterations": args.iterations,
+            "val_shuffled": val_shuffled(cfg, params, meta, val, types=types),
+            "new_types": new_types(cfg, params, meta, data),
+            "seconds": round(time.time() - t0),
+            "torch_threads": torch.get_num_threads(),
+        }
         _write(args.out, row)
 
 

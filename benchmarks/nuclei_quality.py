@@ -1,5 +1,6 @@
 """Nucleus detection quality and speed: F1 of centroid matching on the real nuclei image and simulated tissue,
 and cells/s on a 4096² simulated field. Run: /work/venv/bin/python benchmarks/nuclei_quality.py"""
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ def main() -> None:
     for seed in (1, 2, 3, 4):
         sim = simulate_tissue(shape=(1024, 1024), seed=seed)
         cells = detect_nuclei(sim.tissue)
-        rows.append((f"simulated 1024², seed {seed}", len(sim.cells), len(cells),
-                     *match_f1(cells.centroids, sim.cells.centroids)))
+        rows.append(
+            (
+                f"simulated 1024², seed {seed}",
+                len(sim.cells),
+                len(cells),
+                *match_f1(cells.centroids, sim.cells.centroids),
+            )
+        )
     n = args.speed_size
     sim = simulate_tissue(shape=(n, n), seed=3)
     start = time.perf_counter()
@@ -55,8 +62,10 @@ def main() -> None:
     print("| data | true | found | F1 | precision | recall |\n|---|---|---|---|---|---|")
     for name, nt, nf, f, p, r in rows:
         print(f"| {name} | {nt} | {nf} | {f:.3f} | {p:.3f} | {r:.3f} |")
-    print(f"\nspeed on {n}² ({sim.tissue.n_channels} channels): {len(cells)} cells in {seconds:.2f} s "
-          f"= {len(cells) / seconds:,.0f} cells/s")
+    print(
+        f"\nspeed on {n}² ({sim.tissue.n_channels} channels): {len(cells)} cells in {seconds:.2f} s "
+        f"= {len(cells) / seconds:,.0f} cells/s"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Accuracy is over every cell of the pool. Results go to OUT/runs.jsonl as they co
     python benchmarks/panel_eval.py --model rat-brain --domains rat7 shifted7 --out runs/panel-eval
     python benchmarks/panel_eval.py --out runs/panel-eval --render docs/benchmarks-panels.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,12 @@ from napari_agile.synth.simulator import MarkerPanel, SimParams, inner_cells, si
 
 TASKS = ("astrocyte", "endothelial")
 DOMAINS = {  # name: (channels in the panel, 0 for the paper's 7 named ones; domain randomisation)
-    "rat7": (0, 1.0), "panel5": (5, 1.0), "panel12": (12, 1.0), "panel40": (40, 1.0),
-    "shifted7": (0, 2.5), "shifted12": (12, 2.5),
+    "rat7": (0, 1.0),
+    "panel5": (5, 1.0),
+    "panel12": (12, 1.0),
+    "panel40": (40, 1.0),
+    "shifted7": (0, 2.5),
+    "shifted12": (12, 2.5),
 }
 METHODS = ("random16", "suggest16", "rounds8", "random160", "rounds160", "logreg16", "logreg160", "vanilla16")
 SECTION = 2048
@@ -80,8 +85,10 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300) ->
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z[fit] @ w + b, lab[fit].double()) + \
-            l2 * (w**2).sum() / fit.sum()
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(z[fit] @ w + b, lab[fit].double())
+            + l2 * (w**2).sum() / fit.sum()
+        )
         loss.backward()
         return loss
 
@@ -105,13 +112,22 @@ def run(model_name: str, domain: str, seed: int, task: str, draw: int, rounds: s
     rng = np.random.default_rng([seed, draw, TASKS.index(task)])
     cells = pool_cells(sim.cells, task, rng)
     truth = (cells.table.cell_type == task).to_numpy()
-    out = {"model": model_name, "domain": domain, "seed": seed, "task": task, "draw": draw, "rounds": rounds,
-           "channels": sim.tissue.n_channels, "pool": len(cells)}
+    out = {
+        "model": model_name,
+        "domain": domain,
+        "seed": seed,
+        "task": task,
+        "draw": draw,
+        "rounds": rounds,
+        "channels": sim.tissue.n_channels,
+        "pool": len(cells),
+    }
     return {**out, **evaluate(agile.load_model(model_name), sim.tissue, cells, truth, rng, seed, rounds)}
 
 
-def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, seed: int,
-             rounds: str = "auto") -> dict:
+def evaluate(
+    model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, seed: int, rounds: str = "auto"
+) -> dict:
     """Accuracy of every method of METHODS on the pool `cells` (truth: a bool per cell), the Session's later
     rounds by `rounds` (Session.suggest methods, comma-separated: rounds8.<method> and rounds160.<method> for each,
     rounds8 and rounds160 for the first; the first round always covers). 160-label methods are left out (None) on
@@ -157,11 +173,13 @@ def evaluate(model, tissue, cells, truth: np.ndarray, rng: np.random.Generator, 
 def render(records: list[dict], path: Path, by: tuple[str, ...] = ("model", "domain")) -> None:
     """The table: mean accuracy (± standard error over runs) per model, domain and method."""
     lines = [
-        "# One step on tissue nobody tuned to: other panels, shifted imaging (simulated)", "",
+        "# One step on tissue nobody tuned to: other panels, shifted imaging (simulated)",
+        "",
         "Made by `python benchmarks/panel_eval.py --out runs/panel-eval --render " + str(path) + "` (see the script's "
         "docstring for the protocol). Tasks astrocyte and endothelial (new types for both models), balanced pools of "
         f"up to {POOL} + {POOL} cells of one fresh {SECTION} px section each; mean accuracy over runs ± standard error. "
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.", "",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.",
+        "",
         f"| {' | '.join(by)} | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
         "|" + "---|" * len(by) + "---|" + "---|" * (len(METHODS) + 1),
     ]
@@ -178,8 +196,9 @@ def table_rows(records: list[dict], by: tuple[str, ...]) -> list[str]:
         cells = []
         for m in METHODS:
             v = np.array([r[m] for r in rs if r.get(m) is not None])
-            cells.append("-" if not len(v) else
-                         f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0:.3f}")
+            cells.append(
+                "-" if not len(v) else f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0:.3f}"
+            )
         d = np.mean([r["suggest16"] - r["random16"] for r in rs])
         lines.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cells) + f" | {d:+.3f} |")
     return lines

@@ -1,5 +1,6 @@
 """Patch extraction speed: 7 channels, 100×100 patches, from an in-memory uint16 section, normalised.
 Run: python benchmarks/patches_speed.py"""
+
 from __future__ import annotations
 
 import time
@@ -20,9 +21,14 @@ def main(size: int = 2048, density: float = 3.5e-4) -> None:
     cells.labels = _square_nuclei(cells, (size, size))
     norm = fit_normalizer(tissue)
     for name, run in [
-        ("iter_patches (batches of 512)", lambda: sum(len(ids) for ids, _ in iter_patches(tissue, cells, normalizer=norm))),
-        ("iter_patches with the nucleus mask plane", lambda: sum(
-            len(ids) for ids, _ in iter_patches(tissue, cells, normalizer=norm, nucleus_mask=True))),
+        (
+            "iter_patches (batches of 512)",
+            lambda: sum(len(ids) for ids, _ in iter_patches(tissue, cells, normalizer=norm)),
+        ),
+        (
+            "iter_patches with the nucleus mask plane",
+            lambda: sum(len(ids) for ids, _ in iter_patches(tissue, cells, normalizer=norm, nucleus_mask=True)),
+        ),
         ("extract_patches (all at once)", lambda: len(extract_patches(tissue, cells, normalizer=norm))),
     ]:
         best = np.inf

@@ -14,6 +14,7 @@ draws per task; methods, models and the table as in panel_eval.py.
 
     python benchmarks/real_eval.py /work/realdata --model any-panel --out runs/real-eval --render docs/benchmarks-real.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,19 +65,30 @@ def main() -> None:
                 rng = np.random.default_rng([draw, len(task)])
                 pool = pool_cells(cells, task, rng)
                 truth = (pool.table.cell_type == task).to_numpy()
-                record = {"model": args.model, "data": name, "task": task, "draw": draw, "rounds": args.rounds,
-                          "channels": tissue.n_channels, "pool": len(pool),
-                          **evaluate(agile.load_model(args.model), tissue, pool, truth, rng, draw, args.rounds)}
+                record = {
+                    "model": args.model,
+                    "data": name,
+                    "task": task,
+                    "draw": draw,
+                    "rounds": args.rounds,
+                    "channels": tissue.n_channels,
+                    "pool": len(pool),
+                    **evaluate(agile.load_model(args.model), tissue, pool, truth, rng, draw, args.rounds),
+                }
                 print(json.dumps(record), flush=True)
                 with log.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 done.append(record)
     if args.render is not None:
-        lines = ["# One step on real multiplexed tissue", "",
-                 f"Made by `python benchmarks/real_eval.py DATA --render {args.render}` (protocol in the script). "
-                 "Mean accuracy over pools ± standard error.", "",
-                 "| data | task | model | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
-                 "|---|---|---|---|" + "---|" * (len(METHODS) + 1)]
+        lines = [
+            "# One step on real multiplexed tissue",
+            "",
+            f"Made by `python benchmarks/real_eval.py DATA --render {args.render}` (protocol in the script). "
+            "Mean accuracy over pools ± standard error.",
+            "",
+            "| data | task | model | runs | " + " | ".join(METHODS) + " | suggest16 - random16 |",
+            "|---|---|---|---|" + "---|" * (len(METHODS) + 1),
+        ]
         args.render.write_text("\n".join(lines + table_rows(done, ("data", "task", "model"))) + "\n")
 
 

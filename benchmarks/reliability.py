@@ -9,6 +9,7 @@ every acknowledged answer must be there. Full-disk trial (root, where tmpfs can 
 onto a tmpfs with a few KB free and answered until the disk is full; then it must reload with every acknowledged
 answer, and take new ones once space is freed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,10 @@ def lost_answers(acked: list[tuple[int, bool]], saved: dict[int, bool], ids: np.
     """Cells whose reloaded answer is not the last one acknowledged (the one in flight at the kill may be either)."""
     last = dict(acked)
     in_flight = next(a for i, a in enumerate(answers_in_order(ids)) if i == len(acked))
-    return sum(saved.get(cid) != answer and not (cid == in_flight[0] and saved.get(cid) == in_flight[1])
-               for cid, answer in last.items())
+    return sum(
+        saved.get(cid) != answer and not (cid == in_flight[0] and saved.get(cid) == in_flight[1])
+        for cid, answer in last.items()
+    )
 
 
 def kill_trial(folder: Path, trial: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -87,8 +90,12 @@ def full_disk_trial(folder: Path) -> dict | None:
     again once space is freed; None where tmpfs cannot be mounted."""
     mount = Path(tempfile.mkdtemp(prefix="agile-full-"))
     size = sum(p.stat().st_size for p in folder.iterdir()) + 64 * 1024
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         mount.rmdir()
         return None
     try:
@@ -110,8 +117,12 @@ def full_disk_trial(folder: Path) -> dict | None:
         ballast.unlink()
         s.annotate("full", [acked[0][0]], [not dict(acked)[acked[0][0]]])  # space freed: the next answer is taken
         after = Session.load(mount / "s", _tissue().tissue).types["full"].answers
-        return {"acknowledged": len(acked), "lost": lost, "refused_with": refused,
-                "answer_after_freeing_kept": after[acked[0][0]] != dict(acked)[acked[0][0]]}
+        return {
+            "acknowledged": len(acked),
+            "lost": lost,
+            "refused_with": refused,
+            "answer_after_freeing_kept": after[acked[0][0]] != dict(acked)[acked[0][0]],
+        }
     finally:
         subprocess.run(["umount", "--lazy", str(mount)])
         shutil.rmtree(mount, ignore_errors=True)
@@ -132,8 +143,12 @@ def main() -> None:
         make_session(folder)
         kills = [kill_trial(folder, t, rng) for t in range(args.kills)]
         full = full_disk_trial(folder)
-    report = {"kill_trials": len(kills), "acknowledged": sum(a for a, _ in kills), "lost": sum(lost for _, lost in kills),
-              "full_disk": full}
+    report = {
+        "kill_trials": len(kills),
+        "acknowledged": sum(a for a, _ in kills),
+        "lost": sum(lost for _, lost in kills),
+        "full_disk": full,
+    }
     print(json.dumps(report, indent=1))
 
 

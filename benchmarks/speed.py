@@ -9,6 +9,7 @@ jobs the figures are contended: the report prints the load average before and af
 engine would ($NAPARI_AGILE_DEVICE, else CUDA, then MPS, else the CPU) and report each operation's peak memory
 there; detection and patch extraction (section 5) are CPU work.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,10 +70,26 @@ class Sizes:
     field_tile: int = 1024  # fields are tiles of one simulated field this big
 
     @classmethod
-    def quick(cls) -> "Sizes":
-        return cls(repeats=1, infer_patches=64, baseline_patches=16, batch_sizes=(8, 16), compile=False,
-                   mc_cells=256, mc_full_cells=16, mc_passes=20, session_field=512, session_tiles=(1, 2),
-                   session_labels=8, meta_tasks=(2,), meta_iterations=2, meta_k_max=2, meta_n_query=2, field_sizes=(256,), field_tile=256)
+    def quick(cls) -> Sizes:
+        return cls(
+            repeats=1,
+            infer_patches=64,
+            baseline_patches=16,
+            batch_sizes=(8, 16),
+            compile=False,
+            mc_cells=256,
+            mc_full_cells=16,
+            mc_passes=20,
+            session_field=512,
+            session_tiles=(1, 2),
+            session_labels=8,
+            meta_tasks=(2,),
+            meta_iterations=2,
+            meta_k_max=2,
+            meta_n_query=2,
+            field_sizes=(256,),
+            field_tile=256,
+        )
 
 
 # ---------------------------------------------------------------- machine and timing
@@ -106,11 +123,15 @@ def machine() -> dict:
     ghz = (mhz or 2000.0) / 1000
     return {
         "cpu": info.get("Model name", platform.processor() or "unknown"),
-        "cores": cores, "logical_cpus": os.cpu_count(), "ghz": ghz,
+        "cores": cores,
+        "logical_cpus": os.cpu_count(),
+        "ghz": ghz,
         "clock_source": clock_source or "unknown (2 GHz assumed)",
-        "simd": simd, "fp32_flop_per_cycle_per_core": per_cycle,
+        "simd": simd,
+        "fp32_flop_per_cycle_per_core": per_cycle,
         "peak_gflops": cores * ghz * per_cycle,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "load_average_start": os.getloadavg(),
@@ -236,6 +257,7 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
         def run():
             with torch.no_grad():
                 return [net(xb.float().contiguous()) for xb in torch.split(x, bs)]
+
         return run
 
     rows = []
@@ -243,40 +265,93 @@ def bench_inference(sz: Sizes, mach: dict) -> dict:
     def add(name, cfg, n, fn, **extra):
         t = timed(fn, sz.repeats)
         rate = n / t["median_s"]
-        rows.append({"variant": name, "bin": cfg.bin, "input": cfg.input_size, "patches": n, **extra,
-                     "patches_per_s": rate, "gflop_per_patch": gflop_per_patch(cfg),
-                     "gflops": rate * gflop_per_patch(cfg), "peak_fraction": _of_peak(rate * gflop_per_patch(cfg), mach),
-                     "peak_mb": peak_mb(fn), **t})
+        rows.append(
+            {
+                "variant": name,
+                "bin": cfg.bin,
+                "input": cfg.input_size,
+                "patches": n,
+                **extra,
+                "patches_per_s": rate,
+                "gflop_per_patch": gflop_per_patch(cfg),
+                "gflops": rate * gflop_per_patch(cfg),
+                "peak_fraction": _of_peak(rate * gflop_per_patch(cfg), mach),
+                "peak_mb": peak_mb(fn),
+                **t,
+            }
+        )
 
-    add("baseline: eager forward, NCHW, no binning", full, len(x_full),
-        eager_nchw(full, p_full, s_full, x_full), batch=256, layout="NCHW")
-    add("no binning, channels_last trunk_features + head", full, len(x_full),
+    add(
+        "baseline: eager forward, NCHW, no binning",
+        full,
+        len(x_full),
+        eager_nchw(full, p_full, s_full, x_full),
+        batch=256,
+        layout="NCHW",
+    )
+    add(
+        "no binning, channels_last trunk_features + head",
+        full,
+        len(x_full),
         lambda: head(full, p_full, trunk_features(full, p_full, s_full, x_full, batch_size=256), mc=False),
-        batch=256, layout="channels_last")
-    add("binned 2x2, eager forward NCHW", used, len(x_used), eager_nchw(used, p_used, s_used, x_used),
-        batch=256, layout="NCHW")
+        batch=256,
+        layout="channels_last",
+    )
+    add(
+        "binned 2x2, eager forward NCHW",
+        used,
+        len(x_used),
+        eager_nchw(used, p_used, s_used, x_used),
+        batch=256,
+        layout="NCHW",
+    )
     for bs in sz.batch_sizes:
-        add(f"as used: binned, trunk_features + head, batch {bs}", used, len(x_used), as_used(bs),
-            batch=bs, layout="channels_last")
+        add(
+            f"as used: binned, trunk_features + head, batch {bs}",
+            used,
+            len(x_used),
+            as_used(bs),
+            batch=bs,
+            layout="channels_last",
+        )
     default_bs = inspect.signature(trunk_features).parameters["batch_size"].default
     if default_bs not in sz.batch_sizes:
-        add(f"as used: binned, trunk_features + head, batch {default_bs} (default)", used, len(x_used),
-            as_used(default_bs), batch=default_bs, layout="channels_last")
+        add(
+            f"as used: binned, trunk_features + head, batch {default_bs} (default)",
+            used,
+            len(x_used),
+            as_used(default_bs),
+            batch=default_bs,
+            layout="channels_last",
+        )
     compiled = _compiled_rate(used, p_used, s_used, x_used, sz) if sz.compile else {"skipped": "not asked (--quick)"}
     if "patches_per_s" in compiled:
-        rows.append({"variant": "binned, torch.compile(forward), channels_last", "bin": used.bin,
-                     "input": used.input_size, "patches": len(x_used), "batch": 64, "layout": "channels_last",
-                     "gflop_per_patch": gflop_per_patch(used),
-                     "gflops": compiled["patches_per_s"] * gflop_per_patch(used),
-                     "peak_fraction": _of_peak(compiled["patches_per_s"] * gflop_per_patch(used), mach),
-                     **compiled})
+        rows.append(
+            {
+                "variant": "binned, torch.compile(forward), channels_last",
+                "bin": used.bin,
+                "input": used.input_size,
+                "patches": len(x_used),
+                "batch": 64,
+                "layout": "channels_last",
+                "gflop_per_patch": gflop_per_patch(used),
+                "gflops": compiled["patches_per_s"] * gflop_per_patch(used),
+                "peak_fraction": _of_peak(compiled["patches_per_s"] * gflop_per_patch(used), mach),
+                **compiled,
+            }
+        )
     base = rows[0]["patches_per_s"]
     for r in rows:
         r["speedup"] = r["patches_per_s"] / base
     as_used_default = next(r for r in rows if r["variant"].startswith("as used") and r["batch"] == default_bs)
-    return {"rows": rows, "compile": compiled if "patches_per_s" not in compiled else {"ok": True},
-            "default_batch": default_bs, "speedup_as_used": as_used_default["speedup"], "target_speedup": 4.0,
-            "device": str(DEVICE)}
+    return {
+        "rows": rows,
+        "compile": compiled if "patches_per_s" not in compiled else {"ok": True},
+        "default_batch": default_bs,
+        "speedup_as_used": as_used_default["speedup"],
+        "target_speedup": 4.0,
+        "device": str(DEVICE),
+    }
 
 
 def plain_module(cfg: ModelConfig, params, stats) -> torch.nn.Module:
@@ -313,8 +388,7 @@ def _compiled_rate(cfg: ModelConfig, params, stats, x, sz: Sizes) -> dict:
     try:
         fn = torch.compile(lambda xb: forward(cfg, params, xb, stats, mc=False), dynamic=False)
         bs = 64
-        chunks = [c.float().contiguous(memory_format=torch.channels_last) for c in torch.split(x, bs)
-                  if len(c) == bs]
+        chunks = [c.float().contiguous(memory_format=torch.channels_last) for c in torch.split(x, bs) if len(c) == bs]
         start = time.perf_counter()
         with torch.no_grad():
             fn(chunks[0])
@@ -323,6 +397,7 @@ def _compiled_rate(cfg: ModelConfig, params, stats, x, sz: Sizes) -> dict:
         def run():
             with torch.no_grad():
                 return [fn(c) for c in chunks]
+
         t = timed(run, sz.repeats)
         return {"patches_per_s": bs * len(chunks) / t["median_s"], "compile_s": compile_s, **t}
     except Exception as err:  # noqa: BLE001 - compile support varies by machine; report why it was skipped
@@ -348,9 +423,19 @@ def bench_mc(sz: Sizes) -> dict:
     full = timed(lambda: mc_full_probs(cfg, params, stats, sub, sz.mc_passes), 1, warmup=0)
     cached_s = trunk["median_s"] + heads["median_s"]
     full_s = full["median_s"] * sz.mc_cells / sz.mc_full_cells
-    return {"cells": sz.mc_cells, "passes": sz.mc_passes, "trunk_s": trunk["median_s"], "heads_s": heads["median_s"],
-            "cached_s": cached_s, "full_measured_cells": sz.mc_full_cells, "full_measured_s": full["median_s"],
-            "full_scaled_s": full_s, "speedup": full_s / cached_s, "cached_peak_mb": cached_mb, "device": str(DEVICE)}
+    return {
+        "cells": sz.mc_cells,
+        "passes": sz.mc_passes,
+        "trunk_s": trunk["median_s"],
+        "heads_s": heads["median_s"],
+        "cached_s": cached_s,
+        "full_measured_cells": sz.mc_full_cells,
+        "full_measured_s": full["median_s"],
+        "full_scaled_s": full_s,
+        "speedup": full_s / cached_s,
+        "cached_peak_mb": cached_mb,
+        "device": str(DEVICE),
+    }
 
 
 # ---------------------------------------------------------------- 3. the Session loop
@@ -369,13 +454,23 @@ def _make_session(sim: Simulation, model: AgileModel, store: Path) -> tuple[Sess
     """A Session on `sim`, timing its creation and (from its progress calls) the patch extraction part."""
     marks = []
     start = time.perf_counter()
-    session = Session(sim.tissue, sim.cells, model, store=store, device=str(DEVICE),
-                      progress=lambda done, total: marks.append(time.perf_counter()))
+    session = Session(
+        sim.tissue,
+        sim.cells,
+        model,
+        store=store,
+        device=str(DEVICE),
+        progress=lambda done, total: marks.append(time.perf_counter()),
+    )
     _sync()
     total = time.perf_counter() - start
     extraction = (marks[-1] - start) if marks else float("nan")
-    return session, {"cells": len(sim.cells), "create_s": total, "create_patches_s": extraction,
-                     "create_rest_s": total - extraction}
+    return session, {
+        "cells": len(sim.cells),
+        "create_s": total,
+        "create_patches_s": extraction,
+        "create_rest_s": total - extraction,
+    }
 
 
 def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
@@ -393,12 +488,19 @@ def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
         t1 = time.perf_counter()
         small.predict()
         return t1 - t0, time.perf_counter() - t1  # predict returns a table: the GPU work is done
+
     adapt_predict()  # warm-up
     parts = [adapt_predict() for _ in range(sz.repeats)]
-    loop = {**small_info, "adapt_s": float(np.median([a for a, _ in parts])),
-            "predict_s": float(np.median([p for _, p in parts])),
-            "adapt_predict_s": float(np.median([a + p for a, p in parts])), "target_s": 1.0,
-            "labels": sz.session_labels, "adapt_predict_peak_mb": peak_mb(adapt_predict), "device": str(DEVICE)}
+    loop = {
+        **small_info,
+        "adapt_s": float(np.median([a for a, _ in parts])),
+        "predict_s": float(np.median([p for _, p in parts])),
+        "adapt_predict_s": float(np.median([a + p for a, p in parts])),
+        "target_s": 1.0,
+        "labels": sz.session_labels,
+        "adapt_predict_peak_mb": peak_mb(adapt_predict),
+        "device": str(DEVICE),
+    }
 
     big_sim = tiled(sim, *sz.session_tiles)
     big, big_info = _make_session(big_sim, model, tmp / "big")
@@ -411,6 +513,7 @@ def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
         t0 = time.perf_counter()
         step()
         return time.perf_counter() - t0
+
     after_adapt(big.predict)  # warm-up
     suggest_s = float(np.median([after_adapt(lambda: big.suggest("astrocyte", n=8)) for _ in range(sz.repeats)]))
     predict_s = float(np.median([after_adapt(big.predict) for _ in range(sz.repeats)]))
@@ -423,11 +526,17 @@ def bench_session(sz: Sizes, tmp: Path) -> tuple[dict, Simulation]:
     detect_s = time.perf_counter() - start
     Session.apply_saved(saved, big_sim.tissue, found, store=tmp / "new", device=str(DEVICE)).predict()
     new_section = {"cells": len(found), "detect_s": detect_s, "total_s": time.perf_counter() - start}
-    suggestion = {**big_info, "mc_passes": big.mc_passes, "suggest_s": suggest_s, "target_s": 5.0,
-                  "suggest_peak_mb": suggest_mb,
-                  "first_suggest_s": first_s,
-                  "predict_one_type_s": predict_s, "predict_cells_per_s": len(big_sim.cells) / predict_s,
-                  "new_section": new_section}
+    suggestion = {
+        **big_info,
+        "mc_passes": big.mc_passes,
+        "suggest_s": suggest_s,
+        "target_s": 5.0,
+        "suggest_peak_mb": suggest_mb,
+        "first_suggest_s": first_s,
+        "predict_one_type_s": predict_s,
+        "predict_cells_per_s": len(big_sim.cells) / predict_s,
+        "new_section": new_section,
+    }
     return {"adapt_predict": loop, "suggest": suggestion}, sim
 
 
@@ -441,17 +550,42 @@ def bench_meta(sz: Sizes, sim: Simulation) -> dict:
     pool = pool_from_tissues([(sim.tissue, sim.cells)], ModelConfig(channels=PAPER_CHANNELS))
     rows = []
     for (recipe, (head_init, scope)), tasks, first_order in itertools.product(
-            recipes.items(), sz.meta_tasks, (True, False)):
+        recipes.items(), sz.meta_tasks, (True, False)
+    ):
         cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=head_init)
-        meta = MetaConfig(iterations=sz.meta_iterations, tasks_per_batch=tasks, first_order=first_order,
-                          adapt_scope=scope, k_max=sz.meta_k_max, n_query=sz.meta_n_query, checkpoint_seconds=1e9)
+        meta = MetaConfig(
+            iterations=sz.meta_iterations,
+            tasks_per_batch=tasks,
+            first_order=first_order,
+            adapt_scope=scope,
+            k_max=sz.meta_k_max,
+            n_query=sz.meta_n_query,
+            checkpoint_seconds=1e9,
+        )
         stamps = [time.perf_counter()]  # progress comes after each step, once its loss is read (GPU work done)
-        mb = peak_mb(lambda: meta_train(cfg, meta, pool, progress=lambda i, n, info: stamps.append(time.perf_counter()),
-                                        device=str(DEVICE)))
+        mb = peak_mb(  # called at once, inside this iteration: the loop variables are the current ones
+            lambda: meta_train(  # noqa: B023
+                cfg,  # noqa: B023
+                meta,  # noqa: B023
+                pool,
+                progress=lambda i, n, info: stamps.append(time.perf_counter()),  # noqa: B023
+                device=str(DEVICE),
+            )
+        )
         per_iter = np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)
-        rows.append({"recipe": recipe, "tasks": tasks, "order": "first" if first_order else "second",
-                     "k_max": meta.k_max, "n_query": meta.n_query, "n_unlabelled": meta.n_unlabelled,
-                     "s_per_iteration": float(np.median(per_iter)), "iterations_timed": len(per_iter), "peak_mb": mb})
+        rows.append(
+            {
+                "recipe": recipe,
+                "tasks": tasks,
+                "order": "first" if first_order else "second",
+                "k_max": meta.k_max,
+                "n_query": meta.n_query,
+                "n_unlabelled": meta.n_unlabelled,
+                "s_per_iteration": float(np.median(per_iter)),
+                "iterations_timed": len(per_iter),
+                "peak_mb": mb,
+            }
+        )
     return {"rows": rows, "pool_cells": len(pool), "device": str(DEVICE)}
 
 
@@ -497,8 +631,12 @@ def field_worker(size: int, tile: int) -> dict:
             norm = fit_normalizer(tissue)
             count = sum(len(ids) for ids, _ in iter_patches(tissue, cells, normalizer=norm))
         seconds = time.perf_counter() - start
-        phases[name] = {"count": count, "s": seconds, "per_s": count / seconds,
-                        "extra_peak_mb": _rss_mb("VmHWM") - before if peak_ok else float("nan")}
+        phases[name] = {
+            "count": count,
+            "s": seconds,
+            "per_s": count / seconds,
+            "extra_peak_mb": _rss_mb("VmHWM") - before if peak_ok else float("nan"),
+        }
         if name == "detect":
             phases[name]["labels_mb"] = cells.labels.nbytes / 2**20
     out.update(phases)
@@ -519,8 +657,9 @@ def bench_fields(sz: Sizes, sizes: tuple[int, ...]) -> list[dict]:
         if avail is not None and need > avail:
             results.append({"size": size, "skipped": f"needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} available"})
             continue
-        proc = subprocess.run([sys.executable, __file__, "--_field", str(size), str(sz.field_tile)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--_field", str(size), str(sz.field_tile)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             results.append({"size": size, "skipped": f"worker failed: {proc.stderr.strip().splitlines()[-1:]}"})
             continue
@@ -547,8 +686,11 @@ def run(sz: Sizes, field_sizes: tuple[int, ...] | None = None, only: set[str] | 
     sections = [k for k in SECTIONS if want(k)]
     report.update(_sections(sz, sections, report["machine"]))
     if sections and DEVICE.type == "cpu":
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_memory", json.dumps(asdict(sz)),
-                               *sections], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--_memory", json.dumps(asdict(sz)), *sections],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode == 0:
             memory = json.loads(proc.stdout.strip().splitlines()[-1])
             _fill_peaks(report, memory)
@@ -600,9 +742,15 @@ def _memory_pass_words(report: dict) -> str:
         return f"; the memory pass failed ({report['memory_pass_error'][0]}), so sections 1-4 show none."
     if "fixed_mmap_threshold" not in report:
         return "."
-    return (", on the CPU in a separate run with glibc giving large blocks their own pages; timings run with the "
-            "allocator's usual reuse" + ("." if report["fixed_mmap_threshold"] else
-                                         "; glibc's allocator could not be set here, so CPU figures may read low."))
+    return (
+        ", on the CPU in a separate run with glibc giving large blocks their own pages; timings run with the "
+        "allocator's usual reuse"
+        + (
+            "."
+            if report["fixed_mmap_threshold"]
+            else "; glibc's allocator could not be set here, so CPU figures may read low."
+        )
+    )
 
 
 def _f(v: float, digits: int = 3) -> str:
@@ -613,7 +761,8 @@ def markdown(report: dict) -> str:
     """The report as markdown tables."""
     m = report["machine"]
     lines = [
-        "# napari-agile speed", "",
+        "# napari-agile speed",
+        "",
         f"{m['date']} · {m['cpu']} · {m['cores']} cores ({m['logical_cpus']} logical) · torch {m['torch']} "
         f"({m['torch_threads']} threads) · Python {m['python']}",
         f"Peak fp32 estimate: {m['cores']} cores × {m['ghz']:.2f} GHz ({m['clock_source']}) × "
@@ -622,93 +771,130 @@ def markdown(report: dict) -> str:
         f"at end {tuple(round(v, 2) for v in m.get('load_average_end', ()))}: above ~0 other jobs share the cores "
         "and every figure is contended.",
         "Peak MB: memory an operation takes at its peak beyond what was held before it (resident memory on the CPU, "
-        "GPU memory on CUDA)" + _memory_pass_words(report), "",
+        "GPU memory on CUDA)" + _memory_pass_words(report),
+        "",
     ]
     if "inference" in report:
         inf = report["inference"]
-        lines += [f"## 1. CNN inference (7 channels, 100 px patches; on {inf.get('device', 'cpu')})", "",
-                  "| variant | input | batch | patches/s | GFLOP/patch | GFLOP/s | % of CPU peak | speed-up | peak MB |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## 1. CNN inference (7 channels, 100 px patches; on {inf.get('device', 'cpu')})",
+            "",
+            "| variant | input | batch | patches/s | GFLOP/patch | GFLOP/s | % of CPU peak | speed-up | peak MB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in inf["rows"]:
-            lines.append(f"| {r['variant']} | {r['input']}² | {r['batch']} | {_f(r['patches_per_s'])} | "
-                         f"{r['gflop_per_patch']:.4f} | {_f(r['gflops'])} | {_f(100 * r['peak_fraction'], 3)} | "
-                         f"{r['speedup']:.2f}× | {_f(r.get('peak_mb'))} |")
+            lines.append(
+                f"| {r['variant']} | {r['input']}² | {r['batch']} | {_f(r['patches_per_s'])} | "
+                f"{r['gflop_per_patch']:.4f} | {_f(r['gflops'])} | {_f(100 * r['peak_fraction'], 3)} | "
+                f"{r['speedup']:.2f}× | {_f(r.get('peak_mb'))} |"
+            )
         if "skipped" in inf["compile"]:
             lines.append(f"\ntorch.compile: skipped ({inf['compile']['skipped']}).")
         else:
             c = next(r for r in inf["rows"] if "compile" in r["variant"])
             lines.append(f"\ntorch.compile: first call (compilation) {c['compile_s']:.1f} s.")
         ok = "meets" if inf["speedup_as_used"] >= inf["target_speedup"] else "misses"
-        lines += [f"As used (batch {inf['default_batch']}, the trunk_features default) vs baseline: "
-                  f"{inf['speedup_as_used']:.2f}× ({ok} the ≥ {inf['target_speedup']:.0f}× target).", ""]
+        lines += [
+            f"As used (batch {inf['default_batch']}, the trunk_features default) vs baseline: "
+            f"{inf['speedup_as_used']:.2f}× ({ok} the ≥ {inf['target_speedup']:.0f}× target).",
+            "",
+        ]
     if "mc" in report:
         mc = report["mc"]
-        lines += [f"## 2. MC-dropout suggestion, {mc['cells']:,} cells, T = {mc['passes']} (on {mc.get('device', 'cpu')})",
-                  "", "| method | seconds | peak MB |", "|---|---|---|",
-                  f"| trunk once ({_f(mc['trunk_s'])} s) + head re-sampled T times ({_f(mc['heads_s'])} s) | "
-                  f"{_f(mc['cached_s'])} | {_f(mc.get('cached_peak_mb'))} |",
-                  f"| whole network T times (measured on {mc['full_measured_cells']:,} cells: "
-                  f"{_f(mc['full_measured_s'])} s; scaled) | {_f(mc['full_scaled_s'])} | |", "",
-                  f"Speed-up of the cached trunk: {mc['speedup']:.1f}×.", ""]
+        lines += [
+            f"## 2. MC-dropout suggestion, {mc['cells']:,} cells, T = {mc['passes']} (on {mc.get('device', 'cpu')})",
+            "",
+            "| method | seconds | peak MB |",
+            "|---|---|---|",
+            f"| trunk once ({_f(mc['trunk_s'])} s) + head re-sampled T times ({_f(mc['heads_s'])} s) | "
+            f"{_f(mc['cached_s'])} | {_f(mc.get('cached_peak_mb'))} |",
+            f"| whole network T times (measured on {mc['full_measured_cells']:,} cells: "
+            f"{_f(mc['full_measured_s'])} s; scaled) | {_f(mc['full_scaled_s'])} | |",
+            "",
+            f"Speed-up of the cached trunk: {mc['speedup']:.1f}×.",
+            "",
+        ]
     if "session" in report:
         a, s = report["session"]["adapt_predict"], report["session"]["suggest"]
-        lines += [f"## 3. Session loop (simulated fields, real Session API, the bundled model and its recipe; on "
-                  f"{a.get('device', 'cpu')})", "",
-                  "Creating a session cuts every cell's patch and runs the trunk over every cell once; each later "
-                  "step is timed right after an adapt, which drops what was cached for the type.", "",
-                  "| step | cells | seconds | target | peak MB |", "|---|---|---|---|---|",
-                  f"| create session (patches {_f(a['create_patches_s'])} s + normaliser, stats, trunk features, files) | "
-                  f"{a['cells']:,} | {_f(a['create_s'])} | | |",
-                  f"| adapt one type ({a['labels']} labels, 1 step) | {a['cells']:,} | {_f(a['adapt_s'])} | | |",
-                  f"| predict after adapt | {a['cells']:,} | {_f(a['predict_s'])} | | |",
-                  f"| **adapt + predict** | {a['cells']:,} | **{_f(a['adapt_predict_s'])}** | ≤ {a['target_s']:g} | "
-                  f"{_f(a.get('adapt_predict_peak_mb'))} |",
-                  f"| create session (patches {_f(s['create_patches_s'])} s + normaliser, stats, trunk features, files) | "
-                  f"{s['cells']:,} | {_f(s['create_s'])} | | |",
-                  f"| **suggest** after adapt (T = {s['mc_passes']}) | {s['cells']:,} | **{_f(s['suggest_s'])}** | "
-                  f"≤ {s['target_s']:g} | {_f(s.get('suggest_peak_mb'))} |",
-                  f"| first suggest for a new type (covering round: k-means, no MC passes) | {s['cells']:,} | "
-                  f"{_f(s['first_suggest_s'])} | | |",
-                  f"| predict one adapted type | {s['cells']:,} | {_f(s['predict_one_type_s'])} "
-                  f"({_f(s['predict_cells_per_s'])} cells/s) | | |"]
+        lines += [
+            f"## 3. Session loop (simulated fields, real Session API, the bundled model and its recipe; on "
+            f"{a.get('device', 'cpu')})",
+            "",
+            "Creating a session cuts every cell's patch and runs the trunk over every cell once; each later "
+            "step is timed right after an adapt, which drops what was cached for the type.",
+            "",
+            "| step | cells | seconds | target | peak MB |",
+            "|---|---|---|---|---|",
+            f"| create session (patches {_f(a['create_patches_s'])} s + normaliser, stats, trunk features, files) | "
+            f"{a['cells']:,} | {_f(a['create_s'])} | | |",
+            f"| adapt one type ({a['labels']} labels, 1 step) | {a['cells']:,} | {_f(a['adapt_s'])} | | |",
+            f"| predict after adapt | {a['cells']:,} | {_f(a['predict_s'])} | | |",
+            f"| **adapt + predict** | {a['cells']:,} | **{_f(a['adapt_predict_s'])}** | ≤ {a['target_s']:g} | "
+            f"{_f(a.get('adapt_predict_peak_mb'))} |",
+            f"| create session (patches {_f(s['create_patches_s'])} s + normaliser, stats, trunk features, files) | "
+            f"{s['cells']:,} | {_f(s['create_s'])} | | |",
+            f"| **suggest** after adapt (T = {s['mc_passes']}) | {s['cells']:,} | **{_f(s['suggest_s'])}** | "
+            f"≤ {s['target_s']:g} | {_f(s.get('suggest_peak_mb'))} |",
+            f"| first suggest for a new type (covering round: k-means, no MC passes) | {s['cells']:,} | "
+            f"{_f(s['first_suggest_s'])} | | |",
+            f"| predict one adapted type | {s['cells']:,} | {_f(s['predict_one_type_s'])} "
+            f"({_f(s['predict_cells_per_s'])} cells/s) | | |",
+        ]
         if "new_section" in s:
             n = s["new_section"]
-            lines.append(f"| a new section as `napari-agile predict` types it: detect ({_f(n['detect_s'])} s), cut, "
-                         f"trunk, predict | {n['cells']:,} | {_f(n['total_s'])} ({_f(n['cells'] / n['total_s'])} "
-                         "cells/s) | | |")
+            lines.append(
+                f"| a new section as `napari-agile predict` types it: detect ({_f(n['detect_s'])} s), cut, "
+                f"trunk, predict | {n['cells']:,} | {_f(n['total_s'])} ({_f(n['cells'] / n['total_s'])} "
+                "cells/s) | | |"
+            )
         lines.append("")
     if "meta" in report:
         r0 = report["meta"]["rows"][0]
         device = report["meta"].get("device", "cpu")
-        lines += [f"## 4. Meta-iteration (pool of {report['meta']['pool_cells']:,} cells; support 1-{r0['k_max']} per class, "
-                  f"query {r0['n_query']} per class, {r0['n_unlabelled']} unlabelled for BN stats; on {device})", "",
-                  "| recipe | tasks per meta-batch | order | s / iteration | iterations timed | peak MB |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r.get('recipe', 'paper')} | {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | "
-                  f"{r['iterations_timed']} | {_f(r.get('peak_mb'))} |" for r in report["meta"]["rows"]]
+        lines += [
+            f"## 4. Meta-iteration (pool of {report['meta']['pool_cells']:,} cells; support 1-{r0['k_max']} per class, "
+            f"query {r0['n_query']} per class, {r0['n_unlabelled']} unlabelled for BN stats; on {device})",
+            "",
+            "| recipe | tasks per meta-batch | order | s / iteration | iterations timed | peak MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.get('recipe', 'paper')} | {r['tasks']} | {r['order']} | {_f(r['s_per_iteration'])} | "
+            f"{r['iterations_timed']} | {_f(r.get('peak_mb'))} |"
+            for r in report["meta"]["rows"]
+        ]
         lines.append("")
     if "fields" in report:
-        lines += ["## 5. Fields: nucleus detection and patch extraction (fresh process per size)", "",
-                  "| side | field MB | cells | detect s | cells/s | detect extra peak MB | patches/s | "
-                  "extract extra peak MB | peak RSS MB | Session float16 patches MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## 5. Fields: nucleus detection and patch extraction (fresh process per size)",
+            "",
+            "| side | field MB | cells | detect s | cells/s | detect extra peak MB | patches/s | "
+            "extract extra peak MB | peak RSS MB | Session float16 patches MB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in report["fields"]:
             if "skipped" in r:
                 lines.append(f"| {r['size']:,} | skipped: {r['skipped']} |||||||||")
                 continue
             d, e = r["detect"], r["extract"]
-            lines.append(f"| {r['size']:,} | {_f(r['field_mb'])} | {d['count']:,} | {_f(d['s'])} | {_f(d['per_s'])} | "
-                         f"{_f(d['extra_peak_mb'])} | {_f(e['per_s'])} | {_f(e['extra_peak_mb'])} | "
-                         f"{_f(r['peak_rss_mb'])} | {_f(r['session_patches_mb'])} |")
+            lines.append(
+                f"| {r['size']:,} | {_f(r['field_mb'])} | {d['count']:,} | {_f(d['s'])} | {_f(d['per_s'])} | "
+                f"{_f(d['extra_peak_mb'])} | {_f(e['per_s'])} | {_f(e['extra_peak_mb'])} | "
+                f"{_f(r['peak_rss_mb'])} | {_f(r['session_patches_mb'])} |"
+            )
         done = [r for r in report["fields"] if "skipped" not in r]
         if len(done) > 1:
             a, b = done[0], done[-1]
             px = (b["size"] / a["size"]) ** 2
-            lines.append(f"\n{a['size']} → {b['size']} px side ({px:.0f}× pixels): detection time "
-                         f"×{b['detect']['s'] / a['detect']['s']:.1f}, extraction time ×{b['extract']['s'] / a['extract']['s']:.1f}, "
-                         f"detection extra memory ×{b['detect']['extra_peak_mb'] / max(a['detect']['extra_peak_mb'], 1e-9):.1f}.")
-        lines.append("Fields larger than one simulation are tiles of one simulated field; each size runs once, "
-                     "in its own process.")
+            lines.append(
+                f"\n{a['size']} → {b['size']} px side ({px:.0f}× pixels): detection time "
+                f"×{b['detect']['s'] / a['detect']['s']:.1f}, extraction time ×{b['extract']['s'] / a['extract']['s']:.1f}, "
+                f"detection extra memory ×{b['detect']['extra_peak_mb'] / max(a['detect']['extra_peak_mb'], 1e-9):.1f}."
+            )
+        lines.append(
+            "Fields larger than one simulation are tiles of one simulated field; each size runs once, "
+            "in its own process."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -716,7 +902,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute, for smoke tests")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
-    parser.add_argument("--field-sizes", type=int, nargs="+", help="field sides for section 5 (default 1024 4096 16384)")
+    parser.add_argument(
+        "--field-sizes", type=int, nargs="+", help="field sides for section 5 (default 1024 4096 16384)"
+    )
     parser.add_argument("--only", nargs="+", choices=["inference", "mc", "session", "meta", "fields"])
     parser.add_argument("--_field", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_memory", nargs="+", help=argparse.SUPPRESS)

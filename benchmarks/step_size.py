@@ -8,6 +8,7 @@ meta-training rate are the reference for what more movement buys. Measured, not 
 
     python benchmarks/step_size.py [--repeats 4] [--draws 3] [--label-source truth] [--model FILE] [--types microglia]
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -22,8 +23,14 @@ RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 LABELS = (16, 160)
 
 
-def measure(repeats: int, draws: int, seed: int, label_source: str, model_path: str | None = None,
-            types: tuple[str, ...] = bm.META_TYPES) -> dict[str, np.ndarray]:
+def measure(
+    repeats: int,
+    draws: int,
+    seed: int,
+    label_source: str,
+    model_path: str | None = None,
+    types: tuple[str, ...] = bm.META_TYPES,
+) -> dict[str, np.ndarray]:
     """Accuracy per (labels, rate) and per (labels, ten steps), one entry per (repeat, type, draw)."""
     model = load_model(model_path)
     out: dict[str, list[float]] = {}
@@ -32,16 +39,20 @@ def measure(repeats: int, draws: int, seed: int, label_source: str, model_path: 
             params = proto.adapt(replace(model, inner_lr=lr), idx, task)
             out.setdefault(f"{n} labels, 1 step at {lr:g}", []).append(proto._score(params, task, stats)["accuracy"])
         out.setdefault(f"{n} labels, 10 steps at {model.inner_lr:g}", []).append(
-            proto._score(proto.adapt(model, idx, task, steps=10), task, stats)["accuracy"])
+            proto._score(proto.adapt(model, idx, task, steps=10), task, stats)["accuracy"]
+        )
     return {k: np.asarray(v) for k, v in out.items()}
 
 
 def main() -> None:
     parser = paired_parser(__doc__)
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
-    parser.add_argument("--types", default=",".join(bm.META_TYPES),
-                        help="validation types, a subset of the meta types (a model meta-trained without one of "
-                             "them meets it as a new type)")
+    parser.add_argument(
+        "--types",
+        default=",".join(bm.META_TYPES),
+        help="validation types, a subset of the meta types (a model meta-trained without one of "
+        "them meets it as a new type)",
+    )
     args = parser.parse_args()
     types = tuple(args.types.split(","))
     if not set(types) <= set(bm.META_TYPES):

@@ -6,6 +6,7 @@ Statistics are pooled over the fields; nearest-neighbour and patch counts use on
 60 px from the border (their neighbours may lie anywhere), so the border does not inflate them.
 Last, the lab's weak labels (napari_agile.bench.weak_labels, the fields ranked as one section) against the truth.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,12 +66,17 @@ def summary(pooled: dict[str, list]) -> dict[str, str]:
 def weak_label_table(sections: list) -> str:
     """Markdown: cells per (weak label, true type), and each weak label's precision against the truth."""
     table = pd.concat([cells.table for _, cells in lab_labelled(sections)])
-    counts = pd.crosstab(table.cell_type, table.true_type).reindex(index=list(CELL_TYPES), columns=list(CELL_TYPES),
-                                                                   fill_value=0)
-    lines = ["| weak label \\ truth | " + " | ".join(CELL_TYPES) + " | kept | agrees with the truth |",
-             "|---" * (len(CELL_TYPES) + 3) + "|"]
+    counts = pd.crosstab(table.cell_type, table.true_type).reindex(
+        index=list(CELL_TYPES), columns=list(CELL_TYPES), fill_value=0
+    )
+    lines = [
+        "| weak label \\ truth | " + " | ".join(CELL_TYPES) + " | kept | agrees with the truth |",
+        "|---" * (len(CELL_TYPES) + 3) + "|",
+    ]
     for t, row in counts.iterrows():
-        lines.append(f"| {t} | " + " | ".join(str(v) for v in row) + f" | {row.sum()} | {row[t] / max(row.sum(), 1):.2f} |")
+        lines.append(
+            f"| {t} | " + " | ".join(str(v) for v in row) + f" | {row.sum()} | {row[t] / max(row.sum(), 1):.2f} |"
+        )
     agree = np.trace(counts.to_numpy()) / counts.to_numpy().sum()
     return "\n".join(lines) + f"\n\n{len(table)} of {sum(len(c) for _, c in sections)} cells kept; {agree:.2f} agree."
 
@@ -93,9 +99,11 @@ def main() -> None:
     seconds = (time.perf_counter() - start) / args.fields
     measured = summary(pooled)
     n = sum(pooled["count"])
-    print(f"Simulated geometry vs the rat-brain data: {args.fields} fields of {args.size} x {args.size} px "
-          f"(seeds {args.seed}-{args.seed + args.fields - 1}, default SimParams), {n} nuclei, "
-          f"{seconds:.2f} s per field.\n")
+    print(
+        f"Simulated geometry vs the rat-brain data: {args.fields} fields of {args.size} x {args.size} px "
+        f"(seeds {args.seed}-{args.seed + args.fields - 1}, default SimParams), {n} nuclei, "
+        f"{seconds:.2f} s per field.\n"
+    )
     print("| statistic | rat brain (real) | simulated |")
     print("|---|---|---|")
     for key, real in REAL.items():
@@ -108,4 +116,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -9,6 +9,7 @@ of the section does not have its prototype pulled towards the majority. The grad
 
     python benchmarks/transductive_session.py [--seeds 6] [--variants plain,soft,em] [--iterations 5] [--pool 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ from napari_agile.io.model_file import load_model
 from napari_agile.session import Session
 
 
-def refined_prototypes(cfg, params, labelled: torch.Tensor, y: torch.Tensor, pool: torch.Tensor,
-                       iterations: int, em: bool) -> torch.Tensor:
+def refined_prototypes(
+    cfg, params, labelled: torch.Tensor, y: torch.Tensor, pool: torch.Tensor, iterations: int, em: bool
+) -> torch.Tensor:
     """Class prototypes from the labelled features, refined on the pool's features by the prototype head's own
     soft assignments; with `em`, the assignments carry the estimated class proportions."""
     onehot = F.one_hot(y, cfg.n_classes).float()
@@ -57,14 +59,25 @@ def session_class(iterations: int, em: bool, pool_size: int):
             rows = self._rows(list(state.answers))
             pool = feats
             if pool_size:
-                pool = feats[np.sort(np.random.default_rng(self.seed).choice(len(feats), min(pool_size, len(feats)),
-                                                                               replace=False))]
+                pool = feats[
+                    np.sort(
+                        np.random.default_rng(self.seed).choice(len(feats), min(pool_size, len(feats)), replace=False)
+                    )
+                ]
             protos = refined_prototypes(cfg, self._init, feats[rows], y, pool, iterations, em)
             start = head_with_prototypes(cfg, self._init, protos)
             with torch.enable_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + len(y))
-                fast = adapt_params(dataclasses.replace(cfg, head_init="meta"), start, self.stats,
-                                    self._x[rows].float(), y, self.model.inner_lr, steps, self.model.adapt_scope)
+                fast = adapt_params(
+                    dataclasses.replace(cfg, head_init="meta"),
+                    start,
+                    self.stats,
+                    self._x[rows].float(),
+                    y,
+                    self.model.inner_lr,
+                    steps,
+                    self.model.adapt_scope,
+                )
             state.params = {k: v.detach() for k, v in fast.items()}
             state.steps = steps
             self._feats.pop(cell_type, None)
@@ -83,8 +96,11 @@ def main() -> None:
     ap.add_argument("--types", default=",".join(META_TYPES))
     args = ap.parse_args()
     model = load_model(None)
-    classes = {"plain": Session, "soft": session_class(args.iterations, False, args.pool),
-               "em": session_class(args.iterations, True, args.pool)}
+    classes = {
+        "plain": Session,
+        "soft": session_class(args.iterations, False, args.pool),
+        "em": session_class(args.iterations, True, args.pool),
+    }
     rows: dict[tuple[str, str], list[float]] = {}
     for seed in range(args.first, args.first + args.seeds):
         for variant in args.variants.split(","):

@@ -10,6 +10,7 @@ Rows, each from the bundled learner's start (the meta-learned dense layer plus t
 
     python benchmarks/unlabelled_pool.py [--repeats 3] [--label-source truth lab]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,11 @@ def variants(model: AgileModel, f_s: torch.Tensor, y: torch.Tensor, f_pool: torc
     keep = confident > CONFIDENT
     f, yy = torch.cat([f_s, f_pool[keep]]), torch.cat([y, guess[keep]])
     w = torch.cat([ones, torch.full((int(keep.sum()),), PSEUDO_WEIGHT * len(y) / max(int(keep.sum()), 1))])
-    return {"one step on the labels": one_step,
-            "soft k-means prototypes, then one step": head_step(model, start, f_s, y, ones),
-            "confident pseudo-labels join the labels": head_step(model, prototype_head(cfg, model.params, f, yy),
-                                                                 f, yy, w)}
+    return {
+        "one step on the labels": one_step,
+        "soft k-means prototypes, then one step": head_step(model, start, f_s, y, ones),
+        "confident pseudo-labels join the labels": head_step(model, prototype_head(cfg, model.params, f, yy), f, yy, w),
+    }
 
 
 def measure(repeats: int, label_source: str, draws: int = 8) -> dict[str, list[float]]:

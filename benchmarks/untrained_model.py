@@ -3,6 +3,7 @@ says what meta-training adds (score it with feature_probe.py, evaluate_model.py 
 
     python benchmarks/untrained_model.py runs/untrained.safetensors [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     bundled = load_model()
-    info = {"untrained": True, "iterations_done": 0, "init_seed": args.seed}  # none of the bundled model's training facts
-    AgileModel(bundled.config, init_params(bundled.config, args.seed), bundled.inner_lr, bundled.adapt_scope, info).save(args.out)
+    info = {
+        "untrained": True,
+        "iterations_done": 0,
+        "init_seed": args.seed,
+    }  # none of the bundled model's training facts
+    AgileModel(
+        bundled.config, init_params(bundled.config, args.seed), bundled.inner_lr, bundled.adapt_scope, info
+    ).save(args.out)
     print(f"wrote {args.out}: {bundled.config.feature_size} features, fresh weights (seed {args.seed})")
 
 

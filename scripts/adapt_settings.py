@@ -6,6 +6,7 @@ the settings below (docs/method.md, "Newton head"); the file records the change 
     python scripts/adapt_settings.py runs/any-panel/model.safetensors \\
         src/napari_agile/models/agile-any-panel.safetensors head_init=newton centre_whiten=false centre_sqrt=true
 """
+
 from __future__ import annotations
 
 import argparse

@@ -6,6 +6,7 @@ The answers come from the simulator's ground truth, as a biologist who knows the
 Without the bundled model (or --model) an untrained network is used and the script says so: the screenshots
 then show the interface, not the model's accuracy.
 """
+
 from __future__ import annotations
 
 import argparse

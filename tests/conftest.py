@@ -1,4 +1,5 @@
 """Shared test set-up: every test's automatic session folders go to its own temporary folder."""
+
 import pytest
 
 

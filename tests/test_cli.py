@@ -1,4 +1,5 @@
 """The command line, end to end through main([...])."""
+
 import json
 import signal
 import threading
@@ -76,8 +77,9 @@ labels = {masks}
 def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys, monkeypatch):
     images, tables, masks = [], [], []
     for seed in (1, 2):  # your own sections: an image and its detected nuclei, typed by the marker rule
-        image, cells, types, mask = (tmp_path / f"s{seed}{end}"
-                                     for end in (".ome.tif", "-cells.csv", "-types.csv", "-nuclei.tif"))
+        image, cells, types, mask = (
+            tmp_path / f"s{seed}{end}" for end in (".ome.tif", "-cells.csv", "-types.csv", "-nuclei.tif")
+        )
         assert main(["synth", "--shape", "768", "768", "--seed", str(seed), "--out", str(image)]) == 0
         assert main(["detect", str(image), "--out", str(cells), "--labels", str(mask)]) == 0
         assert main(["weak-labels", str(image), str(cells), "--top", "0.2", "--out", str(types)]) == 0
@@ -127,20 +129,51 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     assert main(["predict", str(tmp_path / "session"), str(image), "--out", str(tmp_path / "detected")]) == 0
     detected = pd.read_csv(tmp_path / "detected" / "new.csv")
     assert len(detected) > 0 and detected["p_neuron"].between(0, 1).all()
-    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask),
-                 "--out", str(tmp_path / "masked")]) == 0
+    assert (
+        main(
+            ["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), "--out", str(tmp_path / "masked")]
+        )
+        == 0
+    )
     masked = pd.read_csv(tmp_path / "masked" / "new.csv")
     assert sorted(masked["id"]) == sorted(set(np.unique(new.cells.labels)) - {0})  # the mask's own ids
-    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), "--format", "h5ad",
-                 "--out", str(tmp_path / "scverse")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "session"),
+                str(image),
+                "--masks",
+                str(mask),
+                "--format",
+                "h5ad",
+                "--out",
+                str(tmp_path / "scverse"),
+            ]
+        )
+        == 0
+    )
     adata = anndata.read_h5ad(tmp_path / "scverse" / "new.h5ad")
     assert sorted(adata.obs["cell_id"]) == sorted(masked["id"]) and adata.n_vars == 7
-    np.testing.assert_allclose(adata.obs.set_index("cell_id").loc[masked["id"], "p_neuron"], masked["p_neuron"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        adata.obs.set_index("cell_id").loc[masked["id"], "p_neuron"], masked["p_neuron"], rtol=1e-5
+    )
     assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), str(mask)]) == 2
     assert "one per image" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(tmp_path / "typo.tif"),
-                 "--out", str(tmp_path / "typo")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "session"),
+                str(image),
+                "--masks",
+                str(tmp_path / "typo.tif"),
+                "--out",
+                str(tmp_path / "typo"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "No nucleus label image at" in err and "typo.tif" in err and "Traceback" not in err
     (tmp_path / "b").mkdir()
@@ -149,8 +182,21 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     assert "Several images would write new.csv" in capsys.readouterr().err and not (tmp_path / "twins").exists()
     blank = tmp_path / "blank.tif"  # one image without a nucleus: named and skipped, the next is still typed
     tifffile.imwrite(blank, np.zeros((7, 256, 256), np.uint16), photometric="minisblack")
-    assert main(["predict", str(tmp_path / "session"), str(blank), str(image), "--names", *sim.tissue.channel_names,
-                 "--out", str(tmp_path / "mixed")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "session"),
+                str(blank),
+                str(image),
+                "--names",
+                *sim.tissue.channel_names,
+                "--out",
+                str(tmp_path / "mixed"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{blank}: skipped:" in err and "1 of 2 images were not typed" in err
     assert (tmp_path / "mixed" / "new.csv").exists() and not (tmp_path / "mixed" / "blank.csv").exists()
@@ -158,16 +204,24 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     assert "not a saved session" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("edit, says", [
-    (lambda t: t.replace("[meta]", "[meta\n"), "is not valid TOML"),
-    (lambda t: t.replace("k_max = 8", "kmax = 8"), "unexpected keyword argument 'kmax'"),
-    (lambda t: t.replace("dropout = 0.1", "dropout = 0.1\ndropout_placment = \"head\""), "dropout_placment"),
-    (lambda t: t.replace('source = "simulated"', 'source = "simulate"'), "use \"simulated\" or \"labelled\""),
-    (lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]'), "one cell table per image"),
-    (lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]\ncells = ["a.csv"]'),
-     "at least two labelled sections"),
-    (lambda t: t.replace('centre_block = "nucleus"', 'centre_block = "nuclei"'), "centre_block must be"),
-])
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda t: t.replace("[meta]", "[meta\n"), "is not valid TOML"),
+        (lambda t: t.replace("k_max = 8", "kmax = 8"), "unexpected keyword argument 'kmax'"),
+        (lambda t: t.replace("dropout = 0.1", 'dropout = 0.1\ndropout_placment = "head"'), "dropout_placment"),
+        (lambda t: t.replace('source = "simulated"', 'source = "simulate"'), 'use "simulated" or "labelled"'),
+        (
+            lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]'),
+            "one cell table per image",
+        ),
+        (
+            lambda t: t.replace('source = "simulated"', 'source = "labelled"\nimages = ["a.tif"]\ncells = ["a.csv"]'),
+            "at least two labelled sections",
+        ),
+        (lambda t: t.replace('centre_block = "nucleus"', 'centre_block = "nuclei"'), "centre_block must be"),
+    ],
+)
 def test_a_bad_meta_training_config_is_a_message_not_a_traceback(tmp_path, capsys, edit, says):
     config = tmp_path / "bad.toml"
     config.write_text(edit((ROOT / "configs" / "bundled-model.toml").read_text()))
@@ -200,10 +254,14 @@ def test_names_and_formats_are_refused_before_any_work(tmp_path, capsys, monkeyp
 def test_channel_names_match_ignoring_case_and_suggest_the_closest(tmp_path, capsys):
     image = tmp_path / "t.tif"
     tifffile.imwrite(image, np.random.default_rng(0).integers(0, 999, (2, 96, 96), np.uint16), photometric="minisblack")
-    assert main(["detect", str(image), "--names", "dapi", "NeuN", "--channels", "Dapi",
-                 "--out", str(tmp_path / "c.csv")]) == 0
-    assert main(["detect", str(image), "--names", "dapi", "NeuN", "--channels", "NeuM",
-                 "--out", str(tmp_path / "c.csv")]) == 2
+    assert (
+        main(["detect", str(image), "--names", "dapi", "NeuN", "--channels", "Dapi", "--out", str(tmp_path / "c.csv")])
+        == 0
+    )
+    assert (
+        main(["detect", str(image), "--names", "dapi", "NeuN", "--channels", "NeuM", "--out", str(tmp_path / "c.csv")])
+        == 2
+    )
     assert "Did you mean 'NeuN' (for 'NeuM')?" in capsys.readouterr().err
 
 
@@ -213,7 +271,7 @@ def test_warnings_are_one_plain_line(monkeypatch, capsys):
     from napari_agile import cli
 
     help_line, add, _ = cli.COMMANDS["synth"]
-    monkeypatch.setitem(cli.COMMANDS, "synth", (help_line, add, lambda args: warnings.warn("check the names")))
+    monkeypatch.setitem(cli.COMMANDS, "synth", (help_line, add, lambda args: warnings.warn("check the names", stacklevel=1)))
     assert main(["synth", "--out", "x.tif"]) == 0
     assert capsys.readouterr().err == "napari-agile synth: warning: check the names\n"
 
@@ -249,23 +307,57 @@ def test_channels_and_nuclear_choose_the_panel_for_predict_detect_and_demo(tmp_p
     session.adapt("T cell")
     session.save(tmp_path / "session")
     new = simulate_tissue((256, 256), seed=5)
-    wider = write_ome_tiff(new.tissue.select(["DAPI", "NeuN", "S100"]).rename({"DAPI": "DNA", "NeuN": "CD3",
-                                                                                "S100": "CD20"}),
-                           tmp_path / "wider.ome.tif")
+    wider = write_ome_tiff(
+        new.tissue.select(["DAPI", "NeuN", "S100"]).rename({"DAPI": "DNA", "NeuN": "CD3", "S100": "CD20"}),
+        tmp_path / "wider.ome.tif",
+    )
     # the saved session's channels and nuclear stain (DNA, detected by it too); CD20 left out
-    assert main(["predict", str(tmp_path / "session"), str(wider), "--out", str(tmp_path / "p1")]) == 0, \
+    assert main(["predict", str(tmp_path / "session"), str(wider), "--out", str(tmp_path / "p1")]) == 0, (
         capsys.readouterr().err
+    )
     assert pd.read_csv(tmp_path / "p1" / "wider.csv")["p_T cell"].between(0, 1).all()
 
-    renamed = write_ome_tiff(new.tissue.select(["DAPI", "NeuN"]).rename({"DAPI": "Ho", "NeuN": "CD3"}),
-                             tmp_path / "renamed.ome.tif")  # another lab's names: said with --channels / --nuclear
+    renamed = write_ome_tiff(
+        new.tissue.select(["DAPI", "NeuN"]).rename({"DAPI": "Ho", "NeuN": "CD3"}), tmp_path / "renamed.ome.tif"
+    )  # another lab's names: said with --channels / --nuclear
     assert main(["predict", str(tmp_path / "session"), str(renamed), "--out", str(tmp_path / "p2")]) == 2
     assert "renamed.ome.tif: skipped" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path / "session"), str(renamed), "--channels", "Ho", "CD3", "--nuclear", "Ho",
-                 "--out", str(tmp_path / "p2")]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "session"),
+                str(renamed),
+                "--channels",
+                "Ho",
+                "CD3",
+                "--nuclear",
+                "Ho",
+                "--out",
+                str(tmp_path / "p2"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "p2" / "renamed.csv")) > 0
-    assert main(["predict", str(tmp_path / "session"), str(renamed), "--channels", "Ho", "CD3",
-                 "--nuclear", "Ho", "CD3", "--out", str(tmp_path / "p3")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "session"),
+                str(renamed),
+                "--channels",
+                "Ho",
+                "CD3",
+                "--nuclear",
+                "Ho",
+                "CD3",
+                "--out",
+                str(tmp_path / "p3"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "at least one marker channel" in err and "Traceback" not in err
 
@@ -275,10 +367,27 @@ def test_channels_and_nuclear_choose_the_panel_for_predict_detect_and_demo(tmp_p
 
     stand_in = _any_panel_model().save(tmp_path / "any.safetensors")
     real = modelio._bundled_path
-    monkeypatch.setattr(modelio, "_bundled_path", lambda name="rat-brain": stand_in if name == "any-panel" else real(name))
+    monkeypatch.setattr(
+        modelio, "_bundled_path", lambda name="rat-brain": stand_in if name == "any-panel" else real(name)
+    )
     monkeypatch.setattr(demo, "DEMO_SHAPE", (256, 256))
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--channels", "DAPI", "NeuN", "S100", "RECA1",
-                 "--nuclear", "DAPI"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(tmp_path / "demo"),
+                "--channels",
+                "DAPI",
+                "NeuN",
+                "S100",
+                "RECA1",
+                "--nuclear",
+                "DAPI",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "demo" / "session" / "session.json").read_text())
     assert meta["channels"] == ["DAPI", "NeuN", "S100", "RECA1"] and meta["nuclear"] == ["DAPI"]
     assert main(["demo", "--out", str(tmp_path / "demo2"), "--channels", "NeuN", "S100"]) == 2

@@ -24,8 +24,16 @@ def test_demo_writes_every_output(tmp_path):
     cfg = ModelConfig(channels=PAPER_CHANNELS)
     model = AgileModel(cfg, init_params(cfg), inner_lr=0.01)
     report = run_demo(tmp_path, model=model, types=("astrocyte",), rounds=1, per_round=4, log=lambda s: None)
-    for name in ("tissue.ome.tif", "cells.csv", "predictions.csv", "predictions.geojson", "cell_types.tif",
-                 "accuracy.csv", "session/answers.jsonl", "session/adapted.safetensors"):
+    for name in (
+        "tissue.ome.tif",
+        "cells.csv",
+        "predictions.csv",
+        "predictions.geojson",
+        "cell_types.tif",
+        "accuracy.csv",
+        "session/answers.jsonl",
+        "session/adapted.safetensors",
+    ):
         assert (tmp_path / name).exists(), name
     table = pd.read_csv(tmp_path / "predictions.csv")
     assert {"p_astrocyte", "cell_type", "true_type"} <= set(table.columns)
@@ -37,8 +45,10 @@ def test_demo_writes_every_output(tmp_path):
     painted, nuclei = tifffile.imread(tmp_path / "cell_types.tif"), tifffile.imread(tmp_path / "session/nuclei.tif")
     named = legend.set_index("label")["cell_type"].reindex(painted[nuclei > 0]).to_numpy()
     assert (named == table.set_index("id")["cell_type"].reindex(nuclei[nuclei > 0]).to_numpy()).all()
-    assert legend.set_index("cell_type")["n_cells"].to_dict() == table["cell_type"].value_counts().reindex(
-        legend["cell_type"], fill_value=0).to_dict()
+    assert (
+        legend.set_index("cell_type")["n_cells"].to_dict()
+        == table["cell_type"].value_counts().reindex(legend["cell_type"], fill_value=0).to_dict()
+    )
 
 
 def test_demo_reruns_into_its_own_folder_and_refuses_other_files(tmp_path):

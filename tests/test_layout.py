@@ -1,4 +1,5 @@
 """The package's architecture, checked: only `napari_agile._napari` may import napari, Qt or magicgui."""
+
 import ast
 from pathlib import Path
 

@@ -2,6 +2,7 @@
 a read-only folder, an interrupted start) and a table-driven bad-input suite. Each bad input must raise
 AgileInputError naming the file or parameter, and every acknowledged answer must still reload.
 benchmarks/reliability.py adds kill -9 and real full-disk trials (docs/reliability.md)."""
+
 import errno
 import json
 import os
@@ -77,6 +78,7 @@ def _cut(path: Path, keep: float = 0.5) -> None:
 def _model_file(path: Path, tensors=None, **meta) -> None:
     """Rewrite a model file with other tensors and/or metadata."""
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as fh:
         old = fh.metadata()
     save_file(tensors if tensors is not None else load_file(str(path)), str(path), metadata={**old, **meta})
@@ -98,14 +100,19 @@ DAMAGED = {  # case: (file in the session folder, how it is damaged)
     "session.json empty": ("session.json", lambda p: p.write_bytes(b"")),
     "session.json cut off": ("session.json", _cut),
     "session.json without normalizer": ("session.json", lambda p: _session_json(p, lambda m: m.pop("normalizer"))),
-    "session.json with mc_passes 'ten'": ("session.json", lambda p: _session_json(p, lambda m: m.update(mc_passes="ten"))),
+    "session.json with mc_passes 'ten'": (
+        "session.json",
+        lambda p: _session_json(p, lambda m: m.update(mc_passes="ten")),
+    ),
     "session.json 100k deep": ("session.json", lambda p: p.write_text("[" * 100_000)),
     "adapted.safetensors cut off": ("adapted.safetensors", _cut),
     "adapted.safetensors empty": ("adapted.safetensors", lambda p: p.write_bytes(b"")),
     "model.safetensors cut off": ("model.safetensors", _cut),
     "model.safetensors missing a tensor": ("model.safetensors", _drop_tensor),
     "model.safetensors config of wrong type": (
-        "model.safetensors", lambda p: _model_file(p, config=json.dumps({"channels": "DAPI", "dropout": "x"}))),
+        "model.safetensors",
+        lambda p: _model_file(p, config=json.dumps({"channels": "DAPI", "dropout": "x"})),
+    ),
     "model.safetensors config 100k deep": ("model.safetensors", lambda p: _model_file(p, config="[" * 100_000)),
     "cells.csv without x": ("cells.csv", lambda p: p.write_text(p.read_text().replace(",x,", ",z,", 1))),
     "cells.csv empty": ("cells.csv", lambda p: p.write_bytes(b"")),
@@ -331,8 +338,10 @@ def _live(w: World):
 
 BAD_INPUTS = {  # case: (what is tried, a word the message must hold)
     "NaN pixels between the sampled tiles": (_nan_outside_samples, "NaN"),
-    "an infinite nuclear pixel": (lambda w: detect_nuclei(w.tissue(np.where(np.arange(320) == 5, np.inf, w.data))),
-                                  "infinite"),
+    "an infinite nuclear pixel": (
+        lambda w: detect_nuclei(w.tissue(np.where(np.arange(320) == 5, np.inf, w.data))),
+        "infinite",
+    ),
     "OME-TIFF cut at 10%": (lambda w: _cut_tiff(w, 0.1), "cut.ome.tif"),
     "OME-TIFF cut at 60%": (lambda w: _cut_tiff(w, 0.6), "cut.ome.tif"),
     "OME-TIFF cut at 99%": (lambda w: _cut_tiff(w, 0.99), "cut.ome.tif"),
@@ -346,8 +355,10 @@ BAD_INPUTS = {  # case: (what is tried, a word the message must hold)
     "diameter inf": (lambda w: detect_nuclei(w.sim.tissue, diameter=float("inf")), "diameter"),
     "diameter 0": (lambda w: detect_nuclei(w.sim.tissue, diameter=0), "diameter"),
     "a NaN centroid": (lambda w: _cells_with(w, 2, y=np.nan), "centre"),
-    "a centroid far outside": (lambda w: Session(w.sim.tissue, _cells_with(w, 2, y=1e12), w.model,
-                                                 store=w.tmp / "s"), "outside"),
+    "a centroid far outside": (
+        lambda w: Session(w.sim.tissue, _cells_with(w, 2, y=1e12), w.model, store=w.tmp / "s"),
+        "outside",
+    ),
     "no cells": (lambda w: Session(w.sim.tissue, w.sim.cells.subset([]), w.model, store=w.tmp / "s"), "no cells"),
     "mc_passes 0": (lambda w: w.session(w.tmp / "s", mc_passes=0), "mc_passes"),
     "threshold 1.5": (lambda w: w.session(w.tmp / "s", threshold=1.5), "threshold"),
@@ -357,18 +368,26 @@ BAD_INPUTS = {  # case: (what is tried, a word the message must hold)
     "adapt before any answer": (lambda w: _live(w).adapt("astrocyte"), "astrocyte"),
     "adapt steps=0": (lambda w: Session.load(w.copy(), w.sim.tissue).adapt("astrocyte", steps=0), "steps"),
     "adapt lr=NaN": (lambda w: Session.load(w.copy(), w.sim.tissue).adapt("astrocyte", lr=float("nan")), "lr"),
-    "a type threshold of 2": (lambda w: Session.load(w.copy(), w.sim.tissue).set_threshold("astrocyte", 2),
-                              "threshold"),
-    "an unknown adapt_scope": (lambda w: AgileModel(w.model.config, w.model.params, 0.1, adapt_scope="heads"),
-                               "adapt_scope"),
+    "a type threshold of 2": (
+        lambda w: Session.load(w.copy(), w.sim.tissue).set_threshold("astrocyte", 2),
+        "threshold",
+    ),
+    "an unknown adapt_scope": (
+        lambda w: AgileModel(w.model.config, w.model.params, 0.1, adapt_scope="heads"),
+        "adapt_scope",
+    ),
     "a pickle posing as a model": (_pickle_payload, "model.safetensors"),
     "a damaged meta-training checkpoint": (_damaged_checkpoint, "checkpoint.pt"),
     "a recipe with iterations = 'ten'": (lambda w: _recipe_value(w, "iterations", "'ten'"), "iterations"),
     "a recipe with lr = true": (lambda w: _recipe_value(w, "inner_lr", "true"), "inner_lr"),
-    "a nuclear stain only": (lambda w: Session(w.tissue(w.data[:1], ["DAPI"]), w.sim.cells, store=w.tmp / "s"),
-                             "marker"),
-    "no nuclear stain": (lambda w: Session(w.tissue(w.data[2:5], ["a", "b", "c"]), w.sim.cells, store=w.tmp / "s"),
-                         "nuclear"),
+    "a nuclear stain only": (
+        lambda w: Session(w.tissue(w.data[:1], ["DAPI"]), w.sim.cells, store=w.tmp / "s"),
+        "marker",
+    ),
+    "no nuclear stain": (
+        lambda w: Session(w.tissue(w.data[2:5], ["a", "b", "c"]), w.sim.cells, store=w.tmp / "s"),
+        "nuclear",
+    ),
 }
 
 
@@ -407,13 +426,19 @@ def test_a_section_without_nuclei_is_said(world):
 
 def test_a_damaged_tile_in_the_middle_of_a_section_names_the_file_and_the_rows(world, tmp_path):
     path = tmp_path / "tiled.ome.tif"
-    tifffile.imwrite(path, (world.data * 1000).astype(np.uint16), tile=(64, 64), compression="zlib",
-                     metadata={"axes": "CYX", "Channel": {"Name": list(PAPER_CHANNELS)}}, ome=True)
+    tifffile.imwrite(
+        path,
+        (world.data * 1000).astype(np.uint16),
+        tile=(64, 64),
+        compression="zlib",
+        metadata={"axes": "CYX", "Channel": {"Name": list(PAPER_CHANNELS)}},
+        ome=True,
+    )
     with tifffile.TiffFile(path) as tf:
         page = tf.pages[0]
         offset, count = page.dataoffsets[12], page.databytecounts[12]
     raw = bytearray(path.read_bytes())
-    raw[offset: offset + count] = b"\0" * count  # one zlib tile of DAPI overwritten
+    raw[offset : offset + count] = b"\0" * count  # one zlib tile of DAPI overwritten
     path.write_bytes(bytes(raw))
     with pytest.raises(AgileInputError, match="tiled.ome.tif.*damaged") as err:
         detect_nuclei(read_tissue(path), tile=128)  # read_tissue's sampled tiles meet it first

@@ -85,7 +85,10 @@ def test_answers_reach_disk_immediately_and_undo_is_journaled(session):
     ids = session.cells.ids[:2].tolist()
     session.annotate("neuron", ids, ["yes", 0])
     lines = [json.loads(x) for x in (session.store / "answers.jsonl").read_text().splitlines()]
-    assert lines == [{"type": "neuron", "id": ids[0], "answer": True}, {"type": "neuron", "id": ids[1], "answer": False}]
+    assert lines == [
+        {"type": "neuron", "id": ids[0], "answer": True},
+        {"type": "neuron", "id": ids[1], "answer": False},
+    ]
     assert session.undo() == ("neuron", ids[1])
     assert session.types["neuron"].answers == {ids[0]: True}
     reloaded = Session.load(session.store, session.tissue)  # as after a crash: no explicit save
@@ -200,8 +203,9 @@ def test_bald_and_random_rounds(session):
     bald = session.suggest("neuron", n=3, method="bald", spread=1, among=among, min_distance=0)
     samples = session._mc_samples("neuron")[:, session._rows(among)]
     mean = samples.mean(0)
-    info = (-(mean * np.log(mean + 1e-12) + (1 - mean) * np.log(1 - mean + 1e-12))
-            + (samples * np.log(samples + 1e-12) + (1 - samples) * np.log(1 - samples + 1e-12)).mean(0))
+    info = -(mean * np.log(mean + 1e-12) + (1 - mean) * np.log(1 - mean + 1e-12)) + (
+        samples * np.log(samples + 1e-12) + (1 - samples) * np.log(1 - samples + 1e-12)
+    ).mean(0)
     assert set(bald) == set(np.asarray(among)[np.argsort(-info)[:3]].tolist())  # the 3 of most mutual information
     draws = {tuple(session.suggest("neuron", n=3, method="random", among=among)) for _ in range(2)}
     assert all(set(d) <= set(among) and len(set(d)) == 3 for d in draws)
@@ -210,8 +214,9 @@ def test_bald_and_random_rounds(session):
 def test_adapt_moves_predictions_towards_the_answers(session, sim):
     truth = _truth(session, sim, "neuron")
     rng = np.random.default_rng(0)
-    rows = np.concatenate([rng.choice(np.flatnonzero(truth), 8, replace=False),
-                           rng.choice(np.flatnonzero(~truth), 8, replace=False)])
+    rows = np.concatenate(
+        [rng.choice(np.flatnonzero(truth), 8, replace=False), rng.choice(np.flatnonzero(~truth), 8, replace=False)]
+    )
     ids = session.cells.ids[rows]
     session.annotate("neuron", ids, truth[rows])
     p0, _ = session.probabilities("neuron")
@@ -393,7 +398,7 @@ def test_loading_on_another_section_warns_and_keeps_the_sessions_section(sim, mo
 def test_missing_pixels_in_a_cells_patch_are_named(sim, model, tmp_path):
     data = np.asarray(sim.tissue.data, np.float32).copy()
     y, x = np.round(sim.cells.centroids[3]).astype(int)
-    data[:, y - 2:y + 2, x - 2:x + 2] = np.nan
+    data[:, y - 2 : y + 2, x - 2 : x + 2] = np.nan
     tissue = type(sim.tissue)(data, list(sim.tissue.channel_names))
     with pytest.raises(AgileInputError, match="missing \\(NaN\\) or infinite pixels"):
         Session(tissue, sim.cells, model, store=tmp_path / "s")
@@ -456,7 +461,10 @@ def test_assign_gives_a_cell_one_type_across_the_session_and_reloads(session, tm
     assert session.types["astrocyte"].answers[a] is True and session.types["neuron"].answers[a] is False
     session.assign([b], "microglia")  # a new type on the way
     assert {n: session.types[n].answers[b] for n in session.types} == {
-        "neuron": False, "astrocyte": False, "microglia": True}
+        "neuron": False,
+        "astrocyte": False,
+        "microglia": True,
+    }
     session.assign([a], None)  # none of them
     assert not any(session.types[n].answers[a] for n in session.types)
     again = Session.load(session.store, session.tissue)

@@ -1,4 +1,5 @@
 """scripts/setup.sh's checks, in a copy of the script (--check: it says what it would do and changes nothing)."""
+
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,13 @@ def _setup(tmp_path: Path, python: Path | str, *args: str) -> subprocess.Complet
     """Run a copy of setup.sh in `tmp_path` (its own checkout) with PYTHON=python."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
     shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
-    return subprocess.run(["bash", str(tmp_path / "scripts" / "setup.sh"), *args], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PYTHON": str(python), "HOME": str(tmp_path)}, timeout=120)
+    return subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "setup.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(python), "HOME": str(tmp_path)},
+        timeout=120,
+    )
 
 
 def test_a_too_old_python_is_refused_before_anything_is_installed(tmp_path):
@@ -36,12 +42,19 @@ def test_a_too_old_python_is_refused_before_anything_is_installed(tmp_path):
     assert run.returncode == 2 and "install Python 3.11 or newer" in run.stderr
 
 
-@pytest.mark.parametrize("make, says", [
-    (lambda v: (v / "bin" / "python").symlink_to(v / "gone"), "its python does not run"),
-    (lambda v: _script(v.parent, "exit 1", "python").rename(v / "bin" / "python"), "its python does not run"),
-    (lambda v: _script(v.parent, f'case "$*" in *pip*) exit 1;; *) exec "{sys.executable}" "$@";; esac',
-                       "python").rename(v / "bin" / "python"), "no pip: a venv step that failed"),
-])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda v: (v / "bin" / "python").symlink_to(v / "gone"), "its python does not run"),
+        (lambda v: _script(v.parent, "exit 1", "python").rename(v / "bin" / "python"), "its python does not run"),
+        (
+            lambda v: _script(
+                v.parent, f'case "$*" in *pip*) exit 1;; *) exec "{sys.executable}" "$@";; esac', "python"
+            ).rename(v / "bin" / "python"),
+            "no pip: a venv step that failed",
+        ),
+    ],
+)
 def test_a_broken_venv_is_found_and_would_be_rebuilt(tmp_path, make, says):
     venv = tmp_path / ".venv"
     (venv / "bin").mkdir(parents=True)

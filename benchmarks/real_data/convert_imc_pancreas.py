@@ -23,6 +23,7 @@ Usage:
 Needs numpy, pandas, tifffile, scikit-image, git, and the pure-Python `rdata`
 package (pip install rdata) to read the .RData file.
 """
+
 import io
 import subprocess
 import sys
@@ -42,12 +43,12 @@ RECODE = {"celltype_A": "beta", "celltype_B": "alpha", "celltype_C": "other"}
 
 
 def git(gitdir, *args):
-    return subprocess.run(["git", "--git-dir", str(gitdir), *args],
-                          check=True, capture_output=True).stdout
+    return subprocess.run(["git", "--git-dir", str(gitdir), *args], check=True, capture_output=True).stdout
 
 
 def load_sce(gitdir):
     import rdata
+
     raw = git(gitdir, "show", f"{COMMIT}:data/pancreasSCE.RData")
     with tempfile.NamedTemporaryFile(suffix=".RData") as f:
         f.write(raw)
@@ -75,23 +76,38 @@ def main(gitdir, outdir):
     rows, next_id = [], 1
     for k, (n, t, m) in enumerate(zip(IMAGES, tiles, masks)):
         x0 = k * (W + GAP)
-        img[:, :, x0:x0 + W] = t
+        img[:, :, x0 : x0 + W] = t
         sub = coldata[coldata["ImageName"] == f"{n}_imc.tiff"].set_index("CellNb")
         props = regionprops_table(m.astype(np.int32), properties=("label", "centroid", "area"))
         for lbl, cy, cx, area in zip(props["label"], props["centroid-0"], props["centroid-1"], props["area"]):
             if lbl not in sub.index:
                 continue  # mask object without single-cell record
-            lab[:, x0:x0 + W][m == lbl] = next_id
+            lab[:, x0 : x0 + W][m == lbl] = next_id
             r = sub.loc[lbl]
             ct = RECODE[str(r["CellType"])]
-            rows.append({"id": next_id, "y": round(float(cy), 2), "x": round(float(cx) + x0, 2),
-                         "cell_type": ct, "is_beta": ct == "beta", "is_alpha": ct == "alpha",
-                         "is_exocrine": bool(r["Pattern"]), "area": int(area),
-                         "orig_image": n, "orig_cell_id": int(lbl)})
+            rows.append(
+                {
+                    "id": next_id,
+                    "y": round(float(cy), 2),
+                    "x": round(float(cx) + x0, 2),
+                    "cell_type": ct,
+                    "is_beta": ct == "beta",
+                    "is_alpha": ct == "alpha",
+                    "is_exocrine": bool(r["Pattern"]),
+                    "area": int(area),
+                    "orig_image": n,
+                    "orig_cell_id": int(lbl),
+                }
+            )
             next_id += 1
     df = pd.DataFrame(rows)
-    tifffile.imwrite(outdir / "image.ome.tif", img, ome=True, photometric="minisblack",
-                     metadata={"axes": "CYX", "Channel": {"Name": channels}})
+    tifffile.imwrite(
+        outdir / "image.ome.tif",
+        img,
+        ome=True,
+        photometric="minisblack",
+        metadata={"axes": "CYX", "Channel": {"Name": channels}},
+    )
     tifffile.imwrite(outdir / "nuclei.tif", lab, compression="zlib")
     (outdir / "channels.txt").write_text("\n".join(channels) + "\n")
     df.to_csv(outdir / "cells.csv", index=False)

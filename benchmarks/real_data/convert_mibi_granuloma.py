@@ -20,6 +20,7 @@ Usage:
 (the first argument is the bare git dir that `fetch` produced, or any clone of
 ark-analysis with full history). Needs numpy, pandas, tifffile, scikit-image, git.
 """
+
 import io
 import json
 import subprocess
@@ -45,14 +46,13 @@ NUCLEAR = "HH3"  # histone H3, the nuclear channel
 # for FOVs 6/7 of the same cohort (example_expression_matrix_clustered.csv);
 # the authors' thresholds below are defined on that scale.
 COFACTOR = 1.0 / 30.0
-PCT = 99.9       # percentile used for per-marker normalisation
-MIN_AREA = 30    # px; smaller objects are segmentation specks
-MAX_AREA = 50000 # px; only the background label (id 1) is larger
+PCT = 99.9  # percentile used for per-marker normalisation
+MIN_AREA = 30  # px; smaller objects are segmentation specks
+MAX_AREA = 50000  # px; only the background label (id 1) is larger
 
 
 def git(gitdir, *args):
-    return subprocess.run(["git", "--git-dir", str(gitdir), *args],
-                          check=True, capture_output=True).stdout
+    return subprocess.run(["git", "--git-dir", str(gitdir), *args], check=True, capture_output=True).stdout
 
 
 def read_tif(gitdir, commit, path):
@@ -81,19 +81,31 @@ def main(gitdir, outdir):
     drop = np.flatnonzero((areas > 0) & ((areas < MIN_AREA) | (areas > MAX_AREA)))
     mask[np.isin(mask, drop)] = 0
 
-    tifffile.imwrite(outdir / "image.ome.tif", img, ome=True, photometric="minisblack",
-                     metadata={"axes": "CYX", "Channel": {"Name": channels}},
-                     compression="zlib")
+    tifffile.imwrite(
+        outdir / "image.ome.tif",
+        img,
+        ome=True,
+        photometric="minisblack",
+        metadata={"axes": "CYX", "Channel": {"Name": channels}},
+        compression="zlib",
+    )
     tifffile.imwrite(outdir / "nuclei.tif", mask, compression="zlib")
     (outdir / "channels.txt").write_text("\n".join(channels) + "\n")
 
     # per-cell mean counts (cell-size normalised), arcsinh, 99.9th-percentile normalised
-    props = regionprops_table(mask, intensity_image=np.moveaxis(img, 0, -1).astype(np.float32),
-                              properties=("label", "centroid", "area", "intensity_mean"))
-    df = pd.DataFrame({"id": props["label"].astype(int),
-                       "y": np.round(props["centroid-0"], 2),
-                       "x": np.round(props["centroid-1"], 2),
-                       "area": props["area"].astype(int)})
+    props = regionprops_table(
+        mask,
+        intensity_image=np.moveaxis(img, 0, -1).astype(np.float32),
+        properties=("label", "centroid", "area", "intensity_mean"),
+    )
+    df = pd.DataFrame(
+        {
+            "id": props["label"].astype(int),
+            "y": np.round(props["centroid-0"], 2),
+            "x": np.round(props["centroid-1"], 2),
+            "area": props["area"].astype(int),
+        }
+    )
     expr = np.stack([props[f"intensity_mean-{i}"] for i in range(len(channels))], 1)
     expr = np.arcsinh(expr / COFACTOR)
     scale = np.percentile(expr, PCT, axis=0)
@@ -128,8 +140,7 @@ def main(gitdir, outdir):
         "epithelial": ["Keratin-pan", "E-cadherin"],
         "fibroblast_stroma": ["SMA"],
     }
-    ratios = pd.DataFrame({lin: np.max(np.stack([edf[m] / used[m] for m in ms]), 0)
-                           for lin, ms in lineages.items()})
+    ratios = pd.DataFrame({lin: np.max(np.stack([edf[m] / used[m] for m in ms]), 0) for lin, ms in lineages.items()})
     best = ratios.idxmax(axis=1)
     ct = pd.Series(np.where(ratios.max(axis=1) > 1, best, "unassigned"), index=df.index, dtype=object)
     ct[(ct == "unassigned") & pos("CD45")] = "immune_other"
@@ -142,10 +153,19 @@ def main(gitdir, outdir):
     df.to_csv(outdir / "cells.csv", index=False)
     edf.insert(0, "id", df["id"])
     edf.round(4).to_csv(outdir / "cell_expression_normalised.csv", index=False)
-    (outdir / "gating.json").write_text(json.dumps(
-        {"source_commit": COMMIT, "threshold_commit": THRESH_COMMIT, "cofactor": COFACTOR,
-         "percentile": PCT, "thresholds": used, "lineage_markers": lineages},
-        indent=1))
+    (outdir / "gating.json").write_text(
+        json.dumps(
+            {
+                "source_commit": COMMIT,
+                "threshold_commit": THRESH_COMMIT,
+                "cofactor": COFACTOR,
+                "percentile": PCT,
+                "thresholds": used,
+                "lineage_markers": lineages,
+            },
+            indent=1,
+        )
+    )
     print("image", img.shape, img.dtype, "cells", len(df))
     print(df["cell_type"].value_counts().to_string())
     print({c: int(df[f"{c}_pos"].sum()) for c in used})

@@ -2,6 +2,7 @@
 
 The public API below is headless: importing it never imports napari or Qt.
 """
+
 from __future__ import annotations
 
 from importlib import import_module

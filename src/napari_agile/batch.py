@@ -1,12 +1,13 @@
 """Typing other sections with a saved session: nuclei found (or read from a mask), the session's adapted types
 applied, one cell table per image. `napari-agile predict` and the widget's "Type other images…" call this."""
+
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from napari_agile.errors import AgileInputError
 
@@ -34,11 +35,20 @@ def image_stem(image: str | Path) -> str:
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def type_sections(session: str | Path, images: Sequence[str | Path], out: str | Path, *,
-                  masks: Sequence[str | Path] | None = None, names: Sequence[str] | None = None,
-                  channels: Sequence[str] | None = None, nuclear: Sequence[str] | None = None,
-                  diameter: float = 24.0, suffix: str = ".csv", progress: Progress | None = None,
-                  on_typed: Callable[[Typed], None] | None = None) -> list[Typed]:
+def type_sections(
+    session: str | Path,
+    images: Sequence[str | Path],
+    out: str | Path,
+    *,
+    masks: Sequence[str | Path] | None = None,
+    names: Sequence[str] | None = None,
+    channels: Sequence[str] | None = None,
+    nuclear: Sequence[str] | None = None,
+    diameter: float = 24.0,
+    suffix: str = ".csv",
+    progress: Progress | None = None,
+    on_typed: Callable[[Typed], None] | None = None,
+) -> list[Typed]:
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections) or .h5ad (AnnData, see Session.export).
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
@@ -55,13 +65,16 @@ def type_sections(session: str | Path, images: Sequence[str | Path], out: str | 
 
         require_anndata()  # before the long work: a clear message if anndata is missing
     if masks is not None and len(masks) != len(images):
-        raise AgileInputError(f"{len(masks)} nucleus label images for {len(images)} images: give one per image "
-                              "(--masks), in the same order.")
+        raise AgileInputError(
+            f"{len(masks)} nucleus label images for {len(images)} images: give one per image "
+            "(--masks), in the same order."
+        )
     dests = [out / f"{image_stem(image)}{suffix}" for image in images]
     if len(set(dests)) < len(dests):
         same = sorted({d.name for d in dests if dests.count(d) > 1})
-        raise AgileInputError(f"Several images would write {', '.join(same)}: rename them, or type each group into "
-                              "its own output folder.")
+        raise AgileInputError(
+            f"Several images would write {', '.join(same)}: rename them, or type each group into its own output folder."
+        )
     saved = Session.check_saved(session)
     saved_nuclear = json.loads((saved / "session.json").read_text()).get("nuclear") or None
     out.mkdir(parents=True, exist_ok=True)

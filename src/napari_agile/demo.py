@@ -5,11 +5,12 @@ Simulates a section, detects its nuclei, and for two cell types the bundled mode
 stand-in for the biologist's clicks), adapts in one step and paints every nucleus. Writes everything a user
 would get from the widget into one folder.
 """
+
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,16 @@ from napari_agile.synth.simulator import simulate_tissue
 #: smaller, quicker one (_napari/sample_data.py).
 DEMO_SHAPE, DEMO_SEED = (1024, 1024), 2026
 #: Everything run_demo writes in its folder: a folder holding only these is an earlier demo's, which a rerun replaces.
-DEMO_OUTPUTS = ("tissue.ome.tif", "cells.csv", "session", "predictions.csv", "predictions.geojson", "cell_types.tif",
-                "cell_types.csv", "accuracy.csv")
+DEMO_OUTPUTS = (
+    "tissue.ome.tif",
+    "cells.csv",
+    "session",
+    "predictions.csv",
+    "predictions.geojson",
+    "cell_types.tif",
+    "cell_types.csv",
+    "accuracy.csv",
+)
 
 
 def true_types(detected: Cells, truth: Cells) -> np.ndarray:
@@ -41,8 +50,15 @@ def true_types(detected: Cells, truth: Cells) -> np.ndarray:
     return np.where(hit > 0, lookup, NONE_TYPE).astype(object)
 
 
-def answer_from_truth(session: Session, truth_of: dict[int, str], types=("astrocyte", "endothelial"), rounds: int = 2,
-                      per_round: int = 8, method: str = "auto", spread: int = SPREAD) -> None:
+def answer_from_truth(
+    session: Session,
+    truth_of: dict[int, str],
+    types=("astrocyte", "endothelial"),
+    rounds: int = 2,
+    per_round: int = 8,
+    method: str = "auto",
+    spread: int = SPREAD,
+) -> None:
     """The demo's questions: per type, `rounds` rounds of `per_round` suggestions answered from `truth_of` (cell id ->
     true type), each followed by one adaptation step."""
     for name in types:
@@ -60,8 +76,10 @@ def _clear_earlier_demo(out: Path, log: Callable[[str], None]) -> None:
     found = sorted(p.name for p in out.iterdir())
     foreign = [name for name in found if name not in DEMO_OUTPUTS]
     if foreign:
-        raise AgileInputError(f"{out} holds files the demo did not write ({', '.join(foreign[:5])}): give the demo a "
-                              "new or empty folder (--out), or its own earlier one.")
+        raise AgileInputError(
+            f"{out} holds files the demo did not write ({', '.join(foreign[:5])}): give the demo a "
+            "new or empty folder (--out), or its own earlier one."
+        )
     if found:
         log(f"{out} holds an earlier demo's outputs: replacing them")
         for path in (out / name for name in found):
@@ -71,10 +89,19 @@ def _clear_earlier_demo(out: Path, log: Callable[[str], None]) -> None:
                 path.unlink()
 
 
-def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte", "endothelial"),
-             rounds: int = 2, per_round: int = 8, log: Callable[[str], None] = print, seed: int = DEMO_SEED,
-             method: str = "auto", spread: int = SPREAD, channels: Sequence[str] | None = None,
-             nuclear: Sequence[str] | None = None) -> dict:
+def run_demo(
+    out: str | Path,
+    model: AgileModel | None = None,
+    types=("astrocyte", "endothelial"),
+    rounds: int = 2,
+    per_round: int = 8,
+    log: Callable[[str], None] = print,
+    seed: int = DEMO_SEED,
+    method: str = "auto",
+    spread: int = SPREAD,
+    channels: Sequence[str] | None = None,
+    nuclear: Sequence[str] | None = None,
+) -> dict:
     """Run the loop and write tissue, cells, predictions (CSV, GeoJSON), painted labels and the session.
 
     `out` is new, empty, or an earlier demo's folder, whose outputs are replaced (logged); other files are refused.
@@ -102,19 +129,31 @@ def run_demo(out: str | Path, model: AgileModel | None = None, types=("astrocyte
     table.to_csv(out / "predictions.csv", index=False)
     write_geojson(table, out / "predictions.geojson", labels=cells.labels)
     colors = {**default_colors(list(session.types)), **session.colors}
-    write_type_image(session.paint(table), out / "cell_types.tif", legend_table(list(session.types), colors,
-                                                                               table["cell_type"]))
+    write_type_image(
+        session.paint(table), out / "cell_types.tif", legend_table(list(session.types), colors, table["cell_type"])
+    )
     session.save(out / "session")
     report = {}
     for name in types:
         pred, actual = table["cell_type"].to_numpy() == name, truth == name
         said_yes = table[f"p_{name}"].to_numpy() >= 0.5
         acc = float(np.mean(said_yes == actual))
-        balanced = float((np.mean(said_yes[actual]) + np.mean(~said_yes[~actual])) / 2) if 0 < actual.sum() < len(actual) else acc
-        report[name] = {"labels": rounds * per_round, "accuracy": acc, "balanced_accuracy": balanced,
-                        "predicted": int(pred.sum()), "true": int(actual.sum())}
-        log(f"{name}: {rounds * per_round} answers, 1 step -> accuracy {acc:.3f}, balanced accuracy {balanced:.3f} "
-            f"over {len(table)} cells ({int(pred.sum())} predicted, {int(actual.sum())} true)")
+        balanced = (
+            float((np.mean(said_yes[actual]) + np.mean(~said_yes[~actual])) / 2)
+            if 0 < actual.sum() < len(actual)
+            else acc
+        )
+        report[name] = {
+            "labels": rounds * per_round,
+            "accuracy": acc,
+            "balanced_accuracy": balanced,
+            "predicted": int(pred.sum()),
+            "true": int(actual.sum()),
+        }
+        log(
+            f"{name}: {rounds * per_round} answers, 1 step -> accuracy {acc:.3f}, balanced accuracy {balanced:.3f} "
+            f"over {len(table)} cells ({int(pred.sum())} predicted, {int(actual.sum())} true)"
+        )
     pd.DataFrame(report).T.to_csv(out / "accuracy.csv")
     log(f"outputs in {out.resolve()}")
     return report

@@ -3,6 +3,7 @@
 Every cell type is its own binary task adapted from the same meta-trained weights. Answers are appended
 to `answers.jsonl` in the session's folder the moment they are given, so a crash loses nothing.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -10,9 +11,9 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,9 @@ class Session:
         A model for any panel (`encoder = "per_channel"`) reads `channels` (default: all of the tissue's), of which
         `nuclear` are nuclear stains (default: by name, `nuclear_flags`); a fixed-panel model reads its own."""
         if store is not None and (Path(store) / "session.json").exists() and not resume:
-            raise AgileInputError(f"{store} already holds a session: open it with Session.load, or choose an empty folder.")
+            raise AgileInputError(
+                f"{store} already holds a session: open it with Session.load, or choose an empty folder."
+            )
         _check_settings(mc_passes, threshold)
         model = pick_model(tissue.channel_names) if model is None else model
         self.config = panel_config(model, tissue, channels, nuclear)
@@ -150,8 +153,9 @@ class Session:
         out = torch.empty((len(self.cells), cfg.planes, cfg.input_size, cfg.input_size), dtype=torch.float16)
         done, missing = 0, []
         size = cfg.patch_size if self.scale == 1.0 else 2 * max(4, round(cfg.patch_size / self.scale / 2))
-        for ids, batch in iter_patches(self.tissue, self.cells, size=size, normalizer=self.normalizer,
-                                       nucleus_mask=cfg.nucleus_mask):
+        for ids, batch in iter_patches(
+            self.tissue, self.cells, size=size, normalizer=self.normalizer, nucleus_mask=cfg.nucleus_mask
+        ):
             missing.extend(np.asarray(ids)[~np.isfinite(batch).reshape(len(batch), -1).all(1)].tolist())
             rows = torch.from_numpy(self.cells.table.index.get_indexer(ids))
             out[rows] = network_input(cfg, torch.from_numpy(batch)).half()
@@ -179,8 +183,11 @@ class Session:
                 raise AgileInputError(f"No cell type {name!r} in this session; it knows {known}.")
             like = difflib.get_close_matches(name.lower(), [t.lower() for t in self.types], n=1, cutoff=0.8)
             if like:
-                warnings.warn(f"New cell type {name!r}, next to {like[0]!r} already in this session: a typo? "
-                              "(session.undo() takes the last answer back)", stacklevel=3)
+                warnings.warn(
+                    f"New cell type {name!r}, next to {like[0]!r} already in this session: a typo? "
+                    "(session.undo() takes the last answer back)",
+                    stacklevel=3,
+                )
             self.types[name] = CellType(name)
             try:
                 self._write_meta()
@@ -205,8 +212,7 @@ class Session:
         """Trunk features of every cell under the type's current weights (cached until it adapts)."""
         key = self._key(name, trunk=True)
         if key not in self._feats:
-            self._feats[key] = trunk_features(self.config, self._params(name), self.stats, self._x,
-                                              progress=progress)
+            self._feats[key] = trunk_features(self.config, self._params(name), self.stats, self._x, progress=progress)
         return self._feats[key]
 
     def _mc_samples(self, name: str | None, progress: Progress | None = None) -> np.ndarray:
@@ -227,9 +233,16 @@ class Session:
         return samples.cpu().numpy()
 
     # ---- the loop ---------------------------------------------------------------------------
-    def suggest(self, cell_type: str, n: int = 8, among: Sequence[int] | None = None,
-                method: str = "auto", min_distance: float = 20.0, spread: int = SPREAD,
-                progress: Progress | None = None) -> list[int]:
+    def suggest(
+        self,
+        cell_type: str,
+        n: int = 8,
+        among: Sequence[int] | None = None,
+        method: str = "auto",
+        min_distance: float = 20.0,
+        spread: int = SPREAD,
+        progress: Progress | None = None,
+    ) -> list[int]:
         """Ids of the `n` unlabelled cells to ask about next for `cell_type` (within `among`).
 
         `method`: "entropy" (the paper: the cells the model is least sure of), "bald", "random", "cover" (cells
@@ -257,8 +270,9 @@ class Session:
         feats = self._features(None, progress)  # meta-trained: their centre block is the same under any weights
         if method == "cover":  # around the cells answered already, so a new round goes where no answer is
             answered = torch.as_tensor(self._rows(list(state.answers)), device=self.device, dtype=torch.long)
-            picked = cover(self.config, feats[torch.as_tensor(rows, device=self.device)], n, seed=self.seed,
-                           fixed=feats[answered])
+            picked = cover(
+                self.config, feats[torch.as_tensor(rows, device=self.device)], n, seed=self.seed, fixed=feats[answered]
+            )
             return [int(i) for i in self.cells.ids[rows[picked]]]
         samples = self._current_samples(state, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
@@ -270,18 +284,25 @@ class Session:
             p = samples.mean(0)
             sides = [np.flatnonzero(p >= 0.5), np.flatnonzero(p < 0.5)]
             k = min(len(sides[0]), max(n - len(sides[1]), (n + 1) // 2))
-            picked = np.concatenate([side[self._round(score[side], rows[side], m, wide, min_distance, feats)]
-                                     for side, m in zip(sides, (k, n - k)) if m > 0])
+            picked = np.concatenate(
+                [
+                    side[self._round(score[side], rows[side], m, wide, min_distance, feats)]
+                    for side, m in zip(sides, (k, n - k))
+                    if m > 0
+                ]
+            )
         return [int(i) for i in self.cells.ids[rows[picked]]]
 
-    def _round(self, score: np.ndarray, rows: np.ndarray, n: int, wide: int, min_distance: float,
-               feats: torch.Tensor) -> np.ndarray:
+    def _round(
+        self, score: np.ndarray, rows: np.ndarray, n: int, wide: int, min_distance: float, feats: torch.Tensor
+    ) -> np.ndarray:
         """Positions (into `rows`) of the n cells covering the centre-block features of the `wide` * n best-scoring
         ones, spaced `min_distance` apart (the n best with `wide` 1)."""
         picked = pick_spread(score, self.cells.centroids[rows], min(n * wide, rows.size), min_distance)
         if wide > 1:
-            picked = spread_picks(self.config, feats[torch.as_tensor(rows, device=self.device)], picked, n,
-                                  seed=self.seed)
+            picked = spread_picks(
+                self.config, feats[torch.as_tensor(rows, device=self.device)], picked, n, seed=self.seed
+            )
         return picked
 
     def annotate(self, cell_type: str, ids: Sequence[int], answers: Sequence[bool]) -> None:
@@ -312,8 +333,9 @@ class Session:
             self._type(cell_type, create=True)
         if not self.types:
             raise AgileInputError("No cell type in this session yet: name one (annotate or suggest) before assigning.")
-        records = [{"type": name, "id": cid, "answer": name == cell_type}
-                   for cid in ids_arr.tolist() for name in self.types]
+        records = [
+            {"type": name, "id": cid, "answer": name == cell_type} for cid in ids_arr.tolist() for name in self.types
+        ]
         said = "no type" if cell_type is None else repr(cell_type)
         self._journal(records, f"The assignment of {len(ids_arr)} cell(s) to {said} was", "assign them again")
         for record in records:
@@ -369,8 +391,9 @@ class Session:
             state.name = new
             self.types = {(new if k == old else k): v for k, v in self.types.items()}
             self.types.setdefault(new, state)
-        self._history = [(new if t == old else t, cid, prev) for t, cid, prev in self._history
-                         if new is not None or t != old]
+        self._history = [
+            (new if t == old else t, cid, prev) for t, cid, prev in self._history if new is not None or t != old
+        ]
         for table in (self.colors, self.type_thresholds, self._feats, self._mc):
             if old in table:
                 value = table.pop(old)
@@ -410,8 +433,9 @@ class Session:
         """The probability `cell_type` must reach to claim a cell, saved with the session (the widget's slider);
         None goes back to the session's threshold. The next adapt of the type chooses it again from the answers."""
         state = self._type(cell_type, create=False)
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0 <= threshold <= 1):
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1
+        ):
             raise AgileInputError(f"A threshold is a probability from 0 to 1 (got {threshold!r} for {state.name!r}).")
         before = dict(self.type_thresholds)
         self.type_thresholds[state.name] = None if threshold is None else float(threshold)
@@ -428,7 +452,9 @@ class Session:
             raise AgileInputError(f"No cell type {cell_type!r} to adapt; the session knows {known}.")
         state = self.types[cell_type]
         if not state.answers:
-            raise AgileInputError(f"No answers for {cell_type!r} yet: label a few cells first (suggest, then annotate).")
+            raise AgileInputError(
+                f"No answers for {cell_type!r} yet: label a few cells first (suggest, then annotate)."
+            )
         if not _is_whole(steps) or steps < 1:
             raise AgileInputError(f"steps must be a whole number, at least 1 (got {steps}).")
         if lr is not None and not lr > 0:
@@ -451,16 +477,27 @@ class Session:
         if warn and y.min() == y.max():
             warnings.warn(
                 f"All {len(y)} answers for {state.name!r} say {'yes' if y[0] else 'no'}: the model learns more "
-                "from at least one cell of each kind.", stacklevel=2,
+                "from at least one cell of each kind.",
+                stacklevel=2,
             )
         x = self._x[self._rows(list(state.answers))].float()
         with torch.enable_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + len(y))  # dropout masks: the same answers give the same weights
-            fast = adapt_params(self.config, self._init, self.stats, x, y,
-                                self.model.inner_lr if lr is None else lr, steps, self.model.adapt_scope)
+            fast = adapt_params(
+                self.config,
+                self._init,
+                self.stats,
+                x,
+                y,
+                self.model.inner_lr if lr is None else lr,
+                steps,
+                self.model.adapt_scope,
+            )
         if not all(bool(torch.isfinite(v).all()) for v in fast.values()):
-            raise AgileInputError(f"Adapting {state.name!r} diverged (non-finite weights): use a smaller learning "
-                                  f"rate than {self.model.inner_lr if lr is None else lr} or fewer steps.")
+            raise AgileInputError(
+                f"Adapting {state.name!r} diverged (non-finite weights): use a smaller learning "
+                f"rate than {self.model.inner_lr if lr is None else lr} or fewer steps."
+            )
         return {k: v.detach() for k, v in fast.items()}
 
     def _current_samples(self, state: CellType, progress: Progress | None = None) -> np.ndarray:
@@ -498,13 +535,17 @@ class Session:
         it) and is named in a warning. `progress(done, total)` counts cells over all types whose probabilities are
         not cached yet.
         """
-        table = pd.DataFrame({"id": self.cells.ids, "y": self.cells.table["y"].to_numpy(),
-                              "x": self.cells.table["x"].to_numpy()})
+        table = pd.DataFrame(
+            {"id": self.cells.ids, "y": self.cells.table["y"].to_numpy(), "x": self.cells.table["x"].to_numpy()}
+        )
         names = self.adapted
         waiting = [name for name in self.types if name not in names]
         if waiting:
-            warnings.warn(f"Not adapted yet, so typing no cell: {', '.join(waiting)}. Answer a few suggested cells "
-                          "of each and adapt it (Adapt) first.", stacklevel=2)
+            warnings.warn(
+                f"Not adapted yet, so typing no cell: {', '.join(waiting)}. Answer a few suggested cells "
+                "of each and adapt it (Adapt) first.",
+                stacklevel=2,
+            )
         probs = np.zeros((len(table), len(names)))
         for j, name in enumerate(names):
             step = None if progress is None else _offset(progress, j * len(table), len(names) * len(table))
@@ -516,12 +557,20 @@ class Session:
 
     def answer_table(self) -> pd.DataFrame:
         """Every answer given so far: one row per (cell_type, cell_id, answer), in the order the types were named."""
-        rows = [(name, int(cid), bool(answer)) for name, state in self.types.items()
-                for cid, answer in state.answers.items()]
+        rows = [
+            (name, int(cid), bool(answer))
+            for name, state in self.types.items()
+            for cid, answer in state.answers.items()
+        ]
         return pd.DataFrame(rows, columns=["cell_type", "cell_id", "answer"])
 
-    def export(self, path: str | Path, table: pd.DataFrame | None = None, colors: dict[str, str] | None = None,
-               progress: Progress | None = None) -> Path:
+    def export(
+        self,
+        path: str | Path,
+        table: pd.DataFrame | None = None,
+        colors: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
         """Write the predictions (`table`, else predict()) by extension, in the session's colours (or `colors`):
         .csv, .geojson (QuPath detections with nucleus outlines) or .h5ad (AnnData: marker means, types, centres,
         answers, model)."""
@@ -531,12 +580,26 @@ class Session:
             return export_table(table, path, colors, self.cells.labels)
         from napari_agile.io.scverse import write_anndata  # anndata is an optional extra
 
-        model = {"config": self.config.to_dict(), "inner_lr": self.model.inner_lr,
-                 "adapt_scope": self.model.adapt_scope, "info": self.model.info}
-        tissue = {"source": self.tissue_source, "pixel_size": self.tissue.pixel_size,
-                  "channels": list(self.tissue.channel_names)}
-        return write_anndata(table, path, self.tissue, self.cells, colors, self.answer_table(),
-                             {"session": self._meta(), "model": model, "tissue": tissue})
+        model = {
+            "config": self.config.to_dict(),
+            "inner_lr": self.model.inner_lr,
+            "adapt_scope": self.model.adapt_scope,
+            "info": self.model.info,
+        }
+        tissue = {
+            "source": self.tissue_source,
+            "pixel_size": self.tissue.pixel_size,
+            "channels": list(self.tissue.channel_names),
+        }
+        return write_anndata(
+            table,
+            path,
+            self.tissue,
+            self.cells,
+            colors,
+            self.answer_table(),
+            {"session": self._meta(), "model": model, "tissue": tissue},
+        )
 
     def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
         """(Y, X) int32: every nucleus painted with its predicted type's index (1-based, session order)."""
@@ -555,7 +618,9 @@ class Session:
     def _paint_cells(self, ids: np.ndarray, values, dtype) -> np.ndarray:
         """The nucleus mask with each cell's pixels set to its value (0 elsewhere and for ids not given)."""
         if self.cells.labels is None:
-            raise AgileInputError("These cells have no nucleus mask to paint: detect nuclei, or pass Cells with labels.")
+            raise AgileInputError(
+                "These cells have no nucleus mask to paint: detect nuclei, or pass Cells with labels."
+            )
         lut = np.zeros(int(self.cells.labels.max()) + 1, dtype=dtype)
         ids = np.asarray(ids)
         keep = ids < lut.size
@@ -576,7 +641,9 @@ class Session:
             "format": "napari-agile-session/1",
             "types": list(self.types),
             "steps": {n: t.steps for n, t in self.types.items()},
-            "mc_passes": self.mc_passes, "threshold": self.threshold, "seed": self.seed,
+            "mc_passes": self.mc_passes,
+            "threshold": self.threshold,
+            "seed": self.seed,
             "normalizer": self.normalizer.to_dict(),
             "channels": list(self.config.channels),
             "nuclear": [c for c, f in zip(self.config.channels, self.config.nuclear) if f],
@@ -600,8 +667,13 @@ class Session:
         for name, state in self.types.items():
             if state.params is not None:  # the dense layer and what adaptation changed; the rest is the model's
                 head = head_keys(state.params)
-                tensors.update({f"type/{name}/{k}": v.cpu().contiguous() for k, v in state.params.items()
-                                if k in head or not torch.equal(v, self._init[k])})
+                tensors.update(
+                    {
+                        f"type/{name}/{k}": v.cpu().contiguous()
+                        for k, v in state.params.items()
+                        if k in head or not torch.equal(v, self._init[k])
+                    }
+                )
         path = folder / "adapted.safetensors"
         with not_saved("The adapted weights were", path, "adapt again"):
             folder.mkdir(parents=True, exist_ok=True)
@@ -621,8 +693,10 @@ class Session:
         leaves no half session for a retry to reuse."""
         store = self.store.resolve()
         if store.is_dir() and any(store.iterdir()):
-            raise AgileInputError(f"{store} already holds files but no session (session.json), e.g. from an "
-                                  "interrupted start: choose a new or empty folder, or empty this one.")
+            raise AgileInputError(
+                f"{store} already holds files but no session (session.json), e.g. from an "
+                "interrupted start: choose a new or empty folder, or empty this one."
+            )
         partial = store.with_name(f".{store.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         try:
@@ -642,8 +716,10 @@ class Session:
             if path.exists() and not path.is_dir():
                 raise AgileInputError(f"{path} is a file: save a session into a folder (a new or empty one).")
             if (path / "session.json").exists():
-                raise AgileInputError(f"{path} already holds another session, whose answers saving here would "
-                                      "replace: choose a new or empty folder.")
+                raise AgileInputError(
+                    f"{path} already holds another session, whose answers saving here would "
+                    "replace: choose a new or empty folder."
+                )
             with not_saved("The session was", path, "save again"):
                 self._write_static(path)
                 (path / "answers.jsonl").unlink(missing_ok=True)
@@ -654,8 +730,14 @@ class Session:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, tissue: Tissue, device: str | None = None,
-             progress: Progress | None = None, strict: bool = False) -> "Session":
+    def load(
+        cls,
+        path: str | Path,
+        tissue: Tissue,
+        device: str | None = None,
+        progress: Progress | None = None,
+        strict: bool = False,
+    ) -> Session:
         """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were.
         `progress(done, total)` follows the cutting of every cell's patch, as in `Session(...)`. A tissue that looks
         like another section than the session's is warned about, or refused (AgileInputError) when `strict`."""
@@ -669,13 +751,23 @@ class Session:
                 raise AgileInputError(
                     f"This session was made on a {cells.labels.shape[0]} x {cells.labels.shape[1]} px section, not "
                     f"on this {tissue.shape[0]} x {tissue.shape[1]} px one: open the section it was made on (for "
-                    "another section, use Session.apply_saved / napari-agile predict).")
+                    "another section, use Session.apply_saved / napari-agile predict)."
+                )
         weights = path / "adapted.safetensors"
         tensors = _read_weights(weights) if weights.exists() else {}
         # the statistics the weights were adapted under (a session saved before any adapt has none)
-        stats = {k[len("stats/"):]: v for k, v in tensors.items() if k.startswith("stats/")} or None
-        session, meta = cls._from_saved(path, tissue, cells, same_tissue=True, store=path, device=device, resume=True,
-                                        stats=stats, progress=progress)
+        stats = {k[len("stats/") :]: v for k, v in tensors.items() if k.startswith("stats/")} or None
+        session, meta = cls._from_saved(
+            path,
+            tissue,
+            cells,
+            same_tissue=True,
+            store=path,
+            device=device,
+            resume=True,
+            stats=stats,
+            progress=progress,
+        )
         session.types = {name: CellType(name, steps=meta["steps"].get(name, 0)) for name in meta["types"]}
         for record in recover_journal(path / "answers.jsonl"):  # every whole record; a cut-off one is set aside
             session._replay(record)
@@ -698,18 +790,23 @@ class Session:
         """Why a reloaded session's section is not the one it was made on (None: it is): by file name when both are
         files (napari layers name none), and otherwise by the channel percentiles it was scaled with (the same pixels
         give the same numbers: the sample is drawn with the session's seed)."""
-        elsewhere = ("Load it on that section (or, for another section, use Session.apply_saved / napari-agile "
-                     "predict).")
+        elsewhere = "Load it on that section (or, for another section, use Session.apply_saved / napari-agile predict)."
         files = [Path(src) for src in (saved_source, source) if src and Path(src).exists()]
         if len(files) == 2 and files[0].resolve() != files[1].resolve():
-            return (f"This session was made on {saved_source}, not on {source}: its cells, nuclei and "
-                    f"intensity scaling are that section's. {elsewhere}")
+            return (
+                f"This session was made on {saved_source}, not on {source}: its cells, nuclei and "
+                f"intensity scaling are that section's. {elsewhere}"
+            )
         fresh = fit_normalizer(self.tissue, seed=self.seed)
-        if not (np.allclose(fresh.low, self.normalizer.low, rtol=1e-3, atol=1e-3)
-                and np.allclose(fresh.high, self.normalizer.high, rtol=1e-3, atol=1e-3)):
-            return ("This section's intensities do not match the session's (the channel percentiles it was "
-                    "scaled with differ): it looks like another section than the one the session was made on. "
-                    f"{elsewhere}")
+        if not (
+            np.allclose(fresh.low, self.normalizer.low, rtol=1e-3, atol=1e-3)
+            and np.allclose(fresh.high, self.normalizer.high, rtol=1e-3, atol=1e-3)
+        ):
+            return (
+                "This section's intensities do not match the session's (the channel percentiles it was "
+                "scaled with differ): it looks like another section than the one the session was made on. "
+                f"{elsewhere}"
+            )
         return None
 
     @staticmethod
@@ -718,17 +815,27 @@ class Session:
         opens any image)."""
         saved = Path(path)
         if not (saved / "adapted.safetensors").exists():
-            raise AgileInputError(f"{saved} is not a saved session with adapted cell types: adapt at least one type "
-                                  "and save the session (widget: Save session…; Python: Session.save).")
+            raise AgileInputError(
+                f"{saved} is not a saved session with adapted cell types: adapt at least one type "
+                "and save the session (widget: Save session…; Python: Session.save)."
+            )
         _read_meta(saved)
         _read_weights(saved / "adapted.safetensors")
         load_model(saved / "model.safetensors")
         return saved
 
     @classmethod
-    def apply_saved(cls, path: str | Path, tissue: Tissue, cells: Cells, store: str | Path | None = None,
-                    device: str | None = None, progress: Progress | None = None,
-                    channels: Sequence[str] | None = None, nuclear: Sequence[str] | None = None) -> "Session":
+    def apply_saved(
+        cls,
+        path: str | Path,
+        tissue: Tissue,
+        cells: Cells,
+        store: str | Path | None = None,
+        device: str | None = None,
+        progress: Progress | None = None,
+        channels: Sequence[str] | None = None,
+        nuclear: Sequence[str] | None = None,
+    ) -> Session:
         """A session on new tissue with the cell types adapted in the saved session `path` (for batch prediction).
 
         Batch-norm statistics are re-estimated on the new tissue; the answers stay with the original section. A model
@@ -736,8 +843,16 @@ class Session:
         default the saved nuclear stains among them, else by name) where the new tissue names them otherwise.
         """
         saved = cls.check_saved(path)
-        session, meta = cls._from_saved(saved, tissue, cells, same_tissue=False, store=store, device=device,
-                                        progress=progress, panel=(channels, nuclear))
+        session, meta = cls._from_saved(
+            saved,
+            tissue,
+            cells,
+            same_tissue=False,
+            store=store,
+            device=device,
+            progress=progress,
+            panel=(channels, nuclear),
+        )
         unlike = unlike_message(meta.get("profile", {}), session.profile)
         if unlike:
             warnings.warn(unlike, stacklevel=2)
@@ -750,9 +865,15 @@ class Session:
         return session
 
     @classmethod
-    def _from_saved(cls, path: Path, tissue: Tissue, cells: Cells, same_tissue: bool,
-                    panel: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
-                    **kwargs) -> tuple["Session", dict]:
+    def _from_saved(
+        cls,
+        path: Path,
+        tissue: Tissue,
+        cells: Cells,
+        same_tissue: bool,
+        panel: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
+        **kwargs,
+    ) -> tuple[Session, dict]:
         """A session with the saved folder's model and settings (MC passes, threshold, seed; on the same tissue
         its intensity normaliser too), and the folder's session.json; `panel`: (channels, nuclear) instead of the
         saved ones."""
@@ -765,8 +886,18 @@ class Session:
             nuclear = meta.get("nuclear") if nuclear is None and channels is not None else nuclear
         elif nuclear is None and model.config.per_channel:
             nuclear = [n for n in meta.get("nuclear") or () if n in channels] or None
-        session = cls(tissue, cells, model, mc_passes=meta["mc_passes"], threshold=meta["threshold"],
-                      seed=meta["seed"], normalizer=normalizer, channels=channels, nuclear=nuclear, **kwargs)
+        session = cls(
+            tissue,
+            cells,
+            model,
+            mc_passes=meta["mc_passes"],
+            threshold=meta["threshold"],
+            seed=meta["seed"],
+            normalizer=normalizer,
+            channels=channels,
+            nuclear=nuclear,
+            **kwargs,
+        )
         session.colors = dict(meta.get("colors", {}))
         session.type_thresholds = dict(meta.get("thresholds", {}))
         return session, meta
@@ -774,8 +905,11 @@ class Session:
     def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
         """A type's weights from a saved file: the model's, overwritten by what the file holds (None if nothing)."""
         prefix = f"type/{name}/"  # exact weight names: type "a" must not take type "a/b"'s weights
-        saved = {k[len(prefix):]: v.to(self.device) for k, v in tensors.items()
-                 if k.startswith(prefix) and k[len(prefix):] in self._init}
+        saved = {
+            k[len(prefix) :]: v.to(self.device)
+            for k, v in tensors.items()
+            if k.startswith(prefix) and k[len(prefix) :] in self._init
+        }
         return {**self._init, **saved} if saved else None
 
     def adapted_model(self, cell_type: str) -> AgileModel:
@@ -784,12 +918,18 @@ class Session:
         if state.params is None:
             raise AgileInputError(f"{cell_type!r} has not been adapted yet: press Adapt (session.adapt) first.")
         info = dict(self.model.info, adapted_to=cell_type, answers=len(state.answers), steps=state.steps)
-        return AgileModel(self.config, {k: v.cpu() for k, v in state.params.items()},
-                          self.model.inner_lr, self.model.adapt_scope, info)
+        return AgileModel(
+            self.config,
+            {k: v.cpu() for k, v in state.params.items()},
+            self.model.inner_lr,
+            self.model.adapt_scope,
+            info,
+        )
 
 
-def panel_config(model: AgileModel, tissue: Tissue, channels: Sequence[str] | None,
-                 nuclear: Sequence[str] | None) -> ModelConfig:
+def panel_config(
+    model: AgileModel, tissue: Tissue, channels: Sequence[str] | None, nuclear: Sequence[str] | None
+) -> ModelConfig:
     """The model's config for this tissue: a fixed-panel model's own (the tissue must carry its channels); a
     per-channel model's bound to the chosen `channels` and `nuclear` stains, refused with what to do when they
     cannot work (a name the tissue lacks, no nuclear stain, no marker channel)."""
@@ -797,16 +937,19 @@ def panel_config(model: AgileModel, tissue: Tissue, channels: Sequence[str] | No
     if not cfg.per_channel or cfg.channels:  # a fixed panel, or a per-channel model adapted to one panel
         check_channels(model, tissue.channel_names)
         if channels is not None and list(channels) != list(cfg.channels):
-            raise AgileInputError(f"This model reads the channels {list(cfg.channels)} only; for a choice of "
-                                  "channels use a model for any panel (napari_agile.load_model('any-panel')).")
+            raise AgileInputError(
+                f"This model reads the channels {list(cfg.channels)} only; for a choice of "
+                "channels use a model for any panel (napari_agile.load_model('any-panel'))."
+            )
         return cfg
     names = list(tissue.channel_names if channels is None else channels)
     unknown = [n for n in names if n not in tissue.channel_names]
     if unknown:
         raise AgileInputError(f"No channel {unknown} in this tissue; it has {tissue.channel_names}.")
     if len(set(names)) < len(names):
-        raise AgileInputError(f"Channel {sorted({n for n in names if names.count(n) > 1})} is chosen twice: "
-                              "choose each channel once.")
+        raise AgileInputError(
+            f"Channel {sorted({n for n in names if names.count(n) > 1})} is chosen twice: choose each channel once."
+        )
     if nuclear is None:
         flags = nuclear_flags(names)
     else:
@@ -815,17 +958,22 @@ def panel_config(model: AgileModel, tissue: Tissue, channels: Sequence[str] | No
             raise AgileInputError(f"The nuclear channel(s) {strays} are not among the chosen channels {names}.")
         flags = tuple(n in set(nuclear) for n in names)
     if not any(flags):
-        raise AgileInputError(f"None of the channels {names} is marked as a nuclear stain (DAPI, Hoechst, "
-                              "Histone, DNA, ...): name the channel that stains every nucleus (nuclear=[...]; in the "
-                              "widget tick it under 'Nuclear channels').")
+        raise AgileInputError(
+            f"None of the channels {names} is marked as a nuclear stain (DAPI, Hoechst, "
+            "Histone, DNA, ...): name the channel that stains every nucleus (nuclear=[...]; in the "
+            "widget tick it under 'Nuclear channels')."
+        )
     if all(flags):
-        raise AgileInputError(f"Every chosen channel ({names}) is a nuclear stain: cell types are told apart by "
-                              "their markers, so include at least one marker channel.")
+        raise AgileInputError(
+            f"Every chosen channel ({names}) is a nuclear stain: cell types are told apart by "
+            "their markers, so include at least one marker channel."
+        )
     return cfg.for_panel(names, flags)
 
 
-def panel_choice(model: AgileModel, names: Sequence[str], channels: Sequence[str],
-                 nuclear: Sequence[str]) -> dict[str, list[str]]:
+def panel_choice(
+    model: AgileModel, names: Sequence[str], channels: Sequence[str], nuclear: Sequence[str]
+) -> dict[str, list[str]]:
     """`Session(...)`'s channels= and nuclear= for a user's ticks on a tissue with channels `names`: `channels` the
     ones the model is to read (the widget's 'Channels' ticks), `nuclear` the nuclear stains (its 'Nuclear channels'
     ticks, which detection sums too). A model for any panel reads the ticked channels in the tissue's order, of which
@@ -840,20 +988,25 @@ def panel_choice(model: AgileModel, names: Sequence[str], channels: Sequence[str
             raise AgileInputError(
                 f"This model reads the channels {list(cfg.channels)}, so {left_out} cannot be left out: tick them "
                 "under 'Channels', or use the model for any panel (empty the 'Model' field, or type any-panel), "
-                "which reads the channels you tick.")
+                "which reads the channels you tick."
+            )
         return {}
     if not chosen:
-        raise AgileInputError(f"No channel is ticked for the model: tick the channels it should read under "
-                              f"'Channels' (this tissue has {list(names)}).")
+        raise AgileInputError(
+            f"No channel is ticked for the model: tick the channels it should read under "
+            f"'Channels' (this tissue has {list(names)})."
+        )
     marked = [n for n in chosen if n in set(nuclear)]
     if not marked:
         raise AgileInputError(
             f"None of the channels ticked for the model ({chosen}) is ticked as a nuclear stain: tick the channel "
-            "that stains every nucleus (DAPI, Hoechst, DNA, ...) under 'Nuclear channels', and under 'Channels'.")
+            "that stains every nucleus (DAPI, Hoechst, DNA, ...) under 'Nuclear channels', and under 'Channels'."
+        )
     if len(marked) == len(chosen):
         raise AgileInputError(
             f"Only nuclear stains ({chosen}) are ticked under 'Channels': cell types are told apart by their markers, "
-            "so tick at least one marker channel there too.")
+            "so tick at least one marker channel there too."
+        )
     return {"channels": chosen, "nuclear": marked}
 
 
@@ -881,23 +1034,34 @@ def _is_whole(value: object) -> bool:
 def _check_settings(mc_passes: object, threshold: object) -> None:
     """A clear error for MC passes that are not a whole number >= 1, or a threshold that is not a probability."""
     if not _is_whole(mc_passes) or mc_passes < 1:
-        raise AgileInputError(f"mc_passes={mc_passes!r}: use a whole number of MC-dropout passes, 1 or more "
-                              "(default 20).")
+        raise AgileInputError(
+            f"mc_passes={mc_passes!r}: use a whole number of MC-dropout passes, 1 or more (default 20)."
+        )
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not 0 <= threshold <= 1:
-        raise AgileInputError(f"threshold={threshold!r}: use a probability from 0 to 1 (default 0.5), the least a "
-                              "cell's most probable type needs.")
+        raise AgileInputError(
+            f"threshold={threshold!r}: use a probability from 0 to 1 (default 0.5), the least a "
+            "cell's most probable type needs."
+        )
 
 
 #: the keys every session.json holds, and their types
-_META_KEYS = {"types": list, "steps": dict, "mc_passes": int, "threshold": (int, float), "seed": int,
-              "normalizer": dict}
+_META_KEYS = {
+    "types": list,
+    "steps": dict,
+    "mc_passes": int,
+    "threshold": (int, float),
+    "seed": int,
+    "normalizer": dict,
+}
 
 
 def _read_meta(folder: Path) -> dict:
     """A session folder's session.json, checked; a clear error naming it when it is empty, cut off or damaged."""
     path = folder / "session.json"
-    remedy = ("restore it from a copy of the session folder (the answers themselves are in answers.jsonl, one "
-              "JSON line each).")
+    remedy = (
+        "restore it from a copy of the session folder (the answers themselves are in answers.jsonl, one "
+        "JSON line each)."
+    )
     meta = read_json(path, remedy)
     wrong = [k for k, kind in _META_KEYS.items() if not isinstance(meta.get(k), kind) or isinstance(meta[k], bool)]
     if "types" not in wrong and not all(isinstance(t, str) for t in meta["types"]):
@@ -917,5 +1081,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise AgileInputError(f"{path} is damaged ({err}): restore it from a copy of the session folder, or delete "
-                              "it and adapt the cell types again (their answers are kept in answers.jsonl).") from None
+        raise AgileInputError(
+            f"{path} is damaged ({err}): restore it from a copy of the session folder, or delete "
+            "it and adapt the cell types again (their answers are kept in answers.jsonl)."
+        ) from None

@@ -1,4 +1,5 @@
 """The npe2 manifest validates and its reader, writer and sample data work on real files (no viewer needed)."""
+
 from __future__ import annotations
 
 from importlib import import_module

@@ -1,4 +1,5 @@
 """The AGILE dock widget in a real napari viewer (Xvfb): the whole loop, driven by buttons, keys and clicks."""
+
 from __future__ import annotations
 
 import json
@@ -254,8 +255,9 @@ def test_bad_input_is_a_notification(make_napari_viewer, qtbot, sim, model_path,
     assert any("RECA1" in e for e in _errors())
     assert w.worker is None and w.session is None
 
-    monkeypatch.setattr("napari_agile.io.model_file._bundled_path",
-                        lambda name="rat-brain": tmp_path / "not-installed.safetensors")
+    monkeypatch.setattr(
+        "napari_agile.io.model_file._bundled_path", lambda name="rat-brain": tmp_path / "not-installed.safetensors"
+    )
     w.model_edit.setText("")  # the bundled model missing: a clear message, no crash
     w.detect()
     assert any("bundled model" in e for e in _errors())
@@ -413,7 +415,7 @@ def _with_suggestions(w, qtbot):
 def _adapt_and_predict(w, qtbot, n):
     """Answer yes on the first n suggested cells and no on the next n, Adapt, then Predict."""
     w.answer(True, w.suggested[:n])
-    w.answer(False, w.suggested[n:2 * n])
+    w.answer(False, w.suggested[n : 2 * n])
     w.adapt()
     _wait(qtbot, w)
     w.predict()
@@ -651,8 +653,9 @@ def test_a_panel_of_other_names_with_a_channel_left_out(make_napari_viewer, qtbo
     assert not [e for e in _errors() if "failed" in e]
 
 
-def test_your_own_two_channel_image_picks_the_model_for_any_panel(make_napari_viewer, qtbot, sim, any_panel_path,
-                                                                   model_path, tmp_path, monkeypatch):
+def test_your_own_two_channel_image_picks_the_model_for_any_panel(
+    make_napari_viewer, qtbot, sim, any_panel_path, model_path, tmp_path, monkeypatch
+):
     import napari_agile.io.model_file as modelio
 
     bundled = {"rat-brain": model_path, "any-panel": any_panel_path}
@@ -696,8 +699,7 @@ def test_the_dock_fits_a_1280_by_800_window(widget, qtbot):
         assert part.isVisible() and 0 <= top and top + part.height() <= w.height()
 
 
-def test_opened_before_the_image_it_ticks_every_nuclear_stain_and_forgets_them_for_a_new_image(
-        make_napari_viewer, sim):
+def test_opened_before_the_image_it_ticks_every_nuclear_stain_and_forgets_them_for_a_new_image(make_napari_viewer, sim):
     viewer = make_napari_viewer(show=True)
     w = AgileWidget(viewer)  # the user guide's order: the widget first, then the image, one layer at a time
     viewer.window.add_dock_widget(w)
@@ -784,7 +786,7 @@ def test_type_colours_stand_out_from_the_channel_colours(widget):
     shown = np.array([layer.colormap.colors[-1][:3] for layer in w._selected_layers()])
     for name in ("astrocyte", "neuron", "microglia"):
         w.add_type(name)
-        rgb = np.array([int(w.colors[name][i:i + 2], 16) for i in (1, 3, 5)]) / 255
+        rgb = np.array([int(w.colors[name][i : i + 2], 16) for i in (1, 3, 5)]) / 255
         assert np.linalg.norm(shown - rgb, axis=1).min() >= 0.5, (name, w.colors[name])
 
 

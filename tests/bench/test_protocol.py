@@ -15,9 +15,22 @@ from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 from napari_agile.synth.simulator import CELL_TYPES
 
-TINY = BenchConfig(n_per_type=24, repeats=2, labels=4, big_labels=8, al_batch=2, steps_curve=1, label_curve=(4, 8),
-                   supervised_steps=1, pretrain_steps=1, meta_iterations=1, meta_fields=1, field=1024, mc_passes=3,
-                   extra_acquisition=("auto", "random"))
+TINY = BenchConfig(
+    n_per_type=24,
+    repeats=2,
+    labels=4,
+    big_labels=8,
+    al_batch=2,
+    steps_curve=1,
+    label_curve=(4, 8),
+    supervised_steps=1,
+    pretrain_steps=1,
+    meta_iterations=1,
+    meta_fields=1,
+    field=1024,
+    mc_passes=3,
+    extra_acquisition=("auto", "random"),
+)
 
 
 def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
@@ -46,7 +59,9 @@ def test_tiny_protocol_runs_resumes_and_renders(tmp_path):
     resumed = run_benchmark(TINY, tmp_path / "run", log=logs.append)
     assert resumed["runs"] == saved["runs"] and resumed["label_curve"] == saved["label_curve"]
     page = render(results, tmp_path / "docs" / "bench.md").read_text()
-    assert "| MAML (1%) |" in page and "| AGILE phase II, covering first round (1%) |" in page and "paper accuracy" in page
+    assert (
+        "| MAML (1%) |" in page and "| AGILE phase II, covering first round (1%) |" in page and "paper accuracy" in page
+    )
     assert "meta-training 1 iterations × 8 tasks" in page and "{" not in page  # every field filled in
     assert "Wall time: 1 call of the command took " in page
     assert [c["seconds"] is None for c in resumed["calls"]] == [True, False]  # the untimed calls before, then this one
@@ -69,6 +84,7 @@ def test_more_repeats_extend_a_run_and_the_page_names_its_options(tmp_path):
     assert everything["methods"] is None and "--methods" not in page
     assert "up to 3 repeats per task" in page  # two rows hold 3 repeats, the others 2
 
+
 def test_bad_repeats_are_refused_with_what_to_give(tmp_path, capsys):
     assert main(["benchmark", "--repeats", "1", "--out", str(tmp_path / "bad")]) != 0
     assert "--repeats 1: use 2 or more" in capsys.readouterr().err and not (tmp_path / "bad").exists()
@@ -89,10 +105,13 @@ def test_a_folder_of_another_config_is_refused(tmp_path):
 
 def test_reports_name_the_centre_block_as_the_model_card_does():
     rings = {"centre_radius": 14, "centre_rings": 2, "centre_whiten": True}  # an old results file: no centre_block
-    assert centre_text(rings) == (" + centre intensities within 14 px of the centre in 2 rings of equal width"
-                                  " (whitened on the section)")
+    assert centre_text(rings) == (
+        " + centre intensities within 14 px of the centre in 2 rings of equal width (whitened on the section)"
+    )
     nucleus = ModelConfig(channels=PAPER_CHANNELS, centre_block="nucleus", centre_radius=14)
-    assert centre_text({"centre_block": "nucleus", "centre_radius": 14}) == f" + centre intensities {nucleus.centre_words}"
+    assert (
+        centre_text({"centre_block": "nucleus", "centre_radius": 14}) == f" + centre intensities {nucleus.centre_words}"
+    )
     assert "nucleus mask" in nucleus.centre_words and centre_text({}) == ""
 
 

@@ -1,4 +1,5 @@
 """benchmarks/speed.py runs end to end at toy sizes (structure, not timings), so the script cannot rot."""
+
 import importlib.util
 import json
 import sys
@@ -19,8 +20,19 @@ speed = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = speed  # dataclasses look their module up there
 _spec.loader.exec_module(speed)
 
-TINY = replace(speed.Sizes.quick(), infer_patches=8, baseline_patches=4, batch_sizes=(4,), mc_cells=16,
-               mc_full_cells=4, mc_passes=3, session_field=384, session_labels=4, meta_k_max=1, meta_n_query=1)
+TINY = replace(
+    speed.Sizes.quick(),
+    infer_patches=8,
+    baseline_patches=4,
+    batch_sizes=(4,),
+    mc_cells=16,
+    mc_full_cells=4,
+    mc_passes=3,
+    session_field=384,
+    session_labels=4,
+    meta_k_max=1,
+    meta_n_query=1,
+)
 
 
 def test_gflop_count_matches_hand_count_and_binning_quarters_it():
@@ -35,7 +47,9 @@ def test_plain_baseline_computes_what_the_engine_does():
     params, x = init_params(cfg, seed=1), torch.rand(6, 7, 50, 50)
     stats = estimate_stats(cfg, params, x)
     with torch.no_grad():
-        assert torch.allclose(speed.plain_module(cfg, params, stats)(x), forward(cfg, params, x, stats, mc=False), atol=1e-5)
+        assert torch.allclose(
+            speed.plain_module(cfg, params, stats)(x), forward(cfg, params, x, stats, mc=False), atol=1e-5
+        )
 
 
 def test_inference_and_mc_sections_report_every_variant(tmp_path):
@@ -59,7 +73,11 @@ def test_session_and_meta_sections_run_through_the_real_api(tmp_path):
     assert big["cells"] == 2 * loop["cells"]  # the big field is tiles of the small one
     assert loop["adapt_predict_s"] > 0 and big["suggest_s"] > 0 and big["predict_cells_per_s"] > 0
     assert [(r["recipe"], r["tasks"], r["order"]) for r in report["meta"]["rows"]] == [
-        ("bundled", 2, "first"), ("bundled", 2, "second"), ("paper", 2, "first"), ("paper", 2, "second")]
+        ("bundled", 2, "first"),
+        ("bundled", 2, "second"),
+        ("paper", 2, "first"),
+        ("paper", 2, "second"),
+    ]
     assert loop["adapt_predict_peak_mb"] >= 0 and big["suggest_peak_mb"] >= 0
     assert big["new_section"]["cells"] > 0 and big["new_section"]["total_s"] > big["new_section"]["detect_s"] > 0
     assert all(r["peak_mb"] >= 0 for r in report["meta"]["rows"])
@@ -83,10 +101,17 @@ def test_field_worker_measures_detection_and_extraction(capsys):
 
 
 def test_memory_pass_figures_land_where_the_timing_pass_left_nan():
-    timing = {"a": {"rows": [{"s": 1.0, "peak_mb": float("nan")}, {"s": 2.0, "peak_mb": float("nan")}]},
-              "b": {"t": 3.0, "cached_peak_mb": float("nan")}}
-    memory = {"a": {"rows": [{"s": 9.0, "peak_mb": 10.0}, {"s": 9.0, "peak_mb": 20.0}]},
-              "b": {"t": 9.0, "cached_peak_mb": 30.0}, "fixed_mmap_threshold": True}
+    timing = {
+        "a": {"rows": [{"s": 1.0, "peak_mb": float("nan")}, {"s": 2.0, "peak_mb": float("nan")}]},
+        "b": {"t": 3.0, "cached_peak_mb": float("nan")},
+    }
+    memory = {
+        "a": {"rows": [{"s": 9.0, "peak_mb": 10.0}, {"s": 9.0, "peak_mb": 20.0}]},
+        "b": {"t": 9.0, "cached_peak_mb": 30.0},
+        "fixed_mmap_threshold": True,
+    }
     speed._fill_peaks(timing, memory)
-    assert timing == {"a": {"rows": [{"s": 1.0, "peak_mb": 10.0}, {"s": 2.0, "peak_mb": 20.0}]},
-                      "b": {"t": 3.0, "cached_peak_mb": 30.0}}  # timings kept, only memory copied
+    assert timing == {
+        "a": {"rows": [{"s": 1.0, "peak_mb": 10.0}, {"s": 2.0, "peak_mb": 20.0}]},
+        "b": {"t": 3.0, "cached_peak_mb": 30.0},
+    }  # timings kept, only memory copied

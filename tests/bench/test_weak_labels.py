@@ -12,22 +12,51 @@ def _section(n: int = 20, side: int = 30):
     """n nuclei boxes of side x side on a row over a faint random background (no ties), and their table."""
     image = np.random.default_rng(0).uniform(0, 1e-3, (len(PAPER_CHANNELS), side + 20, n * (side + 10)))
     xmin = np.arange(n) * (side + 10)
-    table = pd.DataFrame({"id": np.arange(1, n + 1), "y": 10 + side / 2, "x": xmin + side / 2, "ymin": 10,
-                          "xmin": xmin, "ymax": 10 + side, "xmax": xmin + side, "cell_type": "neuron"})
+    table = pd.DataFrame(
+        {
+            "id": np.arange(1, n + 1),
+            "y": 10 + side / 2,
+            "x": xmin + side / 2,
+            "ymin": 10,
+            "xmin": xmin,
+            "ymax": 10 + side,
+            "xmax": xmin + side,
+            "cell_type": "neuron",
+        }
+    )
     return image, table
 
 
 def _paint(image, table, cell_id, channel, value, inset=10):
     """Fill a cell's box, inset by `inset` px, in `channel`."""
     r = table.set_index("id").loc[cell_id]
-    image[PAPER_CHANNELS.index(channel), r.ymin + inset:r.ymax - inset, r.xmin + inset:r.xmax - inset] = value
+    image[PAPER_CHANNELS.index(channel), r.ymin + inset : r.ymax - inset, r.xmin + inset : r.xmax - inset] = value
 
 
 #: Two bright cells per marker (cell id 3 in the top NeuN and top S100 sets); cell 4 bright on its box's rim only.
-BRIGHT = [(1, "S100", 5.0), (3, "S100", 6.0), (3, "NeuN", 4.0), (5, "NeuN", 2.0), (6, "Olig2", 2.0),
-          (7, "Olig2", 2.0), (8, "Iba1", 3.0), (9, "Iba1", 3.0), (2, "RECA1", 3.0), (10, "RECA1", 1.0)]
-EXPECTED = {1: "astrocyte", 2: "endothelial", 3: "astrocyte", 5: "neuron", 6: "oligodendrocyte",
-            7: "oligodendrocyte", 8: "microglia", 9: "microglia", 10: "endothelial"}
+BRIGHT = [
+    (1, "S100", 5.0),
+    (3, "S100", 6.0),
+    (3, "NeuN", 4.0),
+    (5, "NeuN", 2.0),
+    (6, "Olig2", 2.0),
+    (7, "Olig2", 2.0),
+    (8, "Iba1", 3.0),
+    (9, "Iba1", 3.0),
+    (2, "RECA1", 3.0),
+    (10, "RECA1", 1.0),
+]
+EXPECTED = {
+    1: "astrocyte",
+    2: "endothelial",
+    3: "astrocyte",
+    5: "neuron",
+    6: "oligodendrocyte",
+    7: "oligodendrocyte",
+    8: "microglia",
+    9: "microglia",
+    10: "endothelial",
+}
 
 
 def _painted():
@@ -53,7 +82,7 @@ def test_nuclei_too_small_for_the_inset_are_never_kept():
 
 
 def test_lab_labelled_keeps_only_labelled_cells_and_the_former_type():
-    (_, cells), = lab_labelled([_painted()], top_fraction=0.1)
+    ((_, cells),) = lab_labelled([_painted()], top_fraction=0.1)
     assert dict(zip(cells.table["id"], cells.table["cell_type"])) == EXPECTED
     assert (cells.table["true_type"] == "neuron").all() and cells.labels is None
 
@@ -73,9 +102,13 @@ def test_tile_by_tile_reads_give_each_cell_its_own_box_mean(monkeypatch):
 
     tissue, cells = _painted()
     want = marker_intensities(tissue, cells)
-    direct = [np.asarray(tissue.data[[tissue.index(m) for m in wl.MARKER_OF.values()], y0 + 10:y1 - 10,
-                                     x0 + 10:x1 - 10], np.float64).mean((1, 2))
-              for y0, x0, y1, x1 in cells.table[["ymin", "xmin", "ymax", "xmax"]].to_numpy()]
+    direct = [
+        np.asarray(
+            tissue.data[[tissue.index(m) for m in wl.MARKER_OF.values()], y0 + 10 : y1 - 10, x0 + 10 : x1 - 10],
+            np.float64,
+        ).mean((1, 2))
+        for y0, x0, y1, x1 in cells.table[["ymin", "xmin", "ymax", "xmax"]].to_numpy()
+    ]
     np.testing.assert_allclose(want.to_numpy(), np.array(direct))
     monkeypatch.setattr(wl, "TILE", 64)  # boxes spread over 13 tiles, read lazily from a dask array
     lazy = Tissue(da.from_array(tissue.data, chunks=(1, 25, 100)), list(PAPER_CHANNELS))

@@ -1,4 +1,5 @@
 """detect_nuclei: seams, the real-image crop, errors."""
+
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +85,16 @@ def test_cells_from_a_mask_made_elsewhere_run_a_session(tmp_path):
     assert len(session.predict()) == len(props)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 8, 8), np.int32), "2D"),
-    (np.ones((8, 8), np.float32), "integer id per nucleus"),
-    (np.ones((8, 8), bool), "label its nuclei"),
-    (np.zeros((8, 8), np.int32), "labels no pixel"),
-    (np.full((8, 8), -1, np.int64), "renumber"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((2, 8, 8), np.int32), "2D"),
+        (np.ones((8, 8), np.float32), "integer id per nucleus"),
+        (np.ones((8, 8), bool), "label its nuclei"),
+        (np.zeros((8, 8), np.int32), "labels no pixel"),
+        (np.full((8, 8), -1, np.int64), "renumber"),
+    ],
+)
 def test_a_mask_that_is_not_an_instance_mask_is_a_clear_error(bad, message):
     with pytest.raises(AgileInputError, match=message):
         cells_from_labels(bad)

@@ -1,4 +1,5 @@
 """Patches: centring, border padding, normaliser robustness, streaming, cell tables."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,8 +62,20 @@ def test_iter_patches_streams_the_same_patches_as_extract():
 
 
 def test_cell_tables_round_trip_csv_and_lab_tsv(tmp_path):
-    cells = Cells(pd.DataFrame({"id": [3, 5], "y": [1.5, 20.0], "x": [4.0, 7.25], "area": [10, 20],
-                                "ymin": [0, 15], "xmin": [2, 3], "ymax": [4, 25], "xmax": [6, 11]}))
+    cells = Cells(
+        pd.DataFrame(
+            {
+                "id": [3, 5],
+                "y": [1.5, 20.0],
+                "x": [4.0, 7.25],
+                "area": [10, 20],
+                "ymin": [0, 15],
+                "xmin": [2, 3],
+                "ymax": [4, 25],
+                "xmax": [6, 11],
+            }
+        )
+    )
     write_cell_table(cells, tmp_path / "c.csv")
     pd.testing.assert_frame_equal(read_cell_table(tmp_path / "c.csv").table, cells.table)
     write_cell_table(cells, tmp_path / "c.tsv")
@@ -83,7 +96,7 @@ def test_nucleus_mask_plane_marks_each_cells_own_nucleus():
     labels[44:48, 70:75] = 30  # a neighbour inside cell 10's window
     cells = _cells([(45, 63), (5, 5)])
     cells.labels = labels
-    (ids, out), = iter_patches(tissue, cells, size=20, nucleus_mask=True)
+    ((ids, out),) = iter_patches(tissue, cells, size=20, nucleus_mask=True)
     own = {int(i): p[-1] for i, p in zip(ids, out)}
     assert out.shape == (2, 3, 20, 20)
     assert own[10].sum() == 60 and own[10][5, 7] == 1 and own[10][9, 17] == 0  # not the neighbour's pixels

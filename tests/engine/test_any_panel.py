@@ -1,4 +1,5 @@
 """The model for any marker panel: a per-channel encoder, random panels per task, sessions on other panels."""
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,16 @@ from napari_agile.io.model_file import pick_model
 from napari_agile.io.tissue import PAPER_CHANNELS, nuclear_flags
 from napari_agile.synth.simulator import MarkerPanel
 
-ANY = ModelConfig(channels=(), encoder="per_channel", centre_block="nucleus", centre_whiten=True, ring=8, width=8,
-                  blocks=3, trunk_bin=2)
+ANY = ModelConfig(
+    channels=(),
+    encoder="per_channel",
+    centre_block="nucleus",
+    centre_whiten=True,
+    ring=8,
+    width=8,
+    blocks=3,
+    trunk_bin=2,
+)
 
 
 def _patches(c: int, n: int = 48, seed: int = 0) -> torch.Tensor:
@@ -65,8 +74,9 @@ def test_a_drawn_panel_keeps_the_type_marker_and_builds_its_planes():
 def test_meta_training_tasks_draw_their_own_panels():
     types = np.array(["neuron", "glia"] * 40)
     pool = TaskPool(torch.rand(80, 8, 50, 50).half(), types, np.zeros(80, int), PAPER_CHANNELS, {"neuron": "NeuN"})
-    meta = MetaConfig(meta_types=("neuron",), k_max=2, n_query=4, n_unlabelled=8,
-                      panel=PanelAugmentation(markers=(1, 8)))
+    meta = MetaConfig(
+        meta_types=("neuron",), k_max=2, n_query=4, n_unlabelled=8, panel=PanelAugmentation(markers=(1, 8))
+    )
     rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
     sizes = {draw_task(pool, meta, "neuron", rng, gen, n_channels=7).support_x.shape[1] for _ in range(12)}
     assert len(sizes) > 2  # panels of several sizes
@@ -76,8 +86,14 @@ def test_meta_training_tasks_draw_their_own_panels():
 
 def test_nuclear_stains_are_known_by_name():
     names = ["DAPI", "Hoechst 33342", "DNA1", "Ir191", "Histone H3", "HH3", "CD3", "PI3K", "H3K27me3", "PanCK"]
-    assert [n for n, f in zip(names, nuclear_flags(names)) if f] == ["DAPI", "Hoechst 33342", "DNA1", "Ir191",
-                                                                      "Histone H3", "HH3"]
+    assert [n for n, f in zip(names, nuclear_flags(names)) if f] == [
+        "DAPI",
+        "Hoechst 33342",
+        "DNA1",
+        "Ir191",
+        "Histone H3",
+        "HH3",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +130,18 @@ def test_a_chosen_subset_of_channels_is_what_the_model_reads(other_panel, tmp_pa
     assert session.config.channels == tuple(keep) and session.config.nuclear == (True, False, False)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"channels": ["S100-like", "nope"]}, "No channel"),
-    ({"channels": ["S100-like", "S100-like", "RECA1-like"]}, "twice"),
-    ({"channels": ["S100-like", "RECA1-like"]}, "nuclear stain"),
-    ({"nuclear": ["S100-like", "RECA1-like", "marker 01", "marker 02"], "channels": ["S100-like", "RECA1-like"]},
-     "not among"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"channels": ["S100-like", "nope"]}, "No channel"),
+        ({"channels": ["S100-like", "S100-like", "RECA1-like"]}, "twice"),
+        ({"channels": ["S100-like", "RECA1-like"]}, "nuclear stain"),
+        (
+            {"nuclear": ["S100-like", "RECA1-like", "marker 01", "marker 02"], "channels": ["S100-like", "RECA1-like"]},
+            "not among",
+        ),
+    ],
+)
 def test_a_panel_that_cannot_work_is_refused_with_what_to_do(other_panel, tmp_path, kwargs, message):
     with pytest.raises(AgileInputError, match=message):
         Session(other_panel.tissue, other_panel.cells, load_model("any-panel"), store=tmp_path / "s", **kwargs)
@@ -130,13 +151,13 @@ def test_nuclear_stains_alone_cannot_type_cells(other_panel, tmp_path):
     names = other_panel.tissue.channel_names
     nuclear = [n for n, f in zip(names, nuclear_flags(names)) if f]
     with pytest.raises(AgileInputError, match="at least one marker"):
-        Session(other_panel.tissue, other_panel.cells, load_model("any-panel"), store=tmp_path / "s",
-                channels=nuclear)
+        Session(other_panel.tissue, other_panel.cells, load_model("any-panel"), store=tmp_path / "s", channels=nuclear)
 
 
 def test_small_nuclei_are_cut_at_the_scale_the_model_knows(other_panel, tmp_path):
     """Nuclei a third of the model's size are magnified 3x (patches cut 3x smaller); the simulator's are not."""
     from napari_agile.engine.network import patch_scale
+
     cfg = load_model("any-panel").config
     assert patch_scale(cfg, other_panel.cells.table["area"]) == 1.0
     small = np.pi * (cfg.nucleus_px / 6) ** 2  # a third of the diameter

@@ -1,4 +1,5 @@
 """A saved session applied to a section unlike the answered one says so."""
+
 import warnings
 
 import pytest

@@ -22,9 +22,17 @@ def _pool(seed: int, n: int = 400) -> TaskPool:
     return TaskPool(torch.from_numpy(x).half(), TYPES[t], np.arange(n) % 2)
 
 
-META = MetaConfig(iterations=6, tasks_per_batch=2, k_max=4, n_query=6, n_unlabelled=16,
-                  augmentation=Augmentation(p=0.5, intensity=0.2, blur=0.5, noise=0.02),
-                  checkpoint_seconds=0.0, validate_every=3, validate_tasks=3)
+META = MetaConfig(
+    iterations=6,
+    tasks_per_batch=2,
+    k_max=4,
+    n_query=6,
+    n_unlabelled=16,
+    augmentation=Augmentation(p=0.5, intensity=0.2, blur=0.5, noise=0.02),
+    checkpoint_seconds=0.0,
+    validate_every=3,
+    validate_tasks=3,
+)
 
 
 #: devices this machine has for meta-training (a GPU machine runs the CUDA case too)
@@ -80,9 +88,18 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes(tmp_path):
 
 def test_meta_training_learns_toy_tasks_that_a_fresh_network_cannot_do_in_one_step():
     pool, val = _pool(1, 600), _pool(2, 300)
-    meta = MetaConfig(iterations=60, tasks_per_batch=4, k_max=4, n_query=8, n_unlabelled=32, first_order=False,
-                      adapt_scope="all",
-                      augmentation=Augmentation(p=0.5), validate_tasks=12, seed=3)
+    meta = MetaConfig(
+        iterations=60,
+        tasks_per_batch=4,
+        k_max=4,
+        n_query=8,
+        n_unlabelled=32,
+        first_order=False,
+        adapt_scope="all",
+        augmentation=Augmentation(p=0.5),
+        validate_tasks=12,
+        seed=3,
+    )
     from napari_agile.engine.network import init_params
 
     before = validate(CFG, init_params(CFG, 3), val, meta)
@@ -116,8 +133,17 @@ def test_first_order_meta_training_with_prototype_heads_runs_and_keeps_the_tasks
     Prototypes of a random network already solve most toy tasks (0.92); meta-training must not lose that.
     """
     pool, val = _pool(1, 600), _pool(2, 300)
-    meta = MetaConfig(iterations=40, tasks_per_batch=4, k_max=4, n_query=8, n_unlabelled=32, first_order=True,
-                      augmentation=Augmentation(p=0.5), validate_tasks=12, seed=3)
+    meta = MetaConfig(
+        iterations=40,
+        tasks_per_batch=4,
+        k_max=4,
+        n_query=8,
+        n_unlabelled=32,
+        first_order=True,
+        augmentation=Augmentation(p=0.5),
+        validate_tasks=12,
+        seed=3,
+    )
     from napari_agile.engine.network import init_params
 
     before = validate(PROTO, init_params(PROTO, 3), val, meta)

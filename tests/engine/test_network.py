@@ -65,8 +65,9 @@ def test_task_transform_flips_shuffles_and_rotates_consistently():
     none = TaskTransform.draw(Augmentation(p=0.0), 7, rng)
     assert torch.equal(none.images(x), x) and none.labels(torch.tensor([1])).tolist() == [1]
     # pf, ps and pr apart: each set alone to 1 while p = 0
-    flip, shuffle, rotate = (TaskTransform.draw(Augmentation(p=0.0, **{k: 1.0}), 7, rng)
-                             for k in ("flip", "shuffle", "rotate"))
+    flip, shuffle, rotate = (
+        TaskTransform.draw(Augmentation(p=0.0, **{k: 1.0}), 7, rng) for k in ("flip", "shuffle", "rotate")
+    )
     assert (flip.flip, flip.perm, flip.rot) == (True, None, 0)
     assert not shuffle.flip and shuffle.perm is not None and shuffle.rot == 0
     assert (rotate.flip, rotate.perm) == (False, None) and rotate.rot in (1, 2, 3)
@@ -94,16 +95,16 @@ def test_centre_block_reads_each_channel_at_the_centre_cell_standardised_on_the_
     stats = estimate_stats(cfg, params, x)
     feats = features(cfg, params, x, stats, mc=False)
     assert feats.shape == (32, cfg.trunk_size + 3) == (32, cfg.feature_size)
-    centre = feats[:, cfg.trunk_size:] / params["centre.weight"]
+    centre = feats[:, cfg.trunk_size :] / params["centre.weight"]
     assert torch.allclose(centre.mean(0), torch.zeros(3), atol=1e-4)  # standardised on the tissue sample
     assert torch.allclose(centre.std(0, unbiased=False), torch.ones(3), atol=1e-3)
     bright = x.clone()
     bright[0, 1, 20:30, 20:30] += 5.0  # a bright centre in channel b only
-    moved = features(cfg, params, bright, stats, mc=False)[0, cfg.trunk_size:] / params["centre.weight"]
+    moved = features(cfg, params, bright, stats, mc=False)[0, cfg.trunk_size :] / params["centre.weight"]
     assert moved[1] > centre[0, 1] + 5 and torch.allclose(moved[[0, 2]], centre[0, [0, 2]])
     far = x.clone()
     far[0, 1, :8, :8] += 5.0  # a neighbour's signal in the corner leaves the centre block alone
-    assert torch.allclose(features(cfg, params, far, stats, mc=False)[0, cfg.trunk_size:], feats[0, cfg.trunk_size:])
+    assert torch.allclose(features(cfg, params, far, stats, mc=False)[0, cfg.trunk_size :], feats[0, cfg.trunk_size :])
 
 
 def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
@@ -112,11 +113,11 @@ def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
     x = torch.rand(64, 3, 50, 50)
     x[:, 1] = 0.7 * x[:, 0] + 0.3 * x[:, 1]  # channel b mostly repeats channel a (a shared stain, bleed-through)
     stats = estimate_stats(cfg, params, x)
-    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size:] / params["centre.weight"]
+    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size :] / params["centre.weight"]
     assert torch.allclose(torch.cov(centre.T, correction=0), torch.eye(3), atol=2e-2)
     perm = [2, 0, 1]  # whitening is symmetric (ZCA): reordering the channels reorders the block, nothing else
     x_perm = x[:, perm]
-    moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm), mc=False)[:, cfg.trunk_size:]
+    moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm), mc=False)[:, cfg.trunk_size :]
     assert torch.allclose(moved / params["centre.weight"], centre[:, perm], atol=1e-3)
     few = x[:8]  # under 4 cells per channel: no covariances, each channel only standardised
     (whiten,) = estimate_stats(cfg, params, few)["centre.whiten"]  # one ring, one matrix
@@ -130,13 +131,13 @@ def test_centre_rings_read_the_nucleus_core_and_its_rim_apart_each_whitened_on_i
     x[:, 2] = 0.5 * x[:, 0] + 0.5 * x[:, 2]
     stats = estimate_stats(cfg, params, x)
     assert stats["centre.whiten"].shape == (2, 3, 3)
-    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size:] / params["centre.weight"]
+    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size :] / params["centre.weight"]
     assert centre.shape == (64, 6) and cfg.feature_size == cfg.trunk_size + 6
     for ring in (centre[:, :3], centre[:, 3:]):  # each ring white on its own
         assert torch.allclose(torch.cov(ring.T, correction=0), torch.eye(3), atol=2e-2)
     rim = x[:1].clone()  # binned pixel (24.5 + 5, 24.5) is 10 px from the centre: the outer ring (7-14 px) only
     rim[0, 1, 29:31, 23:27] += 5.0
-    moved = features(cfg, params, rim, stats, mc=False)[0, cfg.trunk_size:] / params["centre.weight"]
+    moved = features(cfg, params, rim, stats, mc=False)[0, cfg.trunk_size :] / params["centre.weight"]
     delta = moved - centre[0]
     assert delta[3:].abs().max() > 1 and delta[:3].abs().max() < 1e-4
     with pytest.raises(ValueError, match="centre_rings"):
@@ -204,7 +205,7 @@ def test_mask_input_lets_the_trunk_read_which_nucleus_is_the_target():
     moved = x.clone()
     moved[:, -1] = torch.roll(x[:, -1], 5, dims=2)  # another nucleus, the same markers: now the trunk changes too
     f, g = (features(cfg, params, v, stats, mc=False) for v in (x, moved))
-    assert not torch.allclose(g[:, :cfg.trunk_size], f[:, :cfg.trunk_size])
+    assert not torch.allclose(g[:, : cfg.trunk_size], f[:, : cfg.trunk_size])
     with pytest.raises(ValueError, match="mask_input needs centre_block 'nucleus'"):
         ModelConfig(channels=tuple("abc"), mask_input=True)
 
@@ -242,8 +243,10 @@ def test_newton_head_takes_the_regularised_newton_step_of_the_logistic_loss():
     cfg = ModelConfig(channels=("a",), head_init="newton", head_ridge=0.2)
     feats = torch.randn(12, 40, generator=gen, dtype=torch.float64)
     y = torch.tensor([0, 1] * 6)
-    params = {"head.weight": 0.1 * torch.randn(2, 40, generator=gen, dtype=torch.float64),
-              "head.bias": torch.zeros(2, dtype=torch.float64)}
+    params = {
+        "head.weight": 0.1 * torch.randn(2, 40, generator=gen, dtype=torch.float64),
+        "head.bias": torch.zeros(2, dtype=torch.float64),
+    }
     out = newton_head(cfg, params, feats, y)
     z = feats @ (params["head.weight"][1] - params["head.weight"][0])
     p = torch.sigmoid(z)
@@ -265,8 +268,13 @@ def test_newton_head_finds_the_marker_under_a_shared_nuisance_that_drowns_protot
 
     gen = torch.Generator().manual_seed(1)
     y = torch.tensor([0, 1] * 8 + [0, 1] * 200)
-    feats = torch.cat([2.0 * y[:, None] + 0.5 * torch.randn(len(y), 1, generator=gen),
-                       3.0 * torch.randn(len(y), 1, generator=gen) + 0.3 * torch.randn(len(y), 200, generator=gen)], 1)
+    feats = torch.cat(
+        [
+            2.0 * y[:, None] + 0.5 * torch.randn(len(y), 1, generator=gen),
+            3.0 * torch.randn(len(y), 1, generator=gen) + 0.3 * torch.randn(len(y), 200, generator=gen),
+        ],
+        1,
+    )
     cfg = ModelConfig(channels=("a",), head_init="newton")
     params = {"head.weight": torch.zeros(2, 201), "head.bias": torch.zeros(2)}
     accuracy = {}

@@ -1,4 +1,5 @@
 """Per-type thresholds from held-out answers, and how each cell's type follows them."""
+
 import json
 
 import numpy as np

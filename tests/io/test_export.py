@@ -1,5 +1,6 @@
 """Exported predictions: CSV and GeoJSON detections (outlines or points) that QuPath imports with their classes and
 colours."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,16 @@ from napari_agile.io.export import default_colors, export_table, write_geojson
 
 
 def test_geojson_export_is_a_qupath_feature_collection(tmp_path):
-    table = pd.DataFrame({"id": [1, 2, 3], "y": [5.0, 6.0, 7.0], "x": [50.0, 60.0, 70.0],
-                          "p_astrocyte": [0.9, 0.1, 0.6], "entropy_astrocyte": [0.3, 0.3, 0.6],
-                          "cell_type": ["astrocyte", "none", "microglia"]})
+    table = pd.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "y": [5.0, 6.0, 7.0],
+            "x": [50.0, 60.0, 70.0],
+            "p_astrocyte": [0.9, 0.1, 0.6],
+            "entropy_astrocyte": [0.3, 0.3, 0.6],
+            "cell_type": ["astrocyte", "none", "microglia"],
+        }
+    )
     geo = json.loads(write_geojson(table, tmp_path / "c.geojson", {"astrocyte": "#ff0000"}).read_text())
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 3
     first, second, third = geo["features"]
@@ -38,8 +46,15 @@ def test_with_the_nucleus_mask_each_cell_is_its_outline(tmp_path):
     labels = np.zeros((60, 80), np.int32)
     labels[disk((20, 20), 8)] = 4
     labels[ellipse(35, 55, 6, 14, rotation=0.5)] = 7
-    table = pd.DataFrame({"id": [4, 7, 9], "y": [20.0, 35.0, 50.0], "x": [20.0, 55.0, 5.0], "p_a": [0.9, 0.2, 0.5],
-                          "cell_type": ["a", "none", "a"]})  # cell 9 has no nucleus in the mask: a point
+    table = pd.DataFrame(
+        {
+            "id": [4, 7, 9],
+            "y": [20.0, 35.0, 50.0],
+            "x": [20.0, 55.0, 5.0],
+            "p_a": [0.9, 0.2, 0.5],
+            "cell_type": ["a", "none", "a"],
+        }
+    )  # cell 9 has no nucleus in the mask: a point
     geo = json.loads(export_table(table, tmp_path / "c.geojson", labels=labels).read_text())
     kinds = [f["geometry"]["type"] for f in geo["features"]]
     assert kinds == ["Polygon", "Polygon", "Point"]
@@ -54,16 +69,33 @@ def test_with_the_nucleus_mask_each_cell_is_its_outline(tmp_path):
 
 
 def test_geojson_keeps_type_names_that_are_not_python_names(tmp_path):
-    table = pd.DataFrame({"id": [7], "y": [1.0], "x": [2.0], "p_T cell": [0.8], "p_CD4+": [0.1], "p_class": [0.3],
-                          "cell_type": ["T cell"]})
+    table = pd.DataFrame(
+        {
+            "id": [7],
+            "y": [1.0],
+            "x": [2.0],
+            "p_T cell": [0.8],
+            "p_CD4+": [0.1],
+            "p_class": [0.3],
+            "cell_type": ["T cell"],
+        }
+    )
     (feature,) = json.loads(write_geojson(table, tmp_path / "t.geojson").read_text())["features"]
     assert feature["properties"]["measurements"] == {"p_T cell": 0.8, "p_CD4+": 0.1, "p_class": 0.3}
     assert feature["properties"]["classification"]["name"] == "T cell"
 
 
 def test_default_colours_follow_the_order_types_were_named_not_the_first_cell(tmp_path):
-    table = pd.DataFrame({"id": [1, 2], "y": [1.0, 2.0], "x": [1.0, 2.0], "p_astrocyte": [0.1, 0.9],
-                          "p_endothelial": [0.9, 0.1], "cell_type": ["endothelial", "astrocyte"]})
+    table = pd.DataFrame(
+        {
+            "id": [1, 2],
+            "y": [1.0, 2.0],
+            "x": [1.0, 2.0],
+            "p_astrocyte": [0.1, 0.9],
+            "p_endothelial": [0.9, 0.1],
+            "cell_type": ["endothelial", "astrocyte"],
+        }
+    )
     features = json.loads(write_geojson(table, tmp_path / "c.geojson").read_text())["features"]
     colors = {f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"] for f in features}
     want = default_colors(["astrocyte", "endothelial"])  # what the widget gives types named in this order
@@ -72,7 +104,7 @@ def test_default_colours_follow_the_order_types_were_named_not_the_first_cell(tm
 
 def test_default_colours_keep_away_from_the_channel_colours():
     colors = default_colors(["astrocyte", "neuron", "microglia"], avoid=["#ff0000", "#00ff00", (0.0, 0.0, 1.0)])
-    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors.values()]) / 255
+    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors.values()]) / 255
     for channel in np.eye(3):
         assert np.linalg.norm(rgb - channel, axis=1).min() >= 0.5
     assert default_colors(["a", "b"]) == {"a": "#e6194b", "b": "#3cb44b"}  # nothing to avoid: the palette's order

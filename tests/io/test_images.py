@@ -1,4 +1,5 @@
 """read_tissue / write_ome_tiff / check_tissue on real files in tmp_path."""
+
 import os
 
 import numpy as np
@@ -95,14 +96,23 @@ def test_unreadable_tiff_in_folder_is_named(tmp_path):
 
 def test_zarr_with_omero_names(tmp_path):
     import zarr  # a hard dependency: a missing install must fail, not skip
+
     data = _data()
     group = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
     group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 128, 128))[:] = data
-    group.attrs.update({
-        "multiscales": [{"axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
-                         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.5]}]}]}],
-        "omero": {"channels": [{"label": "DAPI"}, {"label": "NeuN"}, {"label": "Iba1"}]},
-    })
+    group.attrs.update(
+        {
+            "multiscales": [
+                {
+                    "axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
+                    "datasets": [
+                        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.5]}]}
+                    ],
+                }
+            ],
+            "omero": {"channels": [{"label": "DAPI"}, {"label": "NeuN"}, {"label": "Iba1"}]},
+        }
+    )
     t = read_tissue(tmp_path / "t.zarr")
     assert t.channel_names == ["DAPI", "NeuN", "Iba1"] and t.pixel_size == 0.5
     np.testing.assert_array_equal(np.asarray(t.data), data)
@@ -132,14 +142,16 @@ def _open_descriptors(path) -> int:
     return count
 
 
-counts_descriptors = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
-                                        reason="counts descriptors through Linux /proc")
+counts_descriptors = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="counts descriptors through Linux /proc"
+)
 
 
 @counts_descriptors
 def test_compressed_files_stay_open_until_the_tissue_is_closed(tmp_path):
-    ome = write_ome_tiff(Tissue(_data(), ["DAPI", "NeuN", "S100"]), tmp_path / "z.ome.tif", tile=128,
-                         compression="zlib")
+    ome = write_ome_tiff(
+        Tissue(_data(), ["DAPI", "NeuN", "S100"]), tmp_path / "z.ome.tif", tile=128, compression="zlib"
+    )
     with read_tissue(ome) as tissue:
         view = tissue.select(["S100", "DAPI"])
         np.testing.assert_array_equal(view.read_region(0, 10, 0, 10), _data()[[2, 0], :10, :10])

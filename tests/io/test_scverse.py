@@ -1,4 +1,5 @@
 """AnnData export (.h5ad), read back with anndata itself, and the marker means it carries."""
+
 import json
 
 import anndata
@@ -25,8 +26,13 @@ def sim():
 @pytest.fixture()
 def session(sim, tmp_path):
     cfg = ModelConfig(channels=PAPER_CHANNELS, centre_radius=14)
-    session = Session(sim.tissue, sim.cells, AgileModel(cfg, init_params(cfg, seed=3), inner_lr=0.1),
-                      store=tmp_path / "store", mc_passes=4)
+    session = Session(
+        sim.tissue,
+        sim.cells,
+        AgileModel(cfg, init_params(cfg, seed=3), inner_lr=0.1),
+        store=tmp_path / "store",
+        mc_passes=4,
+    )
     types = sim.cells.table["cell_type"]
     for name in ("neuron", "astrocyte"):
         ids = [*types.index[types == name][:3], *types.index[types != name][:3]]
@@ -41,7 +47,9 @@ def whole_image_means(tissue, cells, band, normalizer=None):
     img = np.asarray(tissue.data, np.float32)
     img = img if normalizer is None else normalizer.apply(img)
     ring = np.where(cells.labels == 0, ndimage.grey_dilation(cells.labels, size=2 * band + 1), 0)
-    return [np.nan_to_num(np.stack([ndimage.mean(ch, lab, cells.ids) for ch in img], 1)) for lab in (cells.labels, ring)]
+    return [
+        np.nan_to_num(np.stack([ndimage.mean(ch, lab, cells.ids) for ch in img], 1)) for lab in (cells.labels, ring)
+    ]
 
 
 @pytest.mark.parametrize("tile", [64, 100, 4096])

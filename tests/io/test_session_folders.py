@@ -1,4 +1,5 @@
 """Automatic session folders: where they go, and `napari-agile clean-sessions` removing the stale ones."""
+
 import os
 import time
 

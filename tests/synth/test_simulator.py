@@ -1,4 +1,5 @@
 """The tissue simulator: deterministic, truth matches the mask, markers where they belong, rat-brain geometry."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -104,9 +105,7 @@ def test_cell_pool_reaches_the_count_of_every_type():
             counts[k] += v
     assert min(counts.values()) >= n
     # one field fewer would not have been enough
-    assert len(sims) == 1 or any(
-        c - (sims[-1].cells.table.cell_type == k).sum() < n for k, c in counts.items()
-    )
+    assert len(sims) == 1 or any(c - (sims[-1].cells.table.cell_type == k).sum() < n for k, c in counts.items())
 
 
 def test_randomized_params_differ_but_stay_valid():

@@ -3,9 +3,10 @@
 No math and no file formats: a Tissue is assembled from what the viewer holds, and the engine's tables and
 arrays are shown as layers (one data assignment each, never per-object updates).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,8 +85,10 @@ def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | N
     names = [layer.name for layer in layers]
     if channel_names:
         if len(channel_names) != len(layers):
-            raise AgileInputError(f"'Channel names' lists {len(channel_names)} names for {len(layers)} ticked channel "
-                                  "layers: give one per layer, in their order, or empty it to use the layer names.")
+            raise AgileInputError(
+                f"'Channel names' lists {len(channel_names)} names for {len(layers)} ticked channel "
+                "layers: give one per layer, in their order, or empty it to use the layer names."
+            )
         names = list(channel_names)
     return Tissue(data, names, source="image layers")
 
@@ -126,8 +129,17 @@ def answer_column(ids: np.ndarray, answers: Mapping[int, bool]) -> np.ndarray:
 def cells_layer(table: pd.DataFrame, frame: dict) -> Points:
     """All detected cells as small dots; features = the cell table (later: predictions and answers)."""
     features = table.reset_index(drop=True).assign(answer="")
-    return Points(table[["y", "x"]].to_numpy(), name=CELLS, features=features, size=7, symbol="disc",
-                  face_color=list(UNANSWERED), border_color="white", border_width=0.1, **frame)
+    return Points(
+        table[["y", "x"]].to_numpy(),
+        name=CELLS,
+        features=features,
+        size=7,
+        symbol="disc",
+        face_color=list(UNANSWERED),
+        border_color="white",
+        border_width=0.1,
+        **frame,
+    )
 
 
 def nuclei_layer(labels: np.ndarray, frame: dict) -> Labels:
@@ -137,20 +149,36 @@ def nuclei_layer(labels: np.ndarray, frame: dict) -> Labels:
     return layer
 
 
-def suggestion_features(ids: Sequence[int], p: np.ndarray, entropy: np.ndarray, cell_type: str,
-                        answers: Mapping[int, bool]) -> pd.DataFrame:
+def suggestion_features(
+    ids: Sequence[int], p: np.ndarray, entropy: np.ndarray, cell_type: str, answers: Mapping[int, bool]
+) -> pd.DataFrame:
     """One row per suggested cell: id, entropy, probability, the question asked and the answer so far."""
     ids = np.asarray(ids, np.int64)
     article = "an" if cell_type[:1].lower() in "aeiou" else "a"
-    return pd.DataFrame({"id": ids, "entropy": entropy, "probability": p,
-                         "question": [f"Is cell {i} {article} {cell_type}?" for i in ids],
-                         "answer": answer_column(ids, answers)})
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "entropy": entropy,
+            "probability": p,
+            "question": [f"Is cell {i} {article} {cell_type}?" for i in ids],
+            "answer": answer_column(ids, answers),
+        }
+    )
 
 
 def suggestions_layer(frame: dict) -> Points:
     """Thin circles around the cells to label, coloured by entropy, wide enough to leave the cell itself in view."""
-    return Points(np.empty((0, 2)), name=SUGGESTED, size=30, symbol="o", face_color="transparent",
-                  border_colormap="plasma", border_width=RING, border_width_is_relative=True, **frame)
+    return Points(
+        np.empty((0, 2)),
+        name=SUGGESTED,
+        size=30,
+        symbol="o",
+        face_color="transparent",
+        border_colormap="plasma",
+        border_width=RING,
+        border_width_is_relative=True,
+        **frame,
+    )
 
 
 #: a suggestion's outline, as a fraction of its size; the cell in question is drawn CURRENT thick

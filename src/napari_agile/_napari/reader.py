@@ -1,8 +1,10 @@
 """npe2 reader: a multiplexed section (OME-TIFF, TIFF, folder of channel TIFFs, zarr) as one layer per channel."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -10,8 +12,15 @@ from napari_agile.io.images import TIFF_SUFFIXES, is_single_plane_tiff, read_tis
 from napari_agile.io.tissue import Tissue
 
 #: Colormaps for the paper's panel; other channels cycle through OTHER_COLORMAPS.
-CHANNEL_COLORMAPS = {"DAPI": "blue", "Histones": "cyan", "NeuN": "green", "S100": "magenta",
-                     "Olig2": "yellow", "Iba1": "red", "RECA1": "bop orange"}
+CHANNEL_COLORMAPS = {
+    "DAPI": "blue",
+    "Histones": "cyan",
+    "NeuN": "green",
+    "S100": "magenta",
+    "Olig2": "yellow",
+    "Iba1": "red",
+    "RECA1": "bop orange",
+}
 OTHER_COLORMAPS = ("blue", "green", "magenta", "yellow", "red", "cyan", "bop orange", "bop purple", "gray")
 
 LayerData = tuple[Any, dict, str]
@@ -36,9 +45,14 @@ def tissue_layer_data(tissue: Tissue) -> list[LayerData]:
     layers = []
     for i, name in enumerate(tissue.channel_names):
         channel = tissue.data[i]
-        meta = {"name": name, "colormap": channel_colormap(name, i), "blending": "additive",
-                "contrast_limits": _contrast_limits(channel), "scale": scale,
-                "metadata": {"channel_names": list(tissue.channel_names), "source": tissue.source}}
+        meta = {
+            "name": name,
+            "colormap": channel_colormap(name, i),
+            "blending": "additive",
+            "contrast_limits": _contrast_limits(channel),
+            "scale": scale,
+            "metadata": {"channel_names": list(tissue.channel_names), "source": tissue.source},
+        }
         layers.append((channel, meta, "image"))
     return layers
 

@@ -1,4 +1,5 @@
 """npe2 sample data: a simulated 7-channel rat brain field, small enough to open in a second."""
+
 from __future__ import annotations
 
 from napari_agile._napari.reader import LayerData, tissue_layer_data

@@ -1,9 +1,10 @@
 """The dock's threshold view for the current type: a histogram of its predicted probabilities, a slider for the
 probability it must reach to claim a cell, and a switch for the probability image (Session.set_threshold and
 Session.paint_probability are the headless twins)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -35,14 +36,18 @@ class ThresholdPanel(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         self.histogram = QLabel("Predict to see the probabilities of the current type.")
         self.histogram.setWordWrap(True)
-        self.histogram.setToolTip("How many cells get each probability of the current type (0 left, 1 right); "
-                                  "'|' is the threshold a cell must reach to take the type.")
+        self.histogram.setToolTip(
+            "How many cells get each probability of the current type (0 left, 1 right); "
+            "'|' is the threshold a cell must reach to take the type."
+        )
         form.addRow(self.histogram)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 100)
         self.slider.setTracking(False)  # one repaint when the slider is let go, not one per pixel dragged
-        self.slider.setToolTip("The probability the current type must reach to claim a cell (chosen at Adapt from "
-                               "your answers; the next Adapt chooses it again).")
+        self.slider.setToolTip(
+            "The probability the current type must reach to claim a cell (chosen at Adapt from "
+            "your answers; the next Adapt chooses it again)."
+        )
         self.slider.valueChanged.connect(lambda value: on_threshold(value / 100))
         form.addRow("Threshold", self.slider)
         self.show_box = QCheckBox("Show the probability image")
@@ -57,5 +62,6 @@ class ThresholdPanel(QWidget):
         self.slider.blockSignals(True)
         self.slider.setValue(int(round(threshold * 100)))
         self.slider.blockSignals(False)
-        self.histogram.setText("Predict to see the probabilities of the current type." if p is None
-                               else histogram_text(p, threshold))
+        self.histogram.setText(
+            "Predict to see the probabilities of the current type." if p is None else histogram_text(p, threshold)
+        )

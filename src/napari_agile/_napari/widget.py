@@ -3,12 +3,14 @@
 Every action here calls one Session method (or detect_nuclei / load_model) and shows the result
 as layers; long work runs in thread workers with progress and cancel, and errors arrive as notifications.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,10 +58,15 @@ from napari_agile.session import SUGGEST_METHODS, Session, panel_choice, panel_c
 log = logging.getLogger(__name__)
 
 #: Keys bound on the viewer while the widget lives: key -> (widget method name, help text).
-KEYS = {"y": ("answer_yes", "yes"), "n": ("answer_no", "no"), "u": ("undo", "undo"),
-        "j": ("next_suggestion", "next suggested cell"), "k": ("previous_suggestion", "previous suggested cell"),
-        "t": ("give_type", "this type and no other (to correct a prediction)"),
-        "h": ("toggle_help", "show / hide these keys on the image")}
+KEYS = {
+    "y": ("answer_yes", "yes"),
+    "n": ("answer_no", "no"),
+    "u": ("undo", "undo"),
+    "j": ("next_suggestion", "next suggested cell"),
+    "k": ("previous_suggestion", "previous suggested cell"),
+    "t": ("give_type", "this type and no other (to correct a prediction)"),
+    "h": ("toggle_help", "show / hide these keys on the image"),
+}
 CLICK_MODES = ("select + keys", "click = yes", "click = no")
 HELP_TITLE = "napari-agile keys (h hides this)"
 #: the 'Nuclei' choice that finds them in the nuclear channels; the other choices are the viewer's Labels layers
@@ -169,46 +176,61 @@ class AgileWidget(QWidget):
         box = QGroupBox("1. Tissue and nuclei")
         form = QFormLayout(box)
         self.image_list = QListWidget()
-        self.image_list.setToolTip("Tick one (channels, rows, columns) image, or one 2D layer per channel "
-                                   "(layer names = channel names).")
+        self.image_list.setToolTip(
+            "Tick one (channels, rows, columns) image, or one 2D layer per channel (layer names = channel names)."
+        )
         self.image_list.itemChanged.connect(self._on_image_ticked)
         self.image_list.setMinimumHeight(110)
         form.addRow("Image layers", self.image_list)
         self.names_edit = QLineEdit()
         self.names_edit.setPlaceholderText("from the layer names")
-        self.names_edit.setToolTip("Channel names in order, comma-separated (e.g. DAPI, Histones, NeuN, S100, Olig2, "
-                                   "Iba1, RECA1), for layers whose names are not the channels' (channel_1, ...).")
+        self.names_edit.setToolTip(
+            "Channel names in order, comma-separated (e.g. DAPI, Histones, NeuN, S100, Olig2, "
+            "Iba1, RECA1), for layers whose names are not the channels' (channel_1, ...)."
+        )
         self.names_edit.editingFinished.connect(self._refresh_channels)
         form.addRow("Channel names", self.names_edit)
         self.channel_list = QListWidget()
-        self.channel_list.setToolTip("Channels the model reads: untick one to leave it out (a model for any panel; "
-                                     "the rat-brain model reads its own 7 channels).")
+        self.channel_list.setToolTip(
+            "Channels the model reads: untick one to leave it out (a model for any panel; "
+            "the rat-brain model reads its own 7 channels)."
+        )
         self.channel_list.setMinimumHeight(80)
         self.channel_list.itemChanged.connect(self._on_channel_ticked)
         form.addRow("Channels", self.channel_list)
         self.nuclear_list = QListWidget()
-        self.nuclear_list.setToolTip("Channels that stain every nucleus (DAPI, Hoechst, DNA, ...): summed for "
-                                     "detection, and the model's nuclear stains.")
+        self.nuclear_list.setToolTip(
+            "Channels that stain every nucleus (DAPI, Hoechst, DNA, ...): summed for "
+            "detection, and the model's nuclear stains."
+        )
         self.nuclear_list.setMinimumHeight(80)
         self.nuclear_list.itemChanged.connect(self._on_nuclear_ticked)
         form.addRow("Nuclear channels", self.nuclear_list)
         self.nuclei_combo = QComboBox()
-        self.nuclei_combo.setToolTip("Detect nuclei here, or use a nucleus label image you already have (a Labels "
-                                     "layer from StarDist, Cellpose, QuPath…: one integer id per nucleus).")
+        self.nuclei_combo.setToolTip(
+            "Detect nuclei here, or use a nucleus label image you already have (a Labels "
+            "layer from StarDist, Cellpose, QuPath…: one integer id per nucleus)."
+        )
         self.nuclei_combo.currentTextChanged.connect(self._on_nuclei_source)
         form.addRow("Nuclei", self.nuclei_combo)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("bundled: rat-brain for its 7 channels, else any-panel")
-        self.model_edit.setToolTip("A model file (.safetensors), or a bundled model by name (rat-brain, any-panel); "
-                                   "empty: rat-brain when its 7 channels are ticked, else the model for any panel.")
+        self.model_edit.setToolTip(
+            "A model file (.safetensors), or a bundled model by name (rat-brain, any-panel); "
+            "empty: rat-brain when its 7 channels are ticked, else the model for any panel."
+        )
         form.addRow("Model", self._with_browse(self.model_edit, self._browse_model))
         self.store_edit = QLineEdit()
         self.store_edit.setPlaceholderText("automatic (~/.napari-agile/sessions/...)")
         self.store_edit.setToolTip("Every answer is written here the moment you give it.")
         form.addRow("Session folder", self._with_browse(self.store_edit, self._browse_store))
-        self.detect_btn = self._button("Detect nuclei", self.detect, form,
-                                       "Find the nuclei in the ticked nuclear channels (or take the chosen Labels "
-                                       "layer) and cut a patch around each cell.")
+        self.detect_btn = self._button(
+            "Detect nuclei",
+            self.detect,
+            form,
+            "Find the nuclei in the ticked nuclear channels (or take the chosen Labels "
+            "layer) and cut a patch around each cell.",
+        )
         outer.addWidget(box)
 
         box = self.types_box = QGroupBox("2. Cell types")
@@ -232,9 +254,10 @@ class AgileWidget(QWidget):
         self.type_list.currentTextChanged.connect(self._on_type_changed)
         col.addWidget(self.type_list)
         row = QHBoxLayout()
-        for text, slot, tip in (("Rename…", self.rename_type, "Rename the current type (its answers and weights "
-                                 "keep)."),
-                                ("Delete…", self.delete_type, "Delete the current type with its answers and weights.")):
+        for text, slot, tip in (
+            ("Rename…", self.rename_type, "Rename the current type (its answers and weights keep)."),
+            ("Delete…", self.delete_type, "Delete the current type with its answers and weights."),
+        ):
             btn = QPushButton(text)
             btn.setToolTip(tip)
             btn.clicked.connect(lambda *_, slot=slot: slot())
@@ -247,14 +270,18 @@ class AgileWidget(QWidget):
         self.n_spin = self._spin("Cells to suggest", 1, 500, 8, form)
         self.pick_combo = QComboBox()
         self.pick_combo.addItems(SUGGEST_METHODS)
-        self.pick_combo.setToolTip("auto: cells covering the section's range first, then the most uncertain (entropy); "
-                                   "bald and random as in docs/method.md; cover: the section's range only.")
+        self.pick_combo.setToolTip(
+            "auto: cells covering the section's range first, then the most uncertain (entropy); "
+            "bald and random as in docs/method.md; cover: the section's range only."
+        )
         form.addRow("Pick by", self.pick_combo)
         self.spread_spin = self._spin("Spread", 1, 50, SPREAD, form)
-        self.spread_spin.setToolTip("A round asks the cells that cover the spread × N most uncertain "
-                                    "(1: the N most uncertain, as the paper).")
-        self.suggest_btn = self._button("Suggest", self.suggest, form,
-                                        "Show the cells the model is least sure about for the current type.")
+        self.spread_spin.setToolTip(
+            "A round asks the cells that cover the spread × N most uncertain (1: the N most uncertain, as the paper)."
+        )
+        self.suggest_btn = self._button(
+            "Suggest", self.suggest, form, "Show the cells the model is least sure about for the current type."
+        )
         self.click_mode = QComboBox()
         self.click_mode.addItems(CLICK_MODES)
         self.click_mode.setToolTip("'click = yes/no': a click on a nucleus answers it at once.")
@@ -266,8 +293,7 @@ class AgileWidget(QWidget):
         help_btn.setToolTip("Show or hide the keys on the image (key h).")
         help_btn.clicked.connect(lambda *_: self.toggle_help())
         form.addRow(help_btn, keys)
-        self.undo_btn = self._button("Undo last answer", self.undo, form,
-                                     "Take back the last answer (key u).")
+        self.undo_btn = self._button("Undo last answer", self.undo, form, "Take back the last answer (key u).")
         self.count_label = QLabel("no answers yet")
         form.addRow(self.count_label)
         outer.addWidget(box)
@@ -275,43 +301,53 @@ class AgileWidget(QWidget):
         box = QGroupBox("4. Learn and predict")
         form = QFormLayout(box)
         self.steps_spin = self._spin("Gradient steps", 1, 100, 1, form)
-        self.adapt_btn = self._button("Adapt", self.adapt, form,
-                                      "Teach the network the current type from its answers (needs an answer).")
+        self.adapt_btn = self._button(
+            "Adapt", self.adapt, form, "Teach the network the current type from its answers (needs an answer)."
+        )
         self.quality_label = QLabel("")
         self.quality_label.setTextFormat(Qt.TextFormat.RichText)
         self.quality_label.setWordWrap(True)
-        self.quality_label.setToolTip("After Adapt: each answer predicted by weights adapted on the other answers "
-                                      "only, and the answers the model now contradicts: click one to check it "
-                                      "(y / n changes the answer).")
+        self.quality_label.setToolTip(
+            "After Adapt: each answer predicted by weights adapted on the other answers "
+            "only, and the answers the model now contradicts: click one to check it "
+            "(y / n changes the answer)."
+        )
         self.quality_label.linkActivated.connect(lambda cid: self.show_cell(int(cid)))
         form.addRow(self.quality_label)
-        self.predict_btn = self._button("Predict", self.predict, form,
-                                        "Paint every nucleus with its most probable type (needs an adapted type).")
+        self.predict_btn = self._button(
+            "Predict", self.predict, form, "Paint every nucleus with its most probable type (needs an adapted type)."
+        )
         self.legend = QLabel("")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         form.addRow(self.legend)
-        self.threshold_panel = ThresholdPanel(lambda value: self._guard(lambda: self._set_threshold(value)),
-                                              lambda on: self._guard(lambda: self._show_probability(on)))
+        self.threshold_panel = ThresholdPanel(
+            lambda value: self._guard(lambda: self._set_threshold(value)),
+            lambda on: self._guard(lambda: self._show_probability(on)),
+        )
         form.addRow(self.threshold_panel)
         outer.addWidget(box)
 
         box = QGroupBox("5. Save and export")
         grid = QVBoxLayout(box)
         self.file_buttons: dict[str, QPushButton] = {}
-        tips = {"Save session…": "Write answers, adapted weights and cells to a folder you choose.",
-                "Load session…": "Reopen a saved session folder on the ticked image layers.",
-                "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
-                "Export GeoJSON…": "Write every nucleus outline classified by its type, for QuPath "
-                                   "(needs an adapted type).",
-                "Export AnnData…": "Write an .h5ad for scanpy/squidpy: marker means per channel, types, "
-                                   "probabilities, centres and answers (needs an adapted type and anndata).",
-                "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`.",
-                "Type other images…": "Type other image files with this session's adapted types: nuclei found, "
-                                      "one cell table per image in a folder you choose (napari-agile predict)."}
-        for pair in (("Save session…", self.save_session, "Load session…", self.load_session),
-                     ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
-                     ("Export AnnData…", self.export_anndata, "Save adapted model…", self.save_model),
-                     ("Type other images…", self.type_images, "", None)):
+        tips = {
+            "Save session…": "Write answers, adapted weights and cells to a folder you choose.",
+            "Load session…": "Reopen a saved session folder on the ticked image layers.",
+            "Export CSV…": "Write every cell's probabilities and type as a table (needs an adapted type).",
+            "Export GeoJSON…": "Write every nucleus outline classified by its type, for QuPath "
+            "(needs an adapted type).",
+            "Export AnnData…": "Write an .h5ad for scanpy/squidpy: marker means per channel, types, "
+            "probabilities, centres and answers (needs an adapted type and anndata).",
+            "Save adapted model…": "Save the current type's adapted network, for `napari-agile predict`.",
+            "Type other images…": "Type other image files with this session's adapted types: nuclei found, "
+            "one cell table per image in a folder you choose (napari-agile predict).",
+        }
+        for pair in (
+            ("Save session…", self.save_session, "Load session…", self.load_session),
+            ("Export CSV…", self.export_csv, "Export GeoJSON…", self.export_geojson),
+            ("Export AnnData…", self.export_anndata, "Save adapted model…", self.save_model),
+            ("Type other images…", self.type_images, "", None),
+        ):
             row = QHBoxLayout()
             for text, slot in zip(pair[::2], pair[1::2]):
                 if text:
@@ -432,8 +468,11 @@ class AgileWidget(QWidget):
     def _refresh_nuclei_sources(self) -> None:
         """'detect', then every Labels layer that is not one of this widget's outputs; the choice is kept."""
         current = self.nuclei_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers
-                 if isinstance(layer, Labels) and not any(layer is own for own in self._own.values())]
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and not any(layer is own for own in self._own.values())
+        ]
         self.nuclei_combo.blockSignals(True)
         self.nuclei_combo.clear()
         self.nuclei_combo.addItems([DETECT, *names])
@@ -454,8 +493,9 @@ class AgileWidget(QWidget):
 
     @staticmethod
     def _ticked(widget: QListWidget) -> list[str]:
-        return [widget.item(i).text() for i in range(widget.count())
-                if widget.item(i).checkState() == Qt.CheckState.Checked]
+        return [
+            widget.item(i).text() for i in range(widget.count()) if widget.item(i).checkState() == Qt.CheckState.Checked
+        ]
 
     def _selected_layers(self) -> list[Image]:
         names = self._ticked(self.image_list)
@@ -543,8 +583,7 @@ class AgileWidget(QWidget):
         return model
 
     # ---- workers ----------------------------------------------------------------------------
-    def _run(self, label: str, work: Callable[[_Progress], Any],
-             done: Callable[[Any], None]) -> None:
+    def _run(self, label: str, work: Callable[[_Progress], Any], done: Callable[[Any], None]) -> None:
         """Run `work(progress)` in a thread worker; `done(result)` in the GUI thread; errors as notifications."""
         if self.worker is not None:
             show_warning(f"Still busy with '{self.job}': wait for it or press Cancel.")
@@ -591,15 +630,24 @@ class AgileWidget(QWidget):
         for w in (self.detect_btn, self.types_box, self.file_buttons["Load session…"]):
             w.setEnabled(not busy)
         ready = not busy and self.session is not None
-        for btn in (self.suggest_btn, self.undo_btn, self.file_buttons["Save session…"],
-                    self.file_buttons["Save adapted model…"]):
+        for btn in (
+            self.suggest_btn,
+            self.undo_btn,
+            self.file_buttons["Save session…"],
+            self.file_buttons["Save adapted model…"],
+        ):
             btn.setEnabled(ready)
         item = self.type_list.currentItem()
         state = self.session.types.get(item.text()) if ready and item else None
         self.adapt_btn.setEnabled(state is not None and bool(state.answers))
         adapted = ready and bool(self.session.adapted)
-        for btn in (self.predict_btn, self.file_buttons["Export CSV…"], self.file_buttons["Export GeoJSON…"],
-                    self.file_buttons["Export AnnData…"], self.file_buttons["Type other images…"]):
+        for btn in (
+            self.predict_btn,
+            self.file_buttons["Export CSV…"],
+            self.file_buttons["Export GeoJSON…"],
+            self.file_buttons["Export AnnData…"],
+            self.file_buttons["Type other images…"],
+        ):
             btn.setEnabled(adapted)
 
     def _on_progress(self, label: str, current: int, total: int) -> None:
@@ -678,8 +726,9 @@ class AgileWidget(QWidget):
         try:
             check_channels(model, tissue.channel_names)
         except AgileInputError as err:
-            raise AgileInputError(f"{err} Here: rename the channel layers, or type the names in order under "
-                                  "'Channel names'.") from None
+            raise AgileInputError(
+                f"{err} Here: rename the channel layers, or type the names in order under 'Channel names'."
+            ) from None
         panel = panel_choice(model, tissue.channel_names, self._ticked(self.channel_list), nuclear)
         panel_config(model, tissue, panel.get("channels"), panel.get("nuclear"))  # refused now, not after detection
         channels = nuclear or None
@@ -736,8 +785,10 @@ class AgileWidget(QWidget):
         self.suggested, self.cursor = [], -1
         self._refresh_answers()
         item = self.type_list.currentItem()
-        self.status.setText(f"{len(table)} cells. Answers are saved in {session.store}. "
-                            + self._next_step(item.text() if item else None))
+        self.status.setText(
+            f"{len(table)} cells. Answers are saved in {session.store}. "
+            + self._next_step(item.text() if item else None)
+        )
 
     def _layer(self, key: str):
         """This widget's layer for `key` (_layers.CELLS, ...) while it is in the viewer, else None."""
@@ -804,6 +855,7 @@ class AgileWidget(QWidget):
 
     def rename_type(self, new: str | None = None) -> None:
         """Rename the current type (asks for the name when `new` is None); Session.rename_type keeps it on disk."""
+
         def go() -> None:
             old = self._current_type()
             name = new
@@ -826,12 +878,17 @@ class AgileWidget(QWidget):
 
     def delete_type(self, confirm: bool = True) -> None:
         """Delete the current type with its answers and weights (asks first unless `confirm` is False)."""
+
         def go() -> None:
             name = self._current_type()
             answers = len(self.session.types[name].answers) if self.session and name in self.session.types else 0
-            if confirm and QMessageBox.question(
-                    self, "Delete cell type", f"Delete {name!r} and its {answers} answer(s)? No undo brings them "
-                    "back.") != QMessageBox.StandardButton.Yes:
+            if (
+                confirm
+                and QMessageBox.question(
+                    self, "Delete cell type", f"Delete {name!r} and its {answers} answer(s)? No undo brings them back."
+                )
+                != QMessageBox.StandardButton.Yes
+            ):
                 return
             if self.session is not None and name in self.session.types:
                 self.session.delete_type(name)
@@ -998,8 +1055,9 @@ class AgileWidget(QWidget):
             self.cursor = -1
             if (layer := self._layer(_layers.SUGGESTED)) is not None:
                 layer.selected_data = set()
-            self.status.setText(f"All {len(self.suggested)} suggested cells are answered: Adapt, or Suggest again "
-                                "(j / k revisit them).")
+            self.status.setText(
+                f"All {len(self.suggested)} suggested cells are answered: Adapt, or Suggest again (j / k revisit them)."
+            )
 
     def _unanswered(self) -> list[int]:
         answers = self.session.types[self._current_type()].answers
@@ -1102,13 +1160,15 @@ class AgileWidget(QWidget):
 
     def _on_adapted(self, check: AnswerQuality) -> None:
         """Say how the adapted type does on its own answers, with the contradicted ones as links to the cells."""
-        self.status.setText(f"{check.cell_type!r} adapted on {check.n_answers} answers. Predict to see every cell, "
-                            "or Suggest again.")
+        self.status.setText(
+            f"{check.cell_type!r} adapted on {check.n_answers} answers. Predict to see every cell, or Suggest again."
+        )
         links = ", ".join(f"<a href='{i}' style='color:#8fd3ff'>{i}</a>" for i in check.contradicted[:12])
         more = " …" if len(check.contradicted) > 12 else ""
         text = check.summary().split("; the model")[0]
-        self.quality_label.setText(f"{text}; the model contradicts your answer on {links}{more}" if links
-                                   else check.summary())
+        self.quality_label.setText(
+            f"{text}; the model contradicts your answer on {links}{more}" if links else check.summary()
+        )
 
     def show_cell(self, cell_id: int) -> None:
         """Centre the view on a cell and select it, so y / n answer it (the contradicted answers link here)."""
@@ -1122,8 +1182,9 @@ class AgileWidget(QWidget):
         state = self.session.types.get(self._current_type()) if self.session else None
         answer = state.answers.get(cell_id) if state else None
         said = "no answer" if answer is None else f"you said {'yes' if answer else 'no'}"
-        self.status.setText(f"Cell {cell_id} ({said}): y / n to answer it again, t = this type and no other, "
-                            "u to undo.")
+        self.status.setText(
+            f"Cell {cell_id} ({said}): y / n to answer it again, t = this type and no other, u to undo."
+        )
 
     def predict(self) -> None:
         """Predict every cell's type and paint the nuclei with the type colours (in a worker)."""
@@ -1132,8 +1193,10 @@ class AgileWidget(QWidget):
     def _need_adapted(self) -> Session:
         session = self._need_session()
         if not session.adapted:
-            raise AgileInputError("No cell type is adapted yet: answer a few suggested cells of a type and press "
-                                  "Adapt, then Predict or Export.")
+            raise AgileInputError(
+                "No cell type is adapted yet: answer a few suggested cells of a type and press "
+                "Adapt, then Predict or Export."
+            )
         return session
 
     def _predict(self) -> None:
@@ -1204,29 +1267,40 @@ class AgileWidget(QWidget):
         layer.colormap = _layers.type_colormap(list(typed["cell_type"]), dict(zip(typed["cell_type"], typed["color"])))
         layer.features = legend
         total = max(int(legend["n_cells"].sum()), 1)
-        rows = [f"<tr><td><span style='color:{c}'>■</span> {n}</td><td align='right'>&nbsp;{k}</td>"
-                f"<td align='right'>&nbsp;{k / total:.0%}</td><td>&nbsp;<span style='color:{c}'>"
-                f"{'█' * round(20 * k / total)}</span></td></tr>"
-                for n, c, k in typed[["cell_type", "color", "n_cells"]].itertuples(index=False)]
+        rows = [
+            f"<tr><td><span style='color:{c}'>■</span> {n}</td><td align='right'>&nbsp;{k}</td>"
+            f"<td align='right'>&nbsp;{k / total:.0%}</td><td>&nbsp;<span style='color:{c}'>"
+            f"{'█' * round(20 * k / total)}</span></td></tr>"
+            for n, c, k in typed[["cell_type", "color", "n_cells"]].itertuples(index=False)
+        ]
         none = int(legend["n_cells"].iloc[0])
-        rows.append(f"<tr><td>unassigned</td><td align='right'>&nbsp;{none}</td>"
-                    f"<td align='right'>&nbsp;{none / total:.0%}</td><td></td></tr>")
+        rows.append(
+            f"<tr><td>unassigned</td><td align='right'>&nbsp;{none}</td>"
+            f"<td align='right'>&nbsp;{none / total:.0%}</td><td></td></tr>"
+        )
         self.legend.setText("<table>" + "".join(rows) + "</table>")  # count, fraction and a bar per type
 
     # ---- 5. save, load, export --------------------------------------------------------------
     def type_images(self, images: Sequence[str] | None = None, out: str | None = None) -> None:
         """Type other image files with this session's adapted types, in a worker with progress: one cell table per
         image in folder `out` (both asked for when None; batch.type_sections, as `napari-agile predict`)."""
+
         def go() -> None:
             session = self._need_adapted()
-            files = list(images or QFileDialog.getOpenFileNames(
-                self, "Images to type", "", "Images (*.tif *.tiff *.zarr);;All files (*)")[0])
+            files = list(
+                images
+                or QFileDialog.getOpenFileNames(
+                    self, "Images to type", "", "Images (*.tif *.tiff *.zarr);;All files (*)"
+                )[0]
+            )
             folder = (out or self._ask_path("Folder for the cell tables", save=True, folder=True)) if files else None
             if not folder:
                 return
-            self._run(f"Typing {len(files)} image(s)",
-                      lambda progress: type_sections(session.store, files, folder, progress=progress),
-                      lambda results: self._on_typed(results, folder))
+            self._run(
+                f"Typing {len(files)} image(s)",
+                lambda progress: type_sections(session.store, files, folder, progress=progress),
+                lambda results: self._on_typed(results, folder),
+            )
 
         self._guard(go)
 
@@ -1281,8 +1355,7 @@ class AgileWidget(QWidget):
         tissue = self.tissue()
         path = path or self._ask_path("Open a session folder", save=False, folder=True)
         if path:
-            self._run("Loading session", lambda progress: self._open_session(path, tissue, progress),
-                      self._on_loaded)
+            self._run("Loading session", lambda progress: self._open_session(path, tissue, progress), self._on_loaded)
 
     @staticmethod
     def _open_session(path: str, tissue: Tissue, progress: _Progress) -> tuple[Session, Any]:
@@ -1320,9 +1393,11 @@ class AgileWidget(QWidget):
             target = path or self._ask_path("Export cells", save=True, filter=filter)
             if target:
                 colors = dict(self.colors)
-                self._run("Exporting cells",
-                          lambda progress: session.export(target, colors=colors, progress=progress),
-                          lambda p: show_info(f"Wrote {len(session.cells)} cells to {p}."))
+                self._run(
+                    "Exporting cells",
+                    lambda progress: session.export(target, colors=colors, progress=progress),
+                    lambda p: show_info(f"Wrote {len(session.cells)} cells to {p}."),
+                )
 
         self._guard(go)
 

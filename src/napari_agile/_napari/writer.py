@@ -1,4 +1,5 @@
 """npe2 writer: a Points layer of cells (with its features: predictions, answers) as a CSV cell table."""
+
 from __future__ import annotations
 
 from pathlib import Path

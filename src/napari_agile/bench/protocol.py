@@ -6,15 +6,16 @@ Meta-learned methods are meta-trained on separate simulated fields (other seeds)
 Cell types are the simulator's truth, or with `label_source="lab"` the lab's weak labels (bench/weak_labels.py), which are
 what the paper's tables were measured against.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,14 +76,28 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.steps_curve > self.supervised_steps:
-            raise AgileInputError(f"Fig. 3(a)'s curve ({self.steps_curve} steps) is read off the baselines' training "
-                                  f"runs: it cannot be longer than their {self.supervised_steps} steps.")
+            raise AgileInputError(
+                f"Fig. 3(a)'s curve ({self.steps_curve} steps) is read off the baselines' training "
+                f"runs: it cannot be longer than their {self.supervised_steps} steps."
+            )
 
     @classmethod
-    def quick(cls) -> "BenchConfig":
+    def quick(cls) -> BenchConfig:
         """The few-minute run: fewer and smaller everything, and the Session's own active rounds (spread 9)."""
-        return cls(al_spread=SPREAD, n_per_type=300, repeats=3, label_curve=(16, 64, 160), supervised_steps=100, pretrain_steps=100,
-                   meta_iterations=100, meta_tasks=4, meta_fields=4, field=768, steps_curve=5, extra_acquisition=("auto",))
+        return cls(
+            al_spread=SPREAD,
+            n_per_type=300,
+            repeats=3,
+            label_curve=(16, 64, 160),
+            supervised_steps=100,
+            pretrain_steps=100,
+            meta_iterations=100,
+            meta_tasks=4,
+            meta_fields=4,
+            field=768,
+            steps_curve=5,
+            extra_acquisition=("auto",),
+        )
 
 
 #: what a results file saved before a config field existed ran with (not necessarily today's default)
@@ -98,14 +113,16 @@ class BenchData:
     tasks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def build_data(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None,
-               task_types: tuple[str, ...] = REAL_TYPES) -> BenchData:
+def build_data(
+    bench: BenchConfig, cfg: ModelConfig, params: SimParams | None = None, task_types: tuple[str, ...] = REAL_TYPES
+) -> BenchData:
     """Simulate fields until every type has n_per_type cells, keep that many per type, split each task's cells
     (the real types by default; validation studies pass the meta types)."""
     rng = np.random.default_rng(bench.seed)
     pool = labelled_pool(bench, cfg, params)
-    keep = np.concatenate([rng.choice(np.flatnonzero(pool.types == c), bench.n_per_type, replace=False)
-                           for c in CELL_TYPES])
+    keep = np.concatenate(
+        [rng.choice(np.flatnonzero(pool.types == c), bench.n_per_type, replace=False) for c in CELL_TYPES]
+    )
     pool = TaskPool(pool.patches[keep], pool.types[keep], pool.fields[keep])
     data = BenchData(pool, rng.choice(len(pool), min(512, len(pool)), replace=False))
     for name in task_types:
@@ -134,14 +151,19 @@ def labelled_pool(bench: BenchConfig, cfg: ModelConfig, params: SimParams | None
     while min(counts.values()) < bench.n_per_type:
         rarest = min(counts.values()) / max(len(pools), 1)
         if len(pools) >= 20 and (rarest == 0 or bench.n_per_type / rarest > 2000):  # do not simulate for hours
-            raise AgileInputError(f"The lab's rule gives too few of some type ({counts} in {len(pools)} fields) for "
-                                  f"{bench.n_per_type} per type within 2000 fields: ask for fewer cells per type.")
+            raise AgileInputError(
+                f"The lab's rule gives too few of some type ({counts} in {len(pools)} fields) for "
+                f"{bench.n_per_type} per type within 2000 fields: ask for fewer cells per type."
+            )
         inner = inner_cells(simulate_tissue((bench.field, bench.field), bench.seed + len(pools), params))
         pools.append(pool_from_tissues(lab_labelled([(inner.tissue, inner.cells)]), cfg, seed=bench.seed))
         for t in CELL_TYPES:
             counts[t] += int(np.sum(pools[-1].types == t))
-    return TaskPool(torch.cat([p.patches for p in pools]), np.concatenate([p.types for p in pools]),
-                    np.concatenate([np.full(len(p), i) for i, p in enumerate(pools)]))
+    return TaskPool(
+        torch.cat([p.patches for p in pools]),
+        np.concatenate([p.types for p in pools]),
+        np.concatenate([np.full(len(p), i) for i, p in enumerate(pools)]),
+    )
 
 
 def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
@@ -151,8 +173,11 @@ def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, Ta
     With the lab's labels each field is its own section, four times the side so that its 5 % per marker still
     holds a task's 24 cells of each meta type."""
     lab = bench.label_source == "lab"
-    pairs = simulated_fields({"field_size": bench.field * (4 if lab else 1), "randomize": bench.randomize},
-                             bench.seed + 10_000, bench.meta_fields + 1)
+    pairs = simulated_fields(
+        {"field_size": bench.field * (4 if lab else 1), "randomize": bench.randomize},
+        bench.seed + 10_000,
+        bench.meta_fields + 1,
+    )
     if lab:
         pairs = [lab_labelled([p])[0] for p in pairs]
     return pool_from_tissues(pairs[:-1], cfg, 300, bench.seed), pool_from_tissues(pairs[-1:], cfg, 300, bench.seed)
@@ -161,8 +186,14 @@ def meta_fields_pool(bench: BenchConfig, cfg: ModelConfig) -> tuple[TaskPool, Ta
 class Protocol:
     """Runs the methods on the benchmark data; each call is one repeat of one method on one task."""
 
-    def __init__(self, bench: BenchConfig, cfg: ModelConfig, data: BenchData, models: dict[str, AgileModel],
-                 meta_pool: TaskPool | None = None):
+    def __init__(
+        self,
+        bench: BenchConfig,
+        cfg: ModelConfig,
+        data: BenchData,
+        models: dict[str, AgileModel],
+        meta_pool: TaskPool | None = None,
+    ):
         self.bench, self.cfg, self.data, self.models, self.meta_pool = bench, cfg, data, models, meta_pool
         self.tissue_x = data.pool.patches[data.tissue_idx].float()
         self._transfer: Params | None = None
@@ -181,14 +212,16 @@ class Protocol:
     def _labels(self, idx: np.ndarray, task: str) -> torch.Tensor:
         return torch.as_tensor(self.data.pool.types[idx] == task).long()
 
-    def _score(self, params: Params, task: str, stats: Params | None = None,
-               feats: torch.Tensor | None = None) -> dict[str, float]:
+    def _score(
+        self, params: Params, task: str, stats: Params | None = None, feats: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """Test-set metrics; adapted weights keep their meta-init's tissue statistics, as in a Session."""
         y = self._labels(self.data.tasks[task]["test"], task)
         return binary_metrics(y.numpy(), self.test_proba(params, task, stats, feats) >= 0.5)
 
-    def test_proba(self, params: Params, task: str, stats: Params | None = None,
-                   feats: torch.Tensor | None = None) -> np.ndarray:
+    def test_proba(
+        self, params: Params, task: str, stats: Params | None = None, feats: torch.Tensor | None = None
+    ) -> np.ndarray:
         """The test cells' positive probabilities under `params` (with `stats`, else their own tissue statistics).
 
         `feats`: the test cells' trunk features when only the dense layer differs from the weights they came from
@@ -224,11 +257,14 @@ class Protocol:
         if steps == 0:
             return model.params
         x, y = self._xy(idx, task)
-        fast = adapt_params(self.cfg, model.params, self.stats(model.params), x, y, model.inner_lr, steps, model.adapt_scope)
+        fast = adapt_params(
+            self.cfg, model.params, self.stats(model.params), x, y, model.inner_lr, steps, model.adapt_scope
+        )
         return {k: v.detach() for k, v in fast.items()}
 
-    def active(self, model: AgileModel, task: str, budget: int, batch: int, rng: np.random.Generator,
-               method: str = "entropy") -> np.ndarray:
+    def active(
+        self, model: AgileModel, task: str, budget: int, batch: int, rng: np.random.Generator, method: str = "entropy"
+    ) -> np.ndarray:
         """AGILE phase II: ask the `batch` most uncertain pool cells (MC dropout), adapt, repeat to `budget`.
 
         `method="auto"` asks the first batch by covering the pool instead, as `Session.suggest` does by default.
@@ -256,11 +292,18 @@ class Protocol:
             params = self.adapt(model, train[chosen], task)
         return train[np.asarray(chosen)]
 
-    def supervised(self, idx: np.ndarray, task: str, seed: int, init: Params | None = None,
-                   snapshots: dict[int, Params] | None = None) -> Params:
+    def supervised(
+        self,
+        idx: np.ndarray,
+        task: str,
+        seed: int,
+        init: Params | None = None,
+        snapshots: dict[int, Params] | None = None,
+    ) -> Params:
         x, y = self._xy(idx, task)
-        return train_supervised(self.cfg, x, y, self.tissue_x, steps=self.bench.supervised_steps, seed=seed, init=init,
-                                snapshots=snapshots)
+        return train_supervised(
+            self.cfg, x, y, self.tissue_x, steps=self.bench.supervised_steps, seed=seed, init=init, snapshots=snapshots
+        )
 
     def transfer_init(self) -> Params:
         """Pre-train on the three meta tasks of the meta-training fields pooled into one binary problem (their labels
@@ -277,8 +320,14 @@ class Protocol:
                 xs.append(pool.patches[idx].float())
                 ys.append(torch.as_tensor(pool.types[idx] == t).long())
             sample = np.random.default_rng(2).choice(len(pool), min(512, len(pool)), replace=False)
-            self._transfer = train_supervised(self.cfg, torch.cat(xs), torch.cat(ys), pool.patches[sample].float(),
-                                              steps=self.bench.pretrain_steps, seed=self.bench.seed)
+            self._transfer = train_supervised(
+                self.cfg,
+                torch.cat(xs),
+                torch.cat(ys),
+                pool.patches[sample].float(),
+                steps=self.bench.pretrain_steps,
+                seed=self.bench.seed,
+            )
         return self._transfer
 
     def run(self, method: str, task: str, repeat: int) -> dict:
@@ -316,22 +365,33 @@ def summarise(rows: list[dict]) -> dict:
     acc = np.array([r["accuracy"] for r in rows])
     half = 1.96 * acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else float("nan")
     out = {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1", "accuracy")}
-    out.update(std=float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"), ci95=[out["accuracy"] - half, out["accuracy"] + half],
-               n=len(rows), steps_curve=np.mean([r["steps_curve"] for r in rows], 0).tolist())
+    out.update(
+        std=float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
+        ci95=[out["accuracy"] - half, out["accuracy"] + half],
+        n=len(rows),
+        steps_curve=np.mean([r["steps_curve"] for r in rows], 0).tolist(),
+    )
     return out
 
 
-def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[str], None], pool: TaskPool,
-                val: TaskPool) -> dict[str, AgileModel]:
+def meta_models(
+    bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[str], None], pool: TaskPool, val: TaskPool
+) -> dict[str, AgileModel]:
     """AGILE (task augmentation) and plain MAML (none) meta-trained on `pool` with the same recipe and schedule,
     resumable."""
     models = {}
     for name, p in (("agile", 0.5), ("maml", 0.0)):
         aug = Augmentation(p=p, shuffle=bench.shuffle if p > 0 else None)
-        meta = MetaConfig(meta_types=META_TYPES, iterations=bench.meta_iterations, tasks_per_batch=bench.meta_tasks,
-                          augmentation=aug,
-                          first_order=bench.first_order, adapt_scope=bench.adapt_scope,
-                          seed=bench.seed, validate_every=max(bench.meta_iterations // 4, 1))
+        meta = MetaConfig(
+            meta_types=META_TYPES,
+            iterations=bench.meta_iterations,
+            tasks_per_batch=bench.meta_tasks,
+            augmentation=aug,
+            first_order=bench.first_order,
+            adapt_scope=bench.adapt_scope,
+            seed=bench.seed,
+            validate_every=max(bench.meta_iterations // 4, 1),
+        )
         t0 = time.time()
         params, hist = meta_train(cfg, meta, pool, val, out / f"meta-{name}")
         log(f"meta-trained {name}: {len(hist)} iterations, val {hist[-1].get('val_acc')}, {time.time() - t0:.0f}s")
@@ -339,15 +399,17 @@ def meta_models(bench: BenchConfig, cfg: ModelConfig, out: Path, log: Callable[[
     return models
 
 
-def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None] = print,
-                  methods: Sequence[str] | None = None) -> dict:
+def run_benchmark(
+    bench: BenchConfig, out: str | Path, log: Callable[[str], None] = print, methods: Sequence[str] | None = None
+) -> dict:
     """Run (or resume) every method on both real tasks and Fig. 3(b), or only those `methods` names ("label_curve":
     Fig. 3(b)); results land in out/results.json after each repeat."""
     every = METHODS + tuple(f"agile_phase2_{a}" for a in bench.extra_acquisition)
     unknown = sorted(set(methods or ()) - set(every) - {"label_curve"})
     if unknown:
-        raise AgileInputError(f"Unknown benchmark method(s) {', '.join(unknown)}; "
-                              f"choose among {', '.join(every)}, label_curve.")
+        raise AgileInputError(
+            f"Unknown benchmark method(s) {', '.join(unknown)}; choose among {', '.join(every)}, label_curve."
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -357,10 +419,20 @@ def run_benchmark(bench: BenchConfig, out: str | Path, log: Callable[[str], None
     if "config" in results and _sizes({**RAN_BEFORE_FIELD, **results["config"]}) != _sizes(current):
         raise AgileInputError(f"{results_path} holds another benchmark config; use a fresh output folder.")
     repeats = max(bench.repeats, results.get("config", {}).get("repeats", 0))
-    results.update(config={**asdict(bench), "repeats": repeats}, runs=results.get("runs", {}), machine=_machine(),
-                   methods=_asked(results, methods))
-    cfg = ModelConfig(channels=PAPER_CHANNELS, head_init=bench.head_init, centre_radius=bench.centre_radius,
-                      centre_whiten=bench.centre_whiten, centre_rings=bench.centre_rings, centre_block=bench.centre_block)
+    results.update(
+        config={**asdict(bench), "repeats": repeats},
+        runs=results.get("runs", {}),
+        machine=_machine(),
+        methods=_asked(results, methods),
+    )
+    cfg = ModelConfig(
+        channels=PAPER_CHANNELS,
+        head_init=bench.head_init,
+        centre_radius=bench.centre_radius,
+        centre_whiten=bench.centre_whiten,
+        centre_rings=bench.centre_rings,
+        centre_block=bench.centre_block,
+    )
     torch.manual_seed(bench.seed)
     t0 = time.time()
     call = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_at_start": os.getloadavg()[0]}
@@ -394,7 +466,9 @@ def _asked(results: dict, methods: Sequence[str] | None) -> list[str] | None:
     if "methods" in results:
         before = results["methods"]
     elif results.get("runs"):
-        before = sorted({k.split("/")[0] for k in results["runs"]} | ({"label_curve"} if "label_curve" in results else set()))
+        before = sorted(
+            {k.split("/")[0] for k in results["runs"]} | ({"label_curve"} if "label_curve" in results else set())
+        )
     else:
         before = []
     return None if methods is None or before is None else sorted(set(before) | set(methods))
@@ -408,8 +482,10 @@ def _sizes(config: dict) -> dict:
 def summaries(results: dict) -> dict:
     """Table 2's rows from the runs done so far (both tasks pooled): a finished run's summary, or where an
     unfinished one stands."""
-    return {m: summarise([r for t in REAL_TYPES for r in _rows(results, m, t)])
-            for m in sorted({k.split("/")[0] for k in results["runs"]})}
+    return {
+        m: summarise([r for t in REAL_TYPES for r in _rows(results, m, t)])
+        for m in sorted({k.split("/")[0] for k in results["runs"]})
+    }
 
 
 def _rows(results: dict, method: str, task: str) -> list[dict]:
@@ -427,19 +503,32 @@ def label_curve(proto: Protocol, bench: BenchConfig, results: dict, results_path
         for task in REAL_TYPES:
             for r in range(max(1, bench.repeats // 2)):
                 rng = np.random.default_rng([bench.seed, r, n])
-                torch.manual_seed(int(np.random.default_rng([bench.seed, r, n, REAL_TYPES.index(task)]).integers(1 << 30)))
+                torch.manual_seed(
+                    int(np.random.default_rng([bench.seed, r, n, REAL_TYPES.index(task)]).integers(1 << 30))
+                )
                 model = proto.models["agile"]
                 idx = proto.active(model, task, n, bench.al_batch if n <= 16 else max(16, n // 10), rng)
-                agile.append(proto._score(proto.adapt(model, idx, task), task, proto.stats(model.params),
-                                          proto.test_features(model, task))["accuracy"])
+                agile.append(
+                    proto._score(
+                        proto.adapt(model, idx, task), task, proto.stats(model.params), proto.test_features(model, task)
+                    )["accuracy"]
+                )
                 idx = proto.balanced(task, n, rng)
                 vanilla.append(proto._score(proto.supervised(idx, task, int(rng.integers(1 << 30))), task)["accuracy"])
         points[str(n)] = {"agile": float(np.mean(agile)), "vanilla": float(np.mean(vanilla)), "runs": len(agile)}
         results_path.write_text(json.dumps(results))
-    return {"labels": list(bench.label_curve), "agile": [points[str(n)]["agile"] for n in bench.label_curve],
-            "vanilla": [points[str(n)]["vanilla"] for n in bench.label_curve]}
+    return {
+        "labels": list(bench.label_curve),
+        "agile": [points[str(n)]["agile"] for n in bench.label_curve],
+        "vanilla": [points[str(n)]["vanilla"] for n in bench.label_curve],
+    }
 
 
 def _machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+    }

@@ -1,4 +1,5 @@
 """Render benchmark results (results.json) as markdown with Fig. 3's two panels as PNG plots beside it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,13 +20,17 @@ PAPER_ROWS = (
     ("agile_phase2_random", "AGILE phase II loop, random picks (1%)", None),
 )
 
-LAB = ("the lab's weak labels, as in the paper (napari_agile.bench.weak_labels: the brightest 5 % of cells per marker "
-       "inside the nucleus box, each typed by its brightest marker; docs/simulator.md)")
+LAB = (
+    "the lab's weak labels, as in the paper (napari_agile.bench.weak_labels: the brightest 5 % of cells per marker "
+    "inside the nucleus box, each typed by its brightest marker; docs/simulator.md)"
+)
 
 
 def centre_text(c: dict) -> str:
     """How the benchmark's network reads the centre cell, in words ("" for the paper's plain network)."""
-    where = describe_centre(c.get("centre_block", "rings"), c.get("centre_radius", 0), c.get("centre_rings", 1), c.get("ring", 0))
+    where = describe_centre(
+        c.get("centre_block", "rings"), c.get("centre_radius", 0), c.get("centre_rings", 1), c.get("ring", 0)
+    )
     if not where:
         return ""
     return f" + centre intensities {where}" + (" (whitened on the section)" if c.get("centre_whiten") else "")
@@ -41,12 +46,16 @@ def command_options(results: dict) -> str:
     is_quick = c["n_per_type"] == quick.n_per_type  # quick ran 300 meta-iterations before 2026-11-27 22:00
     default = quick if is_quick else BenchConfig()
     methods = results.get("methods")
-    return "".join([" --quick" if is_quick else "",
-                    f" --repeats {c['repeats']}" if c["repeats"] != default.repeats else "",
-                    " --label-source lab" if c.get("label_source") == "lab" else "",
-                    f" --centre-block {block}" if (block := c.get("centre_block", "rings")) != BenchConfig.centre_block else "",
-                    f" --spread {spread}" if (spread := c.get("al_spread", 1)) != default.al_spread else "",
-                    f" --methods {' '.join(methods)}" if methods else ""])
+    return "".join(
+        [
+            " --quick" if is_quick else "",
+            f" --repeats {c['repeats']}" if c["repeats"] != default.repeats else "",
+            " --label-source lab" if c.get("label_source") == "lab" else "",
+            f" --centre-block {block}" if (block := c.get("centre_block", "rings")) != BenchConfig.centre_block else "",
+            f" --spread {spread}" if (spread := c.get("al_spread", 1)) != default.al_spread else "",
+            f" --methods {' '.join(methods)}" if methods else "",
+        ]
+    )
 
 
 def _uneven(results: dict) -> bool:
@@ -56,15 +65,19 @@ def _uneven(results: dict) -> bool:
 
 def table2(summary: dict) -> str:
     """Table 2 as markdown: precision, recall, F1, accuracy ± std, 95% CI, and the paper's accuracy."""
-    lines = ["| method | precision | recall | F1 | accuracy (± std) | CI95 | n | paper accuracy |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | precision | recall | F1 | accuracy (± std) | CI95 | n | paper accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, label, paper in PAPER_ROWS:
         if key not in summary:
             continue
         s = summary[key]
-        lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
-                     f"{s['accuracy']:.3f} (±{s['std']:.3f}) | {s['ci95'][0]:.3f} - {s['ci95'][1]:.3f} | {s['n']} | "
-                     f"{'' if paper is None else f'{paper:.3f}'} |")
+        lines.append(
+            f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
+            f"{s['accuracy']:.3f} (±{s['std']:.3f}) | {s['ci95'][0]:.3f} - {s['ci95'][1]:.3f} | {s['n']} | "
+            f"{'' if paper is None else f'{paper:.3f}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -107,8 +120,10 @@ def wall_time(calls: list[dict]) -> str:
     total = sum(c["seconds"] for c in timed) / 60
     loads = ", ".join(f"{c['load_at_start']:.1f}" for c in timed)
     earlier = "calls before 2026-11-28 were not timed; the later " if len(timed) < len(calls) else ""
-    return (f"Wall time: {earlier}{len(timed)} call{'s' if len(timed) > 1 else ''} of the command took {total:.1f} min "
-            f"(load average over the minute before each: {loads}; 1.0 is one core kept busy by other work).")
+    return (
+        f"Wall time: {earlier}{len(timed)} call{'s' if len(timed) > 1 else ''} of the command took {total:.1f} min "
+        f"(load average over the minute before each: {loads}; 1.0 is one core kept busy by other work)."
+    )
 
 
 def render(results: dict, path: str | Path, out: str | Path | None = None) -> Path:
@@ -121,35 +136,59 @@ def render(results: dict, path: str | Path, out: str | Path | None = None) -> Pa
     lab = c.get("label_source") == "lab"
     spread = c.get("al_spread", 1)
     options = command_options(results) + (f" --out {out}" if out else "")
-    curve = ["| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
-             "|---|" + "---|" * len(lc["labels"]),
-             "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
-             "| Vanilla | " + " | ".join(f"{a:.3f}" for a in lc["vanilla"]) + " |"] if lc else [
-        f"**Unfinished run** (rendered with `--no-run`): each row has the runs done so far (n, of "
-        f"{2 * c['repeats']}), and Fig. 3(b), which comes last, is not run yet."]
-    text = "\n".join([
-        "# Reproducing the AGILE paper on simulated tissue", "",
-        f"Produced by `napari-agile benchmark{options} --render {path}{'' if lc else ' --no-run'}` on {m['date']} "
-        f"({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
-        f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
-        f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
-        f"{'up to ' if _uneven(results) else ''}{c['repeats']} repeats per task (n in the table counts a row's runs "
-        f"over both tasks); meta-training {c['meta_iterations']} iterations × {c.get('meta_tasks', 8)} tasks on separate fields "
-        "(meta types neuron, oligodendrocyte, microglia); learner: "
-        f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
-        f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
-        f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
-        f"{centre_text(c)}, "
-        "shared by every method; MAML is the same learner without task augmentation (docs/method.md); "
-        + ("Transfer pre-trains on the meta-training fields; " if c.get("protocol", 1) >= 2 else
-           "Transfer pre-trained on the benchmark's own cells (protocol 1; since replaced by the meta-training "
-           "fields); ")
-        + ("each active round asks the n most uncertain cells (the paper's round)." if spread == 1 else
-           f"each active round asks the n cells covering the {spread}·n most uncertain (the Session's spread round)."),
-        *([wall_time(results["calls"])] if results.get("calls") else []),
-        "",
-        "## Table 2", "", table2(results["summary"]), "",
-        "## Fig. 3", "", *[f"![{p}]({p})" for p in plots], "", *curve, "",
-    ])
+    curve = (
+        [
+            "| labels | " + " | ".join(str(n) for n in lc["labels"]) + " |",
+            "|---|" + "---|" * len(lc["labels"]),
+            "| AGILE | " + " | ".join(f"{a:.3f}" for a in lc["agile"]) + " |",
+            "| Vanilla | " + " | ".join(f"{a:.3f}" for a in lc["vanilla"]) + " |",
+        ]
+        if lc
+        else [
+            f"**Unfinished run** (rendered with `--no-run`): each row has the runs done so far (n, of "
+            f"{2 * c['repeats']}), and Fig. 3(b), which comes last, is not run yet."
+        ]
+    )
+    text = "\n".join(
+        [
+            "# Reproducing the AGILE paper on simulated tissue",
+            "",
+            f"Produced by `napari-agile benchmark{options} --render {path}{'' if lc else ' --no-run'}` on {m['date']} "
+            f"({m['cpu']}, {m['cores']} cores, torch {m['torch']}, seed {c['seed']}).",
+            f"Cell types: {LAB if lab else 'the simulator' + chr(39) + 's truth'}.",
+            f"Protocol: {c['n_per_type']} cells per type, real tasks astrocyte and endothelial, 60/40 pool/test split, "
+            f"{'up to ' if _uneven(results) else ''}{c['repeats']} repeats per task (n in the table counts a row's runs "
+            f"over both tasks); meta-training {c['meta_iterations']} iterations × {c.get('meta_tasks', 8)} tasks on separate fields "
+            "(meta types neuron, oligodendrocyte, microglia); learner: "
+            f"{'class-prototype' if c.get('head_init') == 'prototypes' else 'meta-learned'} dense layer, "
+            f"{'head-only' if c.get('adapt_scope') == 'head' else 'whole-network'} step, "
+            f"{'first' if c.get('first_order', False) else 'second'}-order; network: the paper's"
+            f"{centre_text(c)}, "
+            "shared by every method; MAML is the same learner without task augmentation (docs/method.md); "
+            + (
+                "Transfer pre-trains on the meta-training fields; "
+                if c.get("protocol", 1) >= 2
+                else "Transfer pre-trained on the benchmark's own cells (protocol 1; since replaced by the meta-training "
+                "fields); "
+            )
+            + (
+                "each active round asks the n most uncertain cells (the paper's round)."
+                if spread == 1
+                else f"each active round asks the n cells covering the {spread}·n most uncertain (the Session's spread round)."
+            ),
+            *([wall_time(results["calls"])] if results.get("calls") else []),
+            "",
+            "## Table 2",
+            "",
+            table2(results["summary"]),
+            "",
+            "## Fig. 3",
+            "",
+            *[f"![{p}]({p})" for p in plots],
+            "",
+            *curve,
+            "",
+        ]
+    )
     path.write_text(text)
     return path

@@ -7,6 +7,7 @@ The numbers are the lab's public data preparation (RoysamLab/whole_brain_analysi
 an inset of 10 px, and the top 5,000-7,000 cells per marker of regions holding about 79,000-182,000 nuclei at
 the measured 3.5 nuclei per 100 x 100 px, i.e. 4-6 % of cells per marker: 5 % here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,9 @@ LAB_TOP_FRACTION = 0.05
 TILE = 1024  # cells are measured a tile of the section at a time
 
 
-def marker_intensities(tissue: Tissue, cells: Cells, markers: dict[str, str] | None = None,
-                       inset: int = LAB_INSET) -> pd.DataFrame:
+def marker_intensities(
+    tissue: Tissue, cells: Cells, markers: dict[str, str] | None = None, inset: int = LAB_INSET
+) -> pd.DataFrame:
     """(cells x types) mean of each type's marker inside each cell's nucleus box inset by `inset` px per side.
 
     NaN where the inset leaves no pixel (a nucleus narrower than 2 * inset + 1): the lab's rule never keeps those.
@@ -43,7 +45,7 @@ def marker_intensities(tissue: Tissue, cells: Cells, markers: dict[str, str] | N
     for _, rows in tiles:
         rows = rows.to_numpy()
         ty0, tx0 = boxes[rows, 0].min(), boxes[rows, 1].min()
-        block = np.asarray(tissue.data[channels, ty0:boxes[rows, 2].max(), tx0:boxes[rows, 3].max()])
+        block = np.asarray(tissue.data[channels, ty0 : boxes[rows, 2].max(), tx0 : boxes[rows, 3].max()])
         for i in rows:
             y0, x0, y1, x1 = boxes[i] - np.array([ty0, tx0, ty0, tx0])
             out[i] = block[:, y0:y1, x0:x1].mean((1, 2), dtype=np.float64)
@@ -62,15 +64,19 @@ def weak_labels(intensities: pd.DataFrame, top_fraction: float = LAB_TOP_FRACTIO
     return pd.Series(np.where(kept, np.asarray(intensities.columns)[brightest], ""), index=intensities.index)
 
 
-def lab_labelled(sections: Sequence[tuple[Tissue, Cells]], top_fraction: float = LAB_TOP_FRACTION,
-                 inset: int = LAB_INSET, markers: dict[str, str] | None = None) -> list[tuple[Tissue, Cells]]:
+def lab_labelled(
+    sections: Sequence[tuple[Tissue, Cells]],
+    top_fraction: float = LAB_TOP_FRACTION,
+    inset: int = LAB_INSET,
+    markers: dict[str, str] | None = None,
+) -> list[tuple[Tissue, Cells]]:
     """Sections with only the cells the lab's rule keeps, ranked together as one section; each kept cell's
     `cell_type` becomes its weak label and the former one, if any, moves to `true_type`."""
     intensities = [marker_intensities(tissue, cells, markers, inset) for tissue, cells in sections]
     labels = weak_labels(pd.concat(intensities, ignore_index=True), top_fraction).to_numpy()
     out, start = [], 0
     for (tissue, cells), inten in zip(sections, intensities):
-        mine, start = labels[start:start + len(inten)], start + len(inten)
+        mine, start = labels[start : start + len(inten)], start + len(inten)
         table = cells.table[mine != ""].reset_index(drop=True)
         if "cell_type" in table.columns:
             table = table.rename(columns={"cell_type": "true_type"})

@@ -1,6 +1,7 @@
 """Per-cell marker means: each channel's mean intensity in a cell's nucleus and in a ring around it, the table
 scanpy/squidpy users start from (AnnData X) and the features of the marker-mean baseline. Read tile by tile, so
 a whole section never sits in memory."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,9 @@ def disc_labels(cells: Cells, shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
-def marker_means(tissue: Tissue, cells: Cells, band: int = 8, normalizer: Normalizer | None = None,
-                 tile: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def marker_means(
+    tissue: Tissue, cells: Cells, band: int = 8, normalizer: Normalizer | None = None, tile: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """(nucleus, ring): two (N, C) float32 arrays, each channel's mean over a cell's nucleus pixels and over the
     background pixels (no nucleus of any label) within `band` px of it (the ring goes to the highest label nearby where rings meet), in
     table order; raw intensities, or scaled by `normalizer`. A cell with no pixels (or no ring) gets 0.

@@ -1,10 +1,11 @@
 """Nucleus detection: nuclear channels -> local half-maximum threshold -> distance watershed, tiled without seams."""
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,8 +53,10 @@ def detect_nuclei(
     nuclear = _nuclear_channels(tissue, channels)
     idx = [tissue.index(n) for n in nuclear]
     if diameter > min(tissue.shape):
-        raise AgileInputError(f"diameter {diameter} px is wider than the image ({tissue.shape[0]} x {tissue.shape[1]} "
-                              "px): give the typical nucleus width in pixels (about 8-40 on most sections).")
+        raise AgileInputError(
+            f"diameter {diameter} px is wider than the image ({tissue.shape[0]} x {tissue.shape[1]} "
+            "px): give the typical nucleus width in pixels (about 8-40 on most sections)."
+        )
     b = params.bin
     tile, overlap = -(-tile // b) * b, -(-overlap // b) * b  # multiples of the bin: binned grids align across tiles
     min_area = params.min_area * b * b
@@ -92,8 +95,11 @@ def detect_nuclei(
     columns = ["id", "y", "x", "area", "ymin", "xmin", "ymax", "xmax", "intensity"]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
     if not tables:
-        warnings.warn(f"No nuclei found in {nuclear}: check that these stain every nucleus (channels=...), that "
-                      f"nuclei are about {diameter} px wide (diameter=...), or set a lower threshold.", stacklevel=2)
+        warnings.warn(
+            f"No nuclei found in {nuclear}: check that these stain every nucleus (channels=...), that "
+            f"nuclei are about {diameter} px wide (diameter=...), or set a lower threshold.",
+            stacklevel=2,
+        )
     return Cells(table[columns].astype({"id": np.int64}), labels)
 
 
@@ -107,8 +113,10 @@ def read_mask(path: str | Path) -> np.ndarray:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise AgileInputError(f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect "
-                              "--write-mask` or your own segmentation's label image.")
+        raise AgileInputError(
+            f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect "
+            "--write-mask` or your own segmentation's label image."
+        )
     try:
         return tifffile.imread(p)
     except Exception as exc:  # tifffile raises many types for broken files
@@ -123,8 +131,10 @@ def cells_from_labels(labels: np.ndarray, shape: tuple[int, int] | None = None) 
     if lab.ndim != 2:
         raise AgileInputError(f"A nucleus mask is one 2D (rows, columns) label image; this one has shape {lab.shape}.")
     if shape is not None and lab.shape != tuple(shape):
-        raise AgileInputError(f"The nucleus mask is {lab.shape} px but the tissue is {tuple(shape)} px: give the "
-                              "label image made on this section.")
+        raise AgileInputError(
+            f"The nucleus mask is {lab.shape} px but the tissue is {tuple(shape)} px: give the "
+            "label image made on this section."
+        )
     if not np.issubdtype(lab.dtype, np.integer):
         raise AgileInputError(
             f"A nucleus mask holds an integer id per nucleus (0 = background); this one is {lab.dtype}. A yes/no "
@@ -154,7 +164,7 @@ class _Params:
     close: int
 
     @classmethod
-    def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> "_Params":
+    def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> _Params:
         if isinstance(d, bool) or not isinstance(d, (int, float, np.number)) or not 2 < d < np.inf:
             raise AgileInputError(f"diameter must be the nucleus width in pixels (> 2); got {d}.")
         b = max(int(d // 12), 1) if bin is None else int(bin)  # ~12 px per nucleus is enough to find it
@@ -193,7 +203,8 @@ def _nuclear_image(tissue: Tissue, idx: list[int], y0: int, y1: int, x0: int, x1
         raise AgileInputError(
             f"Nuclear channel(s) {bad}{f' of {tissue.source}' if tissue.source else ''} hold NaN or infinite pixels "
             f"in rows {y0}-{y1}, columns {x0}-{x1}: replace them (e.g. numpy.nan_to_num, or 0 where nothing was "
-            "imaged) before detecting nuclei.")
+            "imaged) before detecting nuclei."
+        )
     return block.sum(axis=0, dtype=np.float32)
 
 

@@ -1,8 +1,9 @@
 """Patches around cell centres (the network's input) and robust per-channel normalisation, streamed by region."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -30,11 +31,15 @@ class Normalizer:
 
     def to_dict(self) -> dict:
         """JSON-ready form (sessions store the normaliser they were fitted with)."""
-        return {"low": self.low.tolist(), "high": self.high.tolist(), "channel_names": list(self.channel_names),
-                "clip": self.clip}
+        return {
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "channel_names": list(self.channel_names),
+            "clip": self.clip,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
+    def from_dict(cls, d: dict) -> Normalizer:
         """The normaliser `to_dict` wrote."""
         return cls(**d)
 

@@ -1,4 +1,5 @@
 """Pick the torch device: CUDA when there is one, then Apple MPS, else CPU; overridable."""
+
 from __future__ import annotations
 
 import os

@@ -5,9 +5,10 @@ nucleus (the normalised patches the network reads). A new section whose median m
 those ranges, or whose range grows or shrinks past SPREAD_LIMIT times, is named in a warning: its cells are not
 those the answers taught (another stain, tissue or panel order, e.g. swapped channel names).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ SPREAD_LIMIT = 2.0
 def section_profile(cfg: ModelConfig, x: torch.Tensor, names: Sequence[str], batch: int = 512) -> dict[str, list]:
     """channel -> [median, interquartile range] over the cells of their mean inside the nucleus (patches `x`)."""
     block = torch.cat([centre_block(cfg, xb.float()) for xb in torch.split(x, batch)]).cpu().numpy()
-    q1, med, q3 = np.percentile(block[:, :len(names)], [25, 50, 75], axis=0)
+    q1, med, q3 = np.percentile(block[:, : len(names)], [25, 50, 75], axis=0)
     return {name: [float(m), float(hi - lo)] for name, m, lo, hi in zip(names, med, q1, q3)}
 
 
@@ -47,6 +48,8 @@ def unlike_message(saved: Mapping[str, Sequence[float]], new: Mapping[str, Seque
     channels = unlike_channels(saved, new)
     if not channels:
         return None
-    return (f"This section looks unlike the one the session's answers came from, in {', '.join(channels)} (each "
-            "channel's level inside the nuclei): check the channel names and order, or answer a few cells of this "
-            "section (a new session on it) before trusting its types.")
+    return (
+        f"This section looks unlike the one the session's answers came from, in {', '.join(channels)} (each "
+        "channel's level inside the nuclei): check the channel names and order, or answer a few cells of this "
+        "section (a new session on it) before trusting its types."
+    )

@@ -2,13 +2,14 @@
 
 The inner update `adapt_params` is the same function the Session uses to adapt to a user's answers.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class MetaConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MetaConfig":
+    def from_dict(cls, d: dict) -> MetaConfig:
         """The config `to_dict` (or a TOML [meta] section) describes."""
         d = dict(d)
         if "augmentation" in d:
@@ -102,8 +103,7 @@ def adapt_params(
     first takes one regularised Newton step on the support (`newton_head`).
     """
     keys = list(params) if scope == "all" else head_keys(params)
-    params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True)
-              for k, v in params.items()}
+    params = {k: v if v.requires_grad or k not in keys else v.detach().requires_grad_(True) for k, v in params.items()}
     from_support = cfg.head_init != "meta"  # prototypes or a Newton step start the dense layer from the support
     # the support's features stay put while only the dense layer moves, and dropout in the head draws nothing
     # in the trunk: compute them once for the head's start and every step
@@ -115,8 +115,9 @@ def adapt_params(
         logits = head(cfg, params, feats) if fixed else forward(cfg, params, x, stats)
         loss = F.cross_entropy(logits, y)
         # the head's start's graph must outlive the step: the query loss reaches the trunk through it
-        grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph,
-                                    retain_graph=create_graph or from_support)
+        grads = torch.autograd.grad(
+            loss, [params[k] for k in keys], create_graph=create_graph, retain_graph=create_graph or from_support
+        )
         params = dict(params)
         for k, g in zip(keys, grads):
             params[k] = params[k] - lr * g
@@ -134,8 +135,15 @@ def episode_loss(
     cfg = task.config(cfg)
     stats = estimate_stats(cfg, {k: v.detach() for k, v in params.items()}, task.unlabelled_x)
     fast = adapt_params(
-        cfg, params, stats, task.support_x, task.support_y, meta.inner_lr, meta.inner_steps,
-        meta.adapt_scope, create_graph=second_order,
+        cfg,
+        params,
+        stats,
+        task.support_x,
+        task.support_y,
+        meta.inner_lr,
+        meta.inner_steps,
+        meta.adapt_scope,
+        create_graph=second_order,
     )
     logits = forward(cfg, fast, task.query_x, stats)
     return F.cross_entropy(logits, task.query_y), _accuracy(logits, task.query_y)
@@ -145,9 +153,17 @@ def episode_loss(
 VALIDATION = Augmentation(p=0.0, shuffle=1.0)
 
 
-def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.Generator,
-              gen: torch.Generator, *, n_channels: int, augment: Augmentation | None = None,
-              k_support: int | None = None) -> Task:
+def draw_task(
+    pool: TaskPool,
+    meta: MetaConfig,
+    cell_type: str,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    *,
+    n_channels: int,
+    augment: Augmentation | None = None,
+    k_support: int | None = None,
+) -> Task:
     """One episode: K~ in 1..k_max per class, the task's transform (and with `meta.panel`, its marker panel) drawn
     once for all its patches.
 
@@ -158,8 +174,9 @@ def draw_task(pool: TaskPool, meta: MetaConfig, cell_type: str, rng: np.random.G
     aug = meta.augmentation if augment is None else augment
     panel = None
     if meta.panel is not None:
-        panel = PanelDraw.draw(meta.panel, pool.channels, nuclear_flags(pool.channels), pool.markers.get(cell_type),
-                               rng)
+        panel = PanelDraw.draw(
+            meta.panel, pool.channels, nuclear_flags(pool.channels), pool.markers.get(cell_type), rng
+        )
         n_channels = len(panel.recipes)
     transform = TaskTransform.draw(aug, n_channels, rng)
     return pool.sample_task(cell_type, k, meta.n_query, meta.n_unlabelled, rng, transform, gen, panel)
@@ -176,13 +193,22 @@ def validate(cfg: ModelConfig, params: Params, pool: TaskPool, meta: MetaConfig,
     accs = []
     for i in range(meta.validate_tasks):
         cell_type = meta.meta_types[i % len(meta.meta_types)]
-        task = draw_task(pool, meta, cell_type, rng, gen, augment=VALIDATION, k_support=meta.k_max,
-                         n_channels=len(pool.channels or cfg.channels)).to(device)
+        task = draw_task(
+            pool,
+            meta,
+            cell_type,
+            rng,
+            gen,
+            augment=VALIDATION,
+            k_support=meta.k_max,
+            n_channels=len(pool.channels or cfg.channels),
+        ).to(device)
         bound = task.config(cfg)
         stats = estimate_stats(bound, params, task.unlabelled_x)
         with torch.enable_grad():
-            fast = adapt_params(bound, params, stats, task.support_x, task.support_y, meta.inner_lr,
-                                meta.inner_steps, meta.adapt_scope)
+            fast = adapt_params(
+                bound, params, stats, task.support_x, task.support_y, meta.inner_lr, meta.inner_steps, meta.adapt_scope
+            )
         with torch.no_grad():
             accs.append(_accuracy(forward(bound, fast, task.query_x, stats, mc=False), task.query_y))
     return float(np.mean(accs))
@@ -239,12 +265,16 @@ def _read_checkpoint(path: Path) -> dict:
     try:
         blob = torch.load(path, weights_only=True, map_location="cpu")  # never unpickles code
     except Exception as err:  # torch raises many types for broken files (unpickling, zip, EOF)
-        raise AgileInputError(f"{path} is damaged and cannot be resumed from ({str(err)[:160]}): delete it to "
-                              "start this meta-training again from the beginning, or restore a copy.") from None
+        raise AgileInputError(
+            f"{path} is damaged and cannot be resumed from ({str(err)[:160]}): delete it to "
+            "start this meta-training again from the beginning, or restore a copy."
+        ) from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(blob, dict) or k not in blob]
     if missing:
-        raise AgileInputError(f"{path} is damaged (it lacks {missing}): delete it to start this meta-training "
-                              "again from the beginning, or restore a copy.")
+        raise AgileInputError(
+            f"{path} is damaged (it lacks {missing}): delete it to start this meta-training "
+            "again from the beginning, or restore a copy."
+        )
     return blob
 
 
@@ -263,8 +293,10 @@ def _load_checkpoint(path: Path, cfg: ModelConfig, meta: MetaConfig, device: tor
     saved = json.loads(blob.get("model", "{}"))  # fields added since it was written count as matching
     changed = sorted(k for k, v in json.loads(json.dumps(cfg.to_dict())).items() if saved.get(k, v) != v)
     if changed:
-        raise AgileInputError(f"{path} was written for another network ({', '.join(changed)} differ); use a fresh "
-                              "output folder, or restore the [model] settings it was trained with.")
+        raise AgileInputError(
+            f"{path} was written for another network ({', '.join(changed)} differ); use a fresh "
+            "output folder, or restore the [model] settings it was trained with."
+        )
     state = _new_state(cfg, meta, blob["params"], device)
     state.optimizer.load_state_dict(blob["optimizer"])  # moves Adam's moments to the parameters' device
     if device.type == "cuda" and "cuda_global" in blob:
@@ -310,8 +342,9 @@ def meta_train(
         losses, accs = [], []
         for _ in range(meta.tasks_per_batch):
             cell_type = meta.meta_types[int(state.rng.integers(len(meta.meta_types)))]
-            task = draw_task(pool, meta, cell_type, state.rng, state.gen,
-                             n_channels=len(pool.channels or cfg.channels)).to(dev)
+            task = draw_task(
+                pool, meta, cell_type, state.rng, state.gen, n_channels=len(pool.channels or cfg.channels)
+            ).to(dev)
             loss, acc = episode_loss(cfg, state.params, task, meta, second_order)
             (loss / meta.tasks_per_batch).backward()
             losses.append(float(loss.detach()))
@@ -330,4 +363,3 @@ def meta_train(
     if ckpt is not None:
         _save_checkpoint(ckpt, state, meta, cfg)
     return {k: v.detach().cpu().clone() for k, v in state.params.items()}, state.history
-

@@ -20,10 +20,11 @@ a cell is the set of its channels' embeddings, so the model reads any panel of a
 layer holds one shared weight row per channel; the support's prototypes (computed per channel) and the step then
 say which channels matter for the new type (`head_weight`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -118,7 +119,7 @@ class ModelConfig:
         """Whether one shared CNN reads each channel (any panel) rather than one CNN the whole fixed panel."""
         return self.encoder == "per_channel"
 
-    def for_panel(self, channels: Sequence[str], nuclear: Sequence[bool]) -> "ModelConfig":
+    def for_panel(self, channels: Sequence[str], nuclear: Sequence[bool]) -> ModelConfig:
         """A per-channel model's config bound to one panel: its channel names and which of them are nuclear."""
         return replace(self, channels=tuple(channels), nuclear=tuple(nuclear))
 
@@ -211,8 +212,12 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
         params["head.weight"] = torch.zeros_like(params["head.weight"])
     params["head.bias"] = torch.zeros(cfg.n_classes)
     if cfg.centre_parts:  # one gain for the centre block, starting with as much weight as the whole trunk
-        params["centre.weight"] = torch.full((1,), (cfg.channel_trunk / cfg.centre_parts) ** 0.5 if cfg.per_channel
-                                             else (cfg.trunk_size / cfg.centre_size) ** 0.5)
+        params["centre.weight"] = torch.full(
+            (1,),
+            (cfg.channel_trunk / cfg.centre_parts) ** 0.5
+            if cfg.per_channel
+            else (cfg.trunk_size / cfg.centre_size) ** 0.5,
+        )
     return params
 
 
@@ -237,8 +242,12 @@ def network_input(cfg: ModelConfig, patches: torch.Tensor) -> torch.Tensor:
     if patches.shape[-1] == cfg.patch_size:
         return bin_patches(patches, cfg.bin)
     mode = "area" if patches.shape[-1] > cfg.input_size else "bilinear"
-    return F.interpolate(patches, size=(cfg.input_size, cfg.input_size), mode=mode,
-                         **({"align_corners": False} if mode == "bilinear" else {}))
+    return F.interpolate(
+        patches,
+        size=(cfg.input_size, cfg.input_size),
+        mode=mode,
+        **({"align_corners": False} if mode == "bilinear" else {}),
+    )
 
 
 def bin_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:
@@ -258,8 +267,9 @@ def trunk_input(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
         return _channels_last(x[:, : cfg.trunk_planes])
     n, c = len(x), len(cfg.channels)
     flags = torch.tensor(cfg.nuclear or (False,) * c, dtype=x.dtype, device=x.device)
-    planes = torch.stack([x[:, :c], x[:, c:c + 1].expand(-1, c, -1, -1),
-                          flags[None, :, None, None].expand(n, c, *x.shape[2:])], 2)
+    planes = torch.stack(
+        [x[:, :c], x[:, c : c + 1].expand(-1, c, -1, -1), flags[None, :, None, None].expand(n, c, *x.shape[2:])], 2
+    )
     return _channels_last(planes.flatten(0, 1))
 
 
@@ -267,13 +277,17 @@ def _conv(params: Params, b: int, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, params[f"conv{b}.weight"], params[f"conv{b}.bias"], padding=1)
 
 
-def _normalise_pool(
-    cfg: ModelConfig, params: Params, b: int, z: torch.Tensor, stats: Params, mc: bool
-) -> torch.Tensor:
+def _normalise_pool(cfg: ModelConfig, params: Params, b: int, z: torch.Tensor, stats: Params, mc: bool) -> torch.Tensor:
     """Batch norm with the given tissue statistics, ReLU, 2x2 max-pool (and block dropout)."""
     z = F.batch_norm(
-        z, stats[f"bn{b}.mean"], stats[f"bn{b}.var"], params[f"bn{b}.weight"], params[f"bn{b}.bias"],
-        False, 0.0, 1e-5,
+        z,
+        stats[f"bn{b}.mean"],
+        stats[f"bn{b}.var"],
+        params[f"bn{b}.weight"],
+        params[f"bn{b}.bias"],
+        False,
+        0.0,
+        1e-5,
     )
     x = F.max_pool2d(F.relu(z), 2)
     if cfg.dropout_placement == "blocks":
@@ -304,10 +318,11 @@ def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
         weights = [x[:, c]]
         if cfg.ring:  # the mask grown by `ring` pixels (a max-pool dilates), less the nucleus itself
             k = cfg.ring // cfg.bin
-            grown = F.max_pool2d(x[:, c:c + 1], 2 * k + 1, stride=1, padding=k)[:, 0]
+            grown = F.max_pool2d(x[:, c : c + 1], 2 * k + 1, stride=1, padding=k)[:, 0]
             weights.append((grown - x[:, c]).clamp_min(0))
-        block = torch.cat([torch.einsum("ncyx,nyx->nc", x[:, :c], w) / w.sum((1, 2)).clamp_min(1e-6)[:, None]
-                           for w in weights], 1)
+        block = torch.cat(
+            [torch.einsum("ncyx,nyx->nc", x[:, :c], w) / w.sum((1, 2)).clamp_min(1e-6)[:, None] for w in weights], 1
+        )
     return block.clamp_min(0).sqrt() if cfg.centre_sqrt else block
 
 
@@ -395,8 +410,9 @@ def newton_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.
     lam = (cfg.head_ridge * (fc**2).sum() / feats.shape[1]).clamp_min(1e-6)  # one answer: features do not vary
     gram = fc @ fc.T
     eye = torch.eye(len(feats), dtype=feats.dtype, device=feats.device)
-    dual = torch.stack([torch.linalg.solve(weight[:, k, None] * gram + lam * eye, r[:, k])
-                        for k in range(cfg.n_classes)], 1)  # (N, K)
+    dual = torch.stack(
+        [torch.linalg.solve(weight[:, k, None] * gram + lam * eye, r[:, k]) for k in range(cfg.n_classes)], 1
+    )  # (N, K)
     step_w = (fc.T @ dual).T / cfg.n_classes  # (K, D); two classes: the logit difference takes one Newton step
     step_b = r.sum(0) / weight.sum(0) / cfg.n_classes
     out = dict(params)

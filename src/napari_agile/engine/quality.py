@@ -4,6 +4,7 @@ answers the adapted model now contradicts (a mislabel, or a cell the model canno
 Held-out means each answer is predicted by weights adapted on the other answers only (engine/thresholds.py's folds), so
 the agreement is an honest estimate on cells like the answered ones; nothing here looks at unanswered cells.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,10 @@ class AnswerQuality:
 def answer_quality(session: Session, cell_type: str) -> AnswerQuality:
     """The check of an adapted type (Session.quality): a clear error for a type that has no adapted weights."""
     if cell_type not in session.adapted:
-        raise AgileInputError(f"{cell_type!r} is not adapted yet: answer a few of its cells and adapt it first "
-                              f"(adapted types: {session.adapted or 'none'}).")
+        raise AgileInputError(
+            f"{cell_type!r} is not adapted yet: answer a few of its cells and adapt it first "
+            f"(adapted types: {session.adapted or 'none'})."
+        )
     state = session.types[cell_type]
     threshold = type_threshold(session, cell_type)
     ids = np.array(list(state.answers), dtype=np.int64)
@@ -62,7 +65,11 @@ def answer_quality(session: Session, cell_type: str) -> AnswerQuality:
     if len(ids) >= MIN_ANSWERS:
         p, y = held_out_probabilities(session, cell_type, state.steps or 1)
         held = p >= threshold
-        confusion = {"yes_said_yes": int(np.sum(y & held)), "yes_said_no": int(np.sum(y & ~held)),
-                     "no_said_yes": int(np.sum(~y & held)), "no_said_no": int(np.sum(~y & ~held))}
+        confusion = {
+            "yes_said_yes": int(np.sum(y & held)),
+            "yes_said_no": int(np.sum(y & ~held)),
+            "no_said_yes": int(np.sum(~y & held)),
+            "no_said_no": int(np.sum(~y & ~held)),
+        }
         agreement = float(np.mean(held == y))
     return AnswerQuality(cell_type, len(ids), threshold, agreement, confusion, contradicted)

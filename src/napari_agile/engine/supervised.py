@@ -1,4 +1,5 @@
 """Plain supervised training (the paper's Vanilla and Transfer baselines) and the binary metrics of Table 2."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -54,8 +55,9 @@ def train_supervised(
 @torch.no_grad()
 def predict_proba(cfg: ModelConfig, params: Params, stats: Params, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Positive-class probability per patch with dropout off (its expectation)."""
-    return torch.cat([torch.softmax(forward(cfg, params, xb, stats, mc=False), -1)[:, 1]
-                      for xb in torch.split(x, batch_size)]).numpy()
+    return torch.cat(
+        [torch.softmax(forward(cfg, params, xb, stats, mc=False), -1)[:, 1] for xb in torch.split(x, batch_size)]
+    ).numpy()
 
 
 def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

@@ -8,10 +8,11 @@ per-channel model a random marker panel per task (`PanelAugmentation`): a subset
 positives, and made-up markers (another cell's marker, a shared or bled-through mix, a weak stain of every
 nucleus, an empty channel), so no fixed panel is learned.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,7 +52,9 @@ class PanelAugmentation:
     def __post_init__(self) -> None:
         lo, hi = (int(m) for m in self.markers)
         if not 1 <= lo <= hi:
-            raise AgileInputError(f"[meta.panel] markers = {list(self.markers)}: give [low, high] with 1 <= low <= high.")
+            raise AgileInputError(
+                f"[meta.panel] markers = {list(self.markers)}: give [low, high] with 1 <= low <= high."
+            )
         object.__setattr__(self, "markers", (lo, hi))
 
 
@@ -71,8 +74,14 @@ class PanelDraw:
     n_source: int
 
     @classmethod
-    def draw(cls, aug: PanelAugmentation, channels: Sequence[str], nuclear: Sequence[bool], own: str | None,
-             rng: np.random.Generator) -> "PanelDraw":
+    def draw(
+        cls,
+        aug: PanelAugmentation,
+        channels: Sequence[str],
+        nuclear: Sequence[bool],
+        own: str | None,
+        rng: np.random.Generator,
+    ) -> PanelDraw:
         """A random panel from the pool's `channels`; `own` is the task type's marker (always kept), None when the
         pool does not know it (then every real marker stays and made-up ones are added)."""
         channels = list(channels)
@@ -102,7 +111,7 @@ class PanelDraw:
         """(N, C' [+ mask], S, S) panel planes from (N, C [+ mask], S, S) pool patches; planes after the pool's
         channels (a nucleus mask) follow unchanged."""
         planes = torch.stack([self._plane(r, x, gen) for r in self.recipes], 1)
-        return torch.cat([planes, x[:, self.n_source:]], 1)
+        return torch.cat([planes, x[:, self.n_source :]], 1)
 
     @staticmethod
     def _plane(recipe: tuple, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -145,7 +154,7 @@ class TaskTransform:
     n_channels: int | None = None  # marker channels among the planes; later planes (a nucleus mask) only rotate
 
     @classmethod
-    def draw(cls, aug: Augmentation, n_channels: int, rng: np.random.Generator) -> "TaskTransform":
+    def draw(cls, aug: Augmentation, n_channels: int, rng: np.random.Generator) -> TaskTransform:
         intensity = aug.intensity > 0
         pf, ps, pr = (aug.p if q is None else q for q in (aug.flip, aug.shuffle, aug.rotate))
         return cls(
@@ -210,11 +219,13 @@ class Task:
     unlabelled_x: torch.Tensor  # sample of the task's tissue that sets batch-norm statistics
     nuclear: tuple[bool, ...] | None = None  # a drawn panel's nuclear flags (per-channel models), else None
 
-    def to(self, device: torch.device) -> "Task":
+    def to(self, device: torch.device) -> Task:
         """The same episode on `device` (episodes are drawn and augmented on the CPU, so every device sees the
         same tasks)."""
-        return Task(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y,
-                                             self.unlabelled_x)), self.nuclear)
+        return Task(
+            *(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.unlabelled_x)),
+            self.nuclear,
+        )
 
     def config(self, cfg: ModelConfig) -> ModelConfig:
         """`cfg` bound to this task's panel (a per-channel model reads whatever panel the task drew)."""
@@ -229,8 +240,14 @@ class TaskPool:
     marker planes, and `markers` maps a type to the marker that defines it where that is known (simulated tissue),
     so a drawn panel always keeps it."""
 
-    def __init__(self, patches: torch.Tensor, types: np.ndarray, fields: np.ndarray | None = None,
-                 channels: Sequence[str] = (), markers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        patches: torch.Tensor,
+        types: np.ndarray,
+        fields: np.ndarray | None = None,
+        channels: Sequence[str] = (),
+        markers: dict[str, str] | None = None,
+    ):
         self.patches = patches
         self.types = np.asarray(types)
         self.fields = np.zeros(len(types), int) if fields is None else np.asarray(fields)
@@ -262,11 +279,16 @@ class TaskPool:
         """
         pos, neg = self.binary_indices(cell_type)
         need = k_support + n_query
-        fields = [f for f in np.unique(self.fields)
-                  if min(np.sum(self.fields[pos] == f), np.sum(self.fields[neg] == f)) >= need]
+        fields = [
+            f
+            for f in np.unique(self.fields)
+            if min(np.sum(self.fields[pos] == f), np.sum(self.fields[neg] == f)) >= need
+        ]
         if not fields:
-            raise AgileInputError(f"No section has {need} {cell_type} cells and {need} others for a task: label more "
-                                  f"cells of that type per section, or lower k_max or n_query in [meta].")
+            raise AgileInputError(
+                f"No section has {need} {cell_type} cells and {need} others for a task: label more "
+                f"cells of that type per section, or lower k_max or n_query in [meta]."
+            )
         field = rng.choice(fields)
         pos, neg = pos[self.fields[pos] == field], neg[self.fields[neg] == field]
         same_field = np.flatnonzero(self.fields == field)
@@ -306,13 +328,12 @@ def pool_from_tissues(
             raise AgileInputError(f"Section {f} has no {type_column!r} column: meta-training needs labelled cells.")
         tissue = tissue.select(channels)
         labels = cells.table[type_column].astype(str).to_numpy()
-        keep = np.concatenate([
-            rng.permutation(np.flatnonzero(labels == t))[:per_type] for t in np.unique(labels)
-        ])
+        keep = np.concatenate([rng.permutation(np.flatnonzero(labels == t))[:per_type] for t in np.unique(labels)])
         ids = cells.ids[np.sort(keep)]
         norm = fit_normalizer(tissue, seed=seed)
-        for batch_ids, batch in iter_patches(tissue, cells, ids=ids, size=cfg.patch_size, normalizer=norm,
-                                             nucleus_mask=cfg.nucleus_mask):
+        for batch_ids, batch in iter_patches(
+            tissue, cells, ids=ids, size=cfg.patch_size, normalizer=norm, nucleus_mask=cfg.nucleus_mask
+        ):
             xs.append(bin_patches(torch.from_numpy(batch), cfg.bin).half())
             types.append(cells.table.loc[batch_ids, type_column].astype(str).to_numpy())
             fields.append(np.full(len(batch_ids), f))

@@ -5,9 +5,11 @@ when each of them is predicted by weights adapted on the other answers only: a t
 it claiming too many cells asks for more probability before it claims one (docs/method.md, "Per-type
 thresholds"). Nothing here looks at cells the user did not answer.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,19 +30,21 @@ STEP, CEILING = 0.01, 0.95
 MIN_EACH = 2
 
 
-def mc_mean(session: "Session", params: Params, x: torch.Tensor) -> np.ndarray:
+def mc_mean(session: Session, params: Params, x: torch.Tensor) -> np.ndarray:
     """MC-dropout mean probability of patches `x` under `params`, as the session computes it for every cell."""
     cfg = session.config
     if cfg.dropout_placement == "head":
-        samples = mc_head_probs(cfg, params, trunk_features(cfg, params, session.stats, x), session.mc_passes,
-                                session.seed)
+        samples = mc_head_probs(
+            cfg, params, trunk_features(cfg, params, session.stats, x), session.mc_passes, session.seed
+        )
     else:
         samples = mc_full_probs(cfg, params, session.stats, x, session.mc_passes, session.seed)
     return samples.mean(0).cpu().numpy()
 
 
-def held_out_probabilities(session: "Session", cell_type: str, steps: int = 1,
-                           lr: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def held_out_probabilities(
+    session: Session, cell_type: str, steps: int = 1, lr: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(p, y): each answered cell's probability under weights adapted (as Session.adapt does) on the answers of the
     other folds, and its answer."""
     answers = session.types[cell_type].answers
@@ -55,8 +59,16 @@ def held_out_probabilities(session: "Session", cell_type: str, steps: int = 1,
         labels = torch.as_tensor(y, device=x.device)[train].long()
         with torch.enable_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(session.seed + len(labels))
-            fast = adapt_params(session.config, session._init, session.stats, x[train], labels,
-                                model.inner_lr if lr is None else lr, steps, model.adapt_scope)
+            fast = adapt_params(
+                session.config,
+                session._init,
+                session.stats,
+                x[train],
+                labels,
+                model.inner_lr if lr is None else lr,
+                steps,
+                model.adapt_scope,
+            )
         with torch.no_grad():
             p[folds == k] = mc_mean(session, {n: v.detach() for n, v in fast.items()}, x[~train])
     return p, y
@@ -80,7 +92,7 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, floor: float = 0.5) -> float:
     return float(grid[int(np.argmax(f1))])
 
 
-def fit_threshold(session: "Session", cell_type: str, steps: int = 1, lr: float | None = None) -> float | None:
+def fit_threshold(session: Session, cell_type: str, steps: int = 1, lr: float | None = None) -> float | None:
     """The type's threshold from its held-out answers (choose_threshold), never below the session's threshold; None
     (the session's threshold applies) while its answers are not informative."""
     if not informative(list(session.types[cell_type].answers.values())):
@@ -89,7 +101,7 @@ def fit_threshold(session: "Session", cell_type: str, steps: int = 1, lr: float 
     return choose_threshold(p, y, session.threshold)
 
 
-def type_threshold(session: "Session", cell_type: str) -> float:
+def type_threshold(session: Session, cell_type: str) -> float:
     """The threshold a type's probability must reach to claim a cell: its own, else the session's."""
     own = session.type_thresholds.get(cell_type)
     return session.threshold if own is None else own

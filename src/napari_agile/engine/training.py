@@ -4,15 +4,16 @@
 the recipe of the model shipped with the package. Output: DIR/model.safetensors, DIR/history.json and a
 resumable DIR/checkpoint.pt (rerun the same command to continue after an interruption).
 """
+
 from __future__ import annotations
 
 import json
 import platform
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -89,21 +90,26 @@ def build_pools(config: dict, cfg: ModelConfig) -> tuple[TaskPool, TaskPool]:
     per_type = data.get("per_type")
     source = data.get("source", "simulated")
     if source not in ("simulated", "labelled"):
-        raise AgileInputError(f"[data] source = {source!r}: use \"simulated\" or \"labelled\" (your cell tables).")
+        raise AgileInputError(f'[data] source = {source!r}: use "simulated" or "labelled" (your cell tables).')
     if source == "simulated":
         train = simulated_fields(data, int(data.get("seed", 1000)), int(data.get("fields", 16)))
         val = simulated_fields(data, int(data.get("val_seed", 5000)), int(data.get("val_fields", 2)))
     else:
         if "images" not in data or len(data.get("cells", ())) != len(data["images"]):
-            raise AgileInputError("[data] with source = \"labelled\" needs images = [...] and cells = [...], one cell "
-                                  "table per image, in the same order (napari-agile weak-labels or your own labels).")
+            raise AgileInputError(
+                '[data] with source = "labelled" needs images = [...] and cells = [...], one cell '
+                "table per image, in the same order (napari-agile weak-labels or your own labels)."
+            )
         masks = data.get("labels", [None] * len(data["images"]))
         if len(masks) != len(data["images"]):
-            raise AgileInputError(f"[data] labels names {len(masks)} nucleus label images for {len(data['images'])} "
-                                  "images: give one per image, in the same order (napari-agile detect --write-mask).")
+            raise AgileInputError(
+                f"[data] labels names {len(masks)} nucleus label images for {len(data['images'])} "
+                "images: give one per image, in the same order (napari-agile detect --write-mask)."
+            )
         if len(data["images"]) < 2:
-            raise AgileInputError("Meta-training on your own cells needs at least two labelled sections "
-                                  "(one is held out for validation).")
+            raise AgileInputError(
+                "Meta-training on your own cells needs at least two labelled sections (one is held out for validation)."
+            )
         pairs = [(read_tissue(i), _cells_with_mask(c, m)) for i, c, m in zip(data["images"], data["cells"], masks)]
         train, val = pairs[:-1], pairs[-1:]
     try:
@@ -143,21 +149,28 @@ def train_from_config(
         cfg = ModelConfig(**config["model"])
         meta = MetaConfig.from_dict(meta_dict)
     except (TypeError, AgileInputError) as err:  # an unknown or misspelt key, or a value out of its range
-        raise AgileInputError(f"{config_path}: {str(err).rstrip('.')}. The keys each section takes are in "
-                              "configs/bundled-model.toml and docs/method.md.") from None
+        raise AgileInputError(
+            f"{config_path}: {str(err).rstrip('.')}. The keys each section takes are in "
+            "configs/bundled-model.toml and docs/method.md."
+        ) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     pool, val_pool = build_pools(config, cfg)
     data_seconds = time.time() - t0
     dev = pick_device(device)
-    params, history = meta_train(cfg, meta, pool, val_pool, out, progress=progress, should_stop=should_stop,
-                                 device=str(dev))
+    params, history = meta_train(
+        cfg, meta, pool, val_pool, out, progress=progress, should_stop=should_stop, device=str(dev)
+    )
     (out / "history.json").write_text(json.dumps(history))
     info = {
-        "config": config, "iterations_done": len(history), "pool_cells": len(pool),
+        "config": config,
+        "iterations_done": len(history),
+        "pool_cells": len(pool),
         "final_val_acc": next((h["val_acc"] for h in reversed(history) if "val_acc" in h), None),
-        "data_seconds": round(data_seconds, 1), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "data_seconds": round(data_seconds, 1),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
         "device": str(dev),
     }
     model = AgileModel(cfg, params, meta.inner_lr, meta.adapt_scope, info)

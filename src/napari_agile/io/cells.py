@@ -1,4 +1,5 @@
 """Cells: the table of detected nuclei (stable integer ids) and their instance mask."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -28,16 +29,19 @@ class Cells:
         try:
             ids = self.table["id"].astype(np.int64)
         except (TypeError, ValueError):
-            raise AgileInputError("Cell ids must be whole numbers, one per cell; the id column holds other values "
-                                  "(text or empty cells).") from None
+            raise AgileInputError(
+                "Cell ids must be whole numbers, one per cell; the id column holds other values (text or empty cells)."
+            ) from None
         self.table = self.table.set_index(ids.rename(None))
         if self.table.index.has_duplicates:
             raise AgileInputError("Cell ids must be unique; the table repeats some.")
         yx = self.table[["y", "x"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
         bad = self.table.index[~np.isfinite(yx).all(axis=1)]
         if len(bad):
-            raise AgileInputError(f"{len(bad)} cell(s) have no centre (y, x empty, text or infinite), e.g. ids "
-                                  f"{bad[:5].tolist()}: fix or drop those rows of the cell table.")
+            raise AgileInputError(
+                f"{len(bad)} cell(s) have no centre (y, x empty, text or infinite), e.g. ids "
+                f"{bad[:5].tolist()}: fix or drop those rows of the cell table."
+            )
 
     def __len__(self) -> int:
         return len(self.table)
@@ -82,7 +86,8 @@ class Cells:
         if outside.size:
             raise AgileInputError(
                 f"{outside.size} of {len(self)} cell centres lie outside the {shape[0]} x {shape[1]} px section (e.g. "
-                f"ids {outside[:5].tolist()}): give the cell table made on this section (y = row, x = column).")
+                f"ids {outside[:5].tolist()}): give the cell table made on this section (y = row, x = column)."
+            )
 
     def check_ids(self, ids: Iterable[int] | int) -> np.ndarray:
         """`ids` as an int64 array; a clear error naming ids that are not cells."""
@@ -98,14 +103,22 @@ class Cells:
             )
         return arr
 
-    def subset(self, ids: Iterable[int]) -> "Cells":
+    def subset(self, ids: Iterable[int]) -> Cells:
         """The cells with these ids (the mask is shared, not copied)."""
         return Cells(self.table.loc[self.check_ids(ids)].reset_index(drop=True), self.labels)
 
 
 #: The lab's tab-separated detection table (x = column, y = row), e.g. Maric et al. 2021.
 LAB_COLUMNS = ("ID", "centroid_x", "centroid_y", "xmin", "ymin", "xmax", "ymax")
-_LAB_TO_OURS = {"ID": "id", "centroid_x": "x", "centroid_y": "y", "xmin": "xmin", "ymin": "ymin", "xmax": "xmax", "ymax": "ymax"}
+_LAB_TO_OURS = {
+    "ID": "id",
+    "centroid_x": "x",
+    "centroid_y": "y",
+    "xmin": "xmin",
+    "ymin": "ymin",
+    "xmax": "xmax",
+    "ymax": "ymax",
+}
 
 
 def _table_format(path: str | Path, format: str | None) -> str:
@@ -139,8 +152,10 @@ def read_cell_table(path: str | Path, format: str | None = None) -> Cells:
         try:
             df = pd.read_csv(p)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise AgileInputError(f"{p} is not a readable cell table ({str(err)[:120]}): give the CSV written by "
-                                  "napari-agile detect or write_cell_table.") from None
+            raise AgileInputError(
+                f"{p} is not a readable cell table ({str(err)[:120]}): give the CSV written by "
+                "napari-agile detect or write_cell_table."
+            ) from None
     try:
         return Cells(df)
     except AgileInputError as err:

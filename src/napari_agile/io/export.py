@@ -1,10 +1,11 @@
 """Export a prediction table (Session.predict) as CSV or as GeoJSON detections (nucleus outlines, or points without a
 mask) that QuPath imports with their classes; AnnData (.h5ad) for scanpy/squidpy is in io/scverse.py."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,24 @@ import pandas as pd
 from napari_agile.errors import AgileInputError
 
 #: Distinct colours handed to cell types in the order they are named (white and black stay free for answers).
-TYPE_PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
-                "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#000075")
+TYPE_PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#ffe119",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+    "#dcbeff",
+    "#9a6324",
+    "#800000",
+    "#aaffc3",
+    "#000075",
+)
 #: Name of the class of cells no type claims (the Session and every export use this one).
 NONE_TYPE = "none"
 
@@ -74,8 +91,9 @@ def nucleus_outlines(labels: np.ndarray) -> dict[int, list[list[float]]]:
     return rings
 
 
-def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None,
-                  labels: np.ndarray | None = None) -> Path:
+def write_geojson(
+    table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None, labels: np.ndarray | None = None
+) -> Path:
     """One GeoJSON detection per cell classified by `cell_type`, for QuPath: its nucleus outline as a Polygon when
     the nucleus mask `labels` is given, else a Point at its centre (x = column, y = row, in pixels).
 
@@ -93,13 +111,19 @@ def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, ob
     measured = [c for c in table.columns if c not in ("id", "y", "x") and pd.api.types.is_numeric_dtype(table[c])]
     features = []
     for rec in table.to_dict("records"):  # itertuples would rename columns such as "p_T cell"
-        props: dict = {"objectType": "detection", "name": f"cell {int(rec['id'])}",
-                       "measurements": {c: float(rec[c]) for c in measured}}
+        props: dict = {
+            "objectType": "detection",
+            "name": f"cell {int(rec['id'])}",
+            "measurements": {c: float(rec[c]) for c in measured},
+        }
         if rec["cell_type"] != NONE_TYPE:
             props["classification"] = {"name": str(rec["cell_type"]), "color": rgb[str(rec["cell_type"])]}
         ring = rings.get(int(rec["id"]))
-        geometry = ({"type": "Point", "coordinates": [float(rec["x"]), float(rec["y"])]} if ring is None
-                    else {"type": "Polygon", "coordinates": [ring]})
+        geometry = (
+            {"type": "Point", "coordinates": [float(rec["x"]), float(rec["y"])]}
+            if ring is None
+            else {"type": "Polygon", "coordinates": [ring]}
+        )
         features.append({"type": "Feature", "id": str(int(rec["id"])), "geometry": geometry, "properties": props})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +131,9 @@ def write_geojson(table: pd.DataFrame, path: str | Path, colors: Mapping[str, ob
     return path
 
 
-def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None,
-                 labels: np.ndarray | None = None) -> Path:
+def export_table(
+    table: pd.DataFrame, path: str | Path, colors: Mapping[str, object] | None = None, labels: np.ndarray | None = None
+) -> Path:
     """Write a prediction table by extension: .csv (all columns) or .geojson/.json (QuPath detections: nucleus
     outlines from the mask `labels` when given, else points)."""
     path = Path(path)
@@ -121,6 +146,8 @@ def export_table(table: pd.DataFrame, path: str | Path, colors: Mapping[str, obj
     if suffix in (".geojson", ".json"):
         return write_geojson(table, path, colors, labels)
     if suffix == ".h5ad":
-        raise AgileInputError(f"{path.name}: an AnnData file needs the cells' marker means, which a table alone "
-                              "lacks; use Session.export (or napari_agile.write_anndata with the tissue and cells).")
+        raise AgileInputError(
+            f"{path.name}: an AnnData file needs the cells' marker means, which a table alone "
+            "lacks; use Session.export (or napari_agile.write_anndata with the tissue and cells)."
+        )
     raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv, .geojson or .h5ad.")

@@ -1,11 +1,13 @@
 """Read and write multiplexed tissue images lazily: OME-TIFF, (C, Y, X) TIFF, a folder of one TIFF per channel, zarr."""
+
 from __future__ import annotations
 
 import re
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -111,23 +113,25 @@ def _reads_from(tissue: Tissue, path: Path) -> bool:
     return target == source or (source.is_dir() and target.parent == source)
 
 
-def write_ome_tiff(
-    tissue: Tissue, path: str | Path, tile: int = 512, compression: str | None = None
-) -> Path:
+def write_ome_tiff(tissue: Tissue, path: str | Path, tile: int = 512, compression: str | None = None) -> Path:
     """Write a tiled OME-TIFF with channel names and pixel size, streaming one tile row per channel."""
     import tifffile
 
     p = Path(path)
     if tissue.source and p.exists() and _reads_from(tissue, p):
-        raise AgileInputError(f"{p} is the file this tissue is read from: writing it would destroy the image "
-                              "while it is read. Write to a new path (and rename it afterwards if you like).")
+        raise AgileInputError(
+            f"{p} is the file this tissue is read from: writing it would destroy the image "
+            "while it is read. Write to a new path (and rename it afterwards if you like)."
+        )
     c, h, w = tissue.data.shape
     dtype = np.dtype(tissue.data.dtype)
     metadata: dict[str, Any] = {"axes": "CYX", "Channel": {"Name": list(tissue.channel_names)}}
     if tissue.pixel_size:
         metadata.update(
-            PhysicalSizeX=tissue.pixel_size, PhysicalSizeXUnit="µm",
-            PhysicalSizeY=tissue.pixel_size, PhysicalSizeYUnit="µm",
+            PhysicalSizeX=tissue.pixel_size,
+            PhysicalSizeXUnit="µm",
+            PhysicalSizeY=tissue.pixel_size,
+            PhysicalSizeYUnit="µm",
         )
     with tifffile.TiffWriter(p, bigtiff=c * h * w * dtype.itemsize > 2**31, ome=True) as tw:
         tw.write(
@@ -190,8 +194,12 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
 def _cut_off(tf: Any, level: Any, ome: str | None) -> str | None:
     """Why a TIFF looks truncated (image data past the end of the file, fewer planes than its OME-XML names), or
     None; reads the header only."""
-    ends = [o + n for page in level.pages if page is not None
-            for o, n in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
+    ends = [
+        o + n
+        for page in level.pages
+        if page is not None
+        for o, n in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))
+    ]
     if ends and max(ends) > tf.filehandle.size:
         return f"{tf.filehandle.size} bytes, but its pixels run to byte {max(ends)}"
     pixels = _ome_pixels(ome) if ome else None
@@ -344,9 +352,7 @@ def _read_folder(
     else:
         names = list(channel_names) if channel_names else [_stem(f) for f in files]
         if len(names) != len(files):
-            raise AgileInputError(
-                f"{folder} has {len(files)} TIFF files but {len(names)} channel names were given."
-            )
+            raise AgileInputError(f"{folder} has {len(files)} TIFF files but {len(names)} channel names were given.")
     arrays = []
     for f in files:
         data, axes, _ = _open_tiff(f, stores)
@@ -401,9 +407,7 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
         ms = ome["multiscales"][0]
         level0 = ms["datasets"][0]
         arr = node[level0["path"]]
-        axes = "".join(
-            (a["name"] if isinstance(a, dict) else a)[0].upper() for a in ms.get("axes", [])
-        ) or None
+        axes = "".join((a["name"] if isinstance(a, dict) else a)[0].upper() for a in ms.get("axes", [])) or None
         for t in level0.get("coordinateTransformations", []):
             if t.get("type") == "scale" and axes and len(t["scale"]) == len(axes):
                 pixel_size = float(t["scale"][axes.index("X")])

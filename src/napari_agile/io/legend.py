@@ -1,8 +1,9 @@
 """The legend of a painted cell-type image (Session.paint): label -> cell type -> colour, beside it and inside it."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,10 @@ def legend_table(names: Sequence[str], colors: Mapping[str, str], cell_types: pd
     """The legend as Labels features: index = class id, cell_type, color, n_cells."""
     counts = cell_types.value_counts()
     rows = [{"index": 0, "cell_type": NONE_TYPE, "color": "transparent", "n_cells": int(counts.get(NONE_TYPE, 0))}]
-    rows += [{"index": i + 1, "cell_type": n, "color": colors[n], "n_cells": int(counts.get(n, 0))}
-             for i, n in enumerate(names)]
+    rows += [
+        {"index": i + 1, "cell_type": n, "color": colors[n], "n_cells": int(counts.get(n, 0))}
+        for i, n in enumerate(names)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -35,9 +38,12 @@ def write_type_image(labels: np.ndarray, path: str | Path, legend: pd.DataFrame)
     path = Path(path)
     rows = legend.rename(columns={"index": "label"})
     annotation = {str(r.label): f"{r.cell_type} {r.color}" for r in rows.itertuples(index=False)}
-    metadata = {"axes": "YX", "Name": "cell types",
-                "Description": "label: cell type colour; " + "; ".join(f"{k}: {v}" for k, v in annotation.items()),
-                "MapAnnotation": {"Namespace": LEGEND_NAMESPACE, **annotation}}
+    metadata = {
+        "axes": "YX",
+        "Name": "cell types",
+        "Description": "label: cell type colour; " + "; ".join(f"{k}: {v}" for k, v in annotation.items()),
+        "MapAnnotation": {"Namespace": LEGEND_NAMESPACE, **annotation},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, np.asarray(labels, dtype=np.int32), ome=True, metadata=metadata, compression="zlib")
     table = legend_path(path)
@@ -53,5 +59,7 @@ def read_legend(path: str | Path) -> dict[int, str]:
     for note in found if isinstance(found, list) else [found]:
         if note.get("Namespace") == LEGEND_NAMESPACE:
             pairs = note["Value"]["M"]
-            return {int(m["K"]): str(m["value"]).rsplit(" ", 1)[0] for m in (pairs if isinstance(pairs, list) else [pairs])}
+            return {
+                int(m["K"]): str(m["value"]).rsplit(" ", 1)[0] for m in (pairs if isinstance(pairs, list) else [pairs])
+            }
     return {}

@@ -1,4 +1,5 @@
 """AgileModel: a meta-trained network with its input contract; saved as safetensors (no pickle, no code)."""
+
 from __future__ import annotations
 
 import json
@@ -89,12 +90,18 @@ def load_model(path: str | Path | None = None) -> AgileModel:
         saved.pop("extra", None)  # a field files written before 2026-11-28 carry, never used
         check_types(ModelConfig, saved, f"{path} config")
         cfg = ModelConfig(**{"head_init": "meta", **saved})  # files from before head_init: the paper's head
-        model = AgileModel(config=cfg, params={k: v.float() for k, v in tensors.items()},
-                           inner_lr=float(meta["inner_lr"]), adapt_scope=meta["adapt_scope"],
-                           info=json.loads(meta["info"]))
+        model = AgileModel(
+            config=cfg,
+            params={k: v.float() for k, v in tensors.items()},
+            inner_lr=float(meta["inner_lr"]),
+            adapt_scope=meta["adapt_scope"],
+            info=json.loads(meta["info"]),
+        )
     except (KeyError, TypeError, ValueError, RecursionError, AgileInputError) as err:
-        raise AgileInputError(f"{path} is a damaged napari-agile model file ({_reason(err)}): use the file "
-                              "`napari-agile meta-train` or `AgileModel.save` wrote, or write it again.") from None
+        raise AgileInputError(
+            f"{path} is a damaged napari-agile model file ({_reason(err)}): use the file "
+            "`napari-agile meta-train` or `AgileModel.save` wrote, or write it again."
+        ) from None
     _check_weights(path, model)
     return model
 
@@ -118,10 +125,15 @@ def _check_weights(path: Path, model: AgileModel) -> None:
     missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
     resized = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
     if missing or extra or resized:
-        parts = [f"{label} {names[:5]}" for label, names in
-                 (("lacks", missing), ("has unknown", extra), ("has other shapes of", resized)) if names]
-        raise AgileInputError(f"{path} holds other weights than its network needs (it {'; '.join(parts)}): use a "
-                              "model file written by `napari-agile meta-train` or `AgileModel.save`.")
+        parts = [
+            f"{label} {names[:5]}"
+            for label, names in (("lacks", missing), ("has unknown", extra), ("has other shapes of", resized))
+            if names
+        ]
+        raise AgileInputError(
+            f"{path} holds other weights than its network needs (it {'; '.join(parts)}): use a "
+            "model file written by `napari-agile meta-train` or `AgileModel.save`."
+        )
 
 
 def pick_model(channel_names: Sequence[str]) -> AgileModel:

@@ -1,13 +1,14 @@
 """Cell tables for the scverse world: an AnnData (.h5ad) that scanpy and squidpy read, with per-cell marker means
 in X, the predicted types and probabilities in obs, the centres in obsm["spatial"] and the answers and the model
 in uns. anndata is an optional extra (`pip install napari-agile[scverse]`)."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,21 @@ def require_anndata():
     try:
         import anndata
     except ImportError:
-        raise AgileInputError("Writing .h5ad needs the anndata package: pip install 'napari-agile[scverse]' "
-                              "(or pip install anndata), or export .csv / .geojson instead.") from None
+        raise AgileInputError(
+            "Writing .h5ad needs the anndata package: pip install 'napari-agile[scverse]' "
+            "(or pip install anndata), or export .csv / .geojson instead."
+        ) from None
     return anndata
 
 
-def to_anndata(table: pd.DataFrame, tissue: Tissue, cells: Cells, colors: Mapping[str, str] | None = None,
-               answers: pd.DataFrame | None = None, info: Mapping[str, object] | None = None):
+def to_anndata(
+    table: pd.DataFrame,
+    tissue: Tissue,
+    cells: Cells,
+    colors: Mapping[str, str] | None = None,
+    answers: pd.DataFrame | None = None,
+    info: Mapping[str, object] | None = None,
+):
     """An AnnData of one cell per row of `table` (Session.predict): X the raw mean intensity of each channel over
     the nucleus (layers["ring"]: over a ring around it), obs the cell_type (categorical, 'none' last) and every
     p_/entropy_ column, obsm["spatial"] the (x, y) centres in pixels, uns the type colours, the `answers` table
@@ -47,8 +56,9 @@ def to_anndata(table: pd.DataFrame, tissue: Tissue, cells: Cells, colors: Mappin
     # plain object strings (not pandas' string arrays), so readers with anndata older than 0.11 open the file too
     obs = pd.DataFrame(index=pd.Index([str(i) for i in ids], name="cell", dtype=object))
     obs["cell_id"] = ids
-    obs["cell_type"] = pd.Categorical(table["cell_type"].astype(str).to_numpy(object),
-                                      categories=pd.Index([*types, NONE_TYPE], dtype=object))
+    obs["cell_type"] = pd.Categorical(
+        table["cell_type"].astype(str).to_numpy(object), categories=pd.Index([*types, NONE_TYPE], dtype=object)
+    )
     for column in table.columns:
         if column.startswith(("p_", "entropy_")):
             obs[column] = table[column].to_numpy(np.float64)
@@ -59,15 +69,22 @@ def to_anndata(table: pd.DataFrame, tissue: Tissue, cells: Cells, colors: Mappin
     adata.uns["cell_type_colors"] = np.array([str(palette[t]) for t in types] + [NONE_COLOR], dtype=object)
     meta = {key: json.dumps(value, default=str) for key, value in (info or {}).items()}
     if answers is not None:
-        meta["answers"] = answers.reset_index(drop=True).astype({c: object for c in answers.columns
-                                                                 if pd.api.types.is_string_dtype(answers[c])})
+        meta["answers"] = answers.reset_index(drop=True).astype(
+            {c: object for c in answers.columns if pd.api.types.is_string_dtype(answers[c])}
+        )
     adata.uns["napari_agile"] = meta
     return adata
 
 
-def write_anndata(table: pd.DataFrame, path: str | Path, tissue: Tissue, cells: Cells,
-                  colors: Mapping[str, str] | None = None, answers: pd.DataFrame | None = None,
-                  info: Mapping[str, object] | None = None) -> Path:
+def write_anndata(
+    table: pd.DataFrame,
+    path: str | Path,
+    tissue: Tissue,
+    cells: Cells,
+    colors: Mapping[str, str] | None = None,
+    answers: pd.DataFrame | None = None,
+    info: Mapping[str, object] | None = None,
+) -> Path:
     """Write to_anndata(...) to `path` (.h5ad): complete or absent, through a temporary name renamed at the end."""
     adata = to_anndata(table, tissue, cells, colors, answers, info)
     path = Path(path)
@@ -79,6 +96,7 @@ def write_anndata(table: pd.DataFrame, path: str | Path, tissue: Tissue, cells: 
     except OSError as err:
         with contextlib.suppress(OSError):  # nothing to remove where the folder itself could not be made
             partial.unlink(missing_ok=True)
-        raise AgileInputError(f"Could not write {path}: {err.strerror or err}. Choose a folder you can write to "
-                              "with free space.") from None
+        raise AgileInputError(
+            f"Could not write {path}: {err.strerror or err}. Choose a folder you can write to with free space."
+        ) from None
     return path

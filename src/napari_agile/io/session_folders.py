@@ -1,4 +1,5 @@
 """Where automatic session folders live ($NAPARI_AGILE_HOME/sessions), and listing and cleaning the stale ones."""
+
 from __future__ import annotations
 
 import os
@@ -55,13 +56,17 @@ def auto_sessions(home: Path | None = None) -> list[StoredSession]:
     if not home.is_dir():
         return []
     now = time.time()
-    found = [_describe(d, now) for d in home.iterdir()
-             if d.is_dir() and ((d / "session.json").exists() or (d / "cells.csv").exists())]
+    found = [
+        _describe(d, now)
+        for d in home.iterdir()
+        if d.is_dir() and ((d / "session.json").exists() or (d / "cells.csv").exists())
+    ]
     return sorted(found, key=lambda s: -s.age_days)
 
 
-def clean_sessions(older_than_days: float = 7.0, dry_run: bool = False,
-                   home: Path | None = None) -> list[StoredSession]:
+def clean_sessions(
+    older_than_days: float = 7.0, dry_run: bool = False, home: Path | None = None
+) -> list[StoredSession]:
     """Remove (with `dry_run`, only list) the automatic session folders unchanged for `older_than_days` days."""
     if older_than_days < 0:
         raise AgileInputError(f"older_than_days={older_than_days}: use 0 (every session folder) or more.")

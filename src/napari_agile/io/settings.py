@@ -1,4 +1,5 @@
 """Settings read from files (TOML recipes, model files) checked against the types their dataclass declares."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,6 +1,7 @@
 """Files that survive a full disk, a read-only folder or a crash: whole-file replacement in one step, a journal
 that is written before an answer counts and recovers from a cut-off last line, and clear errors for damaged files.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ def _write_all(fh, data: bytes) -> None:
     """Write every byte of `data` to an unbuffered file (a raw write may take only part of it)."""
     view = memoryview(data)
     while view:
-        view = view[fh.write(view):]
+        view = view[fh.write(view) :]
 
 
 @contextmanager
@@ -80,10 +81,14 @@ def _is_record(record: object) -> bool:
         return False
     if "rename" in record or "delete" in record:
         return set(record) in ({"type", "rename"}, {"type", "delete"}) and (
-            isinstance(record.get("rename"), str) or record.get("delete") is True)
-    return (isinstance(record.get("id"), int) and not isinstance(record.get("id"), bool)
-            and (record.get("answer") is None or isinstance(record.get("answer"), bool))
-            and isinstance(record.get("undo", False), bool))
+            isinstance(record.get("rename"), str) or record.get("delete") is True
+        )
+    return (
+        isinstance(record.get("id"), int)
+        and not isinstance(record.get("id"), bool)
+        and (record.get("answer") is None or isinstance(record.get("answer"), bool))
+        and isinstance(record.get("undo", False), bool)
+    )
 
 
 def read_journal(path: Path) -> tuple[list[dict], list[bytes]]:
@@ -118,8 +123,11 @@ def recover_journal(path: Path) -> list[dict]:
         where = f"set aside in {side}"
     except OSError as err:
         where = f"left in place: the folder cannot be written ({err.strerror or err})"
-    warnings.warn(f"{path}: {len(damaged)} damaged line(s) (an answer cut off by a full disk or a crash, never "
-                  f"acknowledged) {where}; the {len(records)} whole records are kept.", stacklevel=3)
+    warnings.warn(
+        f"{path}: {len(damaged)} damaged line(s) (an answer cut off by a full disk or a crash, never "
+        f"acknowledged) {where}; the {len(records)} whole records are kept.",
+        stacklevel=3,
+    )
     return records
 
 

@@ -1,10 +1,12 @@
 """Tissue: a lazy (C, Y, X) multiplexed image with channel names; the unit every stage works on."""
+
 from __future__ import annotations
 
 import difflib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,16 +18,38 @@ PAPER_CHANNELS = ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
 NUCLEAR_CHANNELS = ("DAPI", "Histones")
 #: Name stems of stains of every nucleus across platforms (IF, CODEX, CyCIF, IMC's iridium DNA intercalator, MIBI's
 #: dsDNA); `nuclear_flags` matches them case-insensitively at the start of a channel name.
-NUCLEAR_STEMS = ("dapi", "hoechst", "histone", "h3", "dna", "dsdna", "draq", "syto", "ir191", "ir193", "191ir",
-                 "193ir", "nuclear", "propidium", "sytox", "topro", "to-pro", "hh3")
+NUCLEAR_STEMS = (
+    "dapi",
+    "hoechst",
+    "histone",
+    "h3",
+    "dna",
+    "dsdna",
+    "draq",
+    "syto",
+    "ir191",
+    "ir193",
+    "191ir",
+    "193ir",
+    "nuclear",
+    "propidium",
+    "sytox",
+    "topro",
+    "to-pro",
+    "hh3",
+)
 
 
 def nuclear_flags(names: Sequence[str]) -> tuple[bool, ...]:
     """Which channels are nuclear stains, by name (e.g. 'DAPI', 'Hoechst 33342', 'Histone H3', 'DNA1', 'Ir191')."""
+
     def nuclear(name: str) -> bool:
         key = name.strip().lower().replace("_", " ")
-        return any(key == stem or key.startswith(stem) and not key[len(stem):len(stem) + 1].isalpha()
-                   for stem in NUCLEAR_STEMS) or key.startswith(("histone", "hoechst", "dapi"))
+        return any(
+            key == stem or key.startswith(stem) and not key[len(stem) : len(stem) + 1].isalpha()
+            for stem in NUCLEAR_STEMS
+        ) or key.startswith(("histone", "hoechst", "dapi"))
+
     return tuple(nuclear(n) for n in names)
 
 
@@ -38,7 +62,7 @@ def find_channel(name: str, names: Sequence[str]) -> int | None:
 
 
 def did_you_mean(name: str, names: Sequence[str]) -> str:
-    """" Did you mean 'X' (for 'name')?" for the channel name nearest `name` (ignoring case), or "" if none is."""
+    """ " Did you mean 'X' (for 'name')?" for the channel name nearest `name` (ignoring case), or "" if none is."""
     lowered = {n.casefold(): n for n in names}
     close = difflib.get_close_matches(name.casefold(), list(lowered), n=1, cutoff=0.6)
     return f" Did you mean {lowered[close[0]]!r} (for {name!r})?" if close else ""
@@ -82,10 +106,13 @@ class Tissue:
         if kind == "b":
             raise AgileInputError(
                 f"The image{where} is yes/no (boolean), a mask rather than marker intensities: open the intensity "
-                "image; a nucleus mask goes in as labels (cells_from_labels, the widget's Nuclei choice).")
+                "image; a nucleus mask goes in as labels (cells_from_labels, the widget's Nuclei choice)."
+            )
         if kind not in "uif":
-            raise AgileInputError(f"The image{where} holds {self.data.dtype} values, not pixel intensities: give "
-                                  "integer or floating-point channels.")
+            raise AgileInputError(
+                f"The image{where} holds {self.data.dtype} values, not pixel intensities: give "
+                "integer or floating-point channels."
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -109,7 +136,7 @@ class Tissue:
         """One channel as a lazy (Y, X) array."""
         return self.data[self.index(name)]
 
-    def select(self, names: Sequence[str]) -> "Tissue":
+    def select(self, names: Sequence[str]) -> Tissue:
         """The channels `names` in that order (e.g. a model's input order), named so; matched ignoring case when
         not exact (find_channel); names all missing ones."""
         missing = [n for n in names if find_channel(n, self.channel_names) is None]
@@ -124,7 +151,7 @@ class Tissue:
         data = self.data[idx] if idx != list(range(self.n_channels)) else self.data
         return Tissue(data, list(names), self.pixel_size, self.source, dict(self.metadata), self.stores)
 
-    def rename(self, mapping: dict[str, str]) -> "Tissue":
+    def rename(self, mapping: dict[str, str]) -> Tissue:
         """A view with channels renamed by `mapping` (old -> new); other names kept."""
         names = [mapping.get(n, n) for n in self.channel_names]
         return Tissue(self.data, names, self.pixel_size, self.source, dict(self.metadata), self.stores)
@@ -134,7 +161,7 @@ class Tissue:
         for store in self.stores:
             store.close()
 
-    def __enter__(self) -> "Tissue":
+    def __enter__(self) -> Tissue:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,4 +176,5 @@ class Tissue:
             raise AgileInputError(
                 f"Cannot read rows {max(y0, 0)}-{min(y1, self.shape[0])}, columns {max(x0, 0)}-{min(x1, self.shape[1])}"
                 f" of {self.source or 'the image'} ({str(err)[:160]}): the file is damaged or cut off there; copy it "
-                "again from its source, or re-export it.") from None
+                "again from its source, or re-export it."
+            ) from None

@@ -5,6 +5,7 @@ point-spread blur, stain variation across the section, bleed-through between cha
 illumination, shot and read noise, a camera offset, and 16-bit counts. Geometry and marker
 localisation follow shared/data/rat-brain-facts.md; `benchmarks/synth_facts.py` measures the match.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
@@ -116,7 +117,7 @@ class SimParams:
             if getattr(self, name) <= 0:
                 raise AgileInputError(f"SimParams.{name} must be > 0; got {getattr(self, name)!r}.")
 
-    def randomized(self, rng: np.random.Generator, strength: float = 1.0) -> "SimParams":
+    def randomized(self, rng: np.random.Generator, strength: float = 1.0) -> SimParams:
         """A copy with imaging, size, density and contrast drawn widely around these values (domain randomisation)."""
 
         def scaled(name: str, lo: float, hi: float, top: float | None = None) -> float:
@@ -159,17 +160,21 @@ class MarkerPanel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
         if np.shape(self.weights) != (len(self.names), len(PAPER_CHANNELS)):
-            raise AgileInputError(f"MarkerPanel.weights must be ({len(self.names)}, {len(PAPER_CHANNELS)}): one row "
-                                  f"per channel, one column per source signal {PAPER_CHANNELS}.")
+            raise AgileInputError(
+                f"MarkerPanel.weights must be ({len(self.names)}, {len(PAPER_CHANNELS)}): one row "
+                f"per channel, one column per source signal {PAPER_CHANNELS}."
+            )
 
     @classmethod
-    def random(cls, n_channels: int, rng: np.random.Generator, keep: tuple[str, ...] = CELL_TYPES) -> "MarkerPanel":
+    def random(cls, n_channels: int, rng: np.random.Generator, keep: tuple[str, ...] = CELL_TYPES) -> MarkerPanel:
         """A random panel of `n_channels` (>= 2 + len(keep)): one or two nuclear stains, a possibly dimmed marker for
         each type in `keep`, then markers shared by two or more types, bleed-through mixes and background channels."""
         n_nuclear = 1 + int(rng.random() < 0.5)
         if n_channels < n_nuclear + len(keep):
-            raise AgileInputError(f"A panel of {n_channels} channels cannot hold {n_nuclear} nuclear stain(s) and a "
-                                  f"marker for each of {list(keep)}.")
+            raise AgileInputError(
+                f"A panel of {n_channels} channels cannot hold {n_nuclear} nuclear stain(s) and a "
+                f"marker for each of {list(keep)}."
+            )
         rows, names = [], []
         for k, stain in enumerate(rng.choice(["Hoechst", "DNA1", "DAPI", "Histone H3"], n_nuclear, replace=False)):
             rows.append(np.eye(7)[k] * rng.uniform(0.6, 1.0))
