@@ -100,7 +100,7 @@ def balanced_draws(
     labels: Sequence[int] = (16, 160),
 ) -> Iterator[tuple[bm.Protocol, dict, str, int, np.ndarray]]:
     """(protocol, statistics, task, n, labelled cells) per repeat, task, draw and label count: the paired draws
-    of the one-step studies (step_size.py, lda_head.py), the torch seed set for each."""
+    of the one-step studies (docs/method.md), the torch seed set for each."""
     for r, _, proto, stats in shuffled_protocols(model, repeats, seed, label_source):
         for task in types:
             for d in range(draws):
