@@ -21,8 +21,8 @@ import numpy as np
 from napari_agile.bench.protocol import REAL_TYPES
 from napari_agile.demo import DEMO_SHAPE, answer_from_truth, true_types
 from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.model_file import load_model
 from napari_agile.engine.thresholds import assign_types
-from napari_agile.io.model_file import load_model
 from napari_agile.session import Session
 from napari_agile.synth.simulator import simulate_tissue
 

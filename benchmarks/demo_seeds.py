@@ -20,8 +20,8 @@ import numpy as np
 
 from napari_agile.bench.protocol import META_TYPES, REAL_TYPES
 from napari_agile.demo import DEMO_SEED, run_demo
+from napari_agile.engine.model_file import load_model
 from napari_agile.engine.uncertainty import SPREAD
-from napari_agile.io.model_file import load_model
 from napari_agile.session import SUGGEST_METHODS
 
 

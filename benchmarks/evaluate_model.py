@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from napari_agile.bench import protocol as bm
-from napari_agile.io.model_file import load_model
+from napari_agile.engine.model_file import load_model
 from napari_agile.synth.simulator import SimParams
 
 

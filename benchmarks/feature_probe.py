@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from napari_agile.bench import protocol as bm
+from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import centre_means, features, zca_matrix
-from napari_agile.io.model_file import AgileModel, load_model
 
 SEED = 70_000
 

@@ -34,8 +34,8 @@ from feature_probe import logistic_accuracy, nearest_mean_accuracy
 from napari_agile.bench import protocol as bm
 from napari_agile.bench.weak_labels import lab_labelled, marker_intensities
 from napari_agile.detect.patches import fit_normalizer, iter_patches
+from napari_agile.engine.model_file import load_model
 from napari_agile.engine.network import bin_patches, centre_means, zca_matrix
-from napari_agile.io.model_file import load_model
 from napari_agile.synth.simulator import inner_cells, simulate_tissue
 
 REGIONS = ("centre rings", "nucleus mask", "inset box")

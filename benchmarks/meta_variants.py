@@ -24,11 +24,11 @@ import torch
 
 from napari_agile.bench import protocol as bm
 from napari_agile.engine.meta import MetaConfig, adapt_params, meta_train
+from napari_agile.engine.model_file import load_model
 from napari_agile.engine.network import ModelConfig, estimate_stats
 from napari_agile.engine.supervised import predict_proba
 from napari_agile.engine.tasks import TaskPool, TaskTransform
 from napari_agile.engine.training import build_pools
-from napari_agile.io.model_file import load_model
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bundled-model.toml"
 #: name -> (model overrides, meta overrides, augmentation overrides); the last row is the bundled recipe

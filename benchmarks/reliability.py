@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_agile import AgileInputError, Session, simulate_tissue
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, init_params
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 
 SECTION = ((512, 512), 7)  # size and seed of the simulated section

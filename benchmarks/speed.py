@@ -37,11 +37,11 @@ from napari_agile.detect.nuclei import detect_nuclei
 from napari_agile.detect.patches import fit_normalizer, iter_patches
 from napari_agile.engine.device import pick_device
 from napari_agile.engine.meta import MetaConfig, meta_train
+from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import ModelConfig, bin_patches, estimate_stats, forward, head, init_params
 from napari_agile.engine.tasks import pool_from_tissues
 from napari_agile.engine.uncertainty import mc_full_probs, mc_head_probs, trunk_features
 from napari_agile.io.cells import Cells
-from napari_agile.io.model_file import AgileModel, load_model
 from napari_agile.io.tissue import PAPER_CHANNELS, Tissue
 from napari_agile.session import Session
 from napari_agile.synth.simulator import Simulation, simulate_tissue

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import init_params
-from napari_agile.io.model_file import AgileModel, load_model
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import numpy as np
 from qtpy.QtWidgets import QApplication, QScrollArea
 
 from napari_agile._napari.sample_data import SAMPLE_SHAPE
+from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.errors import AgileInputError
-from napari_agile.io.model_file import AgileModel, load_model
 from napari_agile.io.tissue import PAPER_CHANNELS
 from napari_agile.synth.simulator import simulate_tissue
 

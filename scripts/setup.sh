@@ -87,4 +87,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q "torch==2.13.0" --index-url "${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
-.venv/bin/pip install -q -e ".[testing]"
+.venv/bin/pip install -q -e ".[testing,lint]"

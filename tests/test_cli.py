@@ -13,7 +13,7 @@ import tifffile
 import torch
 
 from napari_agile.cli import main
-from napari_agile.io.model_file import load_model
+from napari_agile.engine.model_file import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -271,7 +271,9 @@ def test_warnings_are_one_plain_line(monkeypatch, capsys):
     from napari_agile import cli
 
     help_line, add, _ = cli.COMMANDS["synth"]
-    monkeypatch.setitem(cli.COMMANDS, "synth", (help_line, add, lambda args: warnings.warn("check the names", stacklevel=1)))
+    monkeypatch.setitem(
+        cli.COMMANDS, "synth", (help_line, add, lambda args: warnings.warn("check the names", stacklevel=1))
+    )
     assert main(["synth", "--out", "x.tif"]) == 0
     assert capsys.readouterr().err == "napari-agile synth: warning: check the names\n"
 
@@ -284,8 +286,8 @@ def test_predict_help_names_its_default_folder(capsys):
 
 def _any_panel_model():
     """A small untrained stand-in for the bundled model for any panel (a per-channel encoder)."""
+    from napari_agile.engine.model_file import AgileModel
     from napari_agile.engine.network import ModelConfig, init_params
-    from napari_agile.io.model_file import AgileModel
 
     cfg = ModelConfig(channels=(), encoder="per_channel", centre_block="nucleus", width=8, blocks=3, trunk_bin=2)
     return AgileModel(cfg, init_params(cfg), 0.01, "head")
@@ -293,7 +295,7 @@ def _any_panel_model():
 
 def test_channels_and_nuclear_choose_the_panel_for_predict_detect_and_demo(tmp_path, capsys, monkeypatch):
     import napari_agile.demo as demo
-    import napari_agile.io.model_file as modelio
+    import napari_agile.engine.model_file as modelio
     from napari_agile.io.images import write_ome_tiff
     from napari_agile.session import Session
     from napari_agile.synth.simulator import simulate_tissue

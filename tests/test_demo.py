@@ -4,10 +4,10 @@ import tifffile
 
 from napari_agile.demo import run_demo, true_types
 from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.errors import AgileInputError
 from napari_agile.io.legend import read_legend
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 from napari_agile.synth.simulator import simulate_tissue
 

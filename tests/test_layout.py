@@ -1,4 +1,5 @@
-"""The package's architecture, checked: only `napari_agile._napari` may import napari, Qt or magicgui."""
+"""The package's architecture, checked: each layer imports only the layers below it, and only
+`napari_agile._napari` imports napari, Qt or magicgui."""
 
 import ast
 from pathlib import Path
@@ -7,25 +8,62 @@ import napari_agile
 
 PACKAGE = Path(napari_agile.__file__).parent
 GUI = {"napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "vispy"}
+#: what each subpackage may import from napari_agile at run time (type-only imports are free)
+BELOW = {
+    "io": {"errors", "io"},
+    "detect": {"errors", "io", "detect"},
+    "synth": {"errors", "io", "synth"},
+    "engine": {"errors", "io", "detect", "synth", "engine"},
+    "bench": {"errors", "io", "detect", "synth", "engine", "bench"},
+}
 
 
-def _imported_roots(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+def _imports(path: Path) -> set[str]:
+    """Dotted names of the modules `path` imports at run time (not under `if TYPE_CHECKING:`)."""
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names.add(node.module)
+    return names
+
+
+def _modules() -> list[Path]:
+    found = sorted(PACKAGE.rglob("*.py"))
+    assert len(found) > 35  # the checks must see the whole package, not an empty glob
+    return found
 
 
 def test_only_the_napari_face_imports_napari_or_qt():
-    engine_modules = [p for p in PACKAGE.rglob("*.py") if "_napari" not in p.relative_to(PACKAGE).parts]
-    assert len(engine_modules) > 30  # the check must see the whole engine, not an empty glob
-    offenders = {str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & GUI) for p in engine_modules}
+    outside = [p for p in _modules() if "_napari" not in p.relative_to(PACKAGE).parts]
+    offenders = {str(p.relative_to(PACKAGE)): sorted({n.split(".")[0] for n in _imports(p)} & GUI) for p in outside}
     assert {name: gui for name, gui in offenders.items() if gui} == {}
 
 
-def test_the_check_sees_the_napari_face():
-    """The same parser finds the widget's napari and Qt imports, so the check above can fail."""
-    assert {"napari", "qtpy"} <= _imported_roots(PACKAGE / "_napari" / "widget.py")
+def test_each_layer_imports_only_the_layers_below_it():
+    wrong = {}
+    for path in _modules():
+        layer = path.relative_to(PACKAGE).parts[0]
+        if layer not in BELOW:
+            continue
+        ours = {n.split(".")[1] for n in _imports(path) if n.startswith("napari_agile.")}
+        if ours - BELOW[layer]:
+            wrong[str(path.relative_to(PACKAGE))] = sorted(ours - BELOW[layer])
+    assert wrong == {}
+
+
+def test_the_checks_see_imports():
+    """The same parser finds the widget's napari and Qt imports and skips type-only ones, so the checks can fail."""
+    assert {"napari.layers", "qtpy.QtCore"} <= _imports(PACKAGE / "_napari" / "widget.py")
+    quality = _imports(PACKAGE / "engine" / "quality.py")
+    assert "napari_agile.session" not in quality and "napari_agile.engine.thresholds" in quality

@@ -19,12 +19,12 @@ from safetensors.torch import load_file, save_file
 from napari_agile import AgileInputError, Cells, Session, Tissue, detect_nuclei, read_tissue, simulate_tissue
 from napari_agile.cli import main
 from napari_agile.engine.meta import MetaConfig, meta_train
+from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.engine.tasks import TaskPool
 from napari_agile.engine.training import train_from_config
 from napari_agile.io import storage
 from napari_agile.io.images import write_ome_tiff
-from napari_agile.io.model_file import AgileModel, load_model
 from napari_agile.io.tissue import PAPER_CHANNELS
 
 ROOT = Path(__file__).resolve().parents[1]

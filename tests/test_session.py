@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from napari_agile import AgileInputError, Session, simulate_tissue
+from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.io.cells import Cells
-from napari_agile.io.model_file import AgileModel, load_model
 from napari_agile.io.tissue import PAPER_CHANNELS, Tissue
 
 

@@ -61,7 +61,7 @@ def type_sections(
     if suffix not in SUFFIXES:
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
     if suffix == ".h5ad":
-        from napari_agile.io.scverse import require_anndata
+        from napari_agile.scverse import require_anndata
 
         require_anndata()  # before the long work: a clear message if anndata is missing
     if masks is not None and len(masks) != len(images):
@@ -89,9 +89,9 @@ def type_sections(
                 typed = Session.apply_saved(saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclear)
                 typed.export(dest, typed.predict())  # inside: an .h5ad reads the tissue's marker means
         except AgileInputError as exc:
-            result = Typed(image, None, error=str(exc))
+            result = Typed(Path(image), None, error=str(exc))
         else:
-            result = Typed(image, dest, len(typed.cells))
+            result = Typed(Path(image), dest, len(typed.cells))
         results.append(result)
         if on_typed is not None:
             on_typed(result)

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.model_file import AgileModel, load_model, pick_model
 from napari_agile.engine.uncertainty import SPREAD
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells, write_cell_table
 from napari_agile.io.export import default_colors, write_geojson
 from napari_agile.io.images import write_ome_tiff
 from napari_agile.io.legend import legend_table, write_type_image
-from napari_agile.io.model_file import AgileModel, load_model, pick_model
 from napari_agile.session import NONE_TYPE, Session
 from napari_agile.synth.simulator import simulate_tissue
 

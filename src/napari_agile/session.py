@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from napari_agile.detect.patches import Normalizer, fit_normalizer, iter_patches
 from napari_agile.engine.device import pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
 from napari_agile.engine.meta import adapt_params
+from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
 from napari_agile.engine.network import ModelConfig, Params, estimate_stats, head_keys, network_input, patch_scale
 from napari_agile.engine.quality import AnswerQuality, answer_quality
 from napari_agile.engine.thresholds import assign_types, fit_threshold, type_threshold
@@ -46,7 +48,6 @@ from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells, read_cell_table, write_cell_table
 from napari_agile.io.export import NONE_TYPE, default_colors, export_table, to_rgb255
 from napari_agile.io.images import check_tissue
-from napari_agile.io.model_file import AgileModel, check_channels, load_model, pick_model
 from napari_agile.io.session_folders import default_store
 from napari_agile.io.storage import append_records, not_saved, read_json, recover_journal, write_atomic
 from napari_agile.io.tissue import Tissue, nuclear_flags
@@ -391,10 +392,12 @@ class Session:
             state.name = new
             self.types = {(new if k == old else k): v for k, v in self.types.items()}
             self.types.setdefault(new, state)
-        self._history = [
-            (new if t == old else t, cid, prev) for t, cid, prev in self._history if new is not None or t != old
-        ]
-        for table in (self.colors, self.type_thresholds, self._feats, self._mc):
+        if new is None:
+            self._history = [entry for entry in self._history if entry[0] != old]
+        else:
+            self._history = [(new if t == old else t, cid, prev) for t, cid, prev in self._history]
+        tables: tuple[dict, ...] = (self.colors, self.type_thresholds, self._feats, self._mc)
+        for table in tables:
             if old in table:
                 value = table.pop(old)
                 if new is not None:
@@ -578,7 +581,7 @@ class Session:
         colors = {**default_colors(list(self.types)), **self.colors, **(colors or {})}
         if Path(path).suffix.lower() != ".h5ad":
             return export_table(table, path, colors, self.cells.labels)
-        from napari_agile.io.scverse import write_anndata  # anndata is an optional extra
+        from napari_agile.scverse import write_anndata  # anndata is an optional extra
 
         model = {
             "config": self.config.to_dict(),
@@ -1026,7 +1029,7 @@ def _as_answer(a) -> bool:
     raise ValueError(f"An answer must be yes/no (True/False, 1/0); got {a!r}.")
 
 
-def _is_whole(value: object) -> bool:
+def _is_whole(value: object) -> TypeGuard[int]:
     """Whether `value` is a whole number (an int, not a bool or a float)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -1045,7 +1048,7 @@ def _check_settings(mc_passes: object, threshold: object) -> None:
 
 
 #: the keys every session.json holds, and their types
-_META_KEYS = {
+_META_KEYS: dict[str, type | tuple[type, ...]] = {
     "types": list,
     "steps": dict,
     "mc_passes": int,

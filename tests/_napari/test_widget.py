@@ -15,8 +15,8 @@ from qtpy.QtWidgets import QPushButton
 from napari_agile._napari.layers import CELLS, NUCLEI, SUGGESTED, TYPES, camera, text_overlay
 from napari_agile._napari.reader import tissue_layer_data
 from napari_agile._napari.widget import DETECT, AgileWidget
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, init_params
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 from napari_agile.session import Session
 from napari_agile.synth.simulator import simulate_tissue
@@ -256,7 +256,7 @@ def test_bad_input_is_a_notification(make_napari_viewer, qtbot, sim, model_path,
     assert w.worker is None and w.session is None
 
     monkeypatch.setattr(
-        "napari_agile.io.model_file._bundled_path", lambda name="rat-brain": tmp_path / "not-installed.safetensors"
+        "napari_agile.engine.model_file._bundled_path", lambda name="rat-brain": tmp_path / "not-installed.safetensors"
     )
     w.model_edit.setText("")  # the bundled model missing: a clear message, no crash
     w.detect()
@@ -656,7 +656,7 @@ def test_a_panel_of_other_names_with_a_channel_left_out(make_napari_viewer, qtbo
 def test_your_own_two_channel_image_picks_the_model_for_any_panel(
     make_napari_viewer, qtbot, sim, any_panel_path, model_path, tmp_path, monkeypatch
 ):
-    import napari_agile.io.model_file as modelio
+    import napari_agile.engine.model_file as modelio
 
     bundled = {"rat-brain": model_path, "any-panel": any_panel_path}
     monkeypatch.setattr(modelio, "_bundled_path", lambda name="rat-brain": bundled[name])

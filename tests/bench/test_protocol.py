@@ -8,10 +8,10 @@ import torch
 from napari_agile.bench.protocol import METHODS, BenchConfig, BenchData, Protocol, labelled_pool, run_benchmark
 from napari_agile.bench.report import centre_text, render, wall_time
 from napari_agile.cli import main
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.engine.tasks import TaskPool
 from napari_agile.errors import AgileInputError
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 from napari_agile.synth.simulator import CELL_TYPES
 

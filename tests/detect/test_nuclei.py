@@ -67,8 +67,8 @@ def test_real_crop_f1():
 
 
 def test_cells_from_a_mask_made_elsewhere_run_a_session(tmp_path):
+    from napari_agile.engine.model_file import AgileModel
     from napari_agile.engine.network import ModelConfig, init_params
-    from napari_agile.io.model_file import AgileModel
     from napari_agile.session import Session
 
     mask = tifffile.imread(DATA / "nuclei_crop_mask.tif")  # the real crop's hand-made instance mask

@@ -6,9 +6,9 @@ import torch
 
 from napari_agile import AgileInputError, Session, load_model, simulate_tissue
 from napari_agile.engine.meta import MetaConfig, draw_task
+from napari_agile.engine.model_file import pick_model
 from napari_agile.engine.network import ModelConfig, estimate_stats, features, forward, init_params, prototype_head
 from napari_agile.engine.tasks import PanelAugmentation, PanelDraw, TaskPool
-from napari_agile.io.model_file import pick_model
 from napari_agile.io.tissue import PAPER_CHANNELS, nuclear_flags
 from napari_agile.synth.simulator import MarkerPanel
 

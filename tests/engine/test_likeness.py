@@ -6,7 +6,7 @@ import pytest
 
 from napari_agile import Session, simulate_tissue
 from napari_agile.engine.likeness import unlike_channels
-from napari_agile.io.model_file import load_model
+from napari_agile.engine.model_file import load_model
 
 
 def test_unlike_channels_names_a_moved_or_stretched_channel():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_agile import Session, simulate_tissue
+from napari_agile.engine.model_file import load_model
 from napari_agile.engine.thresholds import assign_types, choose_threshold, held_out_probabilities
-from napari_agile.io.model_file import load_model
 
 
 def test_a_type_that_claims_its_held_out_noes_asks_for_more_probability():

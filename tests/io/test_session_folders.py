@@ -4,7 +4,7 @@ import os
 import time
 
 from napari_agile.cli import main
-from napari_agile.io.model_file import load_model
+from napari_agile.engine.model_file import load_model
 from napari_agile.io.session_folders import auto_sessions, sessions_dir
 from napari_agile.session import Session
 from napari_agile.synth.simulator import simulate_tissue

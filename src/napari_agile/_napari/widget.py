@@ -45,13 +45,13 @@ from napari_agile._napari import layers as _layers
 from napari_agile._napari.threshold_panel import ThresholdPanel
 from napari_agile.batch import Typed, type_sections
 from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei
+from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
 from napari_agile.engine.quality import AnswerQuality
 from napari_agile.engine.thresholds import type_threshold
 from napari_agile.engine.uncertainty import SPREAD
 from napari_agile.errors import AgileInputError
 from napari_agile.io.export import NONE_TYPE, default_colors
 from napari_agile.io.legend import legend_table
-from napari_agile.io.model_file import AgileModel, check_channels, load_model, pick_model
 from napari_agile.io.tissue import Tissue, nuclear_flags
 from napari_agile.session import SUGGEST_METHODS, Session, panel_choice, panel_config
 

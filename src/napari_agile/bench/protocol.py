@@ -22,13 +22,13 @@ import torch
 
 from napari_agile.bench.weak_labels import lab_labelled
 from napari_agile.engine.meta import MetaConfig, adapt_params, meta_train
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, Params, estimate_stats, head
 from napari_agile.engine.supervised import binary_metrics, predict_proba, train_supervised
 from napari_agile.engine.tasks import Augmentation, TaskPool, pool_from_tissues
 from napari_agile.engine.training import simulated_fields
 from napari_agile.engine.uncertainty import SPREAD, cover, mc_head_probs, scores, spread_picks, trunk_features
 from napari_agile.errors import AgileInputError
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 from napari_agile.synth.simulator import CELL_TYPES, SimParams, inner_cells, simulate_cell_pool, simulate_tissue
 

@@ -219,6 +219,6 @@ def _cut(
             region = np.pad(region, pad) if region is not None else None
         for k, ty, tx, i in zip(rows[run], top[run] - y0, left[run] - x0, run):
             out[k, :c] = block[:, ty : ty + size, tx : tx + size]
-            if region is not None:
+            if region is not None and cell_ids is not None:  # both or neither (the callers pass them together)
                 own = region[ty : ty + size, tx : tx + size] == cell_ids[i]
                 out[k, c] = own if own.any() else disk

@@ -110,9 +110,10 @@ def adapt_params(
     fixed = scope == "head" and cfg.dropout_placement == "head"
     feats = features(cfg, params, x, stats, mc=False) if from_support or fixed else None
     if from_support:
+        assert feats is not None
         params = (newton_head if cfg.head_init == "newton" else prototype_head)(cfg, params, feats, y)
     for _ in range(steps):
-        logits = head(cfg, params, feats) if fixed else forward(cfg, params, x, stats)
+        logits = head(cfg, params, feats) if fixed and feats is not None else forward(cfg, params, x, stats)
         loss = F.cross_entropy(logits, y)
         # the head's start's graph must outlive the step: the query loss reaches the trunk through it
         grads = torch.autograd.grad(
@@ -331,8 +332,11 @@ def meta_train(
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-    resume = ckpt is not None and ckpt.exists()
-    state = _load_checkpoint(ckpt, cfg, meta, dev) if resume else _new_state(cfg, meta, init, dev)
+    state = (
+        _load_checkpoint(ckpt, cfg, meta, dev)
+        if ckpt is not None and ckpt.exists()
+        else _new_state(cfg, meta, init, dev)
+    )
     last_save = time.monotonic()
     while state.iteration < meta.iterations:
         if should_stop is not None and should_stop():

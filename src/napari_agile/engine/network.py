@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -455,8 +456,8 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
     for b in range(cfg.blocks):
         zs = [_conv(params, b, xb) for xb in xs]
         count = sum(z.shape[0] * z.shape[2] * z.shape[3] for z in zs)
-        mean = sum(z.sum((0, 2, 3)) for z in zs) / count
-        var = sum(((z - mean[None, :, None, None]) ** 2).sum((0, 2, 3)) for z in zs) / count
+        mean = cast(torch.Tensor, sum(z.sum((0, 2, 3)) for z in zs)) / count
+        var = cast(torch.Tensor, sum(((z - mean[None, :, None, None]) ** 2).sum((0, 2, 3)) for z in zs)) / count
         stats[f"bn{b}.mean"], stats[f"bn{b}.var"] = mean, var.clamp_min(1e-6)
         xs = [_normalise_pool(cfg, params, b, z, stats, mc=False) for z in zs]
     return stats

@@ -12,7 +12,7 @@ nucleus, an empty channel), so no fixed panel is learned.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -222,10 +222,8 @@ class Task:
     def to(self, device: torch.device) -> Task:
         """The same episode on `device` (episodes are drawn and augmented on the CPU, so every device sees the
         same tasks)."""
-        return Task(
-            *(t.to(device) for t in (self.support_x, self.support_y, self.query_x, self.query_y, self.unlabelled_x)),
-            self.nuclear,
-        )
+        tensors = ("support_x", "support_y", "query_x", "query_y", "unlabelled_x")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 
     def config(self, cfg: ModelConfig) -> ModelConfig:
         """`cfg` bound to this task's panel (a per-channel model reads whatever panel the task drew)."""

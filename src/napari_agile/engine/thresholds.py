@@ -74,7 +74,7 @@ def held_out_probabilities(
     return p, y
 
 
-def informative(y: np.ndarray) -> bool:
+def informative(y: np.ndarray | Sequence[bool]) -> bool:
     """Whether answers `y` hold at least MIN_EACH of each kind, enough to choose a threshold from."""
     y = np.asarray(y, bool)
     return bool(min(y.sum(), (~y).sum()) >= MIN_EACH)

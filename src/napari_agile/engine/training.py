@@ -21,12 +21,12 @@ import torch
 from napari_agile.detect.nuclei import read_mask
 from napari_agile.engine.device import pick_device
 from napari_agile.engine.meta import MetaConfig, meta_train
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig
 from napari_agile.engine.tasks import TaskPool, pool_from_tissues
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells, read_cell_table
 from napari_agile.io.images import read_tissue
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.settings import check_types
 from napari_agile.synth.simulator import MARKER_OF, SimParams, simulate_tissue
 

@@ -104,7 +104,7 @@ def scores(samples: np.ndarray, method: str, rng: np.random.Generator) -> np.nda
     if method == "bald":
         return bald(samples)
     if method == "random":
-        return rng.random(samples.shape[1])
+        return rng.random((samples.shape[1],))
     raise ValueError(f"Unknown acquisition method {method!r}: use one of {METHODS}.")
 
 

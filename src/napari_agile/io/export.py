@@ -1,5 +1,5 @@
 """Export a prediction table (Session.predict) as CSV or as GeoJSON detections (nucleus outlines, or points without a
-mask) that QuPath imports with their classes; AnnData (.h5ad) for scanpy/squidpy is in io/scverse.py."""
+mask) that QuPath imports with their classes; AnnData (.h5ad) for scanpy/squidpy is in scverse.py."""
 
 from __future__ import annotations
 

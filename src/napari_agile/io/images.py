@@ -109,7 +109,7 @@ def check_tissue(tissue: Tissue, strict: bool = False, n_tiles: int = 16, tile: 
 
 def _reads_from(tissue: Tissue, path: Path) -> bool:
     """Whether `path` is the tissue's source file, or a file in its source folder of per-channel TIFFs."""
-    source, target = Path(tissue.source).resolve(), path.resolve()
+    source, target = Path(tissue.source or "").resolve(), path.resolve()
     return target == source or (source.is_dir() and target.parent == source)
 
 
@@ -279,7 +279,7 @@ def _ome_pixel_size(ome: str) -> float | None:
         return None
     if pixels.get("PhysicalSizeXUnit", "µm") not in ("µm", "um", "micron"):
         return None
-    return float(pixels.get("PhysicalSizeX"))
+    return float(pixels.get("PhysicalSizeX", ""))  # present: checked above
 
 
 def _resolve_names(names: list[str] | None, n: int, where: Path) -> list[str]:
@@ -397,10 +397,11 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
         raise AgileInputError(f"Cannot open {path} as zarr ({exc}).") from exc
-    attrs = dict(node.attrs)
-    ome = attrs.get("ome", attrs)  # OME-NGFF 0.5 nests its metadata under "ome"
+    attrs: dict[str, Any] = dict(node.attrs)  # JSON: checked key by key below
+    ome: dict[str, Any] = attrs.get("ome", attrs)  # OME-NGFF 0.5 nests its metadata under "ome"
     axes = None
     pixel_size = None
+    arr: Any
     if isinstance(node, zarr.Array):
         arr = node
     elif "multiscales" in ome:

@@ -26,7 +26,7 @@ def _matches(value: object, hint: object) -> bool:
         return isinstance(value, str)
     if origin is tuple:
         return isinstance(value, (list, tuple)) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return isinstance(value, (dict, hint))
     return True
 
@@ -37,7 +37,8 @@ def _describe(hint: object) -> str:
         return " or ".join(_describe(h) for h in typing.get_args(hint) if h is not type(None))
     if typing.get_origin(hint) is tuple:
         return f"a list of {_describe(typing.get_args(hint)[0])}"
-    return _WORDS.get(hint, "a table" if dataclasses.is_dataclass(hint) else str(hint))
+    words = _WORDS.get(hint) if isinstance(hint, type) else None
+    return words or ("a table" if dataclasses.is_dataclass(hint) else str(hint))
 
 
 def check_types(cls: type, values: dict, where: str) -> None:
@@ -50,5 +51,5 @@ def check_types(cls: type, values: dict, where: str) -> None:
             continue
         if not _matches(value, hint):
             raise AgileInputError(f"{where}: {key} = {value!r} must be {_describe(hint)}.")
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
             check_types(hint, value, f"{where} {key}")

@@ -478,7 +478,7 @@ def _draw_nuclei(layout: _Layout, shape: tuple[int, int], params: SimParams) -> 
     """Paint nuclei, largest first, so small nuclei lying over large ones stay visible; keep each one's soft footprint."""
     labels = np.zeros(shape, np.int32)
     area = np.zeros(len(layout.types), np.int64)
-    cover = [None] * len(layout.types)
+    cover: list = [None] * len(layout.types)
     edge = np.float32(max(params.nucleus_edge, 1e-3))
     for i in np.argsort(-layout.axes.prod(1), kind="stable"):
         half = int(np.ceil(layout.axes[i, 0] * 1.5 * max(params.stretch_x, 1))) + 1

@@ -11,10 +11,10 @@ from scipy import ndimage
 from napari_agile import AgileInputError, Session, simulate_tissue
 from napari_agile.detect.markers import disc_labels, marker_means
 from napari_agile.detect.patches import fit_normalizer
+from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.io.cells import Cells
 from napari_agile.io.export import export_table
-from napari_agile.io.model_file import AgileModel
 from napari_agile.io.tissue import PAPER_CHANNELS
 
 
