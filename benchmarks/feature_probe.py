@@ -143,7 +143,7 @@ def probe(model_path: str, repeats: int, seed: int, label_source: str) -> dict[s
                     proto._score(proto.adapt(model, idx, task), task, stats)["accuracy"]
                 )
             (x_tr, y_tr), (x_te, y_te) = (proto._xy(base.tasks[task][s], task) for s in ("train", "test"))
-            f_tr, f_te = (features(cfg, model.params, x, stats, mc=False) for x in (x_tr, x_te))
+            f_tr, f_te = (features(cfg, model.params, x, stats) for x in (x_tr, x_te))
             for name, cols in parts.items():
                 if cfg.centre_radius or name == "trunk":
                     args = (f_tr[:, cols], y_tr, f_te[:, cols], y_te)

@@ -49,11 +49,6 @@ VARIANTS = {
         {"first_order": True, "adapt_scope": "head"},
         {"shuffle": 1.0},
     ),
-    "proto_first_order_shuffle_1_head_only_centre_14_whiten_dropout_blocks": (
-        {"centre_radius": 14, "centre_whiten": True, "dropout_placement": "blocks"},
-        {"first_order": True, "adapt_scope": "head"},
-        {"shuffle": 1.0},
-    ),
     "proto_first_order_shuffle_1_head_only_centre_14_whiten_rings_2": (
         {"centre_radius": 14, "centre_whiten": True, "centre_rings": 2},
         {"first_order": True, "adapt_scope": "head"},
@@ -61,11 +56,6 @@ VARIANTS = {
     ),
     "proto_first_order_shuffle_1_head_only_nucleus_whiten": (
         {"centre_block": "nucleus", "centre_whiten": True},
-        {"first_order": True, "adapt_scope": "head"},
-        {"shuffle": 1.0},
-    ),
-    "proto_first_order_shuffle_1_head_only_nucleus_whiten_mask_input": (
-        {"centre_block": "nucleus", "centre_whiten": True, "mask_input": True},
         {"first_order": True, "adapt_scope": "head"},
         {"shuffle": 1.0},
     ),

@@ -220,8 +220,7 @@ class Session:
         """(T, N) MC-dropout positive probabilities for every cell (cached until the type adapts)."""
         key = self._key(name)
         if key not in self._mc:
-            head = self.config.dropout_placement == "head"
-            self._mc[key] = self._sample(self._params(name), self._features(name, progress) if head else None)
+            self._mc[key] = self._sample(self._params(name), self._features(name, progress))
         return self._mc[key]
 
     def _sample(self, params: Params, feats: torch.Tensor | None) -> np.ndarray:
@@ -511,7 +510,7 @@ class Session:
             return self._mc_samples(state.name, progress)
         key = state.signature()
         if self._fits.get(state.name, (None,))[0] != key:
-            cached = self.config.dropout_placement == "head" and self.model.adapt_scope == "head"
+            cached = self.model.adapt_scope == "head"
             feats = self._features(None, progress) if cached else None  # a head-only fit keeps the meta trunk
             self._fits[state.name] = (key, self._sample(self._fit(state, max(state.steps, 1), None), feats))
         return self._fits[state.name][1]

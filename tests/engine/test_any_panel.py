@@ -43,7 +43,7 @@ def test_one_set_of_weights_reads_any_panel_in_any_order(c):
         cfg = ANY.for_panel([f"m{i}" for i in order.tolist()], [i == 0 for i in order.tolist()])
         xo = torch.cat([x[:, order], x[:, c:]], 1)
         stats = estimate_stats(cfg, params, xo)
-        feats = features(cfg, params, xo, stats, mc=False)
+        feats = features(cfg, params, xo, stats)
         assert feats.shape == (len(x), cfg.feature_size) and cfg.feature_size == c * ANY.head_width
         logits.append(forward(cfg, prototype_head(cfg, params, feats[:16], y), xo, stats, mc=False))
     assert torch.allclose(logits[0], logits[1], atol=1e-4)
@@ -53,7 +53,7 @@ def test_the_nuclear_flag_reaches_the_encoder():
     params = init_params(ANY, seed=1)
     x = _patches(3)
     a, b = (ANY.for_panel(["a", "b", "c"], flags) for flags in ([True, False, False], [False, False, True]))
-    fa, fb = (features(cfg, params, x, estimate_stats(cfg, params, x), mc=False) for cfg in (a, b))
+    fa, fb = (features(cfg, params, x, estimate_stats(cfg, params, x)) for cfg in (a, b))
     assert not torch.allclose(fa, fb)
 
 

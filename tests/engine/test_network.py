@@ -8,6 +8,7 @@ from napari_agile.engine.meta import adapt_params
 from napari_agile.engine.network import ModelConfig, estimate_stats, features, forward, init_params
 from napari_agile.engine.supervised import fresh_params, train_supervised
 from napari_agile.engine.tasks import Augmentation, TaskTransform
+from napari_agile.errors import AgileInputError
 
 CFG = ModelConfig(channels=tuple("abcdefg"))
 
@@ -78,9 +79,8 @@ def test_prototype_models_start_with_a_zero_dense_layer_and_meta_models_do_not()
     assert init_params(ModelConfig(channels=tuple("abc"), head_init="meta"))["head.weight"].any()
 
 
-@pytest.mark.parametrize("placement", ["head", "blocks"])
-def test_mc_dropout_is_stochastic_and_off_when_asked(placement):
-    cfg = ModelConfig(channels=tuple("abc"), dropout_placement=placement, dropout=0.5, head_init="meta")
+def test_mc_dropout_is_stochastic_and_off_when_asked():
+    cfg = ModelConfig(channels=tuple("abc"), dropout=0.5, head_init="meta")
     params = init_params(cfg)  # a random dense layer (prototype models start it at zero)
     x = torch.rand(8, 3, 50, 50)
     stats = estimate_stats(cfg, params, x)
@@ -93,18 +93,18 @@ def test_centre_block_reads_each_channel_at_the_centre_cell_standardised_on_the_
     params = init_params(cfg)
     x = torch.rand(32, 3, 50, 50)
     stats = estimate_stats(cfg, params, x)
-    feats = features(cfg, params, x, stats, mc=False)
+    feats = features(cfg, params, x, stats)
     assert feats.shape == (32, cfg.trunk_size + 3) == (32, cfg.feature_size)
     centre = feats[:, cfg.trunk_size :] / params["centre.weight"]
     assert torch.allclose(centre.mean(0), torch.zeros(3), atol=1e-4)  # standardised on the tissue sample
     assert torch.allclose(centre.std(0, unbiased=False), torch.ones(3), atol=1e-3)
     bright = x.clone()
     bright[0, 1, 20:30, 20:30] += 5.0  # a bright centre in channel b only
-    moved = features(cfg, params, bright, stats, mc=False)[0, cfg.trunk_size :] / params["centre.weight"]
+    moved = features(cfg, params, bright, stats)[0, cfg.trunk_size :] / params["centre.weight"]
     assert moved[1] > centre[0, 1] + 5 and torch.allclose(moved[[0, 2]], centre[0, [0, 2]])
     far = x.clone()
     far[0, 1, :8, :8] += 5.0  # a neighbour's signal in the corner leaves the centre block alone
-    assert torch.allclose(features(cfg, params, far, stats, mc=False)[0, cfg.trunk_size :], feats[0, cfg.trunk_size :])
+    assert torch.allclose(features(cfg, params, far, stats)[0, cfg.trunk_size :], feats[0, cfg.trunk_size :])
 
 
 def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
@@ -113,11 +113,11 @@ def test_whitened_centre_block_decorrelates_channels_and_follows_their_order():
     x = torch.rand(64, 3, 50, 50)
     x[:, 1] = 0.7 * x[:, 0] + 0.3 * x[:, 1]  # channel b mostly repeats channel a (a shared stain, bleed-through)
     stats = estimate_stats(cfg, params, x)
-    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size :] / params["centre.weight"]
+    centre = features(cfg, params, x, stats)[:, cfg.trunk_size :] / params["centre.weight"]
     assert torch.allclose(torch.cov(centre.T, correction=0), torch.eye(3), atol=2e-2)
     perm = [2, 0, 1]  # whitening is symmetric (ZCA): reordering the channels reorders the block, nothing else
     x_perm = x[:, perm]
-    moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm), mc=False)[:, cfg.trunk_size :]
+    moved = features(cfg, params, x_perm, estimate_stats(cfg, params, x_perm))[:, cfg.trunk_size :]
     assert torch.allclose(moved / params["centre.weight"], centre[:, perm], atol=1e-3)
     few = x[:8]  # under 4 cells per channel: no covariances, each channel only standardised
     (whiten,) = estimate_stats(cfg, params, few)["centre.whiten"]  # one ring, one matrix
@@ -131,13 +131,13 @@ def test_centre_rings_read_the_nucleus_core_and_its_rim_apart_each_whitened_on_i
     x[:, 2] = 0.5 * x[:, 0] + 0.5 * x[:, 2]
     stats = estimate_stats(cfg, params, x)
     assert stats["centre.whiten"].shape == (2, 3, 3)
-    centre = features(cfg, params, x, stats, mc=False)[:, cfg.trunk_size :] / params["centre.weight"]
+    centre = features(cfg, params, x, stats)[:, cfg.trunk_size :] / params["centre.weight"]
     assert centre.shape == (64, 6) and cfg.feature_size == cfg.trunk_size + 6
     for ring in (centre[:, :3], centre[:, 3:]):  # each ring white on its own
         assert torch.allclose(torch.cov(ring.T, correction=0), torch.eye(3), atol=2e-2)
     rim = x[:1].clone()  # binned pixel (24.5 + 5, 24.5) is 10 px from the centre: the outer ring (7-14 px) only
     rim[0, 1, 29:31, 23:27] += 5.0
-    moved = features(cfg, params, rim, stats, mc=False)[0, cfg.trunk_size :] / params["centre.weight"]
+    moved = features(cfg, params, rim, stats)[0, cfg.trunk_size :] / params["centre.weight"]
     delta = moved - centre[0]
     assert delta[3:].abs().max() > 1 and delta[:3].abs().max() < 1e-4
     with pytest.raises(ValueError, match="centre_rings"):
@@ -167,14 +167,14 @@ def test_nucleus_block_reads_the_channels_inside_the_mask_plane_and_the_trunk_ig
     x[:, -1] = 0
     x[:, -1, 20:30, 22:28] = 1  # the nucleus
     stats = estimate_stats(NUCLEUS, params, x)
-    f = features(NUCLEUS, params, x, stats, mc=False)
+    f = features(NUCLEUS, params, x, stats)
     assert NUCLEUS.planes == 8 and f.shape == (64, NUCLEUS.trunk_size + 7)
     inside = x[:, :7, 20:30, 22:28].mean((2, 3))
     expect = (inside - inside.mean(0)) @ stats["centre.whiten"][0] * params["centre.weight"]
     torch.testing.assert_close(f[:, -7:], expect, rtol=1e-4, atol=1e-4)
     moved = x.clone()
     moved[:, -1] = torch.roll(x[:, -1], 5, dims=2)  # another nucleus: only the centre block changes
-    g = features(NUCLEUS, params, moved, stats, mc=False)
+    g = features(NUCLEUS, params, moved, stats)
     assert torch.equal(g[:, :-7], f[:, :-7]) and not torch.allclose(g[:, -7:], f[:, -7:])
 
 
@@ -189,25 +189,18 @@ def test_centre_sqrt_reads_the_root_of_each_channel_mean_whitened_on_the_tissue(
     root = x[:, :7, 20:30, 22:28].mean((2, 3)).clamp_min(0).sqrt()
     assert torch.allclose(stats["centre.mean"], root.mean(0), atol=1e-5)
     expect = (root - root.mean(0)) @ stats["centre.whiten"][0] * params["centre.weight"]
-    f = features(cfg, params, x, stats, mc=False)
+    f = features(cfg, params, x, stats)
     assert torch.isfinite(f).all()
     torch.testing.assert_close(f[:, -7:], expect, rtol=1e-4, atol=1e-4)
 
 
-def test_mask_input_lets_the_trunk_read_which_nucleus_is_the_target():
-    cfg = ModelConfig(channels=tuple("abcdefg"), centre_block="nucleus", centre_whiten=True, mask_input=True)
-    params, gen = init_params(cfg), torch.Generator().manual_seed(0)
-    assert params["conv0.weight"].shape[1] == 8 and params["conv1.weight"].shape[1] == cfg.width
-    x = torch.rand(64, cfg.planes, 50, 50, generator=gen)
-    x[:, -1] = 0
-    x[:, -1, 20:30, 22:28] = 1
-    stats = estimate_stats(cfg, params, x)
-    moved = x.clone()
-    moved[:, -1] = torch.roll(x[:, -1], 5, dims=2)  # another nucleus, the same markers: now the trunk changes too
-    f, g = (features(cfg, params, v, stats, mc=False) for v in (x, moved))
-    assert not torch.allclose(g[:, : cfg.trunk_size], f[:, : cfg.trunk_size])
-    with pytest.raises(ValueError, match="mask_input needs centre_block 'nucleus'"):
-        ModelConfig(channels=tuple("abc"), mask_input=True)
+def test_retired_options_are_read_at_the_shipped_value_and_refused_at_any_other():
+    old = {"channels": ["a", "b"], "dropout_placement": "head", "mask_input": False}
+    assert ModelConfig.from_dict(old, "old.safetensors config") == ModelConfig(channels=("a", "b"))
+    with pytest.raises(AgileInputError, match=r"recipe.toml \[model\]: dropout_placement = 'blocks' is no longer"):
+        ModelConfig.from_dict({**old, "dropout_placement": "blocks"}, "recipe.toml [model]")
+    with pytest.raises(AgileInputError, match="mask_input = True is no longer an option"):
+        ModelConfig.from_dict({**old, "mask_input": True}, "x")
 
 
 def test_task_transform_only_rotates_a_mask_plane():

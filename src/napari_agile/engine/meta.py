@@ -107,8 +107,8 @@ def adapt_params(
     from_support = cfg.head_init != "meta"  # prototypes or a Newton step start the dense layer from the support
     # the support's features stay put while only the dense layer moves, and dropout in the head draws nothing
     # in the trunk: compute them once for the head's start and every step
-    fixed = scope == "head" and cfg.dropout_placement == "head"
-    feats = features(cfg, params, x, stats, mc=False) if from_support or fixed else None
+    fixed = scope == "head"
+    feats = features(cfg, params, x, stats) if from_support or fixed else None
     if from_support:
         assert feats is not None
         params = (newton_head if cfg.head_init == "newton" else prototype_head)(cfg, params, feats, y)

@@ -89,7 +89,7 @@ def load_model(path: str | Path | None = None) -> AgileModel:
             raise ValueError("the config is not a JSON object")
         saved.pop("extra", None)  # a field files written before 2026-11-28 carry, never used
         check_types(ModelConfig, saved, f"{path} config")
-        cfg = ModelConfig(**{"head_init": "meta", **saved})  # files from before head_init: the paper's head
+        cfg = ModelConfig.from_dict({"head_init": "meta", **saved}, f"{path} config")  # before head_init: the paper's
         model = AgileModel(
             config=cfg,
             params={k: v.float() for k, v in tensors.items()},

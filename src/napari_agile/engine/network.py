@@ -6,8 +6,8 @@ section at hand (`estimate_stats`), not on the labelled batch. Support sets hold
 statistics would be noise; the same rule in meta-training (stats from an unlabelled sample of the task's
 tissue) and in use (stats from the user's section) keeps the two consistent and re-estimates the
 normalisation on tissue the model never saw.
-MC dropout (rate 0.1, always on, train and test) sits before the dense layer by default ("head"), so T
-stochastic passes cost one trunk pass; "blocks" puts it after every block instead.
+MC dropout (rate 0.1, always on, train and test) sits before the dense layer, so T stochastic passes cost one
+trunk pass.
 Optionally the dense layer also reads each channel's mean at the centre cell, standardised or whitened with the
 same tissue statistics: in `centre_rings` concentric rings of `centre_radius` (nucleus core, then its rim and the
 soma around it; the bundled model), or inside the cell's own segmented nucleus (`centre_block = "nucleus"`; the
@@ -23,9 +23,9 @@ say which channels matter for the new type (`head_weight`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,11 @@ from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import median_diameter
 
 Params = dict[str, torch.Tensor]
+
+
+#: Options of studies that lost, removed from ModelConfig, and the value every shipped model was made with: recipes
+#: and model files that still name them are read as long as they hold it (docs/method.md keeps the numbers).
+RETIRED: dict[str, object] = {"dropout_placement": "head", "mask_input": False}
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,6 @@ class ModelConfig:
     width: int = 32
     blocks: int = 4
     dropout: float = 0.1
-    dropout_placement: str = "head"  # "head" (before the dense layer) or "blocks" (after every block)
     n_classes: int = 2
     head_init: str = "prototypes"  # adaptation starts the dense layer from "meta" weights only (the paper),
     # adds the support's class "prototypes" (Proto-MAML), or takes one regularised "newton" step of the head's
@@ -66,8 +70,6 @@ class ModelConfig:
     centre_sqrt: bool = False  # the square root of each channel mean before it is normalised: expression is
     # log-normal, so in linear units a marker's positive cells spread wider than its negatives, which a
     # prototype's distance does not model; the root evens the spreads (docs/method.md)
-    mask_input: bool = False  # the convolutions also read the nucleus-mask plane, so the trunk knows which cell
-    # is the target among its neighbours (CellSighter, Amitay et al. 2023); needs centre_block "nucleus"
     encoder: str = "joint"  # "joint": one CNN over the fixed panel `channels` (the paper); "per_channel": one shared
     # CNN per marker channel, any panel (channels then name the panel it is bound to, empty in a model file)
     nuclear: tuple[bool, ...] = ()  # per_channel: which of `channels` stain every nucleus (a flag plane says so)
@@ -79,6 +81,19 @@ class ModelConfig:
     # nuclei are more than 25% smaller or larger is cut at the scale that makes them this size (0: never rescale)
     ring: int = 0  # > 0 with centre_block "nucleus": the block also reads each channel's mean in a band this many
     # patch pixels wide around the nucleus (membrane, soma), a second part normalised on its own
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object], where: str) -> ModelConfig:
+        """The config a recipe or model file gives; an option of a study that lost (RETIRED) is accepted at the
+        value every shipped model used, and named in a clear error at any other."""
+        kept: dict[str, Any] = dict(values)  # checked against the fields by check_types and the class itself
+        for key, used in RETIRED.items():
+            if key in kept and kept.pop(key) != used:
+                raise AgileInputError(
+                    f"{where}: {key} = {values[key]!r} is no longer an option (its study lost, docs/method.md); "
+                    "remove it (the variant's code is in git history, commit ea02dc38)."
+                )
+        return cls(**kept)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -93,10 +108,6 @@ class ModelConfig:
             raise AgileInputError("ring needs centre_block 'nucleus' and a width of at least `bin` pixels")
         if self.centre_block not in ("rings", "nucleus"):
             raise AgileInputError("centre_block must be 'rings' or 'nucleus'")
-        if self.mask_input and self.centre_block != "nucleus":
-            raise AgileInputError("mask_input needs centre_block 'nucleus' (the patches then carry the mask plane)")
-        if self.dropout_placement not in ("head", "blocks"):
-            raise AgileInputError("dropout_placement must be 'head' or 'blocks'")
         if self.head_init not in ("meta", "prototypes", "newton"):
             raise AgileInputError("head_init must be 'meta', 'prototypes' or 'newton'")
         if not self.head_ridge > 0:
@@ -154,9 +165,9 @@ class ModelConfig:
 
     @property
     def trunk_planes(self) -> int:
-        """Planes the convolutions read: the channels, and the nucleus mask with `mask_input` (per channel: the
-        channel, the mask and the nuclear flag)."""
-        return 3 if self.per_channel else len(self.channels) + self.mask_input
+        """Planes the convolutions read: the channels (per channel: the channel, the nucleus mask and the nuclear
+        flag)."""
+        return 3 if self.per_channel else len(self.channels)
 
     @property
     def centre_parts(self) -> int:
@@ -278,8 +289,8 @@ def _conv(params: Params, b: int, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, params[f"conv{b}.weight"], params[f"conv{b}.bias"], padding=1)
 
 
-def _normalise_pool(cfg: ModelConfig, params: Params, b: int, z: torch.Tensor, stats: Params, mc: bool) -> torch.Tensor:
-    """Batch norm with the given tissue statistics, ReLU, 2x2 max-pool (and block dropout)."""
+def _normalise_pool(params: Params, b: int, z: torch.Tensor, stats: Params) -> torch.Tensor:
+    """Batch norm with the given tissue statistics, ReLU, 2x2 max-pool."""
     z = F.batch_norm(
         z,
         stats[f"bn{b}.mean"],
@@ -290,10 +301,7 @@ def _normalise_pool(cfg: ModelConfig, params: Params, b: int, z: torch.Tensor, s
         0.0,
         1e-5,
     )
-    x = F.max_pool2d(F.relu(z), 2)
-    if cfg.dropout_placement == "blocks":
-        x = F.dropout(x, cfg.dropout, training=mc)
-    return x
+    return F.max_pool2d(F.relu(z), 2)
 
 
 def centre_means(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
@@ -327,14 +335,14 @@ def centre_block(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     return block.clamp_min(0).sqrt() if cfg.centre_sqrt else block
 
 
-def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
+def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params) -> torch.Tensor:
     """Features (N, feature_size) of binned patches `x`: the flattened trunk, then the centre block if any.
 
     The trunk runs channels-last: about twice the throughput of NCHW on CPU (docs/speed.md, section 1). Per channel,
     the trunk part is channel-major: channel c's embedding, then the next channel's."""
     out = trunk_input(cfg, x)
     for b in range(cfg.blocks):
-        out = _normalise_pool(cfg, params, b, _conv(params, b, out), stats, mc)
+        out = _normalise_pool(params, b, _conv(params, b, out), stats)
     out = (out.mean((2, 3)) if cfg.trunk_pool else out).reshape(len(x), -1)
     if not cfg.centre_parts:
         return out
@@ -350,9 +358,8 @@ def features(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, m
 
 
 def head(cfg: ModelConfig, params: Params, feats: torch.Tensor, mc: bool = True) -> torch.Tensor:
-    """Logits from trunk features; MC dropout here when placement is 'head'."""
-    if cfg.dropout_placement == "head":
-        feats = F.dropout(feats, cfg.dropout, training=mc)
+    """Logits from trunk features, MC dropout on them."""
+    feats = F.dropout(feats, cfg.dropout, training=mc)
     return F.linear(feats, head_weight(cfg, params), params["head.bias"])
 
 
@@ -369,7 +376,7 @@ def head_weight(cfg: ModelConfig, params: Params) -> torch.Tensor:
 
 def forward(cfg: ModelConfig, params: Params, x: torch.Tensor, stats: Params, mc: bool = True) -> torch.Tensor:
     """Logits (N, n_classes) of binned patches `x`, with MC dropout on when `mc`."""
-    return head(cfg, params, features(cfg, params, x, stats, mc), mc)
+    return head(cfg, params, features(cfg, params, x, stats), mc)
 
 
 def prototype_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.Tensor) -> Params:
@@ -459,5 +466,5 @@ def estimate_stats(cfg: ModelConfig, params: Params, x: torch.Tensor, batch_size
         mean = cast(torch.Tensor, sum(z.sum((0, 2, 3)) for z in zs)) / count
         var = cast(torch.Tensor, sum(((z - mean[None, :, None, None]) ** 2).sum((0, 2, 3)) for z in zs)) / count
         stats[f"bn{b}.mean"], stats[f"bn{b}.var"] = mean, var.clamp_min(1e-6)
-        xs = [_normalise_pool(cfg, params, b, z, stats, mc=False) for z in zs]
+        xs = [_normalise_pool(params, b, z, stats) for z in zs]
     return stats

@@ -16,7 +16,7 @@ import torch
 
 from napari_agile.engine.meta import adapt_params
 from napari_agile.engine.network import Params
-from napari_agile.engine.uncertainty import mc_full_probs, mc_head_probs, trunk_features
+from napari_agile.engine.uncertainty import mc_head_probs, trunk_features
 from napari_agile.io.export import NONE_TYPE
 
 if TYPE_CHECKING:
@@ -33,13 +33,8 @@ MIN_EACH = 2
 def mc_mean(session: Session, params: Params, x: torch.Tensor) -> np.ndarray:
     """MC-dropout mean probability of patches `x` under `params`, as the session computes it for every cell."""
     cfg = session.config
-    if cfg.dropout_placement == "head":
-        samples = mc_head_probs(
-            cfg, params, trunk_features(cfg, params, session.stats, x), session.mc_passes, session.seed
-        )
-    else:
-        samples = mc_full_probs(cfg, params, session.stats, x, session.mc_passes, session.seed)
-    return samples.mean(0).cpu().numpy()
+    feats = trunk_features(cfg, params, session.stats, x)
+    return mc_head_probs(cfg, params, feats, session.mc_passes, session.seed).mean(0).cpu().numpy()
 
 
 def held_out_probabilities(

@@ -146,7 +146,7 @@ def train_from_config(
     check_types(ModelConfig, config["model"], f"{config_path} [model]")
     check_types(MetaConfig, meta_dict, f"{config_path} [meta]")
     try:
-        cfg = ModelConfig(**config["model"])
+        cfg = ModelConfig.from_dict(config["model"], f"{config_path} [model]")
         meta = MetaConfig.from_dict(meta_dict)
     except (TypeError, AgileInputError) as err:  # an unknown or misspelt key, or a value out of its range
         raise AgileInputError(

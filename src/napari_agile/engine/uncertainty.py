@@ -74,7 +74,7 @@ def trunk_features(
     out, done = [], 0
     for xb in torch.split(x, batch_size):
         xb = xb.float()
-        out.append(features(cfg, params, xb, stats, mc=False))
+        out.append(features(cfg, params, xb, stats))
         done += len(xb)
         if progress is not None:
             progress(done, len(x))
