@@ -158,6 +158,15 @@ def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(
     np.testing.assert_allclose(
         adata.obs.set_index("cell_id").loc[masked["id"], "p_neuron"], masked["p_neuron"], rtol=1e-5
     )
+    session = str(tmp_path / "session")
+    assert (
+        main(["predict", session, str(image), "--masks", str(mask), "--format", "zarr", "--out", str(tmp_path / "sd")])
+        == 0
+    )
+    store = tmp_path / "sd" / "new.zarr"  # a SpatialData store: typed again from its own image and nucleus labels
+    assert main(["predict", session, str(store), "--masks", str(store), "--out", str(tmp_path / "again")]) == 0
+    again = pd.read_csv(tmp_path / "again" / "new.csv")
+    pd.testing.assert_frame_equal(again, masked, check_exact=False, rtol=1e-5)
     assert main(["predict", str(tmp_path / "session"), str(image), "--masks", str(mask), str(mask)]) == 2
     assert "one per image" in capsys.readouterr().err
     assert (

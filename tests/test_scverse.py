@@ -1,4 +1,5 @@
-"""AnnData export (.h5ad), read back with anndata itself, and the marker means it carries."""
+"""AnnData (.h5ad) and SpatialData (.zarr) export, read back with anndata and spatialdata themselves, the marker
+means they carry, and SpatialData stores made elsewhere opened as a tissue and its nuclei."""
 
 import json
 
@@ -8,8 +9,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from napari_agile import AgileInputError, Session, simulate_tissue
+from napari_agile import AgileInputError, Session, read_spatialdata, read_tissue, simulate_tissue
 from napari_agile.detect.markers import disc_labels, marker_means
+from napari_agile.detect.nuclei import read_mask
 from napari_agile.detect.patches import fit_normalizer
 from napari_agile.engine.model_file import AgileModel
 from napari_agile.engine.network import ModelConfig, init_params
@@ -101,9 +103,10 @@ def test_csv_and_geojson_go_through_the_same_export(session, tmp_path):
     assert neuron["properties"]["classification"]["color"] == [0x12, 0x34, 0x56]
 
 
-def test_a_bare_table_cannot_become_h5ad_and_says_how(session, tmp_path):
+@pytest.mark.parametrize("name", ["cells.h5ad", "section.zarr"])
+def test_a_bare_table_cannot_become_h5ad_or_spatialdata_and_says_how(session, tmp_path, name):
     with pytest.raises(AgileInputError, match="Session.export"):
-        export_table(session.predict(), tmp_path / "cells.h5ad")
+        export_table(session.predict(), tmp_path / name)
 
 
 def test_without_anndata_the_error_says_what_to_install(session, tmp_path, monkeypatch):
@@ -119,3 +122,78 @@ def test_an_unwritable_target_is_a_clear_error(session, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(AgileInputError, match="Could not write"):
         session.export(tmp_path / "file" / "cells.h5ad")
+
+
+def test_spatialdata_export_reads_back_with_spatialdata(session, sim, tmp_path):
+    import spatialdata
+
+    table = session.predict()
+    path = session.export(tmp_path / "out" / "section.zarr", table)
+    assert not list(path.parent.glob(".*partial"))
+    data = spatialdata.read_zarr(path)
+    image = data.images["tissue"]
+    assert list(image.coords["c"].values) == list(PAPER_CHANNELS)
+    np.testing.assert_array_equal(image.values, np.asarray(sim.tissue.data))
+    np.testing.assert_array_equal(data.labels["nuclei"].values, sim.cells.labels)
+    np.testing.assert_array_equal(data.labels["cell_types"].values, session.paint(table))
+    adata = data.tables["table"]
+    assert adata.uns["spatialdata_attrs"]["region"] == "nuclei"
+    assert (adata.obs["cell_id"].to_numpy() == table["id"].to_numpy()).all()
+    assert (adata.obs["cell_type"].astype(str).to_numpy() == table["cell_type"].to_numpy()).all()
+    np.testing.assert_allclose(adata.X, marker_means(sim.tissue, sim.cells)[0], rtol=1e-6)
+    session.export(path, table)  # a second export replaces the store whole
+    assert spatialdata.read_zarr(path).tables["table"].n_obs == len(table)
+
+
+def _store_made_elsewhere(path, img, labels, names):
+    """A SpatialData store as another tool writes one: an image, a nucleus mask and a cell mask, no table."""
+    import spatialdata
+    from spatialdata.models import Image2DModel, Labels2DModel
+
+    spatialdata.SpatialData(
+        images={"section": Image2DModel.parse(img, dims=("c", "y", "x"), c_coords=names)},
+        labels={
+            "nucleus_boundaries": Labels2DModel.parse(labels, dims=("y", "x")),
+            "cell_boundaries": Labels2DModel.parse(labels, dims=("y", "x")),
+        },
+    ).write(path)
+    return path
+
+
+def test_a_spatialdata_store_made_elsewhere_opens_as_tissue_and_nuclei(sim, tmp_path):
+    names = ["Hoechst", "CD3", "CD20"]
+    img = np.asarray(sim.tissue.data)[[0, 2, 3]]
+    path = _store_made_elsewhere(tmp_path / "other.zarr", img, sim.cells.labels, names)
+    tissue, cells = read_spatialdata(path)  # the nuclei: the only labels element named for them
+    assert list(tissue.channel_names) == names and tissue.shape == sim.tissue.shape
+    np.testing.assert_array_equal(np.asarray(tissue.data), img)
+    assert sorted(cells.ids) == sorted(sim.cells.ids)
+    np.testing.assert_allclose(cells.table.loc[sim.cells.ids, ["y", "x"]], sim.cells.table[["y", "x"]], atol=1e-6)
+    assert list(read_tissue(path).channel_names) == names  # the store's root opens as its image
+    np.testing.assert_array_equal(read_mask(path), sim.cells.labels)  # ... and as a nucleus mask (--masks)
+    with pytest.raises(AgileInputError, match="no labels element 'cells'; it has: cell_boundaries"):
+        read_spatialdata(path, labels="cells")
+
+
+def test_a_store_with_several_images_or_none_says_what_to_choose(sim, tmp_path):
+    with pytest.raises(AgileInputError, match="not a SpatialData zarr store"):
+        read_spatialdata(tmp_path)
+    import spatialdata
+    from spatialdata.models import Image2DModel
+
+    img = np.asarray(sim.tissue.data)[:2]
+    two = {n: Image2DModel.parse(img, dims=("c", "y", "x"), c_coords=["a", "b"]) for n in ("s1", "s2")}
+    spatialdata.SpatialData(images=two).write(tmp_path / "two.zarr")
+    with pytest.raises(AgileInputError, match=r"holds 2 images \(s1, s2\): name the image"):
+        read_tissue(tmp_path / "two.zarr")
+    with pytest.raises(AgileInputError, match=r"holds 0 labels \(none\): name the nucleus label image"):
+        read_spatialdata(tmp_path / "two.zarr", image="s2")
+
+
+def test_without_spatialdata_the_error_says_what_to_install(session, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "spatialdata", None)
+    with pytest.raises(AgileInputError, match=r"spatialdata package: pip install 'napari-agile\[scverse\]'"):
+        session.export(tmp_path / "section.zarr")
+    assert not (tmp_path / "section.zarr").exists()

@@ -15,7 +15,7 @@ Progress = Callable[[int, int], None]
 
 
 #: the table formats batch typing writes, by file extension
-SUFFIXES = (".csv", ".geojson", ".h5ad")
+SUFFIXES = (".csv", ".geojson", ".h5ad", ".zarr")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ def type_sections(
     on_typed: Callable[[Typed], None] | None = None,
 ) -> list[Typed]:
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
-    p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections) or .h5ad (AnnData, see Session.export).
+    p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections), .h5ad (AnnData) or .zarr (SpatialData: the
+    image, nucleus and type labels and the table), see Session.export.
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
     image is opened. `progress(done, total)` counts images; `on_typed` hears of each as it is done."""
     from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, read_mask
@@ -60,10 +61,10 @@ def type_sections(
     images, out = [Path(i) for i in images], Path(out)
     if suffix not in SUFFIXES:
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
-    if suffix == ".h5ad":
-        from napari_agile.scverse import require_anndata
+    if suffix in (".h5ad", ".zarr"):
+        from napari_agile.scverse import require_anndata, require_spatialdata
 
-        require_anndata()  # before the long work: a clear message if anndata is missing
+        require_anndata() if suffix == ".h5ad" else require_spatialdata()  # a clear message before the long work
     if masks is not None and len(masks) != len(images):
         raise AgileInputError(
             f"{len(masks)} nucleus label images for {len(images)} images: give one per image "

@@ -318,11 +318,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        choices=("csv", "geojson", "h5ad"),
+        choices=("csv", "geojson", "h5ad", "zarr"),
         default="csv",
         help="csv (default); geojson: QuPath detections with nucleus outlines; h5ad: AnnData for "
-        "scanpy/squidpy with marker means per channel (needs anndata: pip install "
-        "'napari-agile[scverse]')",
+        "scanpy/squidpy with marker means per channel; zarr: a SpatialData store (a copy of the image, the "
+        "nucleus and cell-type labels, that table); both need pip install 'napari-agile[scverse]'",
     )
 
 

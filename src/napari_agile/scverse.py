@@ -1,22 +1,26 @@
-"""Cell tables for the scverse world: an AnnData (.h5ad) that scanpy and squidpy read, with per-cell marker means
-in X, the predicted types and probabilities in obs, the centres in obsm["spatial"] and the answers and the model
-in uns. anndata is an optional extra (`pip install napari-agile[scverse]`)."""
+"""The scverse world: an AnnData (.h5ad) that scanpy and squidpy read, with per-cell marker means in X, the
+predicted types and probabilities in obs, the centres in obsm["spatial"] and the answers and the model in uns; a
+SpatialData zarr holding the image, the nucleus and cell-type labels and that table; and a reader for SpatialData
+stores made elsewhere. anndata and spatialdata are an optional extra (`pip install napari-agile[scverse]`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from napari_agile.detect.markers import marker_means
+from napari_agile.detect.nuclei import cells_from_labels
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
 from napari_agile.io.export import NONE_TYPE, check_table, default_colors
+from napari_agile.io.images import is_spatialdata, read_label_zarr, read_tissue, spatialdata_element
 from napari_agile.io.tissue import Tissue
 
 #: the colour of cells no type claims, in uns["cell_type_colors"] (scanpy's grey for missing categories)
@@ -100,3 +104,94 @@ def write_anndata(
             f"Could not write {path}: {err.strerror or err}. Choose a folder you can write to with free space."
         ) from None
     return path
+
+
+def require_spatialdata():
+    """The spatialdata module, or a clear error saying how to install it."""
+    try:
+        import spatialdata
+    except ImportError:
+        raise AgileInputError(
+            "Writing a SpatialData .zarr needs the spatialdata package: pip install 'napari-agile[scverse]' "
+            "(or pip install spatialdata), or export .h5ad / .csv / .geojson instead."
+        ) from None
+    return spatialdata
+
+
+def to_spatialdata(
+    table: pd.DataFrame,
+    tissue: Tissue,
+    cells: Cells,
+    types: np.ndarray,
+    colors: Mapping[str, str] | None = None,
+    answers: pd.DataFrame | None = None,
+    info: Mapping[str, object] | None = None,
+):
+    """A SpatialData of the section: images["tissue"] (channels named), labels["nuclei"] (the nucleus mask) and
+    labels["cell_types"] (`types`, Session.paint), and tables["table"], to_anndata's table annotating the nuclei
+    (region "nuclei", instance key cell_id)."""
+    sd = require_spatialdata()
+    from spatialdata.models import Image2DModel, Labels2DModel, TableModel
+
+    if cells.labels is None:
+        raise AgileInputError("A SpatialData export needs the nucleus mask: detect nuclei, or pass Cells with labels.")
+    adata = to_anndata(table, tissue, cells, colors, answers, info)
+    adata.obs["region"] = pd.Categorical(
+        np.full(adata.n_obs, "nuclei", dtype=object), categories=pd.Index(["nuclei"], dtype=object)
+    )
+    names = [str(c) for c in tissue.channel_names]
+    return sd.SpatialData(
+        images={"tissue": Image2DModel.parse(tissue.data, dims=("c", "y", "x"), c_coords=names)},
+        labels={
+            "nuclei": Labels2DModel.parse(np.asarray(cells.labels), dims=("y", "x")),
+            "cell_types": Labels2DModel.parse(np.asarray(types), dims=("y", "x")),
+        },
+        tables={"table": TableModel.parse(adata, region="nuclei", region_key="region", instance_key="cell_id")},
+    )
+
+
+def write_spatialdata(
+    table: pd.DataFrame,
+    path: str | Path,
+    tissue: Tissue,
+    cells: Cells,
+    types: np.ndarray,
+    colors: Mapping[str, str] | None = None,
+    answers: pd.DataFrame | None = None,
+    info: Mapping[str, object] | None = None,
+) -> Path:
+    """Write to_spatialdata(...) as a SpatialData zarr store at `path` (.zarr): complete or absent, written under a
+    temporary name and renamed at the end (an earlier store at `path` is replaced)."""
+    data = to_spatialdata(table, tissue, cells, types, colors, answers, info)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        data.write(partial)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(partial, path)
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise AgileInputError(
+            f"Could not write {path}: {err.strerror or err}. Choose a folder you can write to with free space."
+        ) from None
+    return path
+
+
+def read_spatialdata(
+    path: str | Path, image: str | None = None, labels: str | None = None, channel_names: Sequence[str] | None = None
+) -> tuple[Tissue, Cells]:
+    """A SpatialData zarr store made elsewhere as a tissue and its nuclei: the image `image` (default: the only one)
+    and the nucleus label image `labels` (default: the only one, or the only one named for nuclei). Needs only zarr,
+    not spatialdata."""
+    root = Path(path).expanduser()
+    if not is_spatialdata(root):
+        raise AgileInputError(
+            f"{root} is not a SpatialData zarr store (no images group with spatialdata metadata): open an image with "
+            "read_tissue instead."
+        )
+    tissue = read_tissue(spatialdata_element(root, "images", image), channel_names)
+    mask = read_label_zarr(spatialdata_element(root, "labels", labels))
+    return tissue, cells_from_labels(mask, tissue.shape)

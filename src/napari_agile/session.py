@@ -574,13 +574,14 @@ class Session:
         progress: Progress | None = None,
     ) -> Path:
         """Write the predictions (`table`, else predict()) by extension, in the session's colours (or `colors`):
-        .csv, .geojson (QuPath detections with nucleus outlines) or .h5ad (AnnData: marker means, types, centres,
-        answers, model)."""
+        .csv, .geojson (QuPath detections with nucleus outlines), .h5ad (AnnData: marker means, types, centres,
+        answers, model) or .zarr (SpatialData: the image, nucleus and cell-type labels, and that table)."""
         table = self.predict(progress) if table is None else table
         colors = {**default_colors(list(self.types)), **self.colors, **(colors or {})}
-        if Path(path).suffix.lower() != ".h5ad":
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".h5ad", ".zarr"):
             return export_table(table, path, colors, self.cells.labels)
-        from napari_agile.scverse import write_anndata  # anndata is an optional extra
+        from napari_agile import scverse  # anndata and spatialdata are an optional extra
 
         model = {
             "config": self.config.to_dict(),
@@ -593,15 +594,11 @@ class Session:
             "pixel_size": self.tissue.pixel_size,
             "channels": list(self.tissue.channel_names),
         }
-        return write_anndata(
-            table,
-            path,
-            self.tissue,
-            self.cells,
-            colors,
-            self.answer_table(),
-            {"session": self._meta(), "model": model, "tissue": tissue},
-        )
+        info = {"session": self._meta(), "model": model, "tissue": tissue}
+        if suffix == ".h5ad":
+            return scverse.write_anndata(table, path, self.tissue, self.cells, colors, self.answer_table(), info)
+        types = self.paint(table)
+        return scverse.write_spatialdata(table, path, self.tissue, self.cells, types, colors, self.answer_table(), info)
 
     def paint(self, table: pd.DataFrame | None = None) -> np.ndarray:
         """(Y, X) int32: every nucleus painted with its predicted type's index (1-based, session order)."""

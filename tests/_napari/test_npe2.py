@@ -85,6 +85,28 @@ def test_reader_opens_a_folder_of_channel_tiffs(tmp_path):
     assert napari_get_reader(str(tmp_path / "bad")) is None
 
 
+def test_reader_opens_a_spatialdata_store_with_its_nuclei_as_labels(tmp_path):
+    import spatialdata
+    from spatialdata.models import Image2DModel, Labels2DModel
+
+    tissue = _tissue()
+    nuclei = np.zeros(tissue.shape, np.int32)
+    nuclei[5:12, 5:12] = 4
+    images = {
+        "section": Image2DModel.parse(np.asarray(tissue.data), dims=("c", "y", "x"), c_coords=["DAPI", "NeuN", "S100"])
+    }
+    labels = {"nuclei": Labels2DModel.parse(nuclei, dims=("y", "x"))}
+    spatialdata.SpatialData(images=images, labels=labels).write(tmp_path / "store.zarr")
+    layers = napari_get_reader(str(tmp_path / "store.zarr"))(str(tmp_path / "store.zarr"))
+    assert [(meta["name"], kind) for _, meta, kind in layers] == [
+        ("DAPI", "image"),
+        ("NeuN", "image"),
+        ("S100", "image"),
+        ("nuclei", "labels"),
+    ]
+    np.testing.assert_array_equal(layers[-1][0], nuclei)
+
+
 def test_writer_writes_points_with_features_as_a_cell_table(tmp_path):
     data = np.array([[10.0, 20.0], [30.5, 40.0]])
     features = pd.DataFrame({"id": [7, 9], "p_astrocyte": [0.9, 0.2], "cell_type": ["astrocyte", "none"]})

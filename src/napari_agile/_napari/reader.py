@@ -1,4 +1,5 @@
-"""npe2 reader: a multiplexed section (OME-TIFF, TIFF, folder of channel TIFFs, zarr) as one layer per channel."""
+"""npe2 reader: a multiplexed section (OME-TIFF, TIFF, folder of channel TIFFs, zarr, SpatialData) as one layer per
+channel."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from napari_agile.io.images import TIFF_SUFFIXES, is_single_plane_tiff, read_tissue
+from napari_agile.errors import AgileInputError
+from napari_agile.io.images import (
+    TIFF_SUFFIXES,
+    is_single_plane_tiff,
+    is_spatialdata,
+    read_label_zarr,
+    read_tissue,
+    spatialdata_element,
+)
 from napari_agile.io.tissue import Tissue
 
 #: Colormaps for the paper's panel; other channels cycle through OTHER_COLORMAPS.
@@ -74,7 +83,18 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
-    """Open `path` lazily with read_tissue and return one image layer per channel."""
+    """Open `path` lazily with read_tissue and return one image layer per channel; a SpatialData store adds its
+    nucleus labels as a Labels layer, which the widget then offers as the nuclei."""
     if isinstance(path, (list, tuple)):
         path = path[0]
-    return tissue_layer_data(read_tissue(path))
+    tissue = read_tissue(path)
+    layers = tissue_layer_data(tissue)
+    if is_spatialdata(path):
+        try:
+            element = spatialdata_element(path, "labels")
+        except AgileInputError:  # no labels, or several and none named for nuclei: the user detects or picks
+            return layers
+        layers.append(
+            (read_label_zarr(element), {"name": element.name, "opacity": 0.5, "scale": layers[0][1]["scale"]}, "labels")
+        )
+    return layers

@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
+from napari_agile.io.images import read_label_zarr
 from napari_agile.io.tissue import NUCLEAR_CHANNELS, Tissue, find_channel
 
 
@@ -108,10 +109,13 @@ MAX_LABEL = 2**24
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A nucleus label image from a TIFF file, with a clear error for a missing or unreadable file."""
+    """A nucleus label image from a TIFF file or a zarr label image (an OME-Zarr label folder, or a SpatialData store
+    whose labels hold nuclei), with a clear error for a missing or unreadable file."""
     import tifffile
 
     p = Path(path).expanduser()
+    if p.is_dir():
+        return read_label_zarr(p)
     if not p.is_file():
         raise AgileInputError(
             f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect "

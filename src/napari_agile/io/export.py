@@ -1,5 +1,5 @@
 """Export a prediction table (Session.predict) as CSV or as GeoJSON detections (nucleus outlines, or points without a
-mask) that QuPath imports with their classes; AnnData (.h5ad) for scanpy/squidpy is in scverse.py."""
+mask) that QuPath imports with their classes; AnnData (.h5ad) and SpatialData (.zarr) are in scverse.py."""
 
 from __future__ import annotations
 
@@ -145,9 +145,10 @@ def export_table(
         return path
     if suffix in (".geojson", ".json"):
         return write_geojson(table, path, colors, labels)
-    if suffix == ".h5ad":
+    if suffix in (".h5ad", ".zarr"):
         raise AgileInputError(
-            f"{path.name}: an AnnData file needs the cells' marker means, which a table alone "
-            "lacks; use Session.export (or napari_agile.write_anndata with the tissue and cells)."
+            f"{path.name}: an AnnData file or a SpatialData store needs the cells' marker means (and the image), "
+            "which a table alone lacks; use Session.export (or napari_agile.write_anndata / write_spatialdata with "
+            "the tissue and cells)."
         )
-    raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv, .geojson or .h5ad.")
+    raise AgileInputError(f"Cannot tell the export format of {path.name}: use .csv, .geojson, .h5ad or .zarr.")

@@ -388,16 +388,68 @@ def _is_zarr(p: Path) -> bool:
     return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).exists() for m in _ZARR_MARKERS))
 
 
-def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
-    """A zarr array or (OME-)zarr group; multiscale images give level 0, omero metadata names the channels."""
-    import dask.array as da
+def _open_zarr(path: Path) -> Any:
     import zarr
 
     try:
-        node = zarr.open(str(path), mode="r")
+        return zarr.open(str(path), mode="r")
     except Exception as exc:
         raise AgileInputError(f"Cannot open {path} as zarr ({exc}).") from exc
+
+
+def is_spatialdata(path: str | Path) -> bool:
+    """Whether `path` is the root of a SpatialData zarr store (images, labels and tables side by side)."""
+    p = Path(path)
+    return _is_zarr(p) and (p / "images").is_dir() and "spatialdata_attrs" in dict(_open_zarr(p).attrs)
+
+
+def spatialdata_element(root: str | Path, kind: str, name: str | None = None) -> Path:
+    """The folder of one `kind` ("images" or "labels") element of a SpatialData zarr: `name`, else the only one,
+    else (labels) the only one named for nuclei; a clear error naming the choices otherwise."""
+    root = Path(root)
+    group = root / kind
+    names = sorted(p.name for p in group.iterdir() if p.is_dir()) if group.is_dir() else []
+    if name is not None and name not in names:
+        raise AgileInputError(f"{root} has no {kind} element {name!r}; it has: {', '.join(names) or 'none'}.")
+    if name is None:
+        nuclear = [n for n in names if "nucle" in n.lower()] if kind == "labels" else []
+        if len(names) == 1 or len(nuclear) == 1:
+            name = names[0] if len(names) == 1 else nuclear[0]
+        else:
+            what = "image" if kind == "images" else "nucleus label image"
+            raise AgileInputError(
+                f"{root} holds {len(names)} {kind} ({', '.join(names) or 'none'}): name the {what} to read "
+                f"(read_spatialdata(path, {kind[:-1] if kind == 'images' else 'labels'}=NAME), or open "
+                f"{group}/NAME)."
+            )
+    return group / name
+
+
+def read_label_zarr(path: str | Path) -> np.ndarray:
+    """A 2D label image from zarr: level 0 of an OME-Zarr label image, or a SpatialData zarr's nucleus labels."""
+    p = Path(path)
+    if is_spatialdata(p):
+        p = spatialdata_element(p, "labels")
+    node = _open_zarr(p)
+    attrs: dict[str, Any] = dict(node.attrs)
+    ome: dict[str, Any] = attrs.get("ome", attrs)
+    if hasattr(node, "shape"):
+        return np.asarray(node)
+    if "multiscales" not in ome:
+        raise AgileInputError(f"{p} is a zarr group without OME multiscales metadata: open the label array itself.")
+    return np.asarray(node[ome["multiscales"][0]["datasets"][0]["path"]])
+
+
+def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
+    """A zarr array or (OME-)zarr group; multiscale images give level 0, omero metadata names the channels; a
+    SpatialData store gives its image."""
+    import dask.array as da
+    import zarr
+
+    node = _open_zarr(path)
     attrs: dict[str, Any] = dict(node.attrs)  # JSON: checked key by key below
+    if "spatialdata_attrs" in attrs and (path / "images").is_dir():  # a store's root, not one of its elements
+        return _read_zarr(spatialdata_element(path, "images"), channel_names)
     ome: dict[str, Any] = attrs.get("ome", attrs)  # OME-NGFF 0.5 nests its metadata under "ome"
     axes = None
     pixel_size = None
