@@ -34,7 +34,7 @@ def test_geojson_export_is_a_qupath_feature_collection(tmp_path):
     want = default_colors(["astrocyte", "microglia"])["microglia"]
     assert third["properties"]["classification"]["color"] == [int(want[i : i + 2], 16) for i in (1, 3, 5)]
     assert len(pd.read_csv(export_table(table, tmp_path / "c.csv"))) == 3
-    with pytest.raises(AgileInputError, match=r"\.csv, \.geojson or \.h5ad"):
+    with pytest.raises(AgileInputError, match=r"\.csv, \.geojson, \.h5ad or \.zarr"):
         export_table(table, tmp_path / "c.xlsx")
     with pytest.raises(AgileInputError, match="cell_type"):
         write_geojson(table.drop(columns="cell_type"), tmp_path / "d.geojson")
