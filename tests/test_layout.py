@@ -63,7 +63,7 @@ def test_each_layer_imports_only_the_layers_below_it():
 
 
 def test_the_checks_see_imports():
-    """The same parser finds the widget's napari and Qt imports and skips type-only ones, so the checks can fail."""
-    assert {"napari.layers", "qtpy.QtCore"} <= _imports(PACKAGE / "_napari" / "widget.py")
+    """The same parser finds a dock panel's napari and Qt imports and skips type-only ones, so the checks can fail."""
+    assert {"napari.layers", "qtpy.QtCore"} <= _imports(PACKAGE / "_napari" / "tissue_panel.py")
     quality = _imports(PACKAGE / "engine" / "quality.py")
     assert "napari_agile.session" not in quality and "napari_agile.engine.thresholds" in quality
