@@ -14,8 +14,6 @@ from napari_agile.errors import AgileInputError
 
 #: The paper's 7-channel panel (rat brain, Maric et al. 2021).
 PAPER_CHANNELS = ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
-#: Channels that stain every nucleus; nucleus detection uses these when present.
-NUCLEAR_CHANNELS = ("DAPI", "Histones")
 #: Name stems of stains of every nucleus across platforms (IF, CODEX, CyCIF, IMC's iridium DNA intercalator, MIBI's
 #: dsDNA); `nuclear_flags` matches them case-insensitively at the start of a channel name.
 NUCLEAR_STEMS = (
