@@ -91,9 +91,14 @@ class Tissue:
             )
         self.channel_names = [str(n) for n in self.channel_names]
         if len(self.channel_names) != self.data.shape[0]:
+            layout = (
+                " The image looks like (rows, columns, channels): pass array.transpose(2, 0, 1)."
+                if len(self.channel_names) == self.data.shape[2]
+                else ""
+            )
             raise AgileInputError(
                 f"{self.data.shape[0]} channels{where} but {len(self.channel_names)} channel names "
-                f"({self.channel_names}): give one name per channel."
+                f"({self.channel_names}): give one name per channel.{layout}"
             )
         dupes = sorted({n for n in self.channel_names if self.channel_names.count(n) > 1})
         if dupes:
