@@ -89,6 +89,12 @@ class Tissue:
                 f"A tissue image must be (channels, rows, columns); got shape {shape}{where}. "
                 "For a single-channel image add a channel axis; for an RGB image split it into channels."
             )
+        blank = [i + 1 for i, n in enumerate(self.channel_names) if n is None or not str(n).strip()]
+        if blank:
+            raise AgileInputError(
+                f"Channel(s) {blank}{where} have no name ({list(self.channel_names)}): give every channel a name "
+                "(channel_names=[...], CLI --names), so markers can be chosen and nuclear stains recognised."
+            )
         self.channel_names = [str(n) for n in self.channel_names]
         if len(self.channel_names) != self.data.shape[0]:
             layout = (
