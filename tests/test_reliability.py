@@ -350,6 +350,16 @@ BAD_INPUTS = {  # case: (what is tried, a word the message must hold)
     "a 2D image": (lambda w: Tissue(w.data[0], ["DAPI"]), "channels, rows, columns"),
     "fewer names than channels": (lambda w: w.tissue(w.data, ["DAPI"]), "channel names"),
     "duplicate channel names": (lambda w: w.tissue(w.data[:2], ["DAPI", "DAPI"]), "repeated"),
+    "an empty channel name": (lambda w: w.tissue(w.data[:2], ["DAPI", " "]), "no name"),
+    "an array as the tissue": (lambda w: Session(w.data, w.sim.cells, w.model, store=w.tmp / "s"), "Tissue("),
+    "a mask as the cells": (
+        lambda w: Session(w.sim.tissue, w.sim.cells.labels, w.model, store=w.tmp / "s"),
+        "cells_from_labels",
+    ),
+    "cells where Session.load takes the device": (
+        lambda w: Session.load(w.copy(), w.sim.tissue, w.sim.cells),
+        "device",
+    ),
     "diameter 10000": (lambda w: detect_nuclei(w.sim.tissue, diameter=10000), "diameter"),
     "diameter NaN": (lambda w: detect_nuclei(w.sim.tissue, diameter=float("nan")), "diameter"),
     "diameter inf": (lambda w: detect_nuclei(w.sim.tissue, diameter=float("inf")), "diameter"),

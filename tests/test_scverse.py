@@ -145,6 +145,19 @@ def test_spatialdata_export_reads_back_with_spatialdata(session, sim, tmp_path):
     assert spatialdata.read_zarr(path).tables["table"].n_obs == len(table)
 
 
+def test_spatialdata_export_takes_cell_type_names_with_spaces_and_signs(session, tmp_path):
+    """Types are named as biologists name them ("T cell", "CD8+"); SpatialData allows no such column names."""
+    import spatialdata
+
+    session.rename_type("neuron", "T cell")
+    session.rename_type("astrocyte", "CD8+")
+    table = session.predict()
+    adata = spatialdata.read_zarr(session.export(tmp_path / "section.zarr", table)).tables["table"]
+    np.testing.assert_allclose(adata.obs["p_T_cell"], table["p_T cell"])
+    np.testing.assert_allclose(adata.obs["p_CD8_"], table["p_CD8+"])
+    assert set(adata.obs["cell_type"].cat.categories) == {"T cell", "CD8+", "none"}
+
+
 def _store_made_elsewhere(path, img, labels, names):
     """A SpatialData store as another tool writes one: an image, a nucleus mask and a cell mask, no table."""
     import spatialdata

@@ -98,7 +98,7 @@ def _check_tiff_name(path: Path, option: str) -> None:
 
 def _add_detection_options(
     p: argparse.ArgumentParser,
-    default: str = "DAPI and Histones",
+    default: str = "the channels named as nuclear stains: DAPI, Hoechst, Histone, DNA, ...",
     also: str = "",
     flags: tuple[str, ...] = ("--nuclear",),
 ) -> None:
@@ -307,7 +307,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     )
     _add_panel_options(p, "the saved session's")
     _add_detection_options(
-        p, default="the saved session's, else DAPI and Histones", also=", and the model's nuclear stains"
+        p, default="the saved session's, else those named as nuclear stains", also=", and the model's nuclear stains"
     )
     p.add_argument(
         "--out",
@@ -374,7 +374,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="which of --channels stain every nucleus (default: by name, DAPI and Histones)",
+        help="which of --channels stain every nucleus (default: by name: DAPI, Hoechst, Histone, DNA, ...)",
     )
 
 

@@ -129,13 +129,14 @@ def to_spatialdata(
 ):
     """A SpatialData of the section: images["tissue"] (channels named), labels["nuclei"] (the nucleus mask) and
     labels["cell_types"] (`types`, Session.paint), and tables["table"], to_anndata's table annotating the nuclei
-    (region "nuclei", instance key cell_id)."""
+    (region "nuclei", instance key cell_id), its column names made SpatialData names (type "T cell": p_T_cell)."""
     sd = require_spatialdata()
     from spatialdata.models import Image2DModel, Labels2DModel, TableModel
 
     if cells.labels is None:
         raise AgileInputError("A SpatialData export needs the nucleus mask: detect nuclei, or pass Cells with labels.")
     adata = to_anndata(table, tissue, cells, colors, answers, info)
+    sd.sanitize_table(adata)  # SpatialData refuses spaces, '+', '/' (a type named "T cell", "CD8+") in column names
     adata.obs["region"] = pd.Categorical(
         np.full(adata.n_obs, "nuclei", dtype=object), categories=pd.Index(["nuclei"], dtype=object)
     )

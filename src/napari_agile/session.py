@@ -103,6 +103,7 @@ class Session:
         `stats_cells` cells of this tissue. `model`: None picks the bundled model for the panel (`pick_model`).
         A model for any panel (`encoder = "per_channel"`) reads `channels` (default: all of the tissue's), of which
         `nuclear` are nuclear stains (default: by name, `nuclear_flags`); a fixed-panel model reads its own."""
+        _check_inputs(tissue, cells)
         if store is not None and (Path(store) / "session.json").exists() and not resume:
             raise AgileInputError(
                 f"{store} already holds a session: open it with Session.load, or choose an empty folder."
@@ -1007,6 +1008,20 @@ def panel_choice(
             "so tick at least one marker channel there too."
         )
     return {"channels": chosen, "nuclear": marked}
+
+
+def _check_inputs(tissue: object, cells: object) -> None:
+    """A clear error for a Session given something else than a Tissue and Cells (an array, a mask, swapped)."""
+    if not isinstance(tissue, Tissue):
+        raise AgileInputError(
+            f"Session(tissue, cells) takes a Tissue first, not a {type(tissue).__name__}: read_tissue(path), or "
+            "Tissue(array, channel_names) for a (channels, rows, columns) array."
+        )
+    if not isinstance(cells, Cells):
+        raise AgileInputError(
+            f"Session(tissue, cells) takes Cells second, not a {type(cells).__name__}: detect_nuclei(tissue), or "
+            "cells_from_labels(mask) for a nucleus label image."
+        )
 
 
 def _offset(progress: Progress, start: int, total: int) -> Progress:

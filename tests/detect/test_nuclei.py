@@ -107,6 +107,15 @@ def test_no_nuclear_channel_is_a_clear_error():
     assert len(detect_nuclei(tissue, channels=["NeuN"])) == 0
 
 
+@pytest.mark.parametrize("name", ["Hoechst 33342", "DNA1", "Ir191", "dsDNA"])
+def test_nuclear_stains_of_other_platforms_are_found_by_name(name):
+    """Detection picks the nuclear stain by name as the Session does: Hoechst, IMC's DNA1/Ir191, MIBI's dsDNA."""
+    tissue, centres = _touching_blobs((200, 200))
+    marker = np.zeros_like(np.asarray(tissue.data))
+    tissue = Tissue(np.concatenate([marker, np.asarray(tissue.data)]), ["CD3", name])
+    assert len(detect_nuclei(tissue)) >= 0.8 * len(centres)
+
+
 def test_progress_reports_every_tile():
     tissue, _ = _touching_blobs((300, 300))
     calls = []

@@ -107,6 +107,11 @@ def test_simulated_panels_name_their_channels(other_panel):
     assert len(names) == 6 and "S100-like" in names and "RECA1-like" in names and any(nuclear_flags(names))
 
 
+def test_the_paper_panel_named_in_other_case_gets_the_rat_brain_model():
+    """'dapi', 'NEUN', ...: the rat-brain model reads them (Tissue.select ignores case), so it is the one picked."""
+    assert pick_model([c.upper() for c in PAPER_CHANNELS]).config.channels == PAPER_CHANNELS
+
+
 def test_the_bundled_any_panel_model_adapts_on_another_panel(other_panel, tmp_path):
     tissue, cells = other_panel.tissue, other_panel.cells
     assert not pick_model(tissue.channel_names).config.channels  # not the rat-brain model

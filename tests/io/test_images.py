@@ -42,6 +42,39 @@ def test_plain_cyx_tiff_needs_and_takes_names(tmp_path):
         assert read_tissue(tmp_path / "plain.tif").channel_names == ["channel_1", "channel_2", "channel_3"]
 
 
+@pytest.mark.parametrize("metadata", [{}, None])
+def test_unlabelled_rows_columns_channels_tiff_is_read_channels_first(tmp_path, metadata):
+    """A (Y, X, C) array saved as is (tifffile labels no axis) is not read as Y channels of X x C pixels."""
+    data = _data(5, 60, 80)
+    tifffile.imwrite(tmp_path / "yxc.tif", data.transpose(1, 2, 0), photometric="minisblack", metadata=metadata)
+    names = ["DAPI", "a", "b", "c", "d"]
+    t = read_tissue(tmp_path / "yxc.tif", channel_names=names)
+    assert t.channel_names == names
+    np.testing.assert_array_equal(t.read_region(0, 60, 0, 80), data)
+    with pytest.warns(UserWarning, match=r"\(rows, columns, channels\)"):
+        assert read_tissue(tmp_path / "yxc.tif").data.shape == (5, 60, 80)
+
+
+def test_unlabelled_rows_columns_channels_zarr_is_read_channels_first(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    data = _data(4, 50, 70)
+    zarr.save_array(str(tmp_path / "yxc.zarr"), data.transpose(1, 2, 0))
+    t = read_tissue(tmp_path / "yxc.zarr", channel_names=["DAPI", "a", "b", "c"])
+    np.testing.assert_array_equal(t.read_region(0, 50, 0, 70), data)
+
+
+def test_in_memory_rows_columns_channels_array_gets_a_transpose_hint():
+    with pytest.raises(AgileInputError, match=r"transpose\(2, 0, 1\)"):
+        Tissue(_data(4, 50, 70).transpose(1, 2, 0), ["DAPI", "a", "b", "c"])
+
+
+def test_imagej_channel_labels_name_the_channels(tmp_path):
+    """Fiji saves a multichannel image as an ImageJ hyperstack with its channel names as slice labels."""
+    names = ["DAPI", "CD3", "CD20"]
+    tifffile.imwrite(tmp_path / "fiji.tif", _data(3), imagej=True, metadata={"axes": "CYX", "Labels": names})
+    assert read_tissue(tmp_path / "fiji.tif").channel_names == names
+
+
 def test_2d_tiff_is_a_clear_error(tmp_path):
     tifffile.imwrite(tmp_path / "one.tif", _data(1)[0])
     with pytest.raises(AgileInputError, match="folder"):

@@ -43,6 +43,13 @@ def test_shapes_dtypes_and_channel_names():
     assert list(sim.cells.table.columns[:8]) == ["id", "y", "x", "area", "ymin", "xmin", "ymax", "xmax"]
 
 
+def test_a_field_too_small_to_hold_a_cell_is_simulated_empty():
+    """The smallest fields allowed (32 px) often draw no cell at all: an empty truth, not an IndexError."""
+    sims = [simulate_tissue((40, 40), seed=seed) for seed in range(4)]
+    assert min(len(s.cells) for s in sims) == 0
+    assert all(s.tissue.data.shape == (7, 40, 40) and s.cells.labels.max() == len(s.cells) for s in sims)
+
+
 def test_truth_table_matches_the_mask(field):
     cells = field.cells
     t = cells.table

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
 from napari_agile.io.images import read_label_zarr
-from napari_agile.io.tissue import NUCLEAR_CHANNELS, Tissue, find_channel
+from napari_agile.io.tissue import Tissue, nuclear_flags
 
 
 def detect_nuclei(
@@ -32,16 +32,16 @@ def detect_nuclei(
 ) -> Cells:
     """Find every nucleus: a table (id, y, x, area, bbox, intensity) and an int32 instance mask with the same ids.
 
-    The nuclear channels (DAPI/Histones by default) are summed and smoothed; a pixel is nucleus when it is above a
-    global floor (a third of the way from background to Otsu, or `threshold`) and above half its local maximum
-    (so dim and bright nuclei are cut at their own half height), with chromatin-texture nicks closed; touching
-    nuclei are split by a watershed on the distance transform. `diameter` is the typical nucleus width in pixels
-    and sets the window sizes; segmentation runs on the image binned by `bin` (default: about 12 px per nucleus
-    width, for speed) and the mask is scaled back up; areas are in full-resolution pixels (`min_area` default 5%
-    of diameter²). The image is processed in `tile`² blocks with `overlap` pixels of context (default: 64, or the
-    diameter if larger); a cell belongs to the tile whose core holds its centroid, so none is lost or doubled at
-    seams. `progress(done, total)` is called
-    after each tile.
+    The nuclear channels (by default those named as nuclear stains: DAPI, Hoechst, Histone, DNA, Ir191, ...) are
+    summed and smoothed; a pixel is nucleus when it is above a global floor (a third of the way from background to
+    Otsu, or `threshold`) and above half its local maximum (so dim and bright nuclei are cut at their own half
+    height), with chromatin-texture nicks closed; touching nuclei are split by a watershed on the distance
+    transform. `diameter` is the typical nucleus width in pixels and sets the window sizes; segmentation runs on
+    the image binned by `bin` (default: about 12 px per nucleus width, for speed) and the mask is scaled back up;
+    areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is processed in `tile`²
+    blocks with `overlap` pixels of context (default: 64, or the diameter if larger); a cell belongs to the tile
+    whose core holds its centroid, so none is lost or doubled at seams. `progress(done, total)` is called after
+    each tile.
     """
     if isinstance(channels, str):
         channels = [channels]
@@ -184,17 +184,18 @@ class _Params:
 
 
 def _nuclear_channels(tissue: Tissue, channels: Sequence[str] | None) -> list[str]:
-    """The channels to sum: those asked for, else the nuclear stains present; a clear error when none."""
+    """The channels to sum: those asked for, else the nuclear stains named as such (`nuclear_flags`: DAPI, Hoechst,
+    Histone, DNA1, Ir191, ...), as the Session and the widget pick them; a clear error when none."""
     if channels:
         for name in channels:
             tissue.index(name)  # names the missing channel and the ones there are
         return list(channels)
-    found = [n for n in tissue.channel_names if find_channel(n, NUCLEAR_CHANNELS) is not None]
+    found = [n for n, flag in zip(tissue.channel_names, nuclear_flags(tissue.channel_names)) if flag]
     if not found:
         raise AgileInputError(
-            f"No nuclear stain found: nucleus detection looks for channels named {list(NUCLEAR_CHANNELS)}, and "
-            f"this tissue has {tissue.channel_names}. Pass channels=[...] (CLI: --nuclear) naming the channel(s) "
-            "that stain every nucleus, or rename the channels."
+            f"No nuclear stain found: nucleus detection looks for channels named as one (DAPI, Hoechst, Histone, "
+            f"DNA, Ir191, ...), and this tissue has {tissue.channel_names}. Pass channels=[...] (CLI: --nuclear) "
+            "naming the channel(s) that stain every nucleus, or rename the channels."
         )
     return found
 

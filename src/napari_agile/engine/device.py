@@ -20,8 +20,9 @@ def pick_device(preference: str | None = None) -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(pref)
-    except RuntimeError:
-        raise AgileInputError(f"Unknown device {pref!r}: use 'auto', 'cpu', 'cuda' or 'mps'.") from None
+    except (RuntimeError, TypeError):  # TypeError: not a name at all (e.g. Cells passed where device goes)
+        what = repr(pref) if isinstance(pref, str) else f"of type {type(pref).__name__}"
+        raise AgileInputError(f"Unknown device {what}: use 'auto', 'cpu', 'cuda' or 'mps'.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AgileInputError("CUDA was asked for but torch sees no CUDA GPU here: use device='cpu'.")
     return device

@@ -137,10 +137,10 @@ def _check_weights(path: Path, model: AgileModel) -> None:
 
 
 def pick_model(channel_names: Sequence[str]) -> AgileModel:
-    """The bundled model for a panel: the rat-brain model where every one of its channels is there, else the model
-    for any panel."""
+    """The bundled model for a panel: the rat-brain model where every one of its channels is there (ignoring case, as
+    Tissue.select reads them), else the model for any panel."""
     rat_brain = load_model("rat-brain")
-    if all(c in channel_names for c in rat_brain.channels):
+    if all(find_channel(c, channel_names) is not None for c in rat_brain.channels):  # as check_channels matches
         return rat_brain
     return load_model("any-panel")
 

@@ -23,7 +23,8 @@ def read_tissue(
     channel_names: Sequence[str] | None = None,
     channel_map: Mapping[str, str] | None = None,
 ) -> Tissue:
-    """Open a section without loading it: OME-TIFF, (C,Y,X)/multi-page TIFF, folder of per-channel TIFFs, or zarr.
+    """Open a section without loading it: OME-TIFF, (C,Y,X)/multi-page TIFF (ImageJ/Fiji channel labels read; an
+    unlabelled (Y,X,C) TIFF or zarr array turned channels-first), folder of per-channel TIFFs, or zarr.
 
     `channel_names` names the channels of a file that carries none (or overrides them); `channel_map` renames
     channels (old -> new) or, for a folder, picks and names the channel files (e.g. {"R2C1": "DAPI"}).
@@ -162,9 +163,9 @@ def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
 # ----------------------------------------------------------------------------------------------- TIFF
 
 
-def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
-    """Level 0 of the first series of a TIFF as a memmap (uncompressed) or dask array, its axes and OME-XML; the
-    store a dask array reads from is appended to `stores`."""
+def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None, list[str] | None]:
+    """Level 0 of the first series of a TIFF as a memmap (uncompressed) or dask array, its axes, OME-XML and ImageJ
+    (Fiji) slice labels; the store a dask array reads from is appended to `stores`."""
     import tifffile
 
     try:
@@ -172,6 +173,7 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
             series = tf.series[0]
             axes = series.axes
             ome = tf.ome_metadata if tf.is_ome else None
+            labels = (tf.imagej_metadata or {}).get("Labels") if tf.is_imagej else None
             contiguous = series.levels[0].dataoffset is not None
             cut = _cut_off(tf, series.levels[0], ome)
     except Exception as exc:  # tifffile raises many types for broken files
@@ -180,7 +182,7 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
         raise AgileInputError(f"{path} is cut off ({cut}): copy it again from its source, or re-export it.")
     if contiguous:
         try:
-            return tifffile.memmap(path, series=0, level=0, mode="r"), axes, ome
+            return tifffile.memmap(path, series=0, level=0, mode="r"), axes, ome, labels
         except (ValueError, OSError):
             pass
     import dask.array as da
@@ -188,7 +190,7 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None]:
 
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
     stores.append(store)
-    return da.from_zarr(zarr.open(store, mode="r")), axes, ome
+    return da.from_zarr(zarr.open(store, mode="r")), axes, ome, labels
 
 
 def _cut_off(tf: Any, level: Any, ome: str | None) -> str | None:
@@ -235,7 +237,7 @@ def is_single_plane_tiff(path: str | Path) -> bool:
 
 def _read_tiff(path: Path, channel_names: Sequence[str] | None, stores: list) -> Tissue:
     """One TIFF file holding all channels (OME-TIFF names them)."""
-    data, axes, ome = _open_tiff(path, stores)
+    data, axes, ome, labels = _open_tiff(path, stores)
     data, axes = _squeeze(data, axes, "YX")
     if data.ndim == 2:
         raise AgileInputError(
@@ -249,10 +251,30 @@ def _read_tiff(path: Path, channel_names: Sequence[str] | None, stores: list) ->
         )
     if axes.endswith("S"):  # RGB(A) samples: each sample becomes a channel
         data = data.transpose(2, 0, 1)
-    names = _ome_channel_names(ome, data.shape[0]) if ome else None
+    elif axes[0] in "QI":  # tifffile names no axis: a (rows, columns, channels) array may have been saved as is
+        data = _channels_first(data, len(channel_names) if channel_names else None, path)
+    names = _ome_channel_names(ome, data.shape[0]) if ome else _imagej_channel_names(labels, axes, data.shape[0])
     pixel_size = _ome_pixel_size(ome) if ome else None
     names = _resolve_names(list(channel_names) if channel_names else names, data.shape[0], path)
     return Tissue(data, names, pixel_size=pixel_size, source=str(path))
+
+
+def _channels_first(data: Any, n_names: int | None, where: Path) -> Any:
+    """(C, Y, X) `data` from a 3D image whose axes are not labelled: (Y, X, C) when `n_names` channel names count
+    the last axis and not the first, or, without names, when the last axis is the shortest (a warning says so)."""
+    first, rows, last = data.shape
+    if n_names is not None:
+        channels_last = n_names == last != first
+    else:
+        channels_last = last < min(first, rows)
+        if channels_last:
+            warnings.warn(
+                f"{where.name} does not label its axes; reading its shape {data.shape} as (rows, columns, "
+                f"channels): {last} channels of {first} x {rows} px. Pass channel_names=[...] (CLI: --names) to "
+                "confirm the channel count.",
+                stacklevel=4,
+            )
+    return data.transpose(2, 0, 1) if channels_last else data
 
 
 def _ome_pixels(ome: str) -> ET.Element | None:
@@ -270,6 +292,15 @@ def _ome_channel_names(ome: str, n: int) -> list[str] | None:
         return None
     names = [ch.get("Name") for ch in pixels if ch.tag.endswith("Channel")]
     return names if len(names) == n and all(names) else None  # type: ignore[return-value]
+
+
+def _imagej_channel_names(labels: Any, axes: str, n: int) -> list[str] | None:
+    """The slice labels of an ImageJ (Fiji) stack read as (channels, rows, columns), when there is one per channel:
+    Fiji's channel names; the first line of each (ImageJ appends details after a newline)."""
+    if axes[1:] != "YX" or not isinstance(labels, list) or len(labels) != n:
+        return None
+    names = [str(label).split("\n")[0].strip() for label in labels]
+    return names if all(names) and len(set(names)) == n else None
 
 
 def _ome_pixel_size(ome: str) -> float | None:
@@ -355,7 +386,7 @@ def _read_folder(
             raise AgileInputError(f"{folder} has {len(files)} TIFF files but {len(names)} channel names were given.")
     arrays = []
     for f in files:
-        data, axes, _ = _open_tiff(f, stores)
+        data, axes, _, _ = _open_tiff(f, stores)
         if sum(n > 1 for n in data.shape) != 2 or data.ndim < 2:
             raise AgileInputError(
                 f"{f.name} in {folder} is not a single-channel 2D image (shape {data.shape}): a channel folder "
@@ -473,8 +504,11 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
             )
         arr = arrays[0]
     data = da.from_zarr(arr)
+    labelled = axes is not None
     axes = axes or ("CYX"[-data.ndim :] if data.ndim <= 3 else "?" * (data.ndim - 3) + "CYX")
     data, axes = _squeeze(data, axes, "CYX")
+    if not labelled and data.ndim == 3:
+        data = _channels_first(data, len(channel_names) if channel_names else None, path)
     if data.ndim == 2:
         raise AgileInputError(f"{path} holds a single 2D image; multiplexed tissue needs a channel axis (C, Y, X).")
     if axes != "CYX":

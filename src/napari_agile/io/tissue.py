@@ -14,8 +14,6 @@ from napari_agile.errors import AgileInputError
 
 #: The paper's 7-channel panel (rat brain, Maric et al. 2021).
 PAPER_CHANNELS = ("DAPI", "Histones", "NeuN", "S100", "Olig2", "Iba1", "RECA1")
-#: Channels that stain every nucleus; nucleus detection uses these when present.
-NUCLEAR_CHANNELS = ("DAPI", "Histones")
 #: Name stems of stains of every nucleus across platforms (IF, CODEX, CyCIF, IMC's iridium DNA intercalator, MIBI's
 #: dsDNA); `nuclear_flags` matches them case-insensitively at the start of a channel name.
 NUCLEAR_STEMS = (
@@ -91,11 +89,22 @@ class Tissue:
                 f"A tissue image must be (channels, rows, columns); got shape {shape}{where}. "
                 "For a single-channel image add a channel axis; for an RGB image split it into channels."
             )
+        blank = [i + 1 for i, n in enumerate(self.channel_names) if n is None or not str(n).strip()]
+        if blank:
+            raise AgileInputError(
+                f"Channel(s) {blank}{where} have no name ({list(self.channel_names)}): give every channel a name "
+                "(channel_names=[...], CLI --names), so markers can be chosen and nuclear stains recognised."
+            )
         self.channel_names = [str(n) for n in self.channel_names]
         if len(self.channel_names) != self.data.shape[0]:
+            layout = (
+                " The image looks like (rows, columns, channels): pass array.transpose(2, 0, 1)."
+                if len(self.channel_names) == self.data.shape[2]
+                else ""
+            )
             raise AgileInputError(
                 f"{self.data.shape[0]} channels{where} but {len(self.channel_names)} channel names "
-                f"({self.channel_names}): give one name per channel."
+                f"({self.channel_names}): give one name per channel.{layout}"
             )
         dupes = sorted({n for n in self.channel_names if self.channel_names.count(n) > 1})
         if dupes:

@@ -403,7 +403,7 @@ def _hard_core(
         dist, idx = cKDTree(vessels.lumen).query(cand.centres)
         free = (cand.types == _ENDO) | (dist > vessels.lumen_radius[idx] + 0.5 * radius)
     tree = cKDTree(cand.centres)
-    neighbours = tree.query_ball_point(cand.centres, max(min_distance * 2 * radius.max(), endo_spacing))
+    neighbours = tree.query_ball_point(cand.centres, max(min_distance * 2 * radius.max(initial=0.0), endo_spacing))
     left = quota.copy()
     accepted = np.zeros(len(radius), bool)
     for i in np.flatnonzero(free):
@@ -600,7 +600,7 @@ def _nuclear_signal(
     level[:, 2:] = expr * _LOCALISATION[:, 0]
     grain = [_texture(rng, shape, params.texture) for _ in range(2)]
     shift = rng.integers(0, shape, (n, 2))
-    signal = np.zeros((len(level[0]),) + shape, np.float32)
+    signal = np.zeros((level.shape[1], *shape), np.float32)
     for i, footprint in enumerate(drawn.cover):
         if footprint is None:
             continue
