@@ -140,3 +140,72 @@ def test_large_nuclei_get_enough_context_and_arguments_are_checked():
         detect_nuclei(tissue, diameter=80, overlap=64)
     with pytest.raises(AgileInputError, match="tile must be a positive"):
         detect_nuclei(tissue, tile=0)
+
+
+def _disks(amplitude, spacing, radius=10, shape=(512, 512), noise=20.0, seed=0):
+    """Uniform disk nuclei `amplitude` noise sds above a 500 background on a jittered lattice (spacing 21 at radius
+    10: 71% of the pixels are nucleus, so the median pixel is nucleus), with Gaussian pixel noise; uint16."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[radius + 2 : shape[0] - radius : spacing, radius + 2 : shape[1] - radius : spacing]
+    centres = np.stack([ys.ravel(), xs.ravel()], axis=1) + rng.uniform(-2, 2, (ys.size, 2))
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    inside = np.zeros(shape, bool)
+    for y, x in centres:
+        inside |= (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
+    img = 500 + amplitude * noise * inside + rng.normal(0, noise, shape)
+    return Tissue(img.astype(np.uint16)[None], ["DAPI"]), centres
+
+
+def _noise(kind, level, offset, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "poisson":
+        return (offset + rng.poisson(level, (512, 512))).astype(dtype)
+    return (offset + rng.normal(0, level, (512, 512))).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "img",
+    [
+        _noise("gauss", 1.0, 100, np.uint16),  # an sCMOS camera's read noise, a few grey levels
+        _noise("gauss", 30.0, 2000, np.uint16),
+        _noise("gauss", 0.01, 0.0, np.float32),  # scaled to [0, 1], around zero
+        _noise("gauss", 5.0, 300, np.float64),
+        _noise("poisson", 0.3, 0, np.uint16),  # photon counting, mostly zeros
+        _noise("poisson", 2, 0, np.uint16),  # shot noise of a dim field
+        _noise("poisson", 40, 100, np.uint16),
+        _noise("poisson", 1000, 0, np.float32),
+        np.full((512, 512), 1000, np.uint16),  # a blank, constant slide
+        np.zeros((512, 512), np.float32),
+    ],
+    ids=[
+        "gauss1+100",
+        "gauss30+2000",
+        "gauss0.01f",
+        "gauss5+300f",
+        "poisson0.3",
+        "poisson2",
+        "poisson40+100",
+        "poisson1000f",
+        "constant",
+        "zeros",
+    ],
+)
+@pytest.mark.parametrize("diameter", [24.0, 12.0])
+def test_noise_without_nuclei_finds_none_and_says_so(img, diameter):
+    """Off the tissue or on an empty channel Otsu still splits the noise; that split is no nucleus."""
+    with pytest.warns(UserWarning, match="No nuclei found in \\['DAPI'\\]"):
+        assert len(detect_nuclei(Tissue(img[None], ["DAPI"]), diameter=diameter)) == 0
+
+
+@pytest.mark.parametrize("amplitude, spacing, radius", [(3, 40, 10), (3, 21, 10), (5, 21, 10), (3, 11, 5)])
+def test_dim_and_dense_sections_keep_their_nuclei(amplitude, spacing, radius):
+    """Nuclei only 3-5 noise sds bright, or covering most of the section (median pixel inside nuclei), are found."""
+    tissue, centres = _disks(amplitude, spacing, radius)
+    assert _f1(detect_nuclei(tissue, diameter=2.4 * radius).centroids, centres) >= 0.95
+
+
+def test_a_densely_packed_simulated_section_keeps_its_nuclei():
+    from napari_agile.synth.simulator import SimParams, simulate_tissue
+
+    sim = simulate_tissue((512, 512), seed=1, params=SimParams(density=12.0))
+    assert _f1(detect_nuclei(sim.tissue).centroids, sim.cells.centroids) >= 0.7
