@@ -7,6 +7,8 @@ variant: `random16`, 3 draws of 16 random cells, one step each; `rounds8`, the w
 answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
 
     python benchmarks/head_variants.py panel12 panel40 --seeds 2
+    python benchmarks/head_variants.py panel12 panel40 shifted12 panel5 rat7 --variants "newton 0.3, standardised root" \
+        "newton 1.0, select 3"
     python benchmarks/head_variants.py real:mibi_granuloma/endothelial real:imc_pancreas/alpha --data /work/realdata
 """
 
@@ -38,6 +40,20 @@ VARIANTS = {
         "centre_whiten": False,
         "centre_sqrt": True,
         "head_ridge": 0.3,
+    },
+    "newton 0.3, select 3": {
+        "head_init": "newton",
+        "centre_whiten": False,
+        "centre_sqrt": True,
+        "head_ridge": 0.3,
+        "head_select": 3,
+    },
+    "newton 1.0, select 3": {
+        "head_init": "newton",
+        "centre_whiten": False,
+        "centre_sqrt": True,
+        "head_ridge": 1.0,
+        "head_select": 3,
     },
 }
 
@@ -83,17 +99,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--data", type=Path, default=Path("/work/realdata"), help="converted real data sets")
     ap.add_argument("--model", default="any-panel")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
     args = ap.parse_args()
     base = agile.load_model(args.model)
     totals: dict[tuple[str, str], list[float]] = {}
     for name, tissue, pool, truth in cases(args.cases, args.seeds, args.data):
-        for variant, settings in VARIANTS.items():
+        for variant in args.variants:
+            settings = VARIANTS[variant]
             model = dataclasses.replace(base, config=dataclasses.replace(base.config, **settings))
             for method, acc in accuracies(model, tissue, pool, truth).items():
                 totals.setdefault((variant, method), []).append(acc)
                 print(f"{name}\t{variant}\t{method}\t{acc:.3f}", flush=True)
     print("\n| variant | random16 | rounds8 |\n|---|---|---|")
-    for variant in VARIANTS:
+    for variant in args.variants:
         cells = [
             f"{np.mean(totals[variant, m]):.3f} ± {np.std(totals[variant, m]) / len(totals[variant, m]) ** 0.5:.3f}"
             for m in ("random16", "rounds8")

@@ -5,6 +5,8 @@ the settings below (docs/method.md, "Newton head"); the file records the change 
 
     python scripts/adapt_settings.py runs/any-panel/model.safetensors \\
         src/napari_agile/models/agile-any-panel.safetensors head_init=newton centre_whiten=false centre_sqrt=true
+    python scripts/adapt_settings.py any-panel src/napari_agile/models/agile-any-panel.safetensors \\
+        head_ridge=1.0 head_select=3
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import napari_agile as agile
 from napari_agile.engine.network import ModelConfig
 
 #: settings that change adaptation or the centre block's normalisation, not the meta-trained weights' shapes
-ADAPTATION = {"head_init": str, "head_ridge": float, "centre_whiten": bool, "centre_sqrt": bool}
+ADAPTATION = {"head_init": str, "head_ridge": float, "head_select": int, "centre_whiten": bool, "centre_sqrt": bool}
 
 
 def parse(pair: str) -> tuple[str, object]:
@@ -38,7 +40,9 @@ def main() -> None:
     model = agile.load_model(args.model)
     changes = dict(map(parse, args.settings))
     config: ModelConfig = dataclasses.replace(model.config, **changes)
-    info = {**model.info, "adaptation_changed": {k: [getattr(model.config, k), v] for k, v in changes.items()}}
+    changed = dict(model.info.get("adaptation_changed", {}))  # each setting's first value, then its latest
+    changed.update({k: [changed.get(k, [getattr(model.config, k)])[0], v] for k, v in changes.items()})
+    info = {**model.info, "adaptation_changed": changed}
     agile.AgileModel(config, model.params, model.inner_lr, model.adapt_scope, info).save(args.out)
     print(f"wrote {args.out}: {json.dumps(info['adaptation_changed'])}")
 

@@ -127,6 +127,21 @@ def test_the_bundled_any_panel_model_adapts_on_another_panel(other_panel, tmp_pa
     assert np.allclose(reloaded.predict()["p_astrocyte"], table["p_astrocyte"], atol=1e-5)
 
 
+@pytest.mark.parametrize("task, marker", [("astrocyte", "S100-like"), ("endothelial", "RECA1-like")])
+def test_the_bundled_model_learns_which_channel_tells_the_type(other_panel, tmp_path, task, marker):
+    """Adaptation says which channels matter: the adapted dense layer leans most on the type's own marker, of a
+    panel of six the model never saw (channel_weights: each channel's share of the step)."""
+    from napari_agile.engine.network import channel_weights, head_weight
+
+    tissue, cells = other_panel.tissue, other_panel.cells
+    session = Session(tissue, cells, store=tmp_path / "s", mc_passes=4)
+    session.annotate(task, cells.ids.tolist(), (cells.table.cell_type == task).tolist())
+    session.adapt(task)
+    step = session.adapted_model(task).params["head.weight"] - head_weight(session.config, session.model.params)
+    share = channel_weights(session.config, step)[: session.config.trunk_size : session.config.channel_trunk]
+    assert session.config.channels[int(share.argmax())] == marker, dict(zip(session.config.channels, share.tolist()))
+
+
 def test_a_chosen_subset_of_channels_is_what_the_model_reads(other_panel, tmp_path):
     tissue, cells = other_panel.tissue, other_panel.cells
     names = tissue.channel_names

@@ -285,3 +285,83 @@ def test_newton_head_takes_a_single_answer_without_failing():
     params = {"head.weight": torch.zeros(2, 5), "head.bias": torch.zeros(2)}
     out = newton_head(cfg, params, torch.ones(1, 5), torch.tensor([1]))
     assert torch.isfinite(out["head.weight"]).all() and out["head.bias"][1] > out["head.bias"][0]
+
+
+def _panel_config(channels: int, **kw) -> ModelConfig:
+    """A per-channel model bound to `channels` channels, 4 trunk numbers and 2 centre parts each."""
+    return ModelConfig(
+        channels=tuple(f"m{i}" for i in range(channels)),
+        nuclear=(True,) + (False,) * (channels - 1),
+        encoder="per_channel",
+        centre_block="nucleus",
+        ring=8,
+        trunk_pool=True,
+        width=4,
+        blocks=2,
+        head_init="newton",
+        **kw,
+    )
+
+
+def test_channel_weights_give_each_channel_its_share_of_the_step():
+    """Every feature of a channel (its trunk numbers and its centre-block means, which sit apart in the feature
+    vector) gets the norm of that channel's weights over the mean norm across channels."""
+    from napari_agile.engine.network import channel_weights
+
+    cfg = _panel_config(3)  # features: trunk m0 m0 m0 m0 m1 ... m2, then nucleus m0 m1 m2, then band m0 m1 m2
+    step = torch.zeros(2, cfg.feature_size)
+    step[1, 4:8] = 1.0  # m1's trunk: norm 2
+    step[1, 12 + 3 + 1] = 8**0.5  # m1's band mean: with the trunk, norm sqrt(4 + 8) = sqrt(12)
+    step[1, 12 + 2] = 3.0  # m2's nucleus mean: norm 3
+    weights = channel_weights(cfg, step)
+    norms = torch.tensor([0.0, 12**0.5, 3.0])
+    share = (norms / norms.mean()).clamp_min(1e-3)
+    expected = torch.cat([share.repeat_interleave(4), share, share])
+    assert torch.allclose(weights, expected)
+
+
+def test_newton_head_selecting_channels_solves_the_step_under_the_channels_weights():
+    """With head_select the final step is the Newton step of an L2 logistic loss whose prior weighs each channel by
+    its share of the previous solve: (F'WF + lam P^-1)^-1 F'r, lam from the trace of F P F' (primal check)."""
+    from napari_agile.engine.network import channel_weights, newton_head
+
+    gen = torch.Generator().manual_seed(3)
+    cfg = _panel_config(5, head_select=1, head_ridge=0.5)
+    feats = torch.randn(10, cfg.feature_size, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 1] * 5)
+    params = {"head.weight": torch.zeros(2, cfg.feature_size, dtype=torch.float64), "head.bias": torch.zeros(2)}
+    params["head.bias"] = params["head.bias"].double()
+    first = newton_head(replace(cfg, head_select=0), params, feats, y)["head.weight"]
+    prior = channel_weights(cfg, first)
+    fc, r, w = feats - feats.mean(0), y.double() - 0.5, torch.full((10,), 0.25, dtype=torch.float64)
+    lam = 0.5 * ((fc * prior) @ fc.T).trace() / cfg.feature_size
+    lhs = fc.T @ (w[:, None] * fc) + lam * torch.diag(1 / prior)
+    expected = torch.linalg.solve(lhs, fc.T @ r)
+    out = newton_head(cfg, params, feats, y)["head.weight"]
+    assert torch.allclose(out[1] - out[0], expected)
+
+
+def test_selecting_channels_finds_the_one_marker_of_forty():
+    """The structural reason for head_select: 16 answers, 40 channels, one of which tells the type (in its nucleus
+    mean) while every channel's other features vary as much and separate nothing. The plain step spreads its
+    weight over all 720 features; re-weighting channels by the step's own use of them keeps the marker's."""
+    from napari_agile.engine.network import head, newton_head
+
+    gen = torch.Generator().manual_seed(4)
+    cfg = _panel_config(40)
+    y = torch.tensor([0, 1] * 8 + [0, 1] * 300)
+    feats = torch.randn(len(y), cfg.feature_size, generator=gen)
+    feats[:, cfg.trunk_size + 7] += 3.0 * y  # m7's nucleus mean: positives 3 SD brighter
+    params = {"head.weight": torch.zeros(2, cfg.feature_size), "head.bias": torch.zeros(2)}
+    accuracy = {}
+    for select in (0, 3):
+        step = newton_head(replace(cfg, head_select=select), params, feats[:16], y[:16])
+        accuracy[select] = float((head(cfg, step, feats[16:], mc=False).argmax(1) == y[16:]).float().mean())
+    assert accuracy[3] > 0.85 > 0.75 > accuracy[0], accuracy
+
+
+def test_head_select_needs_a_per_channel_newton_model():
+    with pytest.raises(AgileInputError, match="head_select"):
+        ModelConfig(channels=("a", "b"), head_init="newton", head_select=2)
+    with pytest.raises(AgileInputError, match="head_select"):
+        _panel_config(3, head_select=-1)

@@ -58,6 +58,9 @@ class ModelConfig:
     # logistic loss on the support, which weighs each feature by how well it separates the labels, so a wide
     # panel's unrelated channels stop drowning the type's markers (docs/method.md)
     head_ridge: float = 0.3  # "newton": the step's ridge, relative to the support's mean feature variance
+    head_select: int = 0  # "newton", per channel: solve the step this many more times, each time giving every
+    # channel's features a prior weight in proportion to the size of its weights in the solve before (reweighted
+    # ridge, a group lasso's fixed point), so the answers pick the few markers that tell the type (docs/method.md)
     centre_radius: int = 0  # > 0: the dense layer also sees every channel's mean inside this radius (patch pixels)
     # around the centre, standardised on the tissue: the centre cell's marker levels, which the pooled trunk
     # blurs with its neighbours' (docs/method.md); 0 is the paper's network
@@ -112,6 +115,8 @@ class ModelConfig:
             raise AgileInputError("head_init must be 'meta', 'prototypes' or 'newton'")
         if not self.head_ridge > 0:
             raise AgileInputError("head_ridge must be above 0")
+        if self.head_select < 0 or self.head_select and not (self.per_channel and self.head_init == "newton"):
+            raise AgileInputError("head_select needs encoder 'per_channel' and head_init 'newton' (0 turns it off)")
         if self.patch_size % self.bin:
             raise AgileInputError("patch_size must be a multiple of bin")
         if self.trunk_bin < 1 or (self.input_size // self.trunk_bin) >> self.blocks < 1:
@@ -405,28 +410,50 @@ def newton_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.
     """`params` after one Newton step of the dense layer's logistic loss on the labelled cells' features `feats`
     (labels `y`), the step's curvature regularised by `cfg.head_ridge` times the mean feature variance.
 
-    The step is (F'WF + lam I)^-1 F'r on support-centred features (r: labels less current probabilities, W: their
-    variances), solved in the N x N dual form (N labels, far fewer than features); the bias takes the matching
-    intercept step. Unlike prototypes it discounts features that vary without separating the labels. Exact for two
-    classes (each logit row takes half the step of their difference), differentiable for meta-training."""
+    The step is (F'WF + lam P^-1)^-1 F'r on support-centred features (r: labels less current probabilities, W: their
+    variances, P: the prior weight of each feature, 1 for all), solved in the N x N dual form (N labels, far fewer
+    than features); the bias takes the matching intercept step. Unlike prototypes it discounts features that vary
+    without separating the labels. With `cfg.head_select` the step is solved again that many times, each channel's
+    prior weight set from its share of the previous step (`channel_weights`). Exact for two classes (each logit row
+    takes half the step of their difference), differentiable for meta-training (the prior weights are not)."""
     w, b = head_weight(cfg, params), params["head.bias"]
     p = torch.softmax(F.linear(feats, w, b), 1)
     r = F.one_hot(y, cfg.n_classes).to(feats.dtype) - p  # (N, K)
     weight = (p * (1 - p)).clamp_min(1e-4)  # (N, K) curvature per cell and logit row
     mean = feats.mean(0)
     fc = feats - mean
-    lam = (cfg.head_ridge * (fc**2).sum() / feats.shape[1]).clamp_min(1e-6)  # one answer: features do not vary
-    gram = fc @ fc.T
-    eye = torch.eye(len(feats), dtype=feats.dtype, device=feats.device)
-    dual = torch.stack(
-        [torch.linalg.solve(weight[:, k, None] * gram + lam * eye, r[:, k]) for k in range(cfg.n_classes)], 1
-    )  # (N, K)
-    step_w = (fc.T @ dual).T / cfg.n_classes  # (K, D); two classes: the logit difference takes one Newton step
+    step_w = _newton_step(cfg, fc, fc, r, weight)
+    for _ in range(cfg.head_select):
+        step_w = _newton_step(cfg, fc * channel_weights(cfg, step_w.detach()), fc, r, weight)
     step_b = r.sum(0) / weight.sum(0) / cfg.n_classes
     out = dict(params)
     out["head.weight"] = w + step_w
     out["head.bias"] = b + step_b - step_w @ mean
     return out
+
+
+def _newton_step(
+    cfg: ModelConfig, scaled: torch.Tensor, fc: torch.Tensor, r: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """(K, D) Newton step of the dense layer on centred features `fc` under prior weights (`scaled` = fc * P)."""
+    gram = scaled @ fc.T  # F P F'
+    lam = (cfg.head_ridge * gram.trace() / fc.shape[1]).clamp_min(1e-6)  # one answer: features do not vary
+    eye = torch.eye(len(fc), dtype=fc.dtype, device=fc.device)
+    dual = torch.stack(
+        [torch.linalg.solve(weight[:, k, None] * gram + lam * eye, r[:, k]) for k in range(cfg.n_classes)], 1
+    )  # (N, K)
+    return (scaled.T @ dual).T / cfg.n_classes  # two classes: the logit difference takes one Newton step
+
+
+def channel_weights(cfg: ModelConfig, step: torch.Tensor) -> torch.Tensor:
+    """(D,) prior weight of each feature of a per-channel model: its channel's share of the (K, D) `step` (the norm
+    of the channel's trunk and centre-block weights over their mean across channels), so channels the answers lean
+    on are freed and the others held back."""
+    c, t = len(cfg.channels), cfg.channel_trunk
+    trunk, centre = step[:, : c * t].unflatten(1, (c, t)), step[:, c * t :].unflatten(1, (cfg.centre_parts, c))
+    norms = ((trunk**2).sum((0, 2)) + (centre**2).sum((0, 1))).sqrt()
+    share = (norms / norms.mean().clamp_min(1e-12)).clamp_min(1e-3)
+    return torch.cat([share.repeat_interleave(t), share.repeat(cfg.centre_parts)])
 
 
 def zca_matrix(x: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
