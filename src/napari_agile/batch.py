@@ -4,6 +4,7 @@ applied, one cell table per image. `napari-agile predict` and the widget's "Type
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,8 +55,6 @@ def type_sections(
     image, nucleus and type labels and the table), see Session.export.
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
     image is opened. `progress(done, total)` counts images; `on_typed` hears of each as it is done."""
-    from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, read_mask
-    from napari_agile.io.images import read_tissue
     from napari_agile.session import Session
 
     images, out = [Path(i) for i in images], Path(out)
@@ -77,25 +76,60 @@ def type_sections(
             f"Several images would write {', '.join(same)}: rename them, or type each group into its own output folder."
         )
     saved = Session.check_saved(session)
-    saved_nuclear = json.loads((saved / "session.json").read_text()).get("nuclear") or None
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for k, (image, dest) in enumerate(zip(images, dests)):
-        try:  # one bad image is named and skipped; the others are still typed
-            with read_tissue(image, channel_names=names) as tissue, tempfile.TemporaryDirectory() as scratch:
-                if masks is None:
-                    cells = detect_nuclei(tissue, channels=nuclear or saved_nuclear, diameter=diameter)
-                else:
-                    cells = cells_from_labels(read_mask(masks[k]), tissue.shape)
-                typed = Session.apply_saved(saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclear)
-                typed.export(dest, typed.predict())  # inside: an .h5ad reads the tissue's marker means
-        except AgileInputError as exc:
-            result = Typed(Path(image), None, error=str(exc))
-        else:
-            result = Typed(Path(image), dest, len(typed.cells))
+        mask = None if masks is None else masks[k]
+        result = type_section(
+            saved, image, dest, mask=mask, names=names, channels=channels, nuclear=nuclear, diameter=diameter
+        )
         results.append(result)
         if on_typed is not None:
             on_typed(result)
         if progress is not None:
             progress(k + 1, len(images))
     return results
+
+
+def type_section(
+    saved: Path,
+    image: str | Path,
+    dest: Path,
+    *,
+    mask: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    channels: Sequence[str] | None = None,
+    nuclear: Sequence[str] | None = None,
+    diameter: float = 24.0,
+) -> Typed:
+    """Type one image with the checked saved session `saved`, writing `dest` whole or not at all (under a temporary
+    name, renamed at the end: a crash leaves no half-written table); a bad image gives a Typed with its reason."""
+    from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, read_mask
+    from napari_agile.io.images import read_tissue
+    from napari_agile.session import Session
+
+    saved_nuclear = json.loads((saved / "session.json").read_text()).get("nuclear") or None
+    partial = dest.with_name(f".{dest.name}.partial{dest.suffix}")
+    try:  # one bad image is named and skipped; the others are still typed
+        with read_tissue(image, channel_names=names) as tissue, tempfile.TemporaryDirectory() as scratch:
+            if mask is None:
+                cells = detect_nuclei(tissue, channels=nuclear or saved_nuclear, diameter=diameter)
+            else:
+                cells = cells_from_labels(read_mask(mask), tissue.shape)
+            typed = Session.apply_saved(saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclear)
+            _remove(partial)
+            typed.export(partial, typed.predict())  # inside: an .h5ad reads the tissue's marker means
+        _remove(dest)
+        partial.rename(dest)
+    except AgileInputError as exc:
+        _remove(partial)
+        return Typed(Path(image), None, error=str(exc))
+    return Typed(Path(image), dest, len(typed.cells))
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder (a .zarr store) if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
