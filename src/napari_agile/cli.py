@@ -324,6 +324,12 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "scanpy/squidpy with marker means per channel; zarr: a SpatialData store (a copy of the image, the "
         "nucleus and cell-type labels, that table); both need pip install 'napari-agile[scverse]'",
     )
+    p.add_argument(
+        "--labels",
+        action="store_true",
+        help="also write each image's nucleus and cell-type label images beside its csv table, as "
+        "<image>.labels.zarr (OME-Zarr, chunked, with a multiscale pyramid; napari opens it)",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -348,6 +354,7 @@ def _run_predict(args: argparse.Namespace) -> None:
             nuclear=args.nuclear,
             diameter=args.diameter,
             suffix=f".{args.format}",
+            labels=args.labels,
             progress=bar,
             on_typed=report,
         )

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from napari_agile.detect.nuclei import read_mask
-from napari_agile.detect.patches import Normalizer, fit_normalizer, iter_patches
+from napari_agile.detect.patches import Normalizer, check_finite, fit_normalizer, iter_patches
 from napari_agile.engine.device import pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
 from napari_agile.engine.meta import adapt_params
@@ -153,22 +153,20 @@ class Session:
         """All cells' patches, normalised and binned to the network's input, kept as float16."""
         cfg = self.config
         out = torch.empty((len(self.cells), cfg.planes, cfg.input_size, cfg.input_size), dtype=torch.float16)
-        done, missing = 0, []
-        size = cfg.patch_size if self.scale == 1.0 else 2 * max(4, round(cfg.patch_size / self.scale / 2))
+        done = 0
         for ids, batch in iter_patches(
-            self.tissue, self.cells, size=size, normalizer=self.normalizer, nucleus_mask=cfg.nucleus_mask
+            self.tissue,
+            self.cells,
+            size=cut_size(cfg, self.scale),
+            normalizer=self.normalizer,
+            nucleus_mask=cfg.nucleus_mask,
         ):
-            missing.extend(np.asarray(ids)[~np.isfinite(batch).reshape(len(batch), -1).all(1)].tolist())
+            check_finite(ids, batch)
             rows = torch.from_numpy(self.cells.table.index.get_indexer(ids))
             out[rows] = network_input(cfg, torch.from_numpy(batch)).half()
             done += len(ids)
             if progress is not None:
                 progress(done, len(self.cells))
-        if missing:
-            raise AgileInputError(
-                f"{len(missing)} cells' patches hold missing (NaN) or infinite pixels, e.g. cells {missing[:5]}: "
-                "replace them in the image (numpy.nan_to_num) or leave those cells out of the cell table."
-            )
         return out.to(self.device)
 
     def _rows(self, ids) -> np.ndarray:
@@ -228,7 +226,7 @@ class Session:
         """(T, N) MC-dropout probabilities under `params`: only the head re-sampled on `feats` (every cell's trunk
         features under `params`) when given, else the whole network re-run each pass."""
         if feats is not None:
-            samples = mc_head_probs(self.config, params, feats, self.mc_passes, self.seed)
+            samples = mc_head_probs(self.config, params, feats, self.mc_passes, self.seed, keys=self.cells.ids)
         else:
             samples = mc_full_probs(self.config, params, self.stats, self._x, self.mc_passes, self.seed)
         return samples.cpu().numpy()
@@ -754,7 +752,7 @@ class Session:
                     "another section, use Session.apply_saved / napari-agile predict)."
                 )
         weights = path / "adapted.safetensors"
-        tensors = _read_weights(weights) if weights.exists() else {}
+        tensors = read_adapted_weights(weights) if weights.exists() else {}
         # the statistics the weights were adapted under (a session saved before any adapt has none)
         stats = {k[len("stats/") :]: v for k, v in tensors.items() if k.startswith("stats/")} or None
         session, meta = cls._from_saved(
@@ -772,7 +770,7 @@ class Session:
         for record in recover_journal(path / "answers.jsonl"):  # every whole record; a cut-off one is set aside
             session._replay(record)
         for name, state in session.types.items():
-            state.params = session._saved_params(tensors, name)
+            state.params = saved_type_params(session._init, tensors, name)
         saved_source = meta.get("tissue_source")
         if other := session._other_section(saved_source, tissue.source):
             if strict:
@@ -819,8 +817,8 @@ class Session:
                 f"{saved} is not a saved session with adapted cell types: adapt at least one type "
                 "and save the session (widget: Save session…; Python: Session.save)."
             )
-        _read_meta(saved)
-        _read_weights(saved / "adapted.safetensors")
+        read_session_meta(saved)
+        read_adapted_weights(saved / "adapted.safetensors")
         load_model(saved / "model.safetensors")
         return saved
 
@@ -856,9 +854,9 @@ class Session:
         unlike = unlike_message(meta.get("profile", {}), session.profile)
         if unlike:
             warnings.warn(unlike, stacklevel=2)
-        tensors = _read_weights(saved / "adapted.safetensors")
+        tensors = read_adapted_weights(saved / "adapted.safetensors")
         for name in meta["types"]:
-            params = session._saved_params(tensors, name)
+            params = saved_type_params(session._init, tensors, name)
             if params is not None:
                 session.types[name] = CellType(name, params=params)
         session._write_meta()
@@ -877,15 +875,10 @@ class Session:
         """A session with the saved folder's model and settings (MC passes, threshold, seed; on the same tissue
         its intensity normaliser too), and the folder's session.json; `panel`: (channels, nuclear) instead of the
         saved ones."""
-        meta = _read_meta(path)
+        meta = read_session_meta(path)
         normalizer = Normalizer.from_dict(meta["normalizer"]) if same_tissue else None
         model = load_model(path / "model.safetensors")
-        channels, nuclear = panel
-        if channels is None:
-            channels = meta.get("channels") if model.config.per_channel else None
-            nuclear = meta.get("nuclear") if nuclear is None and channels is not None else nuclear
-        elif nuclear is None and model.config.per_channel:
-            nuclear = [n for n in meta.get("nuclear") or () if n in channels] or None
+        channels, nuclear = saved_panel(meta, model, *panel)
         session = cls(
             tissue,
             cells,
@@ -901,16 +894,6 @@ class Session:
         session.colors = dict(meta.get("colors", {}))
         session.type_thresholds = dict(meta.get("thresholds", {}))
         return session, meta
-
-    def _saved_params(self, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
-        """A type's weights from a saved file: the model's, overwritten by what the file holds (None if nothing)."""
-        prefix = f"type/{name}/"  # exact weight names: type "a" must not take type "a/b"'s weights
-        saved = {
-            k[len(prefix) :]: v.to(self.device)
-            for k, v in tensors.items()
-            if k.startswith(prefix) and k[len(prefix) :] in self._init
-        }
-        return {**self._init, **saved} if saved else None
 
     def adapted_model(self, cell_type: str) -> AgileModel:
         """The weights adapted to `cell_type`, as a model file others can load."""
@@ -1069,7 +1052,36 @@ _META_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _read_meta(folder: Path) -> dict:
+def saved_panel(
+    meta: dict, model: AgileModel, channels: Sequence[str] | None, nuclear: Sequence[str] | None
+) -> tuple[Sequence[str] | None, Sequence[str] | None]:
+    """The (channels, nuclear stains) a saved session's model reads on new tissue: those given, else (a model for
+    any panel) the saved ones, the saved nuclear stains kept among channels given anew."""
+    if channels is None:
+        channels = meta.get("channels") if model.config.per_channel else None
+        nuclear = meta.get("nuclear") if nuclear is None and channels is not None else nuclear
+    elif nuclear is None and model.config.per_channel:
+        nuclear = [n for n in meta.get("nuclear") or () if n in channels] or None
+    return channels, nuclear
+
+
+def saved_type_params(init: Params, tensors: dict[str, torch.Tensor], name: str) -> Params | None:
+    """A type's weights from a saved file: `init` (the model's, on its device) overwritten by what the file holds
+    for the type (None if nothing)."""
+    prefix = f"type/{name}/"  # exact weight names: type "a" must not take type "a/b"'s weights
+    device = next(iter(init.values())).device
+    saved = {
+        k[len(prefix) :]: v.to(device) for k, v in tensors.items() if k.startswith(prefix) and k[len(prefix) :] in init
+    }
+    return {**init, **saved} if saved else None
+
+
+def cut_size(cfg: ModelConfig, scale: float) -> int:
+    """The side of the patch cut around each cell, so that magnified by `scale` (patch_scale) it is the model's."""
+    return cfg.patch_size if scale == 1.0 else 2 * max(4, round(cfg.patch_size / scale / 2))
+
+
+def read_session_meta(folder: Path) -> dict:
     """A session folder's session.json, checked; a clear error naming it when it is empty, cut off or damaged."""
     path = folder / "session.json"
     remedy = (
@@ -1090,7 +1102,7 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_adapted_weights(path: Path) -> dict[str, torch.Tensor]:
     """A saved session's adapted weights; a clear error naming the file when it is cut off or damaged."""
     try:
         return load_file(str(path))

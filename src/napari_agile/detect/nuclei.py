@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ def detect_nuclei(
     sigma: float = 1.0,
     threshold: float | None = None,
     bin: int | None = None,
+    out: Any = None,
 ) -> Cells:
     """Find every nucleus: a table (id, y, x, area, bbox, intensity) and an int32 instance mask with the same ids.
 
@@ -41,7 +43,8 @@ def detect_nuclei(
     areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is processed in `tile`²
     blocks with `overlap` pixels of context (default: 64, or the diameter if larger); a cell belongs to the tile
     whose core holds its centroid, so none is lost or doubled at seams. `progress(done, total)` is called after
-    each tile.
+    each tile. `out`: a (Y, X) int32 array to paint the mask into, e.g. a zarr array on disk for a section whose
+    mask would not fit in memory (memory then grows with the tile, not the section); by default a new numpy array.
     """
     if isinstance(channels, str):
         channels = [channels]
@@ -66,7 +69,9 @@ def detect_nuclei(
         floor = float(threshold)
 
     h, w = tissue.shape
-    labels = np.zeros((h, w), np.int32)
+    labels = np.zeros((h, w), np.int32) if out is None else out
+    if tuple(labels.shape) != (h, w) or np.dtype(labels.dtype) != np.int32:
+        raise AgileInputError(f"out must be a ({h}, {w}) int32 array; got {labels.dtype} {tuple(labels.shape)}.")
     starts = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
     tables = []
     next_id = 1
@@ -87,8 +92,10 @@ def detect_nuclei(
             new_ids = np.arange(next_id, next_id + len(core), dtype=np.int32)
             lut[core["id"].to_numpy()] = new_ids
             painted = _unbin(lut[lab], b, img.shape)
-            view = labels[ry0 : ry0 + img.shape[0], rx0 : rx0 + img.shape[1]]
+            region = (slice(ry0, ry0 + img.shape[0]), slice(rx0, rx0 + img.shape[1]))
+            view = np.asarray(labels[region])  # a view of a numpy mask, a copy of an on-disk one
             np.copyto(view, painted, where=(painted > 0) & (view == 0))
+            labels[region] = view
             tables.append(core.assign(id=new_ids))
             next_id += len(core)
         if progress is not None:

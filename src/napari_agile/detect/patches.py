@@ -85,6 +85,16 @@ def fit_normalizer(
     return Normalizer(low, high, list(tissue.channel_names))
 
 
+def check_finite(ids: np.ndarray, patches: np.ndarray) -> None:
+    """A clear error naming the cells (of `ids`) whose `patches` hold NaN or infinite pixels."""
+    bad = np.asarray(ids)[~np.isfinite(patches).reshape(len(patches), -1).all(1)]
+    if len(bad):
+        raise AgileInputError(
+            f"{len(bad)} cells' patches hold missing (NaN) or infinite pixels, e.g. cells {bad[:5].tolist()}: "
+            "replace them in the image (numpy.nan_to_num) or leave those cells out of the cell table."
+        )
+
+
 def at_border(cells: Cells, shape: tuple[int, int], size: int = 100) -> np.ndarray:
     """True for cells whose `size`² patch reaches outside an image of `shape` (rows, columns)."""
     top, left = _corners(cells.centroids, size)

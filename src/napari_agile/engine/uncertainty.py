@@ -19,18 +19,32 @@ METHODS = ("entropy", "bald", "random")
 SPREAD = 9
 
 
+#: dropout masks drawn per pass: cell k uses mask row key % MASK_ROWS, so its passes do not depend on the batch
+MASK_ROWS = 1024
+
+
 @torch.no_grad()
 def mc_head_probs(
-    cfg: ModelConfig, params: Params, feats: torch.Tensor, passes: int, seed: int = 0, batch_size: int = 4096
+    cfg: ModelConfig,
+    params: Params,
+    feats: torch.Tensor,
+    passes: int,
+    seed: int = 0,
+    batch_size: int = 4096,
+    keys: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """(passes, N) positive-class probabilities from cached trunk features, dropout re-drawn each pass."""
+    """(passes, N) positive-class probabilities from cached trunk features, dropout re-drawn each pass.
+
+    A cell's masks are chosen by its `keys` entry (e.g. its id; default its position), so the same cell gets the same
+    passes whether it is typed alone, in a batch or with the whole section."""
     gen = torch.Generator(device=feats.device).manual_seed(seed)
     keep = 1.0 - cfg.dropout
+    bank = torch.rand((passes, MASK_ROWS, feats.shape[1]), generator=gen, device=feats.device) < keep
+    rows = torch.as_tensor(np.arange(len(feats)) if keys is None else np.asarray(keys), device=feats.device)
     w, b = head_weight(cfg, params), params["head.bias"]
     out = []
-    for chunk in torch.split(feats, batch_size):
-        mask = torch.rand((passes, *chunk.shape), generator=gen, device=chunk.device) < keep
-        logits = F.linear(chunk[None] * mask / keep, w, b)
+    for chunk, key in zip(torch.split(feats, batch_size), torch.split(rows % MASK_ROWS, batch_size)):
+        logits = F.linear(chunk[None] * bank[:, key] / keep, w, b)
         out.append(torch.softmax(logits, -1)[..., 1])
     return torch.cat(out, 1)
 

@@ -1,0 +1,85 @@
+"""Typing whole sections in bounded memory: the mask on disk, cells typed batch by batch, OME-Zarr label pyramids."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from napari_agile.batch import type_sections
+from napari_agile.detect.nuclei import detect_nuclei
+from napari_agile.engine.model_file import load_model
+from napari_agile.io.cells import Cells
+from napari_agile.io.images import read_label_zarr, write_ome_tiff
+from napari_agile.io.label_zarr import create_label_image, finish_label_image, open_level, paint_label_image
+from napari_agile.session import Session
+from napari_agile.streamed import SavedTypes, type_cells
+from napari_agile.synth.simulator import simulate_tissue
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A saved session with two adapted types, taught on one simulated section."""
+    folder = tmp_path_factory.mktemp("streamed") / "session"
+    sim = simulate_tissue((256, 256), seed=4)
+    session = Session(sim.tissue, sim.cells, load_model(), store=folder)
+    kinds = sim.cells.table["cell_type"]
+    for name in kinds.value_counts().index[:2]:  # the two commonest types: 3 answers of each kind
+        ids = [*kinds.index[kinds == name][:3], *kinds.index[kinds != name][:3]]
+        session.annotate(name, ids, [True] * 3 + [False] * 3)
+        session.adapt(name)
+    session.save(folder)
+    return folder
+
+
+def test_a_mask_on_disk_gives_the_same_nuclei(tmp_path):
+    tissue = simulate_tissue((300, 260), seed=6).tissue
+    in_memory = detect_nuclei(tissue, tile=128)
+    on_disk = detect_nuclei(tissue, tile=128, out=create_label_image(tmp_path / "nuclei", tissue.shape, chunk=64))
+    pd.testing.assert_frame_equal(on_disk.table, in_memory.table)
+    np.testing.assert_array_equal(np.asarray(on_disk.labels), in_memory.labels)
+
+
+def test_cells_typed_batch_by_batch_match_the_session(saved, tmp_path):
+    new = simulate_tissue((256, 256), seed=5)
+    expected = Session.apply_saved(saved, new.tissue, new.cells, store=tmp_path / "s").predict()
+    level = create_label_image(tmp_path / "nuclei", new.tissue.shape, chunk=100)
+    level[:] = new.cells.labels
+    cells = Cells(new.cells.table.reset_index(drop=True), open_level(tmp_path / "nuclei"))  # read back chunk by chunk
+    typed = type_cells(SavedTypes.load(saved), new.tissue, cells, batch_size=37)  # batches cross cells' order
+    pd.testing.assert_frame_equal(typed, expected, check_dtype=False, rtol=1e-5)
+    assert set(typed["cell_type"]) - {"none"}  # some cells typed, else the comparison proves little
+
+
+def test_label_pyramid_halves_until_one_chunk_and_names_its_labels(tmp_path):
+    mask = np.zeros((300, 130), np.int32)
+    mask[10:20, 10:20], mask[200:260, 50:120] = 1, 2
+    paint_label_image(mask, np.array([0, 5, 7], np.int32), tmp_path / "types", chunk=64)
+    finish_label_image(tmp_path / "types", {5: "neuron", 7: "glia"}, {5: "#ff0000", 7: "#00ff00"})
+    group = zarr.open_group(str(tmp_path / "types"), mode="r")
+    assert [group[str(k)].shape for k in range(4)] == [(300, 130), (150, 65), (75, 33), (38, 17)]
+    np.testing.assert_array_equal(read_label_zarr(tmp_path / "types"), np.array([0, 5, 7])[mask])
+    np.testing.assert_array_equal(group["2"][:], np.array([0, 5, 7])[mask][::4, ::4])
+    label = group.attrs["image-label"]
+    assert {(c["label-value"], tuple(c["rgba"])) for c in label["colors"]} == {
+        (5, (255, 0, 0, 255)),
+        (7, (0, 255, 0, 255)),
+    }
+    assert [d["coordinateTransformations"][0]["scale"] for d in group.attrs["multiscales"][0]["datasets"]][-1] == [8, 8]
+
+
+def test_batch_writes_a_csv_and_its_label_images_whole(saved, tmp_path):
+    new = simulate_tissue((256, 256), seed=5)
+    image = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif")
+    [typed] = type_sections(saved, [image], tmp_path / "out", labels=True)
+    assert typed.error is None and typed.labels == tmp_path / "out" / "new.labels.zarr"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new.csv", "new.labels.zarr"]  # no partial left
+    table = pd.read_csv(typed.table)
+    nuclei = read_label_zarr(typed.labels / "nuclei")
+    types = read_label_zarr(typed.labels / "cell_types")
+    assert len(table) == typed.n_cells == len(np.unique(nuclei)) - 1
+    codes = {name: k + 1 for k, name in enumerate(SavedTypes.load(saved).meta["types"])} | {"none": 0}
+    centre = np.round(table[["y", "x"]].to_numpy()).astype(int)
+    on_own = nuclei[centre[:, 0], centre[:, 1]] == table["id"].to_numpy()
+    assert on_own.mean() > 0.9
+    np.testing.assert_array_equal(types[centre[on_own, 0], centre[on_own, 1]], table["cell_type"].map(codes)[on_own])
+    assert zarr.open_group(str(typed.labels), mode="r").attrs["labels"] == ["nuclei", "cell_types"]
