@@ -122,3 +122,45 @@ def test_sample_data_is_the_paper_panel():
     layers = simulated_tissue()
     assert [meta["name"] for _, meta, _ in layers] == list(PAPER_CHANNELS)
     assert layers[0][0].shape == SAMPLE_SHAPE
+
+
+def test_reader_opens_label_pyramids_in_their_colours(tmp_path):
+    from napari_agile.io.label_zarr import finish_label_image, paint_label_image, write_label_group
+
+    mask = np.zeros((200, 150), np.int32)
+    mask[10:40, 10:40], mask[100:180, 60:140] = 1, 2
+    paint_label_image(mask, np.arange(3, dtype=np.int32), tmp_path / "types.zarr" / "nuclei", chunk=64)
+    finish_label_image(tmp_path / "types.zarr" / "nuclei")
+    paint_label_image(mask, np.array([0, 1, 2], np.int32), tmp_path / "types.zarr" / "cell_types", chunk=64)
+    finish_label_image(tmp_path / "types.zarr" / "cell_types", {1: "neuron", 2: "glia"}, {1: "#ff0000", 2: "#0000ff"})
+    write_label_group(tmp_path / "types.zarr", ["nuclei", "cell_types"])
+    layers = napari_get_reader(str(tmp_path / "types.zarr"))(str(tmp_path / "types.zarr"))
+    assert [(meta["name"], kind, meta["multiscale"]) for _, meta, kind in layers] == [
+        ("nuclei", "labels", True),
+        ("cell_types", "labels", True),
+    ]
+    levels, meta, _ = layers[1]
+    assert [level.shape for level in levels] == [(200, 150), (100, 75), (50, 38)]
+    np.testing.assert_array_equal(np.asarray(levels[0]), mask)
+    np.testing.assert_allclose(meta["colormap"].map(np.array([1, 2]))[:, :3], [[1, 0, 0], [0, 0, 1]])
+
+
+def test_reader_opens_a_multiscale_ome_zarr_as_pyramids(tmp_path):
+    import zarr
+
+    tissue = _tissue()
+    group = zarr.open_group(str(tmp_path / "section.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", data=np.asarray(tissue.data), chunks=(1, 16, 16))
+    group.create_array("1", data=np.asarray(tissue.data)[:, ::2, ::2], chunks=(1, 16, 16))
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    group.attrs.update(
+        {
+            "multiscales": [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}, {"path": "1"}]}],
+            "omero": {"channels": [{"label": name} for name in tissue.channel_names]},
+        }
+    )
+    layers = napari_get_reader(str(tmp_path / "section.zarr"))(str(tmp_path / "section.zarr"))
+    assert [meta["name"] for _, meta, _ in layers] == ["DAPI", "NeuN", "S100"]
+    pyramid = layers[2][0]
+    assert [level.shape for level in pyramid] == [(40, 50), (20, 25)]
+    np.testing.assert_array_equal(np.asarray(pyramid[1]), tissue.data[2, ::2, ::2])

@@ -394,6 +394,36 @@ def test_reader_and_sample_feed_the_widget(make_napari_viewer, tmp_path, sim):
     assert ticked(w.tissue.image_list) == list(PAPER_CHANNELS) and w.tissue.tissue().n_channels == 7
 
 
+def test_batch_labels_open_as_multiscale_layers_and_serve_as_nuclei(make_napari_viewer, qtbot, tmp_path, sim):
+    from napari_agile.io.label_zarr import finish_label_image, paint_label_image, write_label_group
+
+    viewer = make_napari_viewer(show=True)
+    w = AgileWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    _open(viewer, sim)
+    group = tmp_path / "section.labels.zarr"  # as `napari-agile predict --labels` writes it
+    paint_label_image(sim.cells.labels, np.arange(sim.cells.labels.max() + 1, dtype=np.int32), group / "nuclei", 128)
+    finish_label_image(group / "nuclei")
+    lut = np.zeros(sim.cells.labels.max() + 1, np.int32)
+    lut[1:] = 1
+    paint_label_image(sim.cells.labels, lut, group / "cell_types", 128)
+    finish_label_image(group / "cell_types", {1: "any cell"}, {1: "#ff0000"})
+    write_label_group(group, ["nuclei", "cell_types"])
+    viewer.open(str(group), plugin="napari-agile")
+    types = viewer.layers["cell_types"]
+    assert types.multiscale and [level.shape for level in types.data] == [SHAPE, (160, 160), (80, 80)]
+    for name in PAPER_CHANNELS:
+        viewer.layers[name].visible = False
+    viewer.layers["nuclei"].visible = False
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    red = (shot[..., 0] > 150) & (shot[..., 1] < 80) & (shot[..., 2] < 80)
+    assert red.mean() > 0.02  # the nuclei painted in the type's colour
+    w.tissue.nuclei_combo.setCurrentText("nuclei")  # a multiscale Labels layer as the nuclei: its full resolution
+    w.tissue.detect()
+    _wait(qtbot, w)
+    assert w.session is not None and len(w.session.cells) == len(sim.cells), _errors()
+
+
 def test_channel_layers_from_memory_maps_stay_lazy(tmp_path):
     from napari.layers import Image
 

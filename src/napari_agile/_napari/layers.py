@@ -41,7 +41,8 @@ def text_overlay(viewer):
     return canvas.overlays["text"] if canvas is not None else viewer.text_overlay
 
 
-def _channel_data(layer: Image):
+def finest_level(layer: Image | Labels):
+    """A layer's full-resolution data (level 0 of a multiscale layer)."""
     return layer.data[0] if layer.multiscale else layer.data
 
 
@@ -58,7 +59,7 @@ def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | N
         raise AgileInputError(f"{rgb} are RGB images, not one channel per marker: split the colour channels first.")
     if len(layers) == 1 and layers[0].ndim == 3:
         layer = layers[0]
-        data = _channel_data(layer)
+        data = finest_level(layer)
         names = channel_names or layer.metadata.get("channel_names")
         names = names or [f"{layer.name} {i}" for i in range(len(data))]
         return Tissue(data, list(names), source=f"layer {layer.name!r}")
@@ -67,12 +68,12 @@ def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | N
         raise AgileInputError(
             f"Tick either one (channels, rows, columns) image or several 2D channel layers; {not_2d} are neither."
         )
-    shapes = {layer.name: tuple(_channel_data(layer).shape) for layer in layers}
+    shapes = {layer.name: tuple(finest_level(layer).shape) for layer in layers}
     if len(set(shapes.values())) > 1:
         raise AgileInputError(
             f"The ticked channel layers differ in size {shapes}: tick the layers of one section only."
         )
-    arrays = [_channel_data(layer) for layer in layers]
+    arrays = [finest_level(layer) for layer in layers]
     # stacking copies every pixel, here on the GUI thread: only for small in-memory channels; memory-mapped files
     # and large sections stay lazy and are read tile by tile in the workers
     in_memory = all(type(a) is np.ndarray for a in arrays)

@@ -18,6 +18,7 @@ from napari_agile.io.images import (
     read_tissue,
     spatialdata_element,
 )
+from napari_agile.io.label_zarr import label_members, read_label_levels
 from napari_agile.io.tissue import Tissue
 
 #: Colormaps for the paper's panel; other channels cycle through OTHER_COLORMAPS.
@@ -52,18 +53,32 @@ def tissue_layer_data(tissue: Tissue) -> list[LayerData]:
     """One additive image layer per channel, named by channel (the widget reads the names back as channels)."""
     scale = (tissue.pixel_size, tissue.pixel_size) if tissue.pixel_size else (1.0, 1.0)
     layers = []
+    pyramids = tissue.metadata.get("levels", {})
     for i, name in enumerate(tissue.channel_names):
-        channel = tissue.data[i]
+        channel = [tissue.data[i], *pyramids[name]] if name in pyramids else tissue.data[i]
         meta = {
             "name": name,
             "colormap": channel_colormap(name, i),
             "blending": "additive",
-            "contrast_limits": _contrast_limits(channel),
+            "contrast_limits": _contrast_limits(channel[-1] if isinstance(channel, list) else channel),
             "scale": scale,
             "metadata": {"channel_names": list(tissue.channel_names), "source": tissue.source},
         }
         layers.append((channel, meta, "image"))
     return layers
+
+
+def label_layer_data(path: Path) -> LayerData:
+    """One OME-Zarr label image as a multiscale Labels layer, in the colours it was written with."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    levels, colors = read_label_levels(path)
+    meta: dict[str, Any] = {"name": path.name, "opacity": 0.6, "multiscale": len(levels) > 1}
+    if colors:
+        color_dict: dict[int | None, Any] = {None: "transparent", 0: "transparent"}
+        color_dict.update({value: np.array(rgba) / 255 for value, rgba in colors.items()})
+        meta["colormap"] = DirectLabelColormap(color_dict=color_dict)
+    return (levels if len(levels) > 1 else levels[0], meta, "labels")
 
 
 def _looks_like_tissue(path: Path) -> bool:
@@ -83,10 +98,14 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
-    """Open `path` lazily with read_tissue and return one image layer per channel; a SpatialData store adds its
-    nucleus labels as a Labels layer, which the widget then offers as the nuclei."""
+    """Open `path` lazily with read_tissue and return one image layer per channel (multiscale when the file holds
+    coarser levels); a SpatialData store adds its nucleus labels as a Labels layer, which the widget then offers as
+    the nuclei. An OME-Zarr label image or labels group (`napari-agile predict --labels`) opens as Labels layers."""
     if isinstance(path, (list, tuple)):
         path = path[0]
+    members = label_members(path) if Path(path).is_dir() else None
+    if members is not None:
+        return [label_layer_data(member) for member in members]
     tissue = read_tissue(path)
     layers = tissue_layer_data(tissue)
     if is_spatialdata(path):

@@ -273,8 +273,8 @@ class TissuePanel(QGroupBox):
             self.ctl.jobs.run("Reading the nuclei", work, lambda session: self.ctl.open_session(session, False))
 
     def _nuclei_mask(self) -> np.ndarray | None:
-        """The chosen Labels layer's data (None: detect)."""
+        """The chosen Labels layer's full-resolution data (None: detect)."""
         source = self.nuclei_combo.currentText()
         if source == DETECT or source not in self.ctl.viewer.layers:
             return None
-        return np.asarray(self.ctl.viewer.layers[source].data)
+        return np.asarray(_layers.finest_level(self.ctl.viewer.layers[source]))

@@ -485,6 +485,7 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
     axes = None
     pixel_size = None
     arr: Any
+    coarser: list[Any] = []  # a multiscale image's lower-resolution levels, for viewers
     if isinstance(node, zarr.Array):
         arr = node
     elif "multiscales" in ome:
@@ -492,6 +493,7 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
         level0 = ms["datasets"][0]
         arr = node[level0["path"]]
         axes = "".join((a["name"] if isinstance(a, dict) else a)[0].upper() for a in ms.get("axes", [])) or None
+        coarser = [node[d["path"]] for d in ms["datasets"][1:]]
         for t in level0.get("coordinateTransformations", []):
             if t.get("type") == "scale" and axes and len(t["scale"]) == len(axes):
                 pixel_size = float(t["scale"][axes.index("X")])
@@ -504,7 +506,7 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
             )
         arr = arrays[0]
     data = da.from_zarr(arr)
-    labelled = axes is not None
+    labelled, stored_axes = axes is not None, axes
     axes = axes or ("CYX"[-data.ndim :] if data.ndim <= 3 else "?" * (data.ndim - 3) + "CYX")
     data, axes = _squeeze(data, axes, "CYX")
     if not labelled and data.ndim == 3:
@@ -518,4 +520,8 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
     if names is None and omero and len(omero) == data.shape[0]:
         names = [ch.get("label") or f"channel_{i + 1}" for i, ch in enumerate(omero)]
     names = _resolve_names(names, data.shape[0], path)
-    return Tissue(data, names, pixel_size=pixel_size, source=str(path))
+    tissue = Tissue(data, names, pixel_size=pixel_size, source=str(path))
+    if coarser and stored_axes:  # by channel name, so a selection or reordering of channels keeps its own
+        levels = [_squeeze(da.from_zarr(level), stored_axes, "CYX")[0] for level in coarser]
+        tissue.metadata["levels"] = {name: [level[i] for level in levels] for i, name in enumerate(names)}
+    return tissue

@@ -81,6 +81,32 @@ def write_label_group(path: str | Path, members: Sequence[str]) -> Path:
     return Path(path)
 
 
+def label_members(path: str | Path) -> list[Path] | None:
+    """The label images at `path`: those an OME-Zarr "labels" group lists, or `path` itself when it is one; None when
+    it is neither (e.g. an image)."""
+    import zarr
+
+    try:
+        attrs: dict[str, Any] = dict(zarr.open_group(str(path), mode="r").attrs)  # JSON, checked below
+    except Exception:  # not a zarr group: an array, another format, a damaged store
+        return None
+    if isinstance(attrs.get("labels"), list):
+        return [Path(path) / str(name) for name in attrs["labels"]]
+    return [Path(path)] if "image-label" in attrs else None
+
+
+def read_label_levels(path: str | Path) -> tuple[list[Any], dict[int, list[int]]]:
+    """A label image's levels (finest first, lazy dask arrays) and its colours (label value -> [r, g, b, a], 0-255)."""
+    import dask.array as da
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    attrs: dict[str, Any] = dict(group.attrs)
+    levels = [da.from_zarr(group[d["path"]]) for d in attrs["multiscales"][0]["datasets"]]
+    colors = {int(c["label-value"]): list(c["rgba"]) for c in attrs.get("image-label", {}).get("colors", [])}
+    return levels, colors
+
+
 def _half(group: Any, finer: Any, name: str) -> Any:
     """Level `name`: every second row and column of `finer`, written chunk by chunk."""
     shape = tuple(-(-s // 2) for s in finer.shape)

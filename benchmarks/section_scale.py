@@ -1,0 +1,157 @@
+"""Whole sections in bounded memory: peak resident memory and time of `napari-agile predict` as the section grows.
+
+Run:  python benchmarks/section_scale.py --out runs/section-scale [--sizes 4096x4096 16384x16384 29000x43000]
+          [--compare-in-memory 4096x4096] [--json docs/section-scale.json]
+
+Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by tile from a pool of simulated fields
+(flipped and rotated at random, so no field repeats in place); the paper's sections are 29,000 x 43,000 px. A saved
+session (two types adapted on 16 answers each, the bundled rat-brain model) types it in a child process, whose peak
+resident memory (ru_maxrss) and wall time are reported with the cells typed. `--compare-in-memory` also types the
+given sizes through a Session (the path the .h5ad / .zarr outputs take, and the only path before streaming) in a
+child process. Figures depend on the load: the report prints the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_agile.engine.model_file import load_model
+from napari_agile.io.tissue import PAPER_CHANNELS
+from napari_agile.session import Session
+from napari_agile.synth.simulator import simulate_tissue
+
+FIELD = 1024  # side of one simulated field and of the store's chunks
+POOL = 8  # distinct simulated fields the section is tiled from
+
+
+def write_section(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    """An OME-Zarr section of `height` x `width` px, written one 1024² tile at a time (never whole in memory)."""
+    import zarr
+
+    if (path / ".zattrs").exists():
+        return path  # made by an earlier run: same size, same seed
+    rng = np.random.default_rng(seed)
+    fields = [simulate_tissue((FIELD, FIELD), seed=seed + k).tissue.data for k in range(POOL)]
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    level = group.create_array("0", shape=(7, height, width), chunks=(1, FIELD, FIELD), dtype="uint16", fill_value=0)
+    for y in range(0, height, FIELD):
+        for x in range(0, width, FIELD):
+            tile = np.rot90(fields[rng.integers(POOL)], k=int(rng.integers(4)), axes=(1, 2))
+            tile = tile[:, :, ::-1] if rng.integers(2) else tile
+            level[:, y : y + FIELD, x : x + FIELD] = tile[:, : min(FIELD, height - y), : min(FIELD, width - x)]
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}]
+    group.attrs.update(
+        {
+            "multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}],
+            "omero": {"channels": [{"label": name} for name in PAPER_CHANNELS]},
+        }
+    )
+    return path
+
+
+def make_session(folder: Path) -> Path:
+    """A saved session: neuron and astrocyte adapted on 8 + 8 true answers each, on one simulated field."""
+    if (folder / "adapted.safetensors").exists():
+        return folder
+    sim = simulate_tissue((1536, 1536), seed=101)
+    session = Session(sim.tissue, sim.cells, load_model(), store=folder)
+    kinds = sim.cells.table["cell_type"]
+    for name in ("neuron", "astrocyte"):
+        ids = [*kinds.index[kinds == name][:8], *kinds.index[kinds != name][:8]]
+        session.annotate(name, ids, [True] * 8 + [False] * 8)
+        session.adapt(name)
+    session.save(folder)
+    return folder
+
+
+def child(mode: str, session: Path, section: Path, out: Path) -> None:
+    """Type `section` (in this process), then print its figures as one JSON line."""
+    start = time.perf_counter()
+    if mode == "streamed":
+        from napari_agile.batch import type_sections
+
+        [typed] = type_sections(session, [section], out, labels=True)
+        if typed.error:
+            raise SystemExit(typed.error)
+        cells = typed.n_cells
+    else:
+        from napari_agile.detect.nuclei import detect_nuclei
+        from napari_agile.io.images import read_tissue
+
+        tissue = read_tissue(section)
+        found = detect_nuclei(tissue)
+        typed_session = Session.apply_saved(session, tissue, found, store=out / "session")
+        cells = len(typed_session.predict())
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": mode, "cells": cells, "seconds": seconds, "peak_mb": peak}))
+
+
+def measure(mode: str, session: Path, section: Path, out: Path) -> dict:
+    """Run `child` in a fresh process (its peak memory is its own) and read its figures."""
+    cmd = [sys.executable, __file__, "--child", mode, str(session), str(section), str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{mode} on {section} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/section-scale"))
+    parser.add_argument("--sizes", nargs="+", default=["4096x4096", "16384x16384", "29000x43000"])
+    parser.add_argument("--compare-in-memory", nargs="*", default=["4096x4096"], metavar="SIZE")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the generated sections (they take disk space)")
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "SESSION", "SECTION", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        mode, session, section, out = args.child
+        child(mode, Path(session), Path(section), Path(out))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    session = make_session(args.out / "session")
+    print(
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores"
+    )
+    print(f"load average at start {os.getloadavg()}")
+    print("\n| section (px) | Mpx | path | cells | seconds | cells/s | cells/s per core | µs/px | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for size in args.sizes:
+        h, w = (int(v) for v in size.split("x"))
+        section = write_section(args.out / f"section-{size}.ome.zarr", h, w)
+        modes = ["streamed"] + (["in-memory"] if size in args.compare_in_memory else [])
+        for mode in modes:
+            row = {
+                "size": size,
+                "mpx": h * w / 1e6,
+                **measure(mode, session, section, args.out / f"typed-{size}-{mode}"),
+            }
+            rows.append(row)
+            rate = row["cells"] / row["seconds"]
+            print(
+                f"| {h:,} x {w:,} | {row['mpx']:,.0f} | {mode} | {row['cells']:,} | {row['seconds']:,.0f} | {rate:,.0f} "
+                f"| {rate / (os.cpu_count() or 1):,.0f} | {row['seconds'] / (h * w) * 1e6:.3f} | {row['peak_mb']:,.0f} |",
+                flush=True,
+            )
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(section)], check=True)
+    print(f"\nload average at end {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
