@@ -408,8 +408,29 @@ def _read_folder(
 
     h, w = arrays[0][1].shape
     chunks = (min(h, 2048), min(w, 2048))
-    stack = da.stack([a if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for _, a in arrays])
+    stack = da.stack([a if isinstance(a, da.Array) else _wrap_memmap(a, f, chunks) for f, a in arrays])
     return Tissue(stack, names, source=str(folder))
+
+
+def _wrap_memmap(data: np.memmap, path: Path, chunks: tuple[int, int]) -> Any:
+    """A dask array reading a file's memmap block by block, without copying it: dask copies whatever array it is
+    given (and hashes it to name it, reading every byte), so it gets a slicing-only view and a name from the file."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    stat = path.stat()
+    name = "tiff-" + tokenize(str(path.resolve()), stat.st_size, stat.st_mtime_ns, data.shape, str(data.dtype))
+    return da.from_array(_Sliced(data), chunks=chunks, name=name, meta=np.empty((0,) * data.ndim, data.dtype))
+
+
+class _Sliced:
+    """An array seen only through slicing (shape, dtype, ndim, [...]): no `copy` for dask to call."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.data[key]
 
 
 # ----------------------------------------------------------------------------------------------- zarr
