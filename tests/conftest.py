@@ -1,4 +1,4 @@
-"""Shared test set-up: every test's automatic session folders go to its own temporary folder."""
+"""Shared test set-up: every test's automatic session folders go to its own temporary folder; a small saved session."""
 
 import pytest
 
@@ -9,3 +9,20 @@ def agile_home(tmp_path, monkeypatch):
     home = tmp_path / "agile-home"
     monkeypatch.setenv("NAPARI_AGILE_HOME", str(home))
     return home
+
+
+@pytest.fixture()
+def saved_session(tmp_path):
+    """A session saved in tmp_path/session, adapted to "neuron" from 8 answers on a small simulated section."""
+    from napari_agile.engine.model_file import load_model
+    from napari_agile.session import Session
+    from napari_agile.synth.simulator import simulate_tissue
+
+    sim = simulate_tissue((256, 256), seed=4)
+    session = Session(sim.tissue, sim.cells, load_model(), store=tmp_path / "session")
+    types = sim.cells.table["cell_type"]
+    ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
+    session.annotate("neuron", ids, [True] * 4 + [False] * 4)
+    session.adapt("neuron")
+    session.save(tmp_path / "session")
+    return tmp_path / "session"

@@ -48,6 +48,9 @@ _API = {
     "meta_train": "engine.meta",
     "Session": "session",
     "type_sections": "batch",
+    "type_cells": "streamed",
+    "SavedTypes": "streamed",
+    "read_label_levels": "io.label_zarr",
     "weak_labels": "bench.weak_labels",
     "sessions_dir": "io.session_folders",
     "auto_sessions": "io.session_folders",
@@ -59,7 +62,7 @@ __all__ = sorted(_API)
 
 #: The subpackages, reachable as attributes too (`agile.io`, `agile.engine`); `napari_agile._napari` is left out
 #: on purpose: it is the only part that imports napari and Qt.
-_MODULES = {"io", "detect", "engine", "synth", "bench", "session", "batch", "cli", "demo", "errors"}
+_MODULES = {"io", "detect", "engine", "synth", "bench", "session", "batch", "streamed", "cli", "demo", "errors"}
 
 
 def __getattr__(name: str) -> Any:

@@ -113,10 +113,21 @@ def test_folder_of_channel_files_with_a_trailing_length_1_axis(tmp_path):
     np.testing.assert_array_equal(t.read_region(0, 300, 0, 400), data)
 
 
+def test_folder_of_uncompressed_tiffs_reads_memmaps_without_copying(tmp_path):
+    data = _data(2)
+    for name, plane in zip(["DAPI", "NeuN"], data):
+        tifffile.imwrite(tmp_path / f"{name}.tif", plane)
+    t = read_tissue(tmp_path)
+    backing = [getattr(node, "data", None) for node in dict(t.data.dask).values()]
+    mapped = sorted(os.path.basename(b.filename) for b in backing if isinstance(b, np.memmap))
+    assert mapped == ["DAPI.tif", "NeuN.tif"] and not any(type(b) is np.ndarray for b in backing)
+    np.testing.assert_array_equal(t.read_region(100, 356, 50, 306), data[:, 100:356, 50:306])
+
+
 def test_folder_shape_mismatch_names_the_files(tmp_path):
     tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
     tifffile.imwrite(tmp_path / "NeuN.tif", _data(1, 200, 400)[0])
-    with pytest.raises(AgileInputError, match="NeuN.tif"):
+    with pytest.raises(AgileInputError, match=r"'DAPI.tif': \(300, 400\), 'NeuN.tif': \(200, 400\)"):
         read_tissue(tmp_path)
 
 

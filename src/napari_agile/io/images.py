@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -194,21 +195,70 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None, list[str
 
 
 def _cut_off(tf: Any, level: Any, ome: str | None) -> str | None:
-    """Why a TIFF looks truncated (image data past the end of the file, fewer planes than its OME-XML names), or
-    None; reads the header only."""
-    ends = [
-        o + n
-        for page in level.pages
-        if page is not None
-        for o, n in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))
-    ]
-    if ends and max(ends) > tf.filehandle.size:
-        return f"{tf.filehandle.size} bytes, but its pixels run to byte {max(ends)}"
+    """Why a TIFF looks truncated, or None: image data past the end of the file (saying from which plane and row
+    on pixels are missing), a page named past its end, or fewer planes than its OME-XML names; reads the header."""
+    size = tf.filehandle.size
+    if level.dataoffset is not None:  # uncompressed and contiguous: the bytes there give the row
+        end = level.dataoffset + level.nbytes
+        if end > size:
+            plane_bytes = level.keyframe.nbytes
+            plane, rest = divmod(size - level.dataoffset, plane_bytes)
+            row = rest // (plane_bytes // level.keyframe.imagelength)
+            return _missing_from(size, end, plane if level.nbytes > plane_bytes else None, row)
+    planes = []
+    try:
+        for page in level.pages:
+            planes += [page] if page is not None else []
+    except IndexError:  # a cut-off file may lack later pages that its description counts
+        pass
+    for k, page in enumerate(planes):
+        key = page.keyframe
+        for i, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
+            if offset + count > size:
+                end = max(o + n for p in planes for o, n in zip(p.dataoffsets, p.databytecounts))
+                if key.is_tiled:
+                    across, down = -(-key.imagewidth // key.tilewidth), -(-key.imagelength // key.tilelength)
+                    row = i // across % down * key.tilelength
+                else:
+                    row = i * key.rowsperstrip % key.imagelength
+                return _missing_from(size, end, k if len(planes) > 1 else None, row)
+    dangling = _dangling_page(tf)
+    if dangling:
+        return f"{size} bytes, but page {dangling[1] + 1} is named at byte {dangling[0]}: the planes after plane {dangling[1]} are missing"
     pixels = _ome_pixels(ome) if ome else None
     if pixels is not None:
-        planes = int(np.prod([int(pixels.get(f"Size{a}", 1)) for a in "CZT"]))
-        if len(level.pages) < planes:
-            return f"its OME-XML describes {planes} planes, {len(level.pages)} remain"
+        expected = int(np.prod([int(pixels.get(f"Size{a}", 1)) for a in "CZT"]))
+        if len(level.pages) < expected:
+            return f"its OME-XML describes {expected} planes, {len(level.pages)} remain"
+    return None
+
+
+def _missing_from(size: int, end: int, plane: int | None, row: int) -> str:
+    """The cut-off message's reason: the file's length, where its pixels end, and the first row (and plane, when
+    there are several) lost."""
+    where = f" of plane {plane + 1}" if plane is not None else ""
+    return f"{size} bytes, but its pixels run to byte {end}: the pixels from row {row}{where} on are missing"
+
+
+def _dangling_page(tf: Any) -> tuple[int, int] | None:
+    """(where, how many pages came before) for a page the file's chain of pages names at or past its end, or None:
+    the file lost its end, which tifffile only logs; follows the chain, reading a few bytes per page."""
+    import struct
+
+    fh, tiff = tf.filehandle, tf.tiff
+    offset, seen = tf.pages[0].offset, set[int]()
+    while offset and offset not in seen:
+        try:
+            fh.seek(offset)
+            (n_tags,) = struct.unpack(tiff.tagnoformat, fh.read(tiff.tagnosize))
+            fh.seek(offset + tiff.tagnosize + n_tags * tiff.tagsize)
+            (following,) = struct.unpack(tiff.offsetformat, fh.read(tiff.offsetsize))
+        except struct.error:  # the file ends inside this page's tags
+            return offset, len(seen)
+        seen.add(offset)
+        offset = following
+        if offset >= fh.size:
+            return offset, len(seen)
     return None
 
 
@@ -408,8 +458,29 @@ def _read_folder(
 
     h, w = arrays[0][1].shape
     chunks = (min(h, 2048), min(w, 2048))
-    stack = da.stack([a if isinstance(a, da.Array) else da.from_array(a, chunks=chunks) for _, a in arrays])
+    stack = da.stack([a if isinstance(a, da.Array) else _wrap_memmap(a, f, chunks) for f, a in arrays])
     return Tissue(stack, names, source=str(folder))
+
+
+def _wrap_memmap(data: np.memmap, path: Path, chunks: tuple[int, int]) -> Any:
+    """A dask array reading a file's memmap block by block, without copying it: dask copies whatever array it is
+    given (and hashes it to name it, reading every byte), so it gets a slicing-only view and a name from the file."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    stat = path.stat()
+    name = "tiff-" + tokenize(str(path.resolve()), stat.st_size, stat.st_mtime_ns, data.shape, str(data.dtype))
+    return da.from_array(_Sliced(data), chunks=chunks, name=name, meta=np.empty((0,) * data.ndim, data.dtype))
+
+
+class _Sliced:
+    """An array seen only through slicing (shape, dtype, ndim, [...]): no `copy` for dask to call."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.data[key]
 
 
 # ----------------------------------------------------------------------------------------------- zarr
@@ -485,7 +556,7 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
     axes = None
     pixel_size = None
     arr: Any
-    coarser: list[Any] = []  # a multiscale image's lower-resolution levels, for viewers
+    coarser: list[Any] = []  # a multiscale image's lower levels: for viewers, and to tell a lost chunk from a blank one
     if isinstance(node, zarr.Array):
         arr = node
     elif "multiscales" in ome:
@@ -505,9 +576,10 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
                 "open the array folder itself."
             )
         arr = arrays[0]
-    data = da.from_zarr(arr)
     labelled, stored_axes = axes is not None, axes
-    axes = axes or ("CYX"[-data.ndim :] if data.ndim <= 3 else "?" * (data.ndim - 3) + "CYX")
+    axes = axes or ("CYX"[-arr.ndim :] if arr.ndim <= 3 else "?" * (arr.ndim - 3) + "CYX")
+    _check_chunks(arr, path, axes, coarser[0] if coarser else None)
+    data = da.from_zarr(arr)
     data, axes = _squeeze(data, axes, "CYX")
     if not labelled and data.ndim == 3:
         data = _channels_first(data, len(channel_names) if channel_names else None, path)
@@ -525,3 +597,52 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
         levels = [_squeeze(da.from_zarr(level), stored_axes, "CYX")[0] for level in coarser]
         tissue.metadata["levels"] = {name: [level[i] for level in levels] for i, name in enumerate(names)}
     return tissue
+
+
+#: how many of level 0's absent chunks _check_chunks looks up in the next pyramid level (a bounded cost per open)
+CHUNKS_CHECKED = 32
+
+
+def _check_chunks(arr: Any, root: Path, axes: str, coarser: Any | None) -> None:
+    """Refuse a store whose level 0 lacks a chunk where its next pyramid level holds data: a chunk lost in copying,
+    which zarr would silently read as blank. Absent chunks are not refused otherwise: zarr-python 3 writes no chunk
+    that is all fill value (write_empty_chunks=False), so a store with blank background is sparse on purpose; where
+    a coarser level is blank there too that is taken as such, and a store without a pyramid gets a warning."""
+    missing = _absent_chunks(arr, root)
+    if not missing:
+        return
+    grid = arr.shards or arr.chunks
+    fill = arr.fill_value or 0
+
+    def tile(index: tuple[int, ...]) -> str:
+        spans = {a: (i * n, min((i + 1) * n, s)) for a, i, n, s in zip(axes, index, grid, arr.shape)}
+        channel = f" of channel {spans['C'][0] + 1}" if "C" in spans and arr.shape[axes.index("C")] > 1 else ""
+        return f"rows {spans['Y'][0]}-{spans['Y'][1]}, columns {spans['X'][0]}-{spans['X'][1]}{channel}"
+
+    if coarser is None:
+        warnings.warn(
+            f"{root} lacks {len(missing)} chunk(s) of its image (first: {tile(missing[0])}), read as {fill}: expected "
+            "if its writer skipped blank chunks; otherwise the store is incomplete, so copy it again.",
+            stacklevel=4,
+        )
+        return
+    for index in missing[:: max(1, len(missing) // CHUNKS_CHECKED)][:CHUNKS_CHECKED]:
+        region = tuple(
+            slice(i * n * c // s, -(-min((i + 1) * n, s) * c // s))
+            for i, n, s, c in zip(index, grid, arr.shape, coarser.shape)
+        )
+        if np.any(np.asarray(coarser[region]) != fill):
+            raise AgileInputError(
+                f"{root} lacks the chunk of {tile(index)} ({len(missing)} chunk(s) absent in all), though its lower-"
+                "resolution level shows an image there: the store is incomplete. Copy it again from its source, or "
+                "re-export it."
+            )
+
+
+def _absent_chunks(arr: Any, root: Path) -> list[tuple[int, ...]]:
+    """Chunk-grid positions (of shards, for a sharded array) whose files a local zarr array lacks, v2 ('0.1.2') or
+    v3 ('c/0/1/2') keys alike; lists the array's folder, reads no chunk."""
+    folder = root / arr.path
+    present = {(Path(top).relative_to(folder) / name).as_posix() for top, _, names in os.walk(folder) for name in names}
+    grid = [-(-s // n) for s, n in zip(arr.shape, arr.shards or arr.chunks)]
+    return [index for index in np.ndindex(*grid) if arr.metadata.encode_chunk_key(index) not in present]
