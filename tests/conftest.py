@@ -9,3 +9,24 @@ def agile_home(tmp_path, monkeypatch):
     home = tmp_path / "agile-home"
     monkeypatch.setenv("NAPARI_AGILE_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def adapted_session():
+    """save(folder, shape, seed): a session on a simulated section, `neuron` adapted on 4 yes and 4 no answers,
+    saved to `folder` (for typing other sections with it); returns the simulation."""
+    from napari_agile.engine.model_file import load_model
+    from napari_agile.session import Session
+    from napari_agile.synth.simulator import simulate_tissue
+
+    def save(folder, shape=(256, 256), seed=4):
+        sim = simulate_tissue(shape, seed=seed)
+        session = Session(sim.tissue, sim.cells, load_model(), store=folder)
+        types = sim.cells.table["cell_type"]
+        ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
+        session.annotate("neuron", ids, [True] * 4 + [False] * 4)
+        session.adapt("neuron")
+        session.save(folder)
+        return sim
+
+    return save

@@ -110,18 +110,11 @@ def test_weak_labels_feed_meta_training_on_your_own_sections(tmp_path, capsys, m
     assert main(["meta-train", "--config", str(config), "--out", str(tmp_path / "again")]) == 2  # labels: one per image
 
 
-def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(tmp_path, capsys):
+def test_predict_types_new_sections_with_a_saved_session_detected_or_from_masks(tmp_path, capsys, adapted_session):
     from napari_agile.io.images import write_ome_tiff
-    from napari_agile.session import Session
     from napari_agile.synth.simulator import simulate_tissue
 
-    sim = simulate_tissue((256, 256), seed=4)
-    session = Session(sim.tissue, sim.cells, load_model(), store=tmp_path / "session")
-    types = sim.cells.table["cell_type"]
-    ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
-    session.annotate("neuron", ids, [True] * 4 + [False] * 4)
-    session.adapt("neuron")
-    session.save(tmp_path / "session")
+    sim = adapted_session(tmp_path / "session")
     new = simulate_tissue((256, 256), seed=5)
     image, mask = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif"), tmp_path / "new-nuclei.tif"
     tifffile.imwrite(mask, new.cells.labels)

@@ -6,11 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_agile.errors import AgileInputError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 Progress = Callable[[int, int], None]
 
@@ -21,12 +28,14 @@ SUFFIXES = (".csv", ".geojson", ".h5ad", ".zarr")
 
 @dataclass(frozen=True)
 class Typed:
-    """What became of one image: its table's path and cell count, or why it was skipped."""
+    """What became of one image: its table's path and cell count, or why it was skipped; `resumed`: the table was
+    already in the output folder from an earlier run and was kept as it was (its cells not counted again)."""
 
     image: Path
     table: Path | None
     n_cells: int = 0
     error: str | None = None
+    resumed: bool = False
 
 
 def image_stem(image: str | Path) -> str:
@@ -49,15 +58,26 @@ def type_sections(
     suffix: str = ".csv",
     progress: Progress | None = None,
     on_typed: Callable[[Typed], None] | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    retries: int = 2,
+    overwrite: bool = False,
 ) -> list[Typed]:
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections), .h5ad (AnnData) or .zarr (SpatialData: the
     image, nucleus and type labels and the table), see Session.export.
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
-    image is opened. `progress(done, total)` counts images; `on_typed` hears of each as it is done."""
+    image is opened. An image whose table is already in `out` is kept, not typed again (a Typed with `resumed`: a
+    rerun after a crash goes on where it stopped), unless `overwrite`.
+    `scheduler`: None types one image after another in this process; "local" starts a dask.distributed cluster of
+    `workers` processes here (default: one per core, at most one per image) and closes it at the end; an address
+    ("tcp://host:8786") uses that running cluster, whose workers must see the files at the same paths. There each
+    image is one task, run again up to `retries` times if it fails or its worker dies; one that still fails is a
+    Typed with the reason. `progress(done, total)` counts images and `on_typed` hears of each as it is done (in the
+    order they finish); the list returned is in the order of `images`."""
     from napari_agile.session import Session
 
-    images, out = [Path(i) for i in images], Path(out)
+    paths, out = [Path(i) for i in images], Path(out)
     if suffix not in SUFFIXES:
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
     if suffix in (".h5ad", ".zarr"):
@@ -69,26 +89,109 @@ def type_sections(
             f"{len(masks)} nucleus label images for {len(images)} images: give one per image "
             "(--masks), in the same order."
         )
-    dests = [out / f"{image_stem(image)}{suffix}" for image in images]
+    if workers is not None and (scheduler != "local" or workers < 1):
+        raise AgileInputError(
+            f"{workers} workers: give a number of worker processes of 1 or more, with --scheduler local (a running "
+            "cluster has its own workers)."
+        )
+    dests = [out / f"{image_stem(image)}{suffix}" for image in paths]
     if len(set(dests)) < len(dests):
         same = sorted({d.name for d in dests if dests.count(d) > 1})
         raise AgileInputError(
             f"Several images would write {', '.join(same)}: rename them, or type each group into its own output folder."
         )
-    saved = Session.check_saved(session)
+    saved = Session.check_saved(session).absolute()  # absolute paths: a worker's folder is not this one
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for k, (image, dest) in enumerate(zip(images, dests)):
-        mask = None if masks is None else masks[k]
-        result = type_section(
-            saved, image, dest, mask=mask, names=names, channels=channels, nuclear=nuclear, diameter=diameter
-        )
-        results.append(result)
-        if on_typed is not None:
-            on_typed(result)
-        if progress is not None:
-            progress(k + 1, len(images))
-    return results
+    jobs: dict[int, partial[Typed]] = {}
+    results: dict[int, Typed] = {}
+    for k, (image, dest) in enumerate(zip(paths, dests)):
+        _remove(dest.with_name(f".{dest.name}.partial{dest.suffix}"))  # a crashed run's half-written table
+        if dest.exists() and not overwrite:
+            results[k] = Typed(image, dest, resumed=True)
+        else:
+            mask = None if masks is None else Path(masks[k]).absolute()
+            jobs[k] = partial(
+                type_section,
+                saved,
+                image.absolute(),
+                dest.absolute(),
+                mask=mask,
+                names=names,
+                channels=channels,
+                nuclear=nuclear,
+                diameter=diameter,
+            )
+    with _connect(scheduler if jobs else None, workers or len(jobs), retries) as client:
+        for done, (k, result) in enumerate(chain(list(results.items()), _typed(client, jobs, retries)), 1):
+            results[k] = replace(result, image=paths[k])  # as the caller named it, not the absolute path
+            if on_typed is not None:
+                on_typed(results[k])
+            if progress is not None:
+                progress(done, len(paths))
+    return [results[k] for k in range(len(paths))]
+
+
+@contextmanager
+def _connect(scheduler: str | None, workers: int, retries: int) -> Iterator[Client | None]:
+    """A dask.distributed client: None for `scheduler` None (in this process), a LocalCluster of `workers` processes
+    (at most one per core) for "local", where a task whose workers die more than `retries` times fails, else the
+    running cluster at that address."""
+    if scheduler is None:
+        yield None
+        return
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        with (
+            LocalCluster(
+                n_workers=min(workers, CPU_COUNT),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                scheduler_kwargs={"allowed_failures": retries},
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    try:
+        client = Client(scheduler)
+    except (ValueError, OSError) as exc:  # a malformed address, or no scheduler answering there
+        raise AgileInputError(
+            f"No dask scheduler at {scheduler!r} ({exc}): give the address `dask scheduler` prints (tcp://HOST:8786) "
+            "once it runs and its workers are started (`dask worker tcp://HOST:8786`), or --scheduler local."
+        ) from None
+    with client:
+        yield client
+
+
+def _typed(client: Client | None, jobs: dict[int, partial[Typed]], retries: int) -> Iterator[tuple[int, Typed]]:
+    """Run each job, yielding (its key, its Typed) as it finishes: one after another here when `client` is None,
+    else as tasks on the cluster, where a task that still fails after `retries` tries is a Typed naming the error."""
+    if client is None:
+        for k, job in jobs.items():
+            yield k, job()
+        return
+    from distributed import as_completed
+
+    futures = {client.submit(_on_worker, job, retries=retries, pure=False): k for k, job in jobs.items()}
+    for future in as_completed(futures):
+        k, image = futures[future], jobs[futures[future]].args[1]
+        try:
+            result = future.result()
+        except Exception as exc:  # e.g. KilledWorker: the others go on
+            result = Typed(image, None, error=f"{image} was not typed on the cluster: {type(exc).__name__}: {exc}")
+        yield k, result
+
+
+def _on_worker(job: partial[Typed]) -> Typed:
+    """Run a job on a dask worker with dask's synchronous scheduler: the section's own dask arrays (tiles read from
+    the file) are computed in that worker's one thread, not sent back to the cluster as tasks of their own."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return job()
 
 
 def type_section(
