@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -179,19 +180,23 @@ def _typed(client: Client | None, jobs: dict[int, partial[Typed]], retries: int)
     for future in as_completed(futures):
         k, image = futures[future], jobs[futures[future]].args[1]
         try:
-            result = future.result()
+            result, heard = future.result()
         except Exception as exc:  # e.g. KilledWorker: the others go on
-            result = Typed(image, None, error=f"{image} was not typed on the cluster: {type(exc).__name__}: {exc}")
+            error = f"{image} was not typed on the cluster: {type(exc).__name__}: {exc}"
+            result, heard = Typed(image, None, error=error), []
+        for category, message in heard:
+            warnings.warn(message, category, stacklevel=2)
         yield k, result
 
 
-def _on_worker(job: partial[Typed]) -> Typed:
-    """Run a job on a dask worker with dask's synchronous scheduler: the section's own dask arrays (tiles read from
-    the file) are computed in that worker's one thread, not sent back to the cluster as tasks of their own."""
+def _on_worker(job: partial[Typed]) -> tuple[Typed, list[tuple[type[Warning], str]]]:
+    """Run a job on a dask worker, with the warnings it gave (said again here, as in this process), on dask's
+    synchronous scheduler: the section's own dask arrays (its tiles) are computed in that worker, not sent back to
+    the cluster as tasks of their own."""
     import dask
 
-    with dask.config.set(scheduler="synchronous"):
-        return job()
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings(record=True) as heard:
+        return job(), [(w.category, str(w.message)) for w in heard]
 
 
 def type_section(
