@@ -11,18 +11,29 @@ def agile_home(tmp_path, monkeypatch):
     return home
 
 
-@pytest.fixture()
-def saved_session(tmp_path):
-    """A session saved in tmp_path/session, adapted to "neuron" from 8 answers on a small simulated section."""
+@pytest.fixture(scope="session")
+def adapted_session():
+    """save(folder, shape, seed): a session on a simulated section, `neuron` adapted on 4 yes and 4 no answers,
+    saved to `folder` (for typing other sections with it); returns the simulation."""
     from napari_agile.engine.model_file import load_model
     from napari_agile.session import Session
     from napari_agile.synth.simulator import simulate_tissue
 
-    sim = simulate_tissue((256, 256), seed=4)
-    session = Session(sim.tissue, sim.cells, load_model(), store=tmp_path / "session")
-    types = sim.cells.table["cell_type"]
-    ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
-    session.annotate("neuron", ids, [True] * 4 + [False] * 4)
-    session.adapt("neuron")
-    session.save(tmp_path / "session")
+    def save(folder, shape=(256, 256), seed=4):
+        sim = simulate_tissue(shape, seed=seed)
+        session = Session(sim.tissue, sim.cells, load_model(), store=folder)
+        types = sim.cells.table["cell_type"]
+        ids = [*types.index[types == "neuron"][:4], *types.index[types != "neuron"][:4]]
+        session.annotate("neuron", ids, [True] * 4 + [False] * 4)
+        session.adapt("neuron")
+        session.save(folder)
+        return sim
+
+    return save
+
+
+@pytest.fixture()
+def saved_session(tmp_path, adapted_session):
+    """A session saved in tmp_path/session, adapted to "neuron" from 8 answers on a small simulated section."""
+    adapted_session(tmp_path / "session")
     return tmp_path / "session"

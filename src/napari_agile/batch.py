@@ -6,16 +6,23 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
 from napari_agile.io.tissue import Tissue
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 Progress = Callable[[int, int], None]
 
@@ -26,13 +33,15 @@ SUFFIXES = (".csv", ".geojson", ".h5ad", ".zarr")
 
 @dataclass(frozen=True)
 class Typed:
-    """What became of one image: its table's path and cell count, or why it was skipped."""
+    """What became of one image: its table's path and cell count, or why it was skipped; `resumed`: the table was
+    already in the output folder from an earlier run and was kept as it was (its cells not counted again)."""
 
     image: Path
     table: Path | None
     n_cells: int = 0
     error: str | None = None
     labels: Path | None = None  # the OME-Zarr nucleus and cell-type labels, when asked for
+    resumed: bool = False
 
 
 def image_stem(image: str | Path) -> str:
@@ -56,16 +65,27 @@ def type_sections(
     labels: bool = False,
     progress: Progress | None = None,
     on_typed: Callable[[Typed], None] | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    retries: int = 2,
+    overwrite: bool = False,
 ) -> list[Typed]:
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections), .h5ad (AnnData) or .zarr (SpatialData: the
     image, nucleus and type labels and the table), see Session.export; with `labels`, a .csv table gets its nucleus and
     cell-type label images beside it (`out/<image>.labels.zarr`, OME-Zarr, chunked, with a multiscale pyramid).
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
-    image is opened. `progress(done, total)` counts images; `on_typed` hears of each as it is done."""
+    image is opened. An image whose table is already in `out` is kept, not typed again (a Typed with `resumed`: a
+    rerun after a crash goes on where it stopped), unless `overwrite`.
+    `scheduler`: None types one image after another in this process; "local" starts a dask.distributed cluster of
+    `workers` processes here (default: one per core, at most one per image) and closes it at the end; an address
+    ("tcp://host:8786") uses that running cluster, whose workers must see the files at the same paths. There each
+    image is one task, run again up to `retries` times if it fails or its worker dies; one that still fails is a
+    Typed with the reason. `progress(done, total)` counts images and `on_typed` hears of each as it is done (in the
+    order they finish); the list returned is in the order of `images`."""
     from napari_agile.session import Session
 
-    images, out = [Path(i) for i in images], Path(out)
+    paths, out = [Path(i) for i in images], Path(out)
     if suffix not in SUFFIXES:
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
     if labels and suffix != ".csv":
@@ -81,34 +101,114 @@ def type_sections(
             f"{len(masks)} nucleus label images for {len(images)} images: give one per image "
             "(--masks), in the same order."
         )
-    dests = [out / f"{image_stem(image)}{suffix}" for image in images]
+    if workers is not None and (scheduler != "local" or workers < 1):
+        raise AgileInputError(
+            f"{workers} workers: give a number of worker processes of 1 or more, with --scheduler local (a running "
+            "cluster has its own workers)."
+        )
+    dests = [out / f"{image_stem(image)}{suffix}" for image in paths]
     if len(set(dests)) < len(dests):
         same = sorted({d.name for d in dests if dests.count(d) > 1})
         raise AgileInputError(
             f"Several images would write {', '.join(same)}: rename them, or type each group into its own output folder."
         )
-    saved = Session.check_saved(session)
+    saved = Session.check_saved(session).absolute()  # absolute paths: a worker's folder is not this one
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for k, (image, dest) in enumerate(zip(images, dests)):
-        mask = None if masks is None else masks[k]
-        result = type_section(
-            saved,
-            image,
-            dest,
-            mask=mask,
-            names=names,
-            channels=channels,
-            nuclear=nuclear,
-            diameter=diameter,
-            labels=labels,
-        )
-        results.append(result)
-        if on_typed is not None:
-            on_typed(result)
-        if progress is not None:
-            progress(k + 1, len(images))
-    return results
+    jobs: dict[int, partial[Typed]] = {}
+    results: dict[int, Typed] = {}
+    for k, (image, dest) in enumerate(zip(paths, dests)):
+        _remove(_partial(dest))  # a crashed run's half-written table
+        if dest.exists() and (not labels or dest.with_suffix(".labels.zarr").exists()) and not overwrite:
+            results[k] = Typed(image, dest, resumed=True)
+        else:
+            mask = None if masks is None else Path(masks[k]).absolute()
+            jobs[k] = partial(
+                type_section,
+                saved,
+                image.absolute(),
+                dest.absolute(),
+                mask=mask,
+                names=names,
+                channels=channels,
+                nuclear=nuclear,
+                diameter=diameter,
+                labels=labels,
+            )
+    with _connect(scheduler if jobs else None, workers or len(jobs), retries) as client:
+        for done, (k, result) in enumerate(chain(list(results.items()), _typed(client, jobs, retries)), 1):
+            results[k] = replace(result, image=paths[k])  # as the caller named it, not the absolute path
+            if on_typed is not None:
+                on_typed(results[k])
+            if progress is not None:
+                progress(done, len(paths))
+    return [results[k] for k in range(len(paths))]
+
+
+@contextmanager
+def _connect(scheduler: str | None, workers: int, retries: int) -> Iterator[Client | None]:
+    """A dask.distributed client: None for `scheduler` None (in this process), a LocalCluster of `workers` processes
+    (at most one per core) for "local", where a task whose workers die more than `retries` times fails, else the
+    running cluster at that address."""
+    if scheduler is None:
+        yield None
+        return
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        with (
+            LocalCluster(
+                n_workers=min(workers, CPU_COUNT),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                scheduler_kwargs={"allowed_failures": retries},
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    try:
+        client = Client(scheduler)
+    except (ValueError, OSError) as exc:  # a malformed address, or no scheduler answering there
+        raise AgileInputError(
+            f"No dask scheduler at {scheduler!r} ({exc}): give the address `dask scheduler` prints (tcp://HOST:8786) "
+            "once it runs and its workers are started (`dask worker tcp://HOST:8786`), or --scheduler local."
+        ) from None
+    with client:
+        yield client
+
+
+def _typed(client: Client | None, jobs: dict[int, partial[Typed]], retries: int) -> Iterator[tuple[int, Typed]]:
+    """Run each job, yielding (its key, its Typed) as it finishes: one after another here when `client` is None,
+    else as tasks on the cluster, where a task that still fails after `retries` tries is a Typed naming the error."""
+    if client is None:
+        for k, job in jobs.items():
+            yield k, job()
+        return
+    from distributed import as_completed
+
+    futures = {client.submit(_on_worker, job, retries=retries, pure=False): k for k, job in jobs.items()}
+    for future in as_completed(futures):
+        k, image = futures[future], jobs[futures[future]].args[1]
+        try:
+            result, heard = future.result()
+        except Exception as exc:  # e.g. KilledWorker: the others go on
+            error = f"{image} was not typed on the cluster: {type(exc).__name__}: {exc}"
+            result, heard = Typed(image, None, error=error), []
+        for category, message in heard:
+            warnings.warn(message, category, stacklevel=2)
+        yield k, result
+
+
+def _on_worker(job: partial[Typed]) -> tuple[Typed, list[tuple[type[Warning], str]]]:
+    """Run a job on a dask worker, with the warnings it gave (said again here, as in this process), on dask's
+    synchronous scheduler: the section's own dask arrays (its tiles) are computed in that worker, not sent back to
+    the cluster as tasks of their own."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings(record=True) as heard:
+        return job(), [(w.category, str(w.message)) for w in heard]
 
 
 def type_section(
@@ -131,24 +231,24 @@ def type_section(
     `<image>.labels.zarr`. The other formats hold the whole section's mask and patches (Session.export)."""
     from napari_agile.io.images import read_tissue
 
-    labels_dest = dest.with_name(f"{image_stem(image)}.labels.zarr") if labels else None
-    partial, labels_partial = _partial(dest), _partial(labels_dest) if labels_dest else None
+    labels_dest = dest.with_suffix(".labels.zarr") if labels else None
+    table_partial, labels_partial = _partial(dest), _partial(labels_dest) if labels_dest else None
     try:  # one bad image is named and skipped; the others are still typed
         with read_tissue(image, channel_names=names) as tissue, tempfile.TemporaryDirectory() as scratch:
-            for path in (partial, labels_partial):
+            for path in (table_partial, labels_partial):
                 _remove(path)
             nuclei = _Nuclei(mask, nuclear, diameter)
             if dest.suffix == ".csv":
                 labels_path = labels_partial or Path(scratch) / "labels"
-                n_cells = _type_streamed(saved, tissue, nuclei, partial, labels_path, channels)
+                n_cells = _type_streamed(saved, tissue, nuclei, table_partial, labels_path, channels)
             else:
-                n_cells = _type_in_memory(saved, tissue, nuclei, partial, scratch, channels)
-        for path, final in ((partial, dest), (labels_partial, labels_dest)):
+                n_cells = _type_in_memory(saved, tissue, nuclei, table_partial, scratch, channels)
+        for path, final in ((labels_partial, labels_dest), (table_partial, dest)):  # the table last: it marks done
             if path is not None and final is not None and path.exists():
                 _remove(final)
                 path.rename(final)
     except AgileInputError as exc:
-        for path in (partial, labels_partial):
+        for path in (table_partial, labels_partial):
             _remove(path)
         return Typed(Path(image), None, error=str(exc))
     return Typed(Path(image), dest, n_cells, labels=labels_dest)

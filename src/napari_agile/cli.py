@@ -330,6 +330,29 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         help="also write each image's nucleus and cell-type label images beside its csv table, as "
         "<image>.labels.zarr (OME-Zarr, chunked, with a multiscale pyramid; napari opens it)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="type again the images whose table is already in --out (default: keep those and type the others, so "
+        "that running the same command again after a crash or Ctrl-C goes on where it stopped)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="local|ADDRESS",
+        help="type the images in parallel with dask.distributed, one task per image: local starts worker processes "
+        "on this machine (closed at the end); an address (tcp://HOST:8786, as `dask scheduler` prints it) uses that "
+        "running cluster, whose workers must see the images, masks, session and --out at the same paths "
+        "(default: one image after another in this process)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --scheduler local: how many worker processes, each typing one image at a time (default: one per "
+        "CPU core, at most one per image)",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -338,7 +361,9 @@ def _run_predict(args: argparse.Namespace) -> None:
     bar = _LazyBar("images", "image")  # drawn once an image is done; gone at the end
 
     def report(result) -> None:
-        if result.error is None:
+        if result.resumed:
+            bar.write(f"{result.image}: already typed -> {result.table} (kept; --overwrite types it again)")
+        elif result.error is None:
             bar.write(f"{result.image}: {result.n_cells} cells -> {result.table}")
         else:
             bar.write(f"{result.image}: skipped: {result.error}", file=sys.stderr)
@@ -357,6 +382,9 @@ def _run_predict(args: argparse.Namespace) -> None:
             labels=args.labels,
             progress=bar,
             on_typed=report,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            overwrite=args.overwrite,
         )
     finally:
         bar.close()

@@ -148,7 +148,8 @@ class FilesPanel(QGroupBox):
 
     def type_images(self, images: Sequence[str] | None = None, out: str | None = None) -> None:
         """Type other image files with this session's adapted types, in a worker with progress: one cell table per
-        image in folder `out` (both asked for when None; batch.type_sections, as `napari-agile predict`)."""
+        image in folder `out` (both asked for when None; batch.type_sections, as `napari-agile predict`), replacing
+        the tables already there: the session may have been adapted since."""
 
         def go() -> None:
             session = self.ctl.need_adapted()
@@ -163,7 +164,7 @@ class FilesPanel(QGroupBox):
                 return
             self.ctl.jobs.run(
                 f"Typing {len(files)} image(s)",
-                lambda progress: type_sections(session.store, files, folder, progress=progress),
+                lambda progress: type_sections(session.store, files, folder, progress=progress, overwrite=True),
                 lambda results: self._on_typed(results, folder),
             )
 
