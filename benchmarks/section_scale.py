@@ -1,14 +1,17 @@
 """Whole sections in bounded memory: peak resident memory and time of `napari-agile predict` as the section grows.
 
 Run:  python benchmarks/section_scale.py --out runs/section-scale [--sizes 4096x4096 16384x16384 29000x43000]
-          [--compare-in-memory 4096x4096] [--json docs/section-scale.json]
+          [--compare-in-memory 4096x4096] [--json PATH]
+      python benchmarks/section_scale.py --out runs/section-scale --sizes --workers 1 2 [--batch 4x4096x4096]
 
 Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by tile from a pool of simulated fields
 (flipped and rotated at random, so no field repeats in place); the paper's sections are 29,000 x 43,000 px. A saved
 session (two types adapted on 16 answers each, the bundled rat-brain model) types it in a child process, whose peak
 resident memory (ru_maxrss) and wall time are reported with the cells typed. `--compare-in-memory` also types the
 given sizes through a Session (the path the .h5ad / .zarr outputs take, and the only path before streaming) in a
-child process. Figures depend on the load: the report prints the load average.
+child process. `--workers` types a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of
+workers (`napari-agile predict --scheduler local --workers W`), started before the clock. Figures depend on the load:
+the report prints the load average.
 """
 
 from __future__ import annotations
@@ -107,13 +110,44 @@ def measure(mode: str, session: Path, section: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def workers_speedup(session: Path, out: Path, batch: str, workers: list[int]) -> list[dict]:
+    """Time one batch of sections typed on a LocalCluster of each number of `workers` (cluster start excluded)."""
+    from distributed import Client, LocalCluster
+
+    from napari_agile.batch import type_sections
+
+    n, h, w = (int(v) for v in batch.split("x"))
+    sections = [write_section(out / f"batch-{k}-{h}x{w}.ome.zarr", h, w, seed=1000 * (k + 1)) for k in range(n)]
+    print(f"\n{n} sections of {h:,} x {w:,} px on a LocalCluster (one thread per worker)\n")
+    print("| workers | cells | seconds | cells/s | speed-up |")
+    print("|---|---|---|---|---|")
+    rows: list[dict] = []
+    for count in workers:
+        with LocalCluster(n_workers=count, threads_per_worker=1, dashboard_address=None) as cluster:
+            with Client(cluster) as client:
+                start = time.perf_counter()
+                typed = type_sections(
+                    session, sections, out / f"batch-typed-{count}", scheduler=client.scheduler.address, overwrite=True
+                )
+                seconds = time.perf_counter() - start
+        cells = sum(t.n_cells for t in typed)
+        if any(t.error for t in typed):
+            raise SystemExit(f"typing failed: {[t.error for t in typed if t.error]}")
+        rows.append({"workers": count, "cells": cells, "seconds": seconds})
+        speedup = rows[0]["seconds"] / seconds
+        print(f"| {count} | {cells:,} | {seconds:,.0f} | {cells / seconds:,.0f} | {speedup:.2f}x |", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/section-scale"))
-    parser.add_argument("--sizes", nargs="+", default=["4096x4096", "16384x16384", "29000x43000"])
+    parser.add_argument("--sizes", nargs="*", default=["4096x4096", "16384x16384", "29000x43000"])
     parser.add_argument("--compare-in-memory", nargs="*", default=["4096x4096"], metavar="SIZE")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the generated sections (they take disk space)")
+    parser.add_argument("--workers", nargs="*", type=int, default=[], help="also time a batch on 1, 2, ... workers")
+    parser.add_argument("--batch", default="4x4096x4096", help="the batch --workers types: N x rows x columns")
     parser.add_argument("--child", nargs=4, metavar=("MODE", "SESSION", "SECTION", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -126,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.strftime('%Y-%m-%dT%H:%M:%S')} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores"
     )
     print(f"load average at start {os.getloadavg()}")
-    print("\n| section (px) | Mpx | path | cells | seconds | cells/s | cells/s per core | µs/px | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.sizes:
+        print("\n| section (px) | Mpx | path | cells | seconds | cells/s | cells/s per core | µs/px | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for size in args.sizes:
         h, w = (int(v) for v in size.split("x"))
@@ -148,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         if not args.keep:
             subprocess.run(["rm", "-rf", str(section)], check=True)
+    if args.workers:
+        rows += workers_speedup(session, args.out, args.batch, args.workers)
     print(f"\nload average at end {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
