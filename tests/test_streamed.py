@@ -70,7 +70,8 @@ def test_label_pyramid_halves_until_one_chunk_and_names_its_labels(tmp_path):
 def test_batch_writes_a_csv_and_its_label_images_whole(saved, tmp_path):
     new = simulate_tissue((256, 256), seed=5)
     image = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif")
-    [typed] = type_sections(saved, [image], tmp_path / "out", labels=True)
+    heard = []
+    [typed] = type_sections(saved, [image], tmp_path / "out", labels=True, stages=lambda *a: heard.append(a))
     assert typed.error is None and typed.labels == tmp_path / "out" / "new.labels.zarr"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new.csv", "new.labels.zarr"]  # no partial left
     table = pd.read_csv(typed.table)
@@ -83,3 +84,5 @@ def test_batch_writes_a_csv_and_its_label_images_whole(saved, tmp_path):
     assert on_own.mean() > 0.9
     np.testing.assert_array_equal(types[centre[on_own, 0], centre[on_own, 1]], table["cell_type"].map(codes)[on_own])
     assert zarr.open_group(str(typed.labels), mode="r").attrs["labels"] == ["nuclei", "cell_types"]
+    assert [a for a in heard if a[0] == "cells"][-1] == ("cells", typed.n_cells, typed.n_cells)  # progress to the end
+    assert heard[0][0] == "nuclei" and heard.index(next(a for a in heard if a[0] == "cells")) > 0

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from distributed import Client
 
 Progress = Callable[[int, int], None]
+#: stage ("nuclei" or "cells"), done, total: how far one image has got
+StageProgress = Callable[[str, int, int], None]
 
 
 #: the table formats batch typing writes, by file extension
@@ -69,6 +71,7 @@ def type_sections(
     workers: int | None = None,
     retries: int = 2,
     overwrite: bool = False,
+    stages: StageProgress | None = None,
 ) -> list[Typed]:
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections), .h5ad (AnnData) or .zarr (SpatialData: the
@@ -82,7 +85,8 @@ def type_sections(
     ("tcp://host:8786") uses that running cluster, whose workers must see the files at the same paths. There each
     image is one task, run again up to `retries` times if it fails or its worker dies; one that still fails is a
     Typed with the reason. `progress(done, total)` counts images and `on_typed` hears of each as it is done (in the
-    order they finish); the list returned is in the order of `images`."""
+    order they finish); the list returned is in the order of `images`. `stages(stage, done, total)` follows each image
+    typed in this process: "nuclei" counts detection tiles, "cells" cells typed."""
     from napari_agile.session import Session
 
     paths, out = [Path(i) for i in images], Path(out)
@@ -133,6 +137,7 @@ def type_sections(
                 nuclear=nuclear,
                 diameter=diameter,
                 labels=labels,
+                stages=stages if scheduler is None else None,  # a worker's progress stays on the worker
             )
     with _connect(scheduler if jobs else None, workers or len(jobs), retries) as client:
         for done, (k, result) in enumerate(chain(list(results.items()), _typed(client, jobs, retries)), 1):
@@ -222,6 +227,7 @@ def type_section(
     nuclear: Sequence[str] | None = None,
     diameter: float = 24.0,
     labels: bool = False,
+    stages: StageProgress | None = None,
 ) -> Typed:
     """Type one image with the checked saved session `saved`, writing `dest` whole or not at all (under a temporary
     name, renamed at the end: a crash leaves no half-written table); a bad image gives a Typed with its reason.
@@ -237,12 +243,12 @@ def type_section(
         with read_tissue(image, channel_names=names) as tissue, tempfile.TemporaryDirectory() as scratch:
             for path in (table_partial, labels_partial):
                 _remove(path)
-            nuclei = _Nuclei(mask, nuclear, diameter)
+            nuclei = _Nuclei(mask, nuclear, diameter, _stage(stages, "nuclei"))
             if dest.suffix == ".csv":
                 labels_path = labels_partial or Path(scratch) / "labels"
-                n_cells = _type_streamed(saved, tissue, nuclei, table_partial, labels_path, channels)
+                n_cells = _type_streamed(saved, tissue, nuclei, table_partial, labels_path, channels, stages)
             else:
-                n_cells = _type_in_memory(saved, tissue, nuclei, table_partial, scratch, channels)
+                n_cells = _type_in_memory(saved, tissue, nuclei, table_partial, scratch, channels, stages)
         for path, final in ((labels_partial, labels_dest), (table_partial, dest)):  # the table last: it marks done
             if path is not None and final is not None and path.exists():
                 _remove(final)
@@ -261,6 +267,7 @@ class _Nuclei:
     mask: str | Path | None
     nuclear: Sequence[str] | None
     diameter: float
+    progress: Progress | None = None  # detection tiles done
 
     def find(self, tissue: Tissue, saved: Path, out: Any = None) -> Cells:
         """The image's cells, with the detected mask painted into `out` when given (detect_nuclei)."""
@@ -272,11 +279,17 @@ class _Nuclei:
                 out[:] = cells.labels
             return cells
         nuclear = self.nuclear or json.loads((saved / "session.json").read_text()).get("nuclear") or None
-        return detect_nuclei(tissue, channels=nuclear, diameter=self.diameter, out=out)
+        return detect_nuclei(tissue, channels=nuclear, diameter=self.diameter, out=out, progress=self.progress)
 
 
 def _type_streamed(
-    saved: Path, tissue: Tissue, nuclei: _Nuclei, table_path: Path, labels_path: Path, channels: Sequence[str] | None
+    saved: Path,
+    tissue: Tissue,
+    nuclei: _Nuclei,
+    table_path: Path,
+    labels_path: Path,
+    channels: Sequence[str] | None,
+    stages: StageProgress | None,
 ) -> int:
     """The .csv path: the nucleus mask in an OME-Zarr label image at `labels_path`/nuclei, cells typed batch by batch,
     the table written, the types painted into `labels_path`/cell_types; returns the number of cells."""
@@ -294,7 +307,9 @@ def _type_streamed(
     cells = nuclei.find(tissue, saved, out=create_label_image(labels_path / "nuclei", tissue.shape))
     finish_label_image(labels_path / "nuclei")
     cells = Cells(cells.table.reset_index(drop=True), open_level(labels_path / "nuclei"))  # the mask leaves memory
-    table = type_cells(types, tissue, cells, channels=channels, nuclear=nuclei.nuclear)
+    table = type_cells(
+        types, tissue, cells, channels=channels, nuclear=nuclei.nuclear, progress=_stage(stages, "cells")
+    )
     colors = {**default_colors(types.meta["types"]), **types.colors}
     export_table(table, table_path, colors)
     codes = {name: k + 1 for k, name in enumerate(types.meta["types"])}
@@ -309,15 +324,28 @@ def _type_streamed(
 
 
 def _type_in_memory(
-    saved: Path, tissue: Tissue, nuclei: _Nuclei, dest: Path, scratch: str, channels: Sequence[str] | None
+    saved: Path,
+    tissue: Tissue,
+    nuclei: _Nuclei,
+    dest: Path,
+    scratch: str,
+    channels: Sequence[str] | None,
+    stages: StageProgress | None,
 ) -> int:
     """The .geojson, .h5ad and .zarr path: a Session on the whole section, exported; returns the number of cells."""
     from napari_agile.session import Session
 
     cells = nuclei.find(tissue, saved)
-    typed = Session.apply_saved(saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclei.nuclear)
+    typed = Session.apply_saved(
+        saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclei.nuclear, progress=_stage(stages, "cells")
+    )
     typed.export(dest, typed.predict())  # inside: an .h5ad reads the tissue's marker means
     return len(typed.cells)
+
+
+def _stage(stages: StageProgress | None, stage: str) -> Progress | None:
+    """`stages` as a progress(done, total) for one stage."""
+    return None if stages is None else lambda done, total: stages(stage, done, total)
 
 
 def _partial(path: Path) -> Path:

@@ -41,6 +41,27 @@ class _LazyBar:
             self.bar.close()
 
 
+class _StageBar:
+    """One lazy bar per stage of the image being typed ("nuclei" tiles, then "cells"), each replacing the last."""
+
+    UNITS = {"nuclei": ("detecting nuclei", "tile"), "cells": ("typing cells", "cell")}
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar = _LazyBar("", "")
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Show `done` of `total` in `stage`, starting a new bar when the stage changes."""
+        if stage != self.stage or done < (self.bar.bar.n if self.bar.bar is not None else 0):
+            self.close()
+            self.stage, self.bar = stage, _LazyBar(*self.UNITS.get(stage, (stage, "it")))
+        self.bar(done, total)
+
+    def close(self) -> None:
+        """Remove the current stage's bar."""
+        self.bar.close()
+
+
 def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shape",
@@ -359,6 +380,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     from napari_agile.batch import type_sections
 
     bar = _LazyBar("images", "image")  # drawn once an image is done; gone at the end
+    stages = _StageBar()  # how far the image being typed has got (typed in this process)
 
     def report(result) -> None:
         if result.resumed:
@@ -385,8 +407,10 @@ def _run_predict(args: argparse.Namespace) -> None:
             scheduler=args.scheduler,
             workers=args.workers,
             overwrite=args.overwrite,
+            stages=stages,
         )
     finally:
+        stages.close()
         bar.close()
     failed = [str(r.image) for r in results if r.error is not None]
     if failed:
