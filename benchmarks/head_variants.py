@@ -10,6 +10,7 @@ answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
     python benchmarks/head_variants.py panel12 panel40 shifted12 panel5 rat7 --variants "newton 0.3, standardised root" \
         "newton 1.0, select 3"
     python benchmarks/head_variants.py real:mibi_granuloma/endothelial real:imc_pancreas/alpha --data /work/realdata
+    python benchmarks/head_variants.py panel12 panel40 --variants "newton 1.0, select 3" --plans cover:auto cover:balanced
 """
 
 from __future__ import annotations
@@ -74,9 +75,17 @@ def cases(names: list[str], seeds: int, data: Path):
                 yield f"{name}/{seed}/{task}", sim.tissue, pool, (pool.table.cell_type == task).to_numpy()
 
 
-def accuracies(model: agile.AgileModel, tissue, pool: agile.Cells, truth: np.ndarray) -> dict[str, float]:
-    """random16 (mean of 3 draws) and rounds8 accuracy of one model on one pool, through the Session API."""
+#: the widget's loop: Suggest 8 covering, answer, Adapt, Suggest 8 by the default method, Adapt
+LOOP = ("cover", "auto")
+
+
+def accuracies(
+    model: agile.AgileModel, tissue, pool: agile.Cells, truth: np.ndarray, plans: tuple[tuple[str, ...], ...] = (LOOP,)
+) -> dict[str, float]:
+    """random16 (mean of 3 draws) and, per plan of two Suggest methods, the accuracy after those two rounds of 8
+    (rounds8 for the widget's loop; rounds8:<first>:<second> for others), through the Session API."""
     answer = dict(zip(pool.ids.tolist(), truth.tolist()))
+    names = {plan: "rounds8" if plan == LOOP else "rounds8:" + ":".join(plan) for plan in plans}
     with tempfile.TemporaryDirectory() as tmp:
         session = agile.Session(tissue, pool, model, store=Path(tmp) / "s", seed=0)
 
@@ -86,11 +95,15 @@ def accuracies(model: agile.AgileModel, tissue, pool: agile.Cells, truth: np.nda
 
         for d in range(3):
             give(f"random{d}", np.random.default_rng([d, 16]).choice(pool.ids, 16, replace=False))
-        for r in range(2):
-            give("rounds8", session.suggest("rounds8", n=8, method="cover" if r == 0 else "auto"))
+        for plan, name in names.items():
+            for method in plan:
+                give(name, session.suggest(name, n=8, method=method))
         table = session.predict()
     right = {name: float(np.mean((table[f"p_{name}"].to_numpy() >= 0.5) == truth)) for name in session.types}
-    return {"random16": float(np.mean([right[f"random{d}"] for d in range(3)])), "rounds8": right["rounds8"]}
+    return {
+        "random16": float(np.mean([right[f"random{d}"] for d in range(3)])),
+        **{n: right[n] for n in names.values()},
+    }
 
 
 def main() -> None:
@@ -100,23 +113,35 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/work/realdata"), help="converted real data sets")
     ap.add_argument("--model", default="any-panel")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
+    ap.add_argument(
+        "--plans",
+        nargs="+",
+        default=[":".join(LOOP)],
+        metavar="FIRST:SECOND",
+        help="Suggest methods of the two rounds of 8 to compare (default cover:auto, the widget's loop)",
+    )
     args = ap.parse_args()
+    plans = [tuple(plan.split(":")) for plan in args.plans]
     base = agile.load_model(args.model)
     totals: dict[tuple[str, str], list[float]] = {}
     for name, tissue, pool, truth in cases(args.cases, args.seeds, args.data):
         for variant in args.variants:
             settings = VARIANTS[variant]
             model = dataclasses.replace(base, config=dataclasses.replace(base.config, **settings))
-            for method, acc in accuracies(model, tissue, pool, truth).items():
+            for method, acc in accuracies(model, tissue, pool, truth, tuple(plans)).items():
                 totals.setdefault((variant, method), []).append(acc)
                 print(f"{name}\t{variant}\t{method}\t{acc:.3f}", flush=True)
-    print("\n| variant | random16 | rounds8 |\n|---|---|---|")
+    methods = list(dict.fromkeys(m for _, m in totals))
+    print(f"\n| variant | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
     for variant in args.variants:
         cells = [
             f"{np.mean(totals[variant, m]):.3f} ± {np.std(totals[variant, m]) / len(totals[variant, m]) ** 0.5:.3f}"
-            for m in ("random16", "rounds8")
+            for m in methods
         ]
         print(f"| {variant} | {' | '.join(cells)} |")
+    for m in methods[1:]:  # paired against random16, case by case
+        diff = np.subtract(totals[args.variants[0], m], totals[args.variants[0], "random16"])
+        print(f"{args.variants[0]}: {m} - random16 = {diff.mean():+.3f} ± {diff.std() / len(diff) ** 0.5:.3f}")
 
 
 if __name__ == "__main__":

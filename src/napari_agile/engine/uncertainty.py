@@ -170,16 +170,6 @@ def spread_picks(cfg: ModelConfig, feats: torch.Tensor, candidates: np.ndarray, 
     return candidates[cover(cfg, feats[torch.as_tensor(candidates, device=feats.device)], n, seed=seed)]
 
 
-def balanced_candidates(score: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the n best-scoring cells, half (rounded up) among those predicted positive (p >= 0.5) and half
-    among the rest, best first, topping up from the other side where one side runs short: a round then asks about
-    both kinds of cell even when the positives are rare (the prototypes need both)."""
-    order = np.argsort(-score, kind="stable")
-    pos, neg = order[p[order] >= 0.5], order[p[order] < 0.5]
-    k = min(len(pos), max(n - len(neg), (n + 1) // 2))
-    return np.r_[pos[:k], neg[: n - k]].astype(np.int64)
-
-
 def _kmeans(
     feats: np.ndarray, n: int, rng: np.random.Generator, iterations: int, fixed: np.ndarray
 ) -> tuple[np.ndarray, float]:
