@@ -103,6 +103,7 @@ def child(mode: str, session: Path, section: Path, out: Path) -> None:
 
 def measure(mode: str, session: Path, section: Path, out: Path) -> dict:
     """Run `child` in a fresh process (its peak memory is its own) and read its figures."""
+    subprocess.run(["rm", "-rf", str(out)], check=True)  # an earlier run's outputs: typed afresh
     cmd = [sys.executable, __file__, "--child", mode, str(session), str(section), str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
