@@ -36,7 +36,6 @@ from napari_agile.engine.uncertainty import (
     METHODS,
     SPREAD,
     cover,
-    mc_full_probs,
     mc_head_probs,
     pick_spread,
     predictive_entropy,
@@ -222,14 +221,10 @@ class Session:
             self._mc[key] = self._sample(self._params(name), self._features(name, progress))
         return self._mc[key]
 
-    def _sample(self, params: Params, feats: torch.Tensor | None) -> np.ndarray:
-        """(T, N) MC-dropout probabilities under `params`: only the head re-sampled on `feats` (every cell's trunk
-        features under `params`) when given, else the whole network re-run each pass."""
-        if feats is not None:
-            samples = mc_head_probs(self.config, params, feats, self.mc_passes, self.seed, keys=self.cells.ids)
-        else:
-            samples = mc_full_probs(self.config, params, self.stats, self._x, self.mc_passes, self.seed)
-        return samples.cpu().numpy()
+    def _sample(self, params: Params, feats: torch.Tensor) -> np.ndarray:
+        """(T, N) MC-dropout probabilities under `params`, the head re-sampled on `feats` (every cell's trunk features
+        under `params`), each cell's masks chosen by its id."""
+        return mc_head_probs(self.config, params, feats, self.mc_passes, self.seed, keys=self.cells.ids).cpu().numpy()
 
     # ---- the loop ---------------------------------------------------------------------------
     def suggest(
@@ -509,9 +504,12 @@ class Session:
             return self._mc_samples(state.name, progress)
         key = state.signature()
         if self._fits.get(state.name, (None,))[0] != key:
-            cached = self.model.adapt_scope == "head"
-            feats = self._features(None, progress) if cached else None  # a head-only fit keeps the meta trunk
-            self._fits[state.name] = (key, self._sample(self._fit(state, max(state.steps, 1), None), feats))
+            fit = self._fit(state, max(state.steps, 1), None)
+            if self.model.adapt_scope == "head":  # a head-only fit keeps the meta-trained trunk and its features
+                feats = self._features(None, progress)
+            else:  # as Adapt's weights are sampled (_mc_samples): their own trunk features
+                feats = trunk_features(self.config, fit, self.stats, self._x, progress=progress)
+            self._fits[state.name] = (key, self._sample(fit, feats))
         return self._fits[state.name][1]
 
     def probabilities(self, cell_type: str, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
