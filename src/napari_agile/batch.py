@@ -3,7 +3,6 @@ applied, one cell table per image. `napari-agile predict` and the widget's "Type
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import warnings
@@ -269,8 +268,9 @@ class _Nuclei:
     diameter: float
     progress: Progress | None = None  # detection tiles done
 
-    def find(self, tissue: Tissue, saved: Path, out: Any = None) -> Cells:
-        """The image's cells, with the detected mask painted into `out` when given (detect_nuclei)."""
+    def find(self, tissue: Tissue, saved_nuclear: Sequence[str] | None, out: Any = None) -> Cells:
+        """The image's cells, with the detected mask painted into `out` when given (detect_nuclei); without
+        `nuclear` stains of its own, detected in the saved session's (`saved_nuclear`, its session.json "nuclear")."""
         from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, read_mask
 
         if self.mask is not None:
@@ -278,7 +278,7 @@ class _Nuclei:
             if out is not None:
                 out[:] = cells.labels
             return cells
-        nuclear = self.nuclear or json.loads((saved / "session.json").read_text()).get("nuclear") or None
+        nuclear = self.nuclear or saved_nuclear or None
         return detect_nuclei(tissue, channels=nuclear, diameter=self.diameter, out=out, progress=self.progress)
 
 
@@ -304,7 +304,7 @@ def _type_streamed(
     from napari_agile.streamed import SavedTypes, type_cells
 
     types = SavedTypes.load(saved)
-    cells = nuclei.find(tissue, saved, out=create_label_image(labels_path / "nuclei", tissue.shape))
+    cells = nuclei.find(tissue, types.meta.get("nuclear"), out=create_label_image(labels_path / "nuclei", tissue.shape))
     finish_label_image(labels_path / "nuclei")
     cells = Cells(cells.table.reset_index(drop=True), open_level(labels_path / "nuclei"))  # the mask leaves memory
     table = type_cells(
@@ -333,9 +333,9 @@ def _type_in_memory(
     stages: StageProgress | None,
 ) -> int:
     """The .geojson, .h5ad and .zarr path: a Session on the whole section, exported; returns the number of cells."""
-    from napari_agile.session import Session
+    from napari_agile.session import Session, read_session_meta
 
-    cells = nuclei.find(tissue, saved)
+    cells = nuclei.find(tissue, read_session_meta(saved).get("nuclear"))
     typed = Session.apply_saved(
         saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclei.nuclear, progress=_stage(stages, "cells")
     )

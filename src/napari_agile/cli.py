@@ -29,6 +29,11 @@ class _LazyBar:
         if info:
             self.bar.set_postfix(info)
 
+    @property
+    def n(self) -> int:
+        """How far the bar has got (0 before it is drawn)."""
+        return 0 if self.bar is None else self.bar.n
+
     def write(self, message: str, file=None) -> None:
         """Print a line above the bar, which is drawn again below it (or plainly when no bar is drawn)."""
         from tqdm import tqdm
@@ -48,18 +53,20 @@ class _StageBar:
 
     def __init__(self) -> None:
         self.stage: str | None = None
-        self.bar = _LazyBar("", "")
+        self.bar: _LazyBar | None = None  # none before the first stage's progress
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        """Show `done` of `total` in `stage`, starting a new bar when the stage changes."""
-        if stage != self.stage or done < (self.bar.bar.n if self.bar.bar is not None else 0):
+        """Show `done` of `total` in `stage`, starting a new bar when the stage changes or starts again (the next
+        image's)."""
+        if self.bar is None or stage != self.stage or done < self.bar.n:
             self.close()
             self.stage, self.bar = stage, _LazyBar(*self.UNITS.get(stage, (stage, "it")))
         self.bar(done, total)
 
     def close(self) -> None:
-        """Remove the current stage's bar."""
-        self.bar.close()
+        """Remove the current stage's bar (a no-op before any)."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _add_synth(p: argparse.ArgumentParser) -> None:

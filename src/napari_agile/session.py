@@ -56,6 +56,8 @@ Progress = Callable[[int, int], None]
 #: classes, or "auto": a covering round, then AUTO_ROUNDS
 SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
+#: cells whose patches give a section's batch-norm statistics (stats_sample), unless told otherwise
+STATS_CELLS = 512
 
 
 @dataclass
@@ -88,7 +90,7 @@ class Session:
         threshold: float = 0.5,
         seed: int = 0,
         normalizer: Normalizer | None = None,
-        stats_cells: int = 512,
+        stats_cells: int = STATS_CELLS,
         progress: Progress | None = None,
         resume: bool = False,
         stats: Params | None = None,
@@ -131,13 +133,13 @@ class Session:
         self._history: list[tuple[str, int, bool | None]] = []  # (type, id, previous answer) for undo
         self.normalizer = normalizer or fit_normalizer(self.tissue, seed=seed)
         # nuclei far from the model's size are cut at the scale that makes them that size (1.0 on the simulator)
-        self.scale = patch_scale(self.config, cells.table["area"] if "area" in cells.table else [])
+        self.scale = cell_scale(self.config, cells)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
         self._x = self._binned_patches(progress)
         self.profile = section_profile(self.config, self._x, list(self.config.channels))  # engine/likeness.py
         if stats is None:
-            sample = np.random.default_rng(seed).choice(len(cells), min(stats_cells, len(cells)), replace=False)
-            stats = estimate_stats(self.config, self._init, self._x[np.sort(sample)].float())
+            sample = stats_sample(len(cells), stats_cells, seed)
+            stats = estimate_stats(self.config, self._init, self._x[sample].float())
         self.stats = {k: v.to(self.device) for k, v in stats.items()}
         self._feats: dict[str | None, torch.Tensor] = {}
         self._mc: dict[str | None, np.ndarray] = {}
@@ -1072,6 +1074,18 @@ def saved_type_params(init: Params, tensors: dict[str, torch.Tensor], name: str)
         k[len(prefix) :]: v.to(device) for k, v in tensors.items() if k.startswith(prefix) and k[len(prefix) :] in init
     }
     return {**init, **saved} if saved else None
+
+
+def cell_scale(cfg: ModelConfig, cells: Cells) -> float:
+    """How much to magnify the section so that its cells' nuclei are the model's size (patch_scale of their areas;
+    1.0 for a table without areas)."""
+    return patch_scale(cfg, cells.table["area"] if "area" in cells.table else [])
+
+
+def stats_sample(n_cells: int, n: int, seed: int) -> np.ndarray:
+    """Sorted row positions of the `n` cells (all, when fewer) whose patches give a section's batch-norm statistics:
+    the same sample for a Session and for streamed typing with the same seed."""
+    return np.sort(np.random.default_rng(seed).choice(n_cells, min(n, n_cells), replace=False))
 
 
 def cut_size(cfg: ModelConfig, scale: float) -> int:

@@ -21,20 +21,23 @@ from napari_agile.detect.patches import Normalizer, check_finite, extract_patche
 from napari_agile.engine.device import pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
 from napari_agile.engine.model_file import AgileModel, load_model
-from napari_agile.engine.network import ModelConfig, Params, estimate_stats, network_input, patch_scale
+from napari_agile.engine.network import ModelConfig, Params, estimate_stats, network_input
 from napari_agile.engine.thresholds import assign_types
 from napari_agile.engine.uncertainty import mc_head_probs, predictive_entropy, trunk_features
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
 from napari_agile.io.tissue import Tissue
 from napari_agile.session import (
+    STATS_CELLS,
     Session,
+    cell_scale,
     cut_size,
     panel_config,
     read_adapted_weights,
     read_session_meta,
     saved_panel,
     saved_type_params,
+    stats_sample,
 )
 
 Progress = Callable[[int, int], None]
@@ -102,8 +105,7 @@ def type_cells(
     if not adapted:
         raise AgileInputError("The saved session has no adapted cell type: adapt one and save it again.")
     normalizer = fit_normalizer(tissue, seed=meta["seed"])
-    scale = patch_scale(cfg, cells.table["area"] if "area" in cells.table else [])
-    size = cut_size(cfg, scale)
+    size = cut_size(cfg, cell_scale(cfg, cells))
     stats = _section_stats(cfg, init, tissue, cells, size, normalizer, meta, dev)
     shared_trunk = saved.model.adapt_scope == "head"  # a head-only adaptation keeps the meta-trained trunk
 
@@ -145,12 +147,11 @@ def _section_stats(
     normalizer: Normalizer,
     meta: dict,
     device: torch.device,
-    n: int = 512,
+    n: int = STATS_CELLS,
 ) -> Params:
     """Batch-norm statistics of this section from the `n` cells a Session would sample (its seed and count), and a
     warning when the section looks unlike the one the types were taught on."""
-    rows = np.sort(np.random.default_rng(meta["seed"]).choice(len(cells), min(n, len(cells)), replace=False))
-    ids = cells.ids[rows]
+    ids = cells.ids[stats_sample(len(cells), n, meta["seed"])]
     patches = extract_patches(tissue, cells, size, ids, normalizer, nucleus_mask=cfg.nucleus_mask)
     check_finite(ids, patches)
     x = _as_stored(network_input(cfg, torch.from_numpy(patches)), device)
