@@ -19,6 +19,7 @@ _API = {
     "read_tissue": "io.images",
     "write_ome_tiff": "io.images",
     "detect_nuclei": "detect.nuclei",
+    "estimate_diameter": "detect.nuclei",
     "cells_from_labels": "detect.nuclei",
     "read_cell_table": "io.cells",
     "write_cell_table": "io.cells",

@@ -61,7 +61,7 @@ def type_sections(
     names: Sequence[str] | None = None,
     channels: Sequence[str] | None = None,
     nuclear: Sequence[str] | None = None,
-    diameter: float = 24.0,
+    diameter: float | None = None,
     suffix: str = ".csv",
     labels: bool = False,
     progress: Progress | None = None,
@@ -224,7 +224,7 @@ def type_section(
     names: Sequence[str] | None = None,
     channels: Sequence[str] | None = None,
     nuclear: Sequence[str] | None = None,
-    diameter: float = 24.0,
+    diameter: float | None = None,
     labels: bool = False,
     stages: StageProgress | None = None,
 ) -> Typed:
@@ -265,7 +265,7 @@ class _Nuclei:
 
     mask: str | Path | None
     nuclear: Sequence[str] | None
-    diameter: float
+    diameter: float | None
     progress: Progress | None = None  # detection tiles done
 
     def find(self, tissue: Tissue, saved_nuclear: Sequence[str] | None, out: Any = None) -> Cells:

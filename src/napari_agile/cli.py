@@ -138,7 +138,12 @@ def _add_detection_options(
         metavar="NAME",
         help=f"channel(s) that stain every nucleus, summed for detection{also} (default: {default})",
     )
-    p.add_argument("--diameter", type=float, default=24.0, help="typical nucleus width in pixels (default 24)")
+    p.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        help="typical nucleus width in pixels (default: measured on the nuclear channels)",
+    )
 
 
 def _add_panel_options(p: argparse.ArgumentParser, default: str) -> None:
@@ -205,7 +210,7 @@ def _run_detect(args: argparse.Namespace) -> None:
         finally:
             bar.close()
     write_cell_table(cells, args.out)
-    print(f"found {len(cells)} nuclei; wrote {args.out}")
+    print(f"found {len(cells)} nuclei, {cells.diameter:.1f} px wide (median); wrote {args.out}")
     if args.labels:
         tifffile.imwrite(args.labels, cells.labels, compression="zlib")
         print(f"wrote {args.labels}")

@@ -361,6 +361,7 @@ def test_nuclei_from_a_labels_layer_the_user_already_has(widget, qtbot, sim):
     assert w.tissue.nuclei_combo.findText("stardist") >= 0 and w.tissue.nuclei_combo.findText(NUCLEI) < 0
     w.tissue.nuclei_combo.setCurrentText("stardist")
     assert w.tissue.detect_btn.text() == "Use the nuclei in 'stardist'"
+    assert not w.tissue.width_spin.isEnabled()  # the width only serves detection
     w.tissue.detect()
     _wait(qtbot, w)
     assert w.session is not None, _errors()
@@ -375,6 +376,20 @@ def test_nuclei_from_a_labels_layer_the_user_already_has(widget, qtbot, sim):
     assert ticked(w.tissue.image_list)[-1] == "CD31"
     w.tissue.nuclei_combo.setCurrentText(DETECT)
     assert w.tissue.detect_btn.text() == "Detect nuclei"
+    assert w.tissue.width_spin.isEnabled() and w.tissue.width_spin.text() == "auto"
+
+
+def test_a_nucleus_width_set_in_the_widget_reaches_detection(widget, qtbot, monkeypatch):
+    from napari_agile._napari import tissue_panel
+
+    widths = []
+    detect = tissue_panel.detect_nuclei
+    monkeypatch.setattr(tissue_panel, "detect_nuclei", lambda *a, **k: widths.append(k["diameter"]) or detect(*a, **k))
+    w = widget
+    w.tissue.width_spin.setValue(30)
+    w.tissue.detect()
+    _wait(qtbot, w)
+    assert widths == [30.0] and w.session is not None, _errors()
 
 
 def test_reader_and_sample_feed_the_widget(make_napari_viewer, tmp_path, sim):

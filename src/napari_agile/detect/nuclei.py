@@ -24,7 +24,7 @@ def detect_nuclei(
     tile: int = 2048,
     overlap: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    diameter: float = 24.0,
+    diameter: float | None = None,
     min_area: int | None = None,
     max_area: int | None = None,
     sigma: float = 1.0,
@@ -38,7 +38,8 @@ def detect_nuclei(
     summed and smoothed; a pixel is nucleus when it is above a global floor (a third of the way from background to
     Otsu, or `threshold`) and above half its local maximum (so dim and bright nuclei are cut at their own half
     height), with chromatin-texture nicks closed; touching nuclei are split by a watershed on the distance
-    transform. `diameter` is the typical nucleus width in pixels and sets the window sizes; segmentation runs on
+    transform. `diameter` is the typical nucleus width in pixels and sets the window sizes (None: measured on the
+    section, `estimate_diameter`, so sections imaged at other resolutions need no setting); segmentation runs on
     the image binned by `bin` (default: about 12 px per nucleus width, for speed) and the mask is scaled back up;
     areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is processed in `tile`²
     blocks with `overlap` pixels of context (default: 64, or the diameter if larger); a cell belongs to the tile
@@ -50,12 +51,15 @@ def detect_nuclei(
         channels = [channels]
     if tile < 1:
         raise AgileInputError(f"tile must be a positive number of pixels (got {tile}).")
+    nuclear = _nuclear_channels(tissue, channels)
+    idx = [tissue.index(n) for n in nuclear]
+    samples = _sample_tiles(tissue, idx)
+    if diameter is None:
+        diameter = _diameter_from(samples)
     params = _Params.from_diameter(diameter, sigma, min_area, bin)
     overlap = max(64, int(np.ceil(diameter))) if overlap is None else overlap
     if overlap < diameter:
         raise AgileInputError(f"overlap ({overlap}) must be at least the nucleus diameter ({diameter}).")
-    nuclear = _nuclear_channels(tissue, channels)
-    idx = [tissue.index(n) for n in nuclear]
     if diameter > min(tissue.shape):
         raise AgileInputError(
             f"diameter {diameter} px is wider than the image ({tissue.shape[0]} x {tissue.shape[1]} "
@@ -64,7 +68,7 @@ def detect_nuclei(
     b = params.bin
     tile, overlap = -(-tile // b) * b, -(-overlap // b) * b  # multiples of the bin: binned grids align across tiles
     min_area = params.min_area * b * b
-    background, floor = _global_levels(tissue, idx, params)
+    background, floor = _global_levels(samples, params)
     if threshold is not None:
         floor = float(threshold)
 
@@ -115,6 +119,21 @@ def detect_nuclei(
 #: Otsu's bright and dim classes must differ by more than this many noise sds (of the smoothed image) to be nuclei on
 #: background: pure noise splits at 1.5-2.3; nuclei 3 pixel-noise sds bright reach 4.4-8, even covering 2/3 of the section
 MIN_CONTRAST = 3.0
+
+#: the nucleus width (px) assumed where the section shows none to measure (a blank or noise-only field)
+DEFAULT_DIAMETER = 24.0
+
+
+def estimate_diameter(tissue: Tissue, channels: Sequence[str] | None = None) -> float:
+    """The typical nucleus width in pixels, measured on the nuclear stains (`channels`, by default those named as
+    such) over tiles sampled across the section: the median equivalent diameter of the bright blobs, a blob of
+    touching nuclei counting once per peak of its distance transform.
+
+    Blobs are found at full resolution against the detector's own floor, so chromatin texture inside a nucleus does
+    not count as small nuclei. DEFAULT_DIAMETER when nothing stands above the noise."""
+    idx = [tissue.index(n) for n in _nuclear_channels(tissue, channels)]
+    return _diameter_from(_sample_tiles(tissue, idx))
+
 
 #: the largest label value cells_from_labels measures directly (its tables are as long as the largest id)
 MAX_LABEL = 2**24
@@ -225,18 +244,43 @@ def _nuclear_image(tissue: Tissue, idx: list[int], y0: int, y1: int, x0: int, x1
     return block.sum(axis=0, dtype=np.float32)
 
 
-def _global_levels(
-    tissue: Tissue, idx: list[int], params: _Params, n_tiles: int = 16, size: int = 512
-) -> tuple[float, float]:
-    """Background (median) and nucleus floor from tiles sampled over the whole image, so all tiles agree; no floor
-    (infinite) when Otsu's bright and dim classes differ by no more than the noise, as on a blank or noise-only field."""
-    from skimage.filters import threshold_otsu
-
+def _sample_tiles(tissue: Tissue, idx: list[int], n_tiles: int = 16, size: int = 512) -> list[np.ndarray]:
+    """The nuclear image of `n_tiles` tiles of `size`² spread over the section, on which its levels are measured."""
     h, w = tissue.shape
     k = int(np.ceil(np.sqrt(n_tiles)))
     ys = np.unique(np.linspace(0, max(h - size, 0), k).astype(int))
     xs = np.unique(np.linspace(0, max(w - size, 0), k).astype(int))
-    images = [_nuclear_image(tissue, idx, y, y + size, x, x + size) for y in ys for x in xs]
+    return [_nuclear_image(tissue, idx, y, y + size, x, x + size) for y in ys for x in xs]
+
+
+def _diameter_from(images: list[np.ndarray]) -> float:
+    """The median width of the blobs above the nucleus floor (measured at full resolution, lightly smoothed), a blob
+    of touching nuclei shared among the peaks of its distance transform: each peak counts the width of a disc of its
+    share of the blob's area, so round nuclei in clumps count their own width and an elongated one its whole size."""
+    params = _Params.from_diameter(DEFAULT_DIAMETER, 1.0, None, 1)
+    _, floor = _global_levels(images, params)
+    if not np.isfinite(floor):
+        return DEFAULT_DIAMETER
+    widths = [np.empty(0)]
+    for img in images:
+        blobs, n = ndi.label(ndi.binary_fill_holes(ndi.binary_opening(_smooth(img, params) > floor)))
+        dist = ndi.distance_transform_edt(blobs > 0)
+        peaks, n_peaks = ndi.label((dist == ndi.maximum_filter(dist, size=5)) & (dist >= 2))
+        if n_peaks:
+            owner = ndi.maximum(blobs, peaks, np.arange(1, n_peaks + 1)).astype(np.int64)  # a plateau: one blob
+            shares = np.bincount(owner, minlength=n + 1)
+            area = np.bincount(blobs.ravel(), minlength=n + 1)
+            widths.append(np.sqrt(4 * area[owner] / (np.pi * shares[owner])))
+    found = np.concatenate(widths)
+    return float(max(np.median(found), 4.0)) if len(found) else DEFAULT_DIAMETER
+
+
+def _global_levels(images: list[np.ndarray], params: _Params) -> tuple[float, float]:
+    """Background (median) and nucleus floor from tiles sampled over the whole image (`_sample_tiles`), so all tiles
+    agree; no floor (infinite) when Otsu's bright and dim classes differ by no more than the noise, as on a blank or
+    noise-only field."""
+    from skimage.filters import threshold_otsu
+
     values = np.concatenate([_smooth(_bin(img, params.bin), params).ravel() for img in images])
     background = float(np.median(values))
     if values.max() > values.min():
