@@ -40,7 +40,7 @@ def detect_nuclei(
     height), with chromatin-texture nicks closed; touching nuclei are split by a watershed on the distance
     transform. `diameter` is the typical nucleus width in pixels and sets the window sizes (None: measured on the
     section, `estimate_diameter`, so sections imaged at other resolutions need no setting); segmentation runs on
-    the image binned by `bin` (default: about 12 px per nucleus width, for speed) and the mask is scaled back up;
+    the image binned by `bin` (default: 9-17 px per nucleus width, for speed) and the mask is scaled back up;
     areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image is processed in `tile`²
     blocks with `overlap` pixels of context (default: 64, or the diameter if larger); a cell belongs to the tile
     whose core holds its centroid, so none is lost or doubled at seams. `progress(done, total)` is called after
@@ -202,7 +202,7 @@ class _Params:
     def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> _Params:
         if isinstance(d, bool) or not isinstance(d, (int, float, np.number)) or not 2 < d < np.inf:
             raise AgileInputError(f"diameter must be the nucleus width in pixels (> 2); got {d}.")
-        b = max(int(d // 12), 1) if bin is None else int(bin)  # ~12 px per nucleus is enough to find it
+        b = max(int(round(d / 12)), 1) if bin is None else int(bin)  # 9-17 px per nucleus is enough to find it
         area = 0.05 * d * d if min_area is None else float(min_area)  # ~1/16 of a nucleus
         return cls(
             window=int(round(0.9 * d / b)) | 1,  # local-maximum window a bit under one nucleus: odd size
