@@ -54,7 +54,12 @@ def data_sets(real: Path | None) -> Iterator[tuple[str, Tissue, np.ndarray, floa
         for zoom in (0.5, 1.5):  # the same field imaged at another resolution (anti-aliased resampling)
             planes = [rescale(np.asarray(p, np.float32), zoom, anti_aliasing=True) for p in nuclear.data]
             truth = (sim.cells.centroids + 0.5) * zoom - 0.5
-            yield f"simulated, seed {seed}, resampled ×{zoom}", Tissue(np.stack(planes), ["DAPI", "Histones"]), truth, 10 * zoom
+            yield (
+                f"simulated, seed {seed}, resampled ×{zoom}",
+                Tissue(np.stack(planes), ["DAPI", "Histones"]),
+                truth,
+                10 * zoom,
+            )
     if real is None:
         return
     for folder, channel, radius, what in (
