@@ -1,7 +1,7 @@
 """Whole sections in bounded memory: peak resident memory and time of `napari-agile predict` as the section grows.
 
 Run:  python benchmarks/section_scale.py --out runs/section-scale [--sizes 4096x4096 16384x16384 29000x43000]
-          [--compare-in-memory 4096x4096] [--json PATH]
+          [--compare-in-memory 4096x4096] [--user-masks 16384x16384] [--json PATH]
       python benchmarks/section_scale.py --out runs/section-scale --sizes --workers 1 2 [--batch 4x4096x4096]
 
 Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by tile from a pool of simulated fields
@@ -9,7 +9,8 @@ Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by 
 session (two types adapted on 16 answers each, the bundled rat-brain model) types it in a child process, whose peak
 resident memory (ru_maxrss) and wall time are reported with the cells typed. `--compare-in-memory` also types the
 given sizes through a Session (the path the .h5ad / .zarr outputs take, and the only path before streaming) in a
-child process. `--workers` types a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of
+child process. `--user-masks` types the given sizes again with the streamed run's nucleus labels as the user's own
+mask (`--masks`, an OME-Zarr label image read block by block). `--workers` types a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of
 workers (`napari-agile predict --scheduler local --workers W`), started before the clock. Figures depend on the load:
 the report prints the load average.
 """
@@ -78,13 +79,13 @@ def make_session(folder: Path) -> Path:
     return folder
 
 
-def child(mode: str, session: Path, section: Path, out: Path) -> None:
-    """Type `section` (in this process), then print its figures as one JSON line."""
+def child(mode: str, session: Path, section: Path, out: Path, mask: Path | None = None) -> None:
+    """Type `section` (in this process; nuclei from `mask` when given), then print its figures as one JSON line."""
     start = time.perf_counter()
-    if mode == "streamed":
+    if mode in ("streamed", "user-mask"):
         from napari_agile.batch import type_sections
 
-        [typed] = type_sections(session, [section], out, labels=True)
+        [typed] = type_sections(session, [section], out, labels=True, masks=None if mask is None else [mask])
         if typed.error:
             raise SystemExit(typed.error)
         cells = typed.n_cells
@@ -101,10 +102,10 @@ def child(mode: str, session: Path, section: Path, out: Path) -> None:
     print(json.dumps({"mode": mode, "cells": cells, "seconds": seconds, "peak_mb": peak}))
 
 
-def measure(mode: str, session: Path, section: Path, out: Path) -> dict:
+def measure(mode: str, session: Path, section: Path, out: Path, mask: Path | None = None) -> dict:
     """Run `child` in a fresh process (its peak memory is its own) and read its figures."""
     subprocess.run(["rm", "-rf", str(out)], check=True)  # an earlier run's outputs: typed afresh
-    cmd = [sys.executable, __file__, "--child", mode, str(session), str(section), str(out)]
+    cmd = [sys.executable, __file__, "--child", mode, str(session), str(section), str(out), *([str(mask)] * bool(mask))]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{mode} on {section} failed:\n{done.stderr[-2000:]}")
@@ -145,15 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/section-scale"))
     parser.add_argument("--sizes", nargs="*", default=["4096x4096", "16384x16384", "29000x43000"])
     parser.add_argument("--compare-in-memory", nargs="*", default=["4096x4096"], metavar="SIZE")
+    parser.add_argument("--user-masks", nargs="*", default=[], metavar="SIZE", help="also type with a mask given")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the generated sections (they take disk space)")
     parser.add_argument("--workers", nargs="*", type=int, default=[], help="also time a batch on 1, 2, ... workers")
     parser.add_argument("--batch", default="4x4096x4096", help="the batch --workers types: N x rows x columns")
-    parser.add_argument("--child", nargs=4, metavar=("MODE", "SESSION", "SECTION", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", metavar="MODE SESSION SECTION OUT [MASK]", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        mode, session, section, out = args.child
-        child(mode, Path(session), Path(section), Path(out))
+        mode, session, section, out, *mask = args.child
+        child(mode, Path(session), Path(section), Path(out), Path(mask[0]) if mask else None)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     session = make_session(args.out / "session")
@@ -169,11 +171,17 @@ def main(argv: list[str] | None = None) -> None:
         h, w = (int(v) for v in size.split("x"))
         section = write_section(args.out / f"section-{size}.ome.zarr", h, w)
         modes = ["streamed"] + (["in-memory"] if size in args.compare_in_memory else [])
+        modes += ["user-mask"] if size in args.user_masks else []
         for mode in modes:
+            mask = (
+                next((args.out / f"typed-{size}-streamed").glob("*.labels.zarr")) / "nuclei"
+                if mode == "user-mask"
+                else None
+            )
             row = {
                 "size": size,
                 "mpx": h * w / 1e6,
-                **measure(mode, session, section, args.out / f"typed-{size}-{mode}"),
+                **measure(mode, session, section, args.out / f"typed-{size}-{mode}", mask),
             }
             rows.append(row)
             rate = row["cells"] / row["seconds"]

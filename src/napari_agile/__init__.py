@@ -21,6 +21,8 @@ _API = {
     "detect_nuclei": "detect.nuclei",
     "estimate_diameter": "detect.nuclei",
     "cells_from_labels": "detect.nuclei",
+    "open_mask": "detect.nuclei",
+    "read_mask": "detect.nuclei",
     "read_cell_table": "io.cells",
     "write_cell_table": "io.cells",
     "extract_patches": "detect.patches",

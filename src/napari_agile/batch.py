@@ -271,13 +271,11 @@ class _Nuclei:
     def find(self, tissue: Tissue, saved_nuclear: Sequence[str] | None, out: Any = None) -> Cells:
         """The image's cells, with the detected mask painted into `out` when given (detect_nuclei); without
         `nuclear` stains of its own, detected in the saved session's (`saved_nuclear`, its session.json "nuclear")."""
-        from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, read_mask
+        from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, open_mask
 
-        if self.mask is not None:
-            cells = cells_from_labels(read_mask(self.mask), tissue.shape)
-            if out is not None:
-                out[:] = cells.labels
-            return cells
+        if self.mask is not None:  # read block by block, into `out` when given: never whole in memory
+            with open_mask(self.mask) as mask:
+                return cells_from_labels(mask, tissue.shape, out=out, progress=self.progress)
         nuclear = self.nuclear or saved_nuclear or None
         return detect_nuclei(tissue, channels=nuclear, diameter=self.diameter, out=out, progress=self.progress)
 

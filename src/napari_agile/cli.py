@@ -49,7 +49,7 @@ class _LazyBar:
 class _StageBar:
     """One lazy bar per stage of the image being typed ("nuclei" tiles, then "cells"), each replacing the last."""
 
-    UNITS = {"nuclei": ("detecting nuclei", "tile"), "cells": ("typing cells", "cell")}
+    UNITS = {"nuclei": ("nuclei", "tile"), "cells": ("typing cells", "cell")}
 
     def __init__(self) -> None:
         self.stage: str | None = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from scipy import ndimage as ndi
 
 from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
-from napari_agile.io.images import read_label_zarr
+from napari_agile.io.images import open_label_image
 from napari_agile.io.tissue import Tissue, nuclear_flags
 
 
@@ -135,56 +136,124 @@ def estimate_diameter(tissue: Tissue, channels: Sequence[str] | None = None) -> 
     return _diameter_from(_sample_tiles(tissue, idx))
 
 
-#: the largest label value cells_from_labels measures directly (its tables are as long as the largest id)
+#: the largest nucleus id a mask may hold (typing paints through lookup tables as long as the largest id)
 MAX_LABEL = 2**24
+
+#: rows and columns of the blocks a nucleus mask is read and measured in (64 MB of int32)
+MASK_TILE = 4096
 
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A nucleus label image from a TIFF file or a zarr label image (an OME-Zarr label folder, or a SpatialData store
     whose labels hold nuclei), with a clear error for a missing or unreadable file."""
-    import tifffile
+    with open_mask(path) as mask:
+        return np.asarray(mask)
 
+
+@contextmanager
+def open_mask(path: str | Path) -> Iterator[Any]:
+    """`read_mask`'s label image opened lazily (only the regions sliced are read), for masks larger than memory:
+    `cells_from_labels(mask, out=...)` measures and copies it block by block."""
     p = Path(path).expanduser()
-    if p.is_dir():
-        return read_label_zarr(p)
-    if not p.is_file():
+    if not p.exists():
         raise AgileInputError(
             f"No nucleus label image at {p}: give the TIFF written by `napari-agile detect "
             "--write-mask` or your own segmentation's label image."
         )
-    try:
-        return tifffile.imread(p)
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise AgileInputError(f"Cannot read the nucleus label image {p} as a TIFF ({exc}).") from None
+    with open_label_image(p) as mask:
+        yield mask
 
 
-def cells_from_labels(labels: np.ndarray, shape: tuple[int, int] | None = None) -> Cells:
+def cells_from_labels(
+    labels: Any,
+    shape: tuple[int, int] | None = None,
+    *,
+    out: Any = None,
+    tile: int = MASK_TILE,
+    progress: Callable[[int, int], None] | None = None,
+) -> Cells:
     """Cells from a nucleus instance mask made elsewhere (StarDist, Cellpose, QuPath, a hand-painted napari layer):
     each label value is a cell id (0 is background), its centroid, area and box measured on the mask. `shape`: the
-    tissue's (rows, columns), which the mask must match pixel for pixel."""
-    lab = np.asarray(labels)
-    if lab.ndim != 2:
+    tissue's (rows, columns), which the mask must match pixel for pixel.
+
+    The mask is read in `tile`² blocks, so it may be a lazy array (`open_mask`) larger than memory: given `out`, a
+    (Y, X) int32 array such as a zarr array on disk, the blocks are copied there and it becomes the cells' labels;
+    otherwise the labels are the mask as an int32 numpy array. `progress(done, total)` is called per block."""
+    lab = labels if hasattr(labels, "shape") and hasattr(labels, "dtype") else np.asarray(labels)
+    if len(lab.shape) != 2:
         raise AgileInputError(f"A nucleus mask is one 2D (rows, columns) label image; this one has shape {lab.shape}.")
-    if shape is not None and lab.shape != tuple(shape):
+    h, w = (int(n) for n in lab.shape)
+    if shape is not None and (h, w) != tuple(shape):
         raise AgileInputError(
-            f"The nucleus mask is {lab.shape} px but the tissue is {tuple(shape)} px: give the "
+            f"The nucleus mask is {(h, w)} px but the tissue is {tuple(shape)} px: give the "
             "label image made on this section."
         )
-    if not np.issubdtype(lab.dtype, np.integer):
+    if not np.issubdtype(np.dtype(lab.dtype), np.integer):
         raise AgileInputError(
             f"A nucleus mask holds an integer id per nucleus (0 = background); this one is {lab.dtype}. A yes/no "
             "mask is not enough: label its nuclei first (e.g. skimage.measure.label)."
         )
-    if not lab.any():
+    if out is not None and (tuple(out.shape) != (h, w) or np.dtype(out.dtype) != np.int32):
+        raise AgileInputError(f"out must be a ({h}, {w}) int32 array; got {out.dtype} {tuple(out.shape)}.")
+    starts = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    parts = []
+    for done, (y0, x0) in enumerate(starts, 1):
+        block = np.asarray(lab[y0 : y0 + tile, x0 : x0 + tile])
+        low, high = int(block.min()), int(block.max())
+        if low < 0 or high > MAX_LABEL:
+            raise AgileInputError(
+                f"Nucleus ids in rows {y0}-{y0 + block.shape[0]}, columns {x0}-{x0 + block.shape[1]} run from {low} "
+                f"to {high}; they must lie in 0..{MAX_LABEL}: renumber them (skimage.segmentation.relabel_sequential)."
+            )
+        block = block.astype(np.int32, copy=False)
+        if out is not None:
+            out[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
+        if high > 0:
+            parts.append(_block_measures(block, y0, x0))
+        if progress is not None:
+            progress(done, len(starts))
+    if not parts:
         raise AgileInputError("The nucleus mask labels no pixel: give the label image of the nuclei (0 = background).")
-    low, high = int(lab.min()), int(lab.max())
-    if low < 0 or high > MAX_LABEL:
-        raise AgileInputError(
-            f"Nucleus ids run from {low} to {high}; they must lie in 0..{MAX_LABEL}: renumber them "
-            "(skimage.segmentation.relabel_sequential)."
-        )
-    lab = lab.astype(np.int32, copy=False)
-    return Cells(_measure(lab, None, 0, 0, 1), lab)
+    return Cells(_merge_measures(parts), np.asarray(lab).astype(np.int32, copy=False) if out is None else out)
+
+
+def _block_measures(block: np.ndarray, y0: int, x0: int) -> pd.DataFrame:
+    """`_measure` of one block of a mask whose ids may be large and sparse: measured on the block's ids renumbered
+    1..n, then named back."""
+    ids, inverse = np.unique(block, return_inverse=True)
+    named = ids[ids != 0]
+    compact = (inverse.reshape(block.shape) + int(ids[0] != 0)).astype(np.int32)
+    part = _measure(compact, None, y0, x0, 1)
+    return part.assign(id=named[part["id"].to_numpy() - 1])
+
+
+def _merge_measures(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per id from the blocks' measures: areas summed, centroids weighted by area, boxes joined."""
+    rows = pd.concat(parts, ignore_index=True)
+    if len(parts) == 1:
+        return rows
+    rows = rows.assign(sy=rows["y"] * rows["area"], sx=rows["x"] * rows["area"])
+    joined = rows.groupby("id", sort=True).agg(
+        area=("area", "sum"),
+        sy=("sy", "sum"),
+        sx=("sx", "sum"),
+        ymin=("ymin", "min"),
+        xmin=("xmin", "min"),
+        ymax=("ymax", "max"),
+        xmax=("xmax", "max"),
+    )
+    return pd.DataFrame(
+        {
+            "id": joined.index.to_numpy(),
+            "y": joined["sy"] / joined["area"],
+            "x": joined["sx"] / joined["area"],
+            "area": joined["area"],
+            "ymin": joined["ymin"],
+            "xmin": joined["xmin"],
+            "ymax": joined["ymax"],
+            "xmax": joined["xmax"],
+        }
+    ).reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -529,17 +530,38 @@ def spatialdata_element(root: str | Path, kind: str, name: str | None = None) ->
 
 def read_label_zarr(path: str | Path) -> np.ndarray:
     """A 2D label image from zarr: level 0 of an OME-Zarr label image, or a SpatialData zarr's nucleus labels."""
+    return np.asarray(_label_zarr_array(Path(path)))
+
+
+@contextmanager
+def open_label_image(path: str | Path) -> Iterator[Any]:
+    """A label image opened lazily, reading only the regions sliced from it: a TIFF's level 0 (a memmap, or tiles
+    through tifffile's zarr view) or a zarr label image's (an OME-Zarr label folder, a SpatialData store's nucleus
+    labels). The TIFF is closed on leaving the block."""
     p = Path(path)
+    if p.is_dir():
+        yield _label_zarr_array(p)
+        return
+    stores: list = []
+    try:
+        yield _open_tiff(p, stores)[0]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _label_zarr_array(p: Path) -> Any:
+    """Level 0 of a zarr label image as a (lazy) zarr array."""
     if is_spatialdata(p):
         p = spatialdata_element(p, "labels")
     node = _open_zarr(p)
     attrs: dict[str, Any] = dict(node.attrs)
     ome: dict[str, Any] = attrs.get("ome", attrs)
     if hasattr(node, "shape"):
-        return np.asarray(node)
+        return node
     if "multiscales" not in ome:
         raise AgileInputError(f"{p} is a zarr group without OME multiscales metadata: open the label array itself.")
-    return np.asarray(node[ome["multiscales"][0]["datasets"][0]["path"]])
+    return node[ome["multiscales"][0]["datasets"][0]["path"]]
 
 
 def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
