@@ -336,7 +336,9 @@ def _diameter_from(images: list[np.ndarray]) -> float:
         dist = ndi.distance_transform_edt(blobs > 0)
         peaks, n_peaks = ndi.label((dist == ndi.maximum_filter(dist, size=5)) & (dist >= 2))
         if n_peaks:
-            owner = ndi.maximum(blobs, peaks, np.arange(1, n_peaks + 1)).astype(np.int64)  # a plateau: one blob
+            owner = np.zeros(n_peaks + 1, np.int64)
+            owner[peaks[peaks > 0]] = blobs[peaks > 0]  # the blob under each peak (a plateau lies in one blob)
+            owner = owner[1:]
             shares = np.bincount(owner, minlength=n + 1)
             area = np.bincount(blobs.ravel(), minlength=n + 1)
             widths.append(np.sqrt(4 * area[owner] / (np.pi * shares[owner])))
