@@ -90,3 +90,19 @@ def test_a_bad_scheduler_address_is_a_clear_message_before_any_work(sections, tm
     assert main([*predict, "--workers", "2"]) == 2
     assert "with --scheduler local" in capsys.readouterr().err
     assert not (tmp_path / "none" / "s5.csv").exists()
+
+
+def test_a_local_cluster_from_a_script_without_a_main_guard_is_refused(sections, tmp_path):
+    """Its workers would import the script again and the call would wait for ever: refused, saying what to do."""
+    import subprocess
+    import sys
+
+    session, images = sections
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import napari_agile as agile\n"
+        f"agile.type_sections({str(session)!r}, [{str(images[0])!r}], {str(tmp_path / 'out')!r}, scheduler='local')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and 'under `if __name__ == "__main__":`' in done.stderr
+    assert not (tmp_path / "out" / "s5.csv").exists()

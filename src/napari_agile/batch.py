@@ -4,6 +4,7 @@ applied, one cell table per image. `napari-agile predict` and the widget's "Type
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -148,6 +149,19 @@ def type_sections(
     return [results[k] for k in range(len(paths))]
 
 
+def _check_main_guard() -> None:
+    """Refuse a LocalCluster started from a script without a main guard: its worker processes import the script
+    again (spawn), start clusters of their own and the call waits for ever."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path and str(path).endswith(".py") and Path(path).is_file():
+        if "__main__" not in Path(path).read_text(errors="replace"):
+            raise AgileInputError(
+                f"scheduler='local' starts worker processes, which import {path} again: put the code that types "
+                "the sections under `if __name__ == \"__main__\":` (see the multiprocessing docs, \"Safe importing "
+                "of main module\"), or run without a scheduler."
+            )
+
+
 @contextmanager
 def _connect(scheduler: str | None, workers: int, retries: int) -> Iterator[Client | None]:
     """A dask.distributed client: None for `scheduler` None (in this process), a LocalCluster of `workers` processes
@@ -160,6 +174,7 @@ def _connect(scheduler: str | None, workers: int, retries: int) -> Iterator[Clie
     from distributed import Client, LocalCluster
 
     if scheduler == "local":
+        _check_main_guard()
         with (
             LocalCluster(
                 n_workers=min(workers, CPU_COUNT),
