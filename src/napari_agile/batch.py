@@ -157,8 +157,8 @@ def _check_main_guard() -> None:
         if "__main__" not in Path(path).read_text(errors="replace"):
             raise AgileInputError(
                 f"scheduler='local' starts worker processes, which import {path} again: put the code that types "
-                "the sections under `if __name__ == \"__main__\":` (see the multiprocessing docs, \"Safe importing "
-                "of main module\"), or run without a scheduler."
+                'the sections under `if __name__ == "__main__":` (see the multiprocessing docs, "Safe importing '
+                'of main module"), or run without a scheduler.'
             )
 
 
