@@ -18,6 +18,7 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication, QScrollArea
 
+from napari_agile._napari.layers import camera
 from napari_agile._napari.sample_data import SAMPLE_SHAPE
 from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import ModelConfig, init_params
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _wait(widget, timeout: float = 300.0) -> None:
     """Let the event loop run until the widget's worker is done."""
     end = time.time() + timeout
-    while widget.worker is not None and time.time() < end:
+    while widget.jobs.worker is not None and time.time() < end:
         QApplication.processEvents()
         time.sleep(0.02)
     for _ in range(20):
@@ -67,59 +68,59 @@ def main() -> None:
     viewer.window._qt_window.resize(1500, 1000)
     viewer.open_sample("napari-agile", "simulated_rat_brain")
     _, widget = viewer.window.add_plugin_dock_widget("napari-agile", "AGILE cell typing")
-    widget.model_edit.setText(model)
-    widget.store_edit.setText(str(args.session))
+    widget.tissue.model_edit.setText(model)
+    widget.tissue.store_edit.setText(str(args.session))
     truth = simulate_tissue(SAMPLE_SHAPE, seed=0).cells  # the sample's ground truth, to answer like an expert
     shot = lambda name: viewer.screenshot(str(args.out / name), canvas_only=False, flash=False)  # noqa: E731
     QApplication.processEvents()
     shot("01-open.png")
 
-    widget.detect()
+    widget.tissue.detect()
     _wait(widget)
     shot("02-detect.png")
 
-    widget.add_type(args.type)
-    widget.add_type("endothelial")
-    widget.type_list.setCurrentRow(0)
+    widget.types.add_type(args.type)
+    widget.types.add_type("endothelial")
+    widget.types.type_list.setCurrentRow(0)
     cells = widget.session.cells
     for round_ in range(args.rounds):
-        widget.suggest()
+        widget.answers.suggest()
         _wait(widget)
         if round_ == 0:
             shot("03-suggest.png")
-        for cid in list(widget.suggested):
+        for cid in list(widget.answers.suggested):
             y, x = cells.table.loc[cid, ["y", "x"]].round().astype(int)
             tid = truth.labels[y, x]
             is_type = tid > 0 and truth.table.loc[tid, "cell_type"] == args.type
-            widget.answer(bool(is_type), [cid])
+            widget.answers.answer(bool(is_type), [cid])
             QApplication.processEvents()
         if round_ == 0:
             viewer.reset_view()
-            viewer.camera.zoom *= 1.6
+            camera(viewer).zoom *= 1.6
             shot("04-answers.png")
 
-    widget.adapt()
+    widget.results.adapt()
     _wait(widget)
-    widget.predict()
+    widget.results.predict()
     _wait(widget)
     viewer.reset_view()
     viewer.layers["suggested cells"].visible = False
-    widget.findChild(QScrollArea).ensureWidgetVisible(widget.threshold_panel)  # the answer check, legend, threshold
+    widget.findChild(QScrollArea).ensureWidgetVisible(widget.results.threshold_panel)  # the answer check, legend, threshold
     QApplication.processEvents()
     shot("05-predict.png")
-    widget.threshold_panel.show_box.setChecked(True)  # the probability image of the current type...
+    widget.results.threshold_panel.show_box.setChecked(True)  # the probability image of the current type...
     for layer in viewer.layers:
         layer.visible = layer.name in ("probability", "DAPI", "cells")
-    widget.toggle_help()  # ...and the keys over the image
+    widget.answers.toggle_help()  # ...and the keys over the image
     QApplication.processEvents()
     shot("07-probability.png")
-    widget.toggle_help()
-    widget.threshold_panel.show_box.setChecked(False)
+    widget.answers.toggle_help()
+    widget.results.threshold_panel.show_box.setChecked(False)
     viewer.layers["suggested cells"].visible = False
     for layer in viewer.layers:
         layer.visible = layer.name in ("cell types", "DAPI")
     viewer.screenshot(str(args.out / "06-types-canvas.png"), canvas_only=True, flash=False)
-    widget.save_session(str(args.session / "saved"))
+    widget.files.save_session(str(args.session / "saved"))
     _wait(widget)
     answers = widget.session.types[args.type].answers
     print(f"{len(answers)} answers ({sum(answers.values())} yes); screenshots in {args.out}")
