@@ -105,7 +105,8 @@ def main() -> None:
     _wait(widget)
     viewer.reset_view()
     viewer.layers["suggested cells"].visible = False
-    widget.findChild(QScrollArea).ensureWidgetVisible(widget.results.threshold_panel)  # the answer check, legend, threshold
+    # the answer check, legend, threshold
+    widget.findChild(QScrollArea).ensureWidgetVisible(widget.results.threshold_panel)
     QApplication.processEvents()
     shot("05-predict.png")
     widget.results.threshold_panel.show_box.setChecked(True)  # the probability image of the current type...
