@@ -110,7 +110,8 @@ class Controller:
         self.types.show_session(session)
         self.answers_changed()
         name = self.types.current_name()
-        self.say(f"{len(session.cells)} cells. Answers are saved in {session.store}. " + next_step(name))
+        wide = f", nuclei about {session.cells.diameter:.0f} px wide" if "area" in session.cells.table else ""
+        self.say(f"{len(session.cells)} cells{wide}. Answers are saved in {session.store}. " + next_step(name))
 
     def type_changed(self, name: str) -> None:
         """Another current type: its suggestions are gone, and so is the question about the previous type."""
