@@ -390,7 +390,9 @@ def test_a_nucleus_width_set_in_the_widget_reaches_detection(widget, qtbot, monk
     w.tissue.detect()
     _wait(qtbot, w)
     assert widths == [30.0] and w.session is not None, _errors()
-    assert f"cells, nuclei about {w.session.cells.diameter:.0f} px wide" in w.jobs.status.text()  # to judge the width
+    assert (
+        f"cells, median nucleus {w.session.cells.diameter:.0f} px across" in w.jobs.status.text()
+    )  # to judge the width
 
 
 def test_reader_and_sample_feed_the_widget(make_napari_viewer, tmp_path, sim):

@@ -110,7 +110,7 @@ class Controller:
         self.types.show_session(session)
         self.answers_changed()
         name = self.types.current_name()
-        wide = f", nuclei about {session.cells.diameter:.0f} px wide" if "area" in session.cells.table else ""
+        wide = f", median nucleus {session.cells.diameter:.0f} px across" if "area" in session.cells.table else ""
         self.say(f"{len(session.cells)} cells{wide}. Answers are saved in {session.store}. " + next_step(name))
 
     def type_changed(self, name: str) -> None:
