@@ -86,3 +86,25 @@ def test_batch_writes_a_csv_and_its_label_images_whole(saved, tmp_path):
     assert zarr.open_group(str(typed.labels), mode="r").attrs["labels"] == ["nuclei", "cell_types"]
     assert [a for a in heard if a[0] == "cells"][-1] == ("cells", typed.n_cells, typed.n_cells)  # progress to the end
     assert heard[0][0] == "nuclei" and heard.index(next(a for a in heard if a[0] == "cells")) > 0
+
+
+def test_an_h5ad_made_tile_by_tile_holds_what_the_session_export_holds(saved, tmp_path):
+    anndata = pytest.importorskip("anndata")
+    new = simulate_tissue((256, 256), seed=5)
+    image = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif")
+    mask = tmp_path / "new-nuclei.tif"
+    import tifffile
+
+    tifffile.imwrite(mask, new.cells.labels, tile=(64, 64))
+    [typed] = type_sections(saved, [image], tmp_path / "out", masks=[mask], suffix=".h5ad", labels=True)
+    assert typed.error is None and typed.labels is not None and typed.labels.exists()  # label images beside it too
+    streamed = anndata.read_h5ad(typed.table)
+    session = Session.apply_saved(saved, new.tissue, new.cells, store=tmp_path / "s")
+    whole = anndata.read_h5ad(session.export(tmp_path / "whole.h5ad"))
+    assert list(streamed.obs_names) == list(whole.obs_names) and list(streamed.var_names) == list(whole.var_names)
+    np.testing.assert_allclose(streamed.X, whole.X, rtol=1e-5)  # marker means, read tile by tile
+    np.testing.assert_allclose(streamed.layers["ring"], whole.layers["ring"], rtol=1e-5)
+    np.testing.assert_allclose(streamed.obsm["spatial"], whole.obsm["spatial"])
+    pd.testing.assert_frame_equal(streamed.obs, whole.obs, check_exact=False, rtol=1e-5)
+    assert list(streamed.uns["cell_type_colors"]) == list(whole.uns["cell_type_colors"])
+    assert {"session", "model", "tissue"} <= set(streamed.uns["napari_agile"])

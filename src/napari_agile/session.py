@@ -582,18 +582,7 @@ class Session:
             return export_table(table, path, colors, self.cells.labels)
         from napari_agile import scverse  # anndata and spatialdata are an optional extra
 
-        model = {
-            "config": self.config.to_dict(),
-            "inner_lr": self.model.inner_lr,
-            "adapt_scope": self.model.adapt_scope,
-            "info": self.model.info,
-        }
-        tissue = {
-            "source": self.tissue_source,
-            "pixel_size": self.tissue.pixel_size,
-            "channels": list(self.tissue.channel_names),
-        }
-        info = {"session": self._meta(), "model": model, "tissue": tissue}
+        info = export_info(self._meta(), self.config, self.model, self.tissue, self.tissue_source)
         if suffix == ".h5ad":
             return scverse.write_anndata(table, path, self.tissue, self.cells, colors, self.answer_table(), info)
         types = self.paint(table)
@@ -1086,6 +1075,21 @@ def stats_sample(n_cells: int, n: int, seed: int) -> np.ndarray:
     """Sorted row positions of the `n` cells (all, when fewer) whose patches give a section's batch-norm statistics:
     the same sample for a Session and for streamed typing with the same seed."""
     return np.sort(np.random.default_rng(seed).choice(n_cells, min(n, n_cells), replace=False))
+
+
+def export_info(
+    session: dict, config: ModelConfig, model: AgileModel, tissue: Tissue, source: str | None
+) -> dict[str, object]:
+    """What an .h5ad or SpatialData export records of how it was made: the `session` settings (session.json), the
+    model (its panel `config`, step and training facts) and the tissue (its `source`, pixel size and channels)."""
+    about_model = {
+        "config": config.to_dict(),
+        "inner_lr": model.inner_lr,
+        "adapt_scope": model.adapt_scope,
+        "info": model.info,
+    }
+    about_tissue = {"source": source, "pixel_size": tissue.pixel_size, "channels": list(tissue.channel_names)}
+    return {"session": session, "model": about_model, "tissue": about_tissue}
 
 
 def cut_size(cfg: ModelConfig, scale: float) -> int:

@@ -69,6 +69,13 @@ class SavedTypes:
         """The colour the user chose per type, where they chose one."""
         return dict(self.meta.get("colors", {}))
 
+    def config(
+        self, tissue: Tissue, channels: Sequence[str] | None = None, nuclear: Sequence[str] | None = None
+    ) -> ModelConfig:
+        """The model laid out over `tissue`'s panel: the saved session's channels and nuclear stains, or `channels`
+        (of which `nuclear`) where this tissue names them otherwise."""
+        return panel_config(self.model, tissue, *saved_panel(self.meta, self.model, channels, nuclear))
+
     def threshold(self, name: str) -> float:
         """The probability a type must reach to claim a cell: its own, else the session's."""
         own = self.meta.get("thresholds", {}).get(name)
@@ -96,7 +103,7 @@ def type_cells(
         raise AgileInputError("This tissue has no cells: run nucleus detection first (or check its channels).")
     cells.check_inside(tissue.shape)
     meta = saved.meta
-    cfg = panel_config(saved.model, tissue, *saved_panel(meta, saved.model, channels, nuclear))
+    cfg = saved.config(tissue, channels, nuclear)
     tissue = tissue.select(cfg.channels)
     dev = torch.device(pick_device(device))
     init = {k: v.to(dev) for k, v in saved.model.params.items()}

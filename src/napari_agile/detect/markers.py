@@ -33,8 +33,9 @@ def marker_means(
 
     The section is read in `tile` x `tile` blocks with a `band` px halo, so the result does not depend on `tile`."""
     h, w = tissue.shape
-    labels = cells.labels if cells.labels is not None else disc_labels(cells, (h, w))
-    index = np.zeros(int(max(labels.max(initial=0), cells.ids.max(initial=0))) + 1, np.int64)
+    labels = cells.labels if cells.labels is not None else disc_labels(cells, (h, w))  # numpy, or lazy (zarr)
+    top = int(cells.ids.max(initial=0)) + 1  # labels at or above it are no cell of the table
+    index = np.zeros(top + 1, np.int64)
     index[cells.ids] = np.arange(1, len(cells) + 1)  # label -> row + 1; 0 for background and unknown labels
     c, n = tissue.n_channels, len(cells) + 1
     sums = np.zeros((2, c, n))
@@ -43,7 +44,7 @@ def marker_means(
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
             hy0, hx0, hy1, hx1 = max(y0 - band, 0), max(x0 - band, 0), min(y1 + band, h), min(x1 + band, w)
-            raw = np.asarray(labels[hy0:hy1, hx0:hx1])
+            raw = np.minimum(np.asarray(labels[hy0:hy1, hx0:hx1]), top)  # index[top] is 0: an unknown label
             lab = index[raw]
             ring = np.where(raw == 0, index[ndimage.grey_dilation(raw, size=2 * band + 1)], 0)
             inner = (slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0))  # the halo only feeds the dilation
