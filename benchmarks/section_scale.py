@@ -8,7 +8,7 @@ Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by 
 (flipped and rotated at random, so no field repeats in place); the paper's sections are 29,000 x 43,000 px. A saved
 session (two types adapted on 16 answers each, the bundled rat-brain model) types it in a child process, whose peak
 resident memory (ru_maxrss) and wall time are reported with the cells typed. `--compare-in-memory` also types the
-given sizes through a Session (the path the .h5ad / .zarr outputs take, and the only path before streaming) in a
+given sizes through a Session (the path the .geojson / .zarr outputs take, and the only path before streaming) in a
 child process. `--user-masks` types the given sizes again with the streamed run's nucleus labels as the user's own
 mask (`--masks`, an OME-Zarr label image read block by block); `--h5ad` writes an AnnData instead of the csv (marker
 means read tile by tile as well). `--workers` types a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of
