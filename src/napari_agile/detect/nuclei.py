@@ -195,6 +195,9 @@ def cells_from_labels(
         )
     if out is not None and (tuple(out.shape) != (h, w) or np.dtype(out.dtype) != np.int32):
         raise AgileInputError(f"out must be a ({h}, {w}) int32 array; got {out.dtype} {tuple(out.shape)}.")
+    fill = out is not None or not isinstance(lab, np.ndarray)  # a lazy mask is copied as it is read, not read twice
+    if out is None:
+        out = np.empty((h, w), np.int32) if fill else lab.astype(np.int32, copy=False)
     starts = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
     parts = []
     for done, (y0, x0) in enumerate(starts, 1):
@@ -206,7 +209,7 @@ def cells_from_labels(
                 f"to {high}; they must lie in 0..{MAX_LABEL}: renumber them (skimage.segmentation.relabel_sequential)."
             )
         block = block.astype(np.int32, copy=False)
-        if out is not None:
+        if fill:
             out[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
         if high > 0:
             parts.append(_block_measures(block, y0, x0))
@@ -214,7 +217,7 @@ def cells_from_labels(
             progress(done, len(starts))
     if not parts:
         raise AgileInputError("The nucleus mask labels no pixel: give the label image of the nuclei (0 = background).")
-    return Cells(_merge_measures(parts), np.asarray(lab).astype(np.int32, copy=False) if out is None else out)
+    return Cells(_merge_measures(parts), out)
 
 
 def _block_measures(block: np.ndarray, y0: int, x0: int) -> pd.DataFrame:
