@@ -211,26 +211,6 @@ def test_bald_and_random_rounds(session):
     assert all(set(d) <= set(among) and len(set(d)) == 3 for d in draws)
 
 
-def test_posterior_rounds_ask_what_narrows_the_fitted_weights(session):
-    """ "posterior": before any answer a covering round; after answers (not yet adapted), the cells of most mutual
-    information under the Laplace posterior of a fit on every answer, never an answered cell."""
-    from napari_agile.engine.network import logit_posterior
-    from napari_agile.engine.uncertainty import bald, logit_samples
-
-    assert session.suggest("neuron", n=3, method="posterior") == session.suggest("neuron", n=3, method="cover")
-    ids = session.cells.ids
-    session.annotate("neuron", ids[:4], [True, False, True, False])
-    among = [int(i) for i in ids[:24]]
-    picked = session.suggest("neuron", n=3, method="posterior", spread=1, among=among, min_distance=0)
-    state = session.types["neuron"]
-    fit, feats = session._current_fit(state)
-    support = feats[torch.as_tensor(session._rows(ids[:4]))]
-    mean, var = logit_posterior(session.config, session._init, fit, support, torch.tensor([1, 0, 1, 0]), feats)
-    info = bald(logit_samples(mean, var, session.mc_passes))[session._rows(ids[4:24])]
-    assert set(picked) == set(ids[4:24][np.argsort(-info)[:3]].tolist())
-    assert var.min() >= 0 and var[session._rows(ids[:4])].mean() < var.mean()
-
-
 def test_adapt_moves_predictions_towards_the_answers(session, sim):
     truth = _truth(session, sim, "neuron")
     rng = np.random.default_rng(0)

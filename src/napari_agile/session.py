@@ -29,22 +29,13 @@ from napari_agile.engine.device import pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
 from napari_agile.engine.meta import adapt_params
 from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
-from napari_agile.engine.network import (
-    ModelConfig,
-    Params,
-    estimate_stats,
-    head_keys,
-    logit_posterior,
-    network_input,
-    patch_scale,
-)
+from napari_agile.engine.network import ModelConfig, Params, estimate_stats, head_keys, network_input, patch_scale
 from napari_agile.engine.quality import AnswerQuality, answer_quality
 from napari_agile.engine.thresholds import assign_types, fit_threshold, type_threshold
 from napari_agile.engine.uncertainty import (
     METHODS,
     SPREAD,
     cover,
-    logit_samples,
     mc_head_probs,
     pick_spread,
     predictive_entropy,
@@ -62,8 +53,8 @@ from napari_agile.io.tissue import Tissue, nuclear_flags
 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, entropy balanced between the predicted
-#: classes, BALD under the adapted dense layer's Laplace posterior, or "auto": a covering round, then AUTO_ROUNDS
-SUGGEST_METHODS = ("auto", "cover", "balanced", "posterior", *METHODS)
+#: classes, or "auto": a covering round, then AUTO_ROUNDS
+SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
 #: cells whose patches give a section's batch-norm statistics (stats_sample), unless told otherwise
 STATS_CELLS = 512
@@ -251,10 +242,8 @@ class Session:
         """Ids of the `n` unlabelled cells to ask about next for `cell_type` (within `among`).
 
         `method`: "entropy" (the paper: the cells the model is least sure of), "bald", "random", "cover" (cells
-        that cover the section's range of centre-block features, type-agnostic), "posterior" (BALD under the
-        Laplace posterior of the dense layer fitted on the answers: the cells whose answer would most narrow the
-        weights; "cover" before any answer), or "auto": "cover" while the type has no answer yet, then
-        "entropy" (docs/method.md). By entropy, BALD or posterior the n asked are those that
+        that cover the section's range of centre-block features, type-agnostic), or "auto": "cover" while the
+        type has no answer yet, then "entropy" (docs/method.md). By entropy or BALD the n asked are those that
         cover the marker levels of the `spread` * n most uncertain cells, so one round does not repeat one kind of
         cell (`spread=1`: the n most uncertain, as the paper). `progress(done, total)` follows the network pass
         over the cells when it is not cached yet.
@@ -272,7 +261,7 @@ class Session:
         rows = rows[unlabelled]
         if rows.size == 0:
             return []
-        if method == "auto" or (method == "posterior" and not state.answers):
+        if method == "auto":
             method = AUTO_ROUNDS if state.answers else "cover"
         feats = self._features(None, progress)  # meta-trained: their centre block is the same under any weights
         if method == "cover":  # around the cells answered already, so a new round goes where no answer is
@@ -281,14 +270,14 @@ class Session:
                 self.config, feats[torch.as_tensor(rows, device=self.device)], n, seed=self.seed, fixed=feats[answered]
             )
             return [int(i) for i in self.cells.ids[rows[picked]]]
-        samples = (self._posterior_samples if method == "posterior" else self._current_samples)(state, progress)
+        samples = self._current_samples(state, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
-        score = scores(samples[:, rows], {"balanced": "entropy", "posterior": "bald"}.get(method, method), rng)
+        score = scores(samples, "entropy" if method == "balanced" else method, rng)
         wide = spread if method != "random" else 1
         if method != "balanced":
             picked = self._round(score, rows, n, wide, min_distance, feats)
         else:  # half among the cells predicted positive, half among the rest (topped up where one side is short)
-            p = samples[:, rows].mean(0)
+            p = samples.mean(0)
             sides = [np.flatnonzero(p >= 0.5), np.flatnonzero(p < 0.5)]
             k = min(len(sides[0]), max(n - len(sides[1]), (n + 1) // 2))
             picked = np.concatenate(
@@ -509,12 +498,12 @@ class Session:
             )
         return {k: v.detach() for k, v in fast.items()}
 
-    def _current_fit(self, state: CellType, progress: Progress | None = None) -> tuple[Params, torch.Tensor]:
-        """Weights that saw every answer so far and every cell's trunk features under them: the type's own when its
-        last Adapt did, else a fresh fit (one step, not stored: Suggest never rests on the meta-init's uncertainty
-        once answers exist; about 0.1 s with cached features)."""
-        if state.params is not None and state.adapted_on == state.signature():
-            return state.params, self._features(state.name, progress)
+    def _current_samples(self, state: CellType, progress: Progress | None = None) -> np.ndarray:
+        """(T, N) MC-dropout probabilities under weights that saw every answer so far: the type's own when its last
+        Adapt did, else a fresh fit (one step, not stored: Suggest never rests on the meta-init's uncertainty once
+        answers exist; about 0.1 s with cached features)."""
+        if not state.answers or (state.params is not None and state.adapted_on == state.signature()):
+            return self._mc_samples(state.name, progress)
         key = state.signature()
         if self._fits.get(state.name, (None,))[0] != key:
             fit = self._fit(state, max(state.steps, 1), None)
@@ -522,23 +511,8 @@ class Session:
                 feats = self._features(None, progress)
             else:  # as Adapt's weights are sampled (_mc_samples): their own trunk features
                 feats = trunk_features(self.config, fit, self.stats, self._x, progress=progress)
-            self._fits[state.name] = (key, fit, feats)
-        return self._fits[state.name][1:]
-
-    def _current_samples(self, state: CellType, progress: Progress | None = None) -> np.ndarray:
-        """(T, N) MC-dropout probabilities under weights that saw every answer so far (`_current_fit`)."""
-        if not state.answers or (state.params is not None and state.adapted_on == state.signature()):
-            return self._mc_samples(state.name, progress)
-        return self._sample(*self._current_fit(state, progress))
-
-    def _posterior_samples(self, state: CellType, progress: Progress | None = None) -> np.ndarray:
-        """(T, N) probabilities under the Laplace posterior of the dense layer fitted on every answer so far
-        (`logit_posterior`): the spread the answers leave in the weights, not dropout's."""
-        fit, feats = self._current_fit(state, progress)
-        rows = torch.as_tensor(self._rows(list(state.answers)), device=self.device)
-        y = torch.tensor([int(a) for a in state.answers.values()], device=self.device)
-        mean, var = logit_posterior(self.config, self._init, fit, feats[rows], y, feats)
-        return logit_samples(mean, var, self.mc_passes)
+            self._fits[state.name] = (key, self._sample(fit, feats))
+        return self._fits[state.name][1]
 
     def probabilities(self, cell_type: str, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(p, entropy) per cell for one type: MC-dropout mean probability and predictive entropy."""

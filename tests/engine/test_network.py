@@ -341,34 +341,6 @@ def test_newton_head_selecting_channels_solves_the_step_under_the_channels_weigh
     assert torch.allclose(out[1] - out[0], expected)
 
 
-def test_logit_posterior_is_the_laplace_posterior_of_the_step():
-    """The posterior Suggest's "posterior" rounds sample: logit variance x'(F'WF + lam P^-1)^-1 x on support-centred
-    features (W at the fitted weights, P and lam the step's own), the mean the fitted logit (primal check); a cell
-    like the answers is surer than one along a direction they leave free."""
-    from napari_agile.engine.network import channel_weights, head, logit_posterior, newton_head
-
-    gen = torch.Generator().manual_seed(5)
-    cfg = _panel_config(5, head_select=1, head_ridge=0.5)
-    feats = torch.randn(10, cfg.feature_size, generator=gen, dtype=torch.float64)
-    y = torch.tensor([0, 1] * 5)
-    init = {"head.weight": torch.zeros(2, cfg.feature_size, dtype=torch.float64), "head.bias": torch.zeros(2)}
-    init["head.bias"] = init["head.bias"].double()
-    fitted = newton_head(cfg, init, feats, y)
-    pool = torch.randn(30, cfg.feature_size, generator=gen, dtype=torch.float64)
-    mean, var = logit_posterior(cfg, init, fitted, feats, y, pool)
-
-    prior = channel_weights(cfg, newton_head(replace(cfg, head_select=0), init, feats, y)["head.weight"])
-    fc, xc = feats - feats.mean(0), pool - feats.mean(0)
-    p = torch.softmax(head(cfg, fitted, feats, mc=False), 1)[:, 1]
-    lam = 0.5 * ((fc * prior) @ fc.T).trace() / cfg.feature_size
-    cov = torch.linalg.inv(fc.T @ ((p * (1 - p))[:, None] * fc) + lam * torch.diag(1 / prior))
-    assert torch.allclose(var, ((xc @ cov) * xc).sum(1))
-    logits = head(cfg, fitted, pool, mc=False)
-    assert torch.allclose(mean, logits[:, 1] - logits[:, 0])
-    _, seen = logit_posterior(cfg, init, fitted, feats, y, feats)
-    assert seen.mean() < 0.5 * var.mean()
-
-
 def test_selecting_channels_finds_the_one_marker_of_forty():
     """The structural reason for head_select: 16 answers, 40 channels, one of which tells the type (in its nucleus
     mean) while every channel's other features vary as much and separate nothing. The plain step spreads its

@@ -414,62 +414,22 @@ def newton_head(cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.
     variances, P: the prior weight of each feature, 1 for all), solved in the N x N dual form (N labels, far fewer
     than features); the bias takes the matching intercept step. Unlike prototypes it discounts features that vary
     without separating the labels. With `cfg.head_select` the step is solved again that many times, each channel's
-    prior weight set from its share of the previous step (`channel_prior`). Exact for two classes (each logit row
+    prior weight set from its share of the previous step (`channel_weights`). Exact for two classes (each logit row
     takes half the step of their difference), differentiable for meta-training (the prior weights are not)."""
     w, b = head_weight(cfg, params), params["head.bias"]
-    r, weight, mean, fc = _support_terms(cfg, params, feats, y)
-    step_w = _newton_step(cfg, fc * channel_prior(cfg, fc, r, weight), fc, r, weight)
+    p = torch.softmax(F.linear(feats, w, b), 1)
+    r = F.one_hot(y, cfg.n_classes).to(feats.dtype) - p  # (N, K)
+    weight = (p * (1 - p)).clamp_min(1e-4)  # (N, K) curvature per cell and logit row
+    mean = feats.mean(0)
+    fc = feats - mean
+    step_w = _newton_step(cfg, fc, fc, r, weight)
+    for _ in range(cfg.head_select):
+        step_w = _newton_step(cfg, fc * channel_weights(cfg, step_w.detach()), fc, r, weight)
     step_b = r.sum(0) / weight.sum(0) / cfg.n_classes
     out = dict(params)
     out["head.weight"] = w + step_w
     out["head.bias"] = b + step_b - step_w @ mean
     return out
-
-
-def _support_terms(
-    cfg: ModelConfig, params: Params, feats: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What a Newton step of the dense layer needs from the support under `params`: the residuals (N, K), their
-    curvature (N, K), the features' mean (D,) and the centred features (N, D)."""
-    p = torch.softmax(F.linear(feats, head_weight(cfg, params), params["head.bias"]), 1)
-    r = F.one_hot(y, cfg.n_classes).to(feats.dtype) - p
-    weight = (p * (1 - p)).clamp_min(1e-4)  # curvature per cell and logit row
-    mean = feats.mean(0)
-    return r, weight, mean, feats - mean
-
-
-def channel_prior(cfg: ModelConfig, fc: torch.Tensor, r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(D,) prior weight of each feature in the Newton step: 1 for all, or after `cfg.head_select` re-solves each
-    channel's share of the step before (`channel_weights`; held fixed in the gradient)."""
-    prior = torch.ones(fc.shape[1], dtype=fc.dtype, device=fc.device)
-    for _ in range(cfg.head_select):
-        prior = channel_weights(cfg, _newton_step(cfg, fc * prior, fc, r, weight).detach())
-    return prior
-
-
-@torch.no_grad()
-def logit_posterior(
-    cfg: ModelConfig, init: Params, fitted: Params, support: torch.Tensor, y: torch.Tensor, pool: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of each `pool` cell's logit (positive less negative class) under the Laplace posterior of
-    the dense layer adapted from `init` to `fitted` on the `support` features and their labels `y`.
-
-    The posterior precision is the step's own: the support's curvature under the fitted weights plus the prior
-    lam P^-1 of the Newton step (`channel_prior`: a channel the answers lean on has a wide prior), so a cell is
-    uncertain where the answers leave the weights free, e.g. along a marker the step relies on but few answers span.
-    Solved in the N x N dual form (Woodbury)."""
-    r, weight, mean, fc = _support_terms(cfg, init, support, y)
-    prior = channel_prior(cfg, fc, r, weight)
-    curvature = _support_terms(cfg, fitted, support, y)[1][:, 1]
-    scaled = fc * prior
-    gram = scaled @ fc.T
-    lam = (cfg.head_ridge * gram.trace() / fc.shape[1]).clamp_min(1e-6)
-    xc = pool - mean
-    cross = xc @ scaled.T  # (M, N): x P F'
-    solved = torch.linalg.solve(gram + torch.diag(lam / curvature), cross.T)  # (lam W^-1 + F P F')^-1 F P x
-    var = ((xc**2 * prior).sum(1) - (cross * solved.T).sum(1)) / lam
-    logits = F.linear(pool, head_weight(cfg, fitted), fitted["head.bias"])
-    return logits[:, 1] - logits[:, 0], var.clamp_min(0.0)
 
 
 def _newton_step(

@@ -95,13 +95,6 @@ def trunk_features(
     return torch.cat(out)
 
 
-def logit_samples(mean: torch.Tensor, var: torch.Tensor, passes: int) -> np.ndarray:
-    """(passes, N) probabilities at `passes` equal-probability quantiles of each cell's Gaussian logit N(mean, var):
-    a deterministic stand-in for sampling a posterior over the dense layer (`network.logit_posterior`)."""
-    z = torch.special.ndtri((torch.arange(passes, dtype=torch.float64) + 0.5) / passes).to(mean)
-    return torch.sigmoid(mean[None] + var.sqrt()[None] * z[:, None]).cpu().numpy()
-
-
 def binary_entropy(p: np.ndarray) -> np.ndarray:
     """Entropy in nats of Bernoulli(p)."""
     p = np.clip(p, 1e-7, 1 - 1e-7)
