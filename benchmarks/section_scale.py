@@ -1,18 +1,20 @@
 """Whole sections in bounded memory: peak resident memory and time of `napari-agile predict` as the section grows.
 
 Run:  python benchmarks/section_scale.py --out runs/section-scale [--sizes 4096x4096 16384x16384 29000x43000]
-          [--compare-in-memory 4096x4096] [--user-masks 16384x16384] [--h5ad 16384x16384] [--json PATH]
+          [--compare-in-memory 4096x4096] [--user-masks 16384x16384] [--h5ad 16384x16384] [--geojson 16384x16384]
+          [--json PATH]
       python benchmarks/section_scale.py --out runs/section-scale --sizes --workers 1 2 [--batch 4x4096x4096]
 
 Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by tile from a pool of simulated fields
 (flipped and rotated at random, so no field repeats in place); the paper's sections are 29,000 x 43,000 px. A saved
 session (two types adapted on 16 answers each, the bundled rat-brain model) types it in a child process, whose peak
 resident memory (ru_maxrss) and wall time are reported with the cells typed. `--compare-in-memory` also types the
-given sizes through a Session (the path the .geojson / .zarr outputs take, and the only path before streaming) in a
-child process. `--user-masks` types the given sizes again with the streamed run's nucleus labels as the user's own
-mask (`--masks`, an OME-Zarr label image read block by block); `--h5ad` writes an AnnData instead of the csv (marker
-means read tile by tile as well). `--workers` types a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of
-workers (`napari-agile predict --scheduler local --workers W`), started before the clock. Figures depend on the load:
+given sizes through a Session (the path the .zarr output takes, and the only path before streaming) in a child
+process. `--user-masks` types the given sizes again with the streamed run's nucleus labels as the user's own mask
+(`--masks`, an OME-Zarr label image read block by block); `--h5ad` writes an AnnData instead of the csv (marker means
+read tile by tile as well), `--geojson` QuPath detections (nucleus outlines drawn block by block). `--workers` types
+a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of workers (`napari-agile predict
+--scheduler local --workers W`), started before the clock. Figures depend on the load:
 the report prints the load average.
 """
 
@@ -37,6 +39,7 @@ from napari_agile.synth.simulator import simulate_tissue
 
 FIELD = 1024  # side of one simulated field and of the store's chunks
 POOL = 8  # distinct simulated fields the section is tiled from
+TABLES = {"h5ad": ".h5ad", "geojson": ".geojson"}  # streamed outputs other than the csv, by their option
 
 
 def write_section(path: Path, height: int, width: int, seed: int = 0) -> Path:
@@ -83,10 +86,10 @@ def make_session(folder: Path) -> Path:
 def child(mode: str, session: Path, section: Path, out: Path, mask: Path | None = None) -> None:
     """Type `section` (in this process; nuclei from `mask` when given), then print its figures as one JSON line."""
     start = time.perf_counter()
-    if mode in ("streamed", "user-mask", "h5ad"):
+    if mode in ("streamed", "user-mask", *TABLES):
         from napari_agile.batch import type_sections
 
-        suffix = ".h5ad" if mode == "h5ad" else ".csv"
+        suffix = TABLES.get(mode, ".csv")
         [typed] = type_sections(
             session, [section], out, labels=True, masks=None if mask is None else [mask], suffix=suffix
         )
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-in-memory", nargs="*", default=["4096x4096"], metavar="SIZE")
     parser.add_argument("--user-masks", nargs="*", default=[], metavar="SIZE", help="also type with a mask given")
     parser.add_argument("--h5ad", nargs="*", default=[], metavar="SIZE", help="also type into an .h5ad")
+    parser.add_argument("--geojson", nargs="*", default=[], metavar="SIZE", help="also type into a .geojson")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the generated sections (they take disk space)")
     parser.add_argument("--workers", nargs="*", type=int, default=[], help="also time a batch on 1, 2, ... workers")
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         section = write_section(args.out / f"section-{size}.ome.zarr", h, w)
         modes = ["streamed"] + (["in-memory"] if size in args.compare_in_memory else [])
         modes += ["user-mask"] if size in args.user_masks else []
-        modes += ["h5ad"] if size in args.h5ad else []
+        modes += [mode for mode in TABLES if size in getattr(args, mode)]
         for mode in modes:
             mask = (
                 next((args.out / f"typed-{size}-streamed").glob("*.labels.zarr")) / "nuclei"

@@ -108,3 +108,28 @@ def test_an_h5ad_made_tile_by_tile_holds_what_the_session_export_holds(saved, tm
     pd.testing.assert_frame_equal(streamed.obs, whole.obs, check_exact=False, rtol=1e-5)
     assert list(streamed.uns["cell_type_colors"]) == list(whole.uns["cell_type_colors"])
     assert {"session", "model", "tissue"} <= set(streamed.uns["napari_agile"])
+
+
+def test_a_geojson_made_tile_by_tile_holds_what_the_session_export_holds(saved, tmp_path):
+    """The batch .geojson outlines each nucleus from the on-disk mask block by block: the same detections (outline,
+    class, measurements) as the whole-section Session export, label images beside it."""
+    import json
+
+    new = simulate_tissue((256, 256), seed=5)
+    image = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif")
+    [typed] = type_sections(saved, [image], tmp_path / "out", suffix=".geojson", labels=True)
+    assert typed.error is None and typed.labels is not None and typed.labels.exists()
+    cells = detect_nuclei(new.tissue, channels=SavedTypes.load(saved).meta["nuclear"])
+    session = Session.apply_saved(saved, new.tissue, cells, store=tmp_path / "s")
+    whole = session.export(tmp_path / "whole.geojson", session.predict())
+
+    def features(path):
+        return {f["id"]: f for f in json.loads(path.read_text())["features"]}
+
+    streamed, expected = features(typed.table), features(whole)
+    assert streamed.keys() == expected.keys() and len(streamed) == typed.n_cells
+    for cell, feature in streamed.items():
+        assert feature["geometry"] == expected[cell]["geometry"]
+        assert feature["properties"].get("classification") == expected[cell]["properties"].get("classification")
+        assert feature["properties"]["measurements"] == pytest.approx(expected[cell]["properties"]["measurements"])
+    assert sum(f["geometry"]["type"] == "Polygon" for f in streamed.values()) == len(streamed)

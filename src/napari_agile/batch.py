@@ -32,7 +32,7 @@ StageProgress = Callable[[str, int, int], None]
 #: the table formats batch typing writes, by file extension
 SUFFIXES = (".csv", ".geojson", ".h5ad", ".zarr")
 #: those made tile by tile, in memory that does not grow with the section
-STREAMED = (".csv", ".h5ad")
+STREAMED = (".csv", ".geojson", ".h5ad")
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def type_sections(
 ) -> list[Typed]:
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections), .h5ad (AnnData) or .zarr (SpatialData: the
-    image, nucleus and type labels and the table), see Session.export; with `labels`, a .csv or .h5ad table gets its
-    nucleus and cell-type label images beside it (`out/<image>.labels.zarr`, OME-Zarr, chunked, with a multiscale pyramid).
+    image, nucleus and type labels and the table), see Session.export; with `labels`, a .csv, .geojson or .h5ad table
+    gets its nucleus and cell-type label images beside it (`out/<image>.labels.zarr`, OME-Zarr, chunked, with a multiscale pyramid).
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
     image is opened. An image whose table is already in `out` is kept, not typed again (a Typed with `resumed`: a
     rerun after a crash goes on where it stopped), unless `overwrite`.
@@ -96,8 +96,8 @@ def type_sections(
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
     if labels and suffix not in STREAMED:
         raise AgileInputError(
-            f"Label images are written beside .csv and .h5ad tables (a {suffix} output holds what it holds): choose "
-            "csv or h5ad."
+            f"Label images are written beside .csv, .geojson and .h5ad tables (a {suffix} output holds what it holds): "
+            "choose csv, geojson or h5ad."
         )
     if suffix in (".h5ad", ".zarr"):
         from napari_agile.scverse import require_anndata, require_spatialdata
@@ -249,8 +249,8 @@ def type_section(
     """Type one image with the checked saved session `saved`, writing `dest` whole or not at all (under a temporary
     name, renamed at the end: a crash leaves no half-written table); a bad image gives a Typed with its reason.
 
-    A .csv or .h5ad table is made tile by tile (streamed.type_cells; the nucleus mask on disk), so memory does not
-    grow with the section; with `labels`, the nucleus and cell-type label images go beside it as an OME-Zarr labels
+    A .csv, .geojson or .h5ad table is made tile by tile (streamed.type_cells; the nucleus mask on disk), so memory
+    does not grow with the section; with `labels`, the nucleus and cell-type label images go beside it as an OME-Zarr labels
     group, `<image>.labels.zarr`. The other formats hold the whole section's mask and patches (Session.export)."""
     from napari_agile.io.images import read_tissue
 
@@ -307,9 +307,10 @@ def _type_streamed(
     channels: Sequence[str] | None,
     stages: StageProgress | None,
 ) -> int:
-    """The .csv and .h5ad path: the nucleus mask in an OME-Zarr label image at `labels_path`/nuclei, cells typed
-    batch by batch, the table written (an .h5ad with marker means read tile by tile, and the saved session's settings
-    in uns), the types painted into `labels_path`/cell_types; returns the number of cells."""
+    """The .csv, .geojson and .h5ad path: the nucleus mask in an OME-Zarr label image at `labels_path`/nuclei, cells
+    typed batch by batch, the table written (an .h5ad with marker means read tile by tile, and the saved session's
+    settings in uns; a .geojson with outlines drawn block by block), the types painted into `labels_path`/cell_types;
+    returns the number of cells."""
     from napari_agile.io.export import default_colors, export_table
     from napari_agile.io.label_zarr import (
         create_label_image,
@@ -337,8 +338,8 @@ def _type_streamed(
         write_anndata(
             table, table_path, read, cells, colors, info=export_info(types.meta, cfg, types.model, read, tissue.source)
         )
-    else:
-        export_table(table, table_path, colors)
+    else:  # a .geojson outlines the nuclei block by block from the on-disk mask
+        export_table(table, table_path, colors, labels=cells.labels)
     codes = {name: k + 1 for k, name in enumerate(types.meta["types"])}
     lut = np.zeros(int(table["id"].max()) + 1 if len(table) else 1, np.int32)
     lut[table["id"].to_numpy()] = [codes.get(t, 0) for t in table["cell_type"]]
@@ -359,7 +360,7 @@ def _type_in_memory(
     channels: Sequence[str] | None,
     stages: StageProgress | None,
 ) -> int:
-    """The .geojson and .zarr path: a Session on the whole section, exported; returns the number of cells."""
+    """The .zarr path: a Session on the whole section, exported; returns the number of cells."""
     from napari_agile.session import Session, read_session_meta
 
     cells = nuclei.find(tissue, read_session_meta(saved).get("nuclear"))

@@ -360,7 +360,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--labels",
         action="store_true",
-        help="also write each image's nucleus and cell-type label images beside its csv or h5ad table, as "
+        help="also write each image's nucleus and cell-type label images beside its csv, geojson or h5ad table, as "
         "<image>.labels.zarr (OME-Zarr, chunked, with a multiscale pyramid; napari opens it)",
     )
     p.add_argument(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from napari_agile.errors import AgileInputError
-from napari_agile.io.export import default_colors, export_table, write_geojson
+from napari_agile.io.export import default_colors, export_table, outline_blocks, write_geojson
 
 
 def test_geojson_export_is_a_qupath_feature_collection(tmp_path):
@@ -66,6 +66,45 @@ def test_with_the_nucleus_mask_each_cell_is_its_outline(tmp_path):
         assert abs(area - (labels == cid).sum()) < 0.12 * (labels == cid).sum()  # the nucleus's own size
         rows, cols = np.nonzero(labels == cid)
         assert x.min() >= cols.min() - 1 and x.max() <= cols.max() + 1 and y.min() >= rows.min() - 1  # its place
+
+
+def test_a_lazy_mask_is_outlined_block_by_block_as_if_whole(tmp_path):
+    """A section's mask on disk is read a block at a time (a zarr array in 50 px chunks, 40 px blocks here): nuclei
+    across block edges, one longer than a block and its margin, and one cell with no nucleus get the outlines the
+    whole mask gives, and the file holds every cell once."""
+    import zarr
+    from skimage.draw import disk, ellipse
+    from skimage.measure import regionprops
+
+    labels = np.zeros((300, 260), np.int32)
+    rng = np.random.default_rng(0)
+    for k in range(1, 41):
+        labels[disk(tuple(rng.uniform(10, 250, 2)), rng.uniform(4, 9), shape=labels.shape)] = k
+    labels[ellipse(150, 130, 8, 120, shape=labels.shape)] = 99  # 240 px long
+    regions = regionprops(labels)
+    table = pd.DataFrame(
+        {
+            "id": [r.label for r in regions] + [500],
+            "y": [r.centroid[0] for r in regions] + [5.0],
+            "x": [r.centroid[1] for r in regions] + [5.0],
+            "cell_type": ["a"] * len(regions) + ["none"],
+        }
+    )
+    lazy = zarr.create_array(str(tmp_path / "mask.zarr"), shape=labels.shape, dtype="int32", chunks=(50, 50))
+    lazy[:] = labels
+    ids, centres = table["id"].to_numpy(), table[["y", "x"]].to_numpy()
+
+    def outlines(mask, tile):
+        return {
+            cell: ring for _, rings in outline_blocks(mask, ids, centres, tile=tile) for cell, ring in rings.items()
+        }
+
+    whole = outlines(labels, 10**6)
+    assert set(whole) == {r.label for r in regions} and 99 in whole
+    assert outlines(lazy, 40) == whole
+    features = json.loads(write_geojson(table, tmp_path / "c.geojson", labels=lazy).read_text())["features"]
+    assert sorted(int(f["id"]) for f in features) == sorted(ids.tolist())
+    assert {int(f["id"]): f["geometry"]["coordinates"][0] for f in features if f["id"] != "500"} == whole
 
 
 def test_geojson_keeps_type_names_that_are_not_python_names(tmp_path):
