@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/section_scale.py --out runs/section-scale [--sizes 4096x4096 16384x16384 29000x43000]
           [--compare-in-memory 4096x4096] [--user-masks 16384x16384] [--h5ad 16384x16384] [--geojson 16384x16384]
-          [--json PATH]
+          [--spatialdata 16384x16384] [--json PATH]
       python benchmarks/section_scale.py --out runs/section-scale --sizes --workers 1 2 [--batch 4x4096x4096]
 
 Each section is an OME-Zarr (7 channels, uint16, 1024² chunks) written tile by tile from a pool of simulated fields
@@ -12,7 +12,8 @@ resident memory (ru_maxrss) and wall time are reported with the cells typed. `--
 given sizes through a Session (the path the .zarr output takes, and the only path before streaming) in a child
 process. `--user-masks` types the given sizes again with the streamed run's nucleus labels as the user's own mask
 (`--masks`, an OME-Zarr label image read block by block); `--h5ad` writes an AnnData instead of the csv (marker means
-read tile by tile as well), `--geojson` QuPath detections (nucleus outlines drawn block by block). `--workers` types
+read tile by tile as well), `--geojson` QuPath detections (nucleus outlines drawn block by block), `--spatialdata` a
+SpatialData .zarr (the image and label images copied chunk by chunk). `--workers` types
 a batch of sections (`--batch N x size`) on a dask LocalCluster of each number of workers (`napari-agile predict
 --scheduler local --workers W`), started before the clock. Figures depend on the load:
 the report prints the load average.
@@ -39,7 +40,11 @@ from napari_agile.synth.simulator import simulate_tissue
 
 FIELD = 1024  # side of one simulated field and of the store's chunks
 POOL = 8  # distinct simulated fields the section is tiled from
-TABLES = {"h5ad": ".h5ad", "geojson": ".geojson"}  # streamed outputs other than the csv, by their option
+TABLES = {
+    "h5ad": ".h5ad",
+    "geojson": ".geojson",
+    "spatialdata": ".zarr",
+}  # streamed outputs other than the csv, by their option
 
 
 def write_section(path: Path, height: int, width: int, seed: int = 0) -> Path:
@@ -91,7 +96,7 @@ def child(mode: str, session: Path, section: Path, out: Path, mask: Path | None 
 
         suffix = TABLES.get(mode, ".csv")
         [typed] = type_sections(
-            session, [section], out, labels=True, masks=None if mask is None else [mask], suffix=suffix
+            session, [section], out, labels=suffix != ".zarr", masks=None if mask is None else [mask], suffix=suffix
         )
         if typed.error:
             raise SystemExit(typed.error)
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user-masks", nargs="*", default=[], metavar="SIZE", help="also type with a mask given")
     parser.add_argument("--h5ad", nargs="*", default=[], metavar="SIZE", help="also type into an .h5ad")
     parser.add_argument("--geojson", nargs="*", default=[], metavar="SIZE", help="also type into a .geojson")
+    parser.add_argument("--spatialdata", nargs="*", default=[], metavar="SIZE", help="also type into a SpatialData")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the generated sections (they take disk space)")
     parser.add_argument("--workers", nargs="*", type=int, default=[], help="also time a batch on 1, 2, ... workers")

@@ -133,3 +133,30 @@ def test_a_geojson_made_tile_by_tile_holds_what_the_session_export_holds(saved, 
         assert feature["properties"].get("classification") == expected[cell]["properties"].get("classification")
         assert feature["properties"]["measurements"] == pytest.approx(expected[cell]["properties"]["measurements"])
     assert sum(f["geometry"]["type"] == "Polygon" for f in streamed.values()) == len(streamed)
+
+
+def test_a_spatialdata_store_made_tile_by_tile_holds_what_the_session_export_holds(saved, tmp_path):
+    """The batch .zarr copies the image and both label images chunk by chunk from lazy arrays: spatialdata reads
+    back the same image, nuclei, cell types and table as the whole-section Session export."""
+    spatialdata = pytest.importorskip("spatialdata")
+    new = simulate_tissue((256, 256), seed=5)
+    image = write_ome_tiff(new.tissue, tmp_path / "new.ome.tif")
+    mask = tmp_path / "new-nuclei.tif"
+    import tifffile
+
+    tifffile.imwrite(mask, new.cells.labels, tile=(64, 64))
+    [typed] = type_sections(saved, [image], tmp_path / "out", masks=[mask], suffix=".zarr")
+    assert typed.error is None and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new.zarr"]
+    streamed = spatialdata.read_zarr(typed.table)
+    session = Session.apply_saved(saved, new.tissue, new.cells, store=tmp_path / "s")
+    whole = spatialdata.read_zarr(session.export(tmp_path / "whole.zarr"))
+    for kind, name in (("images", "tissue"), ("labels", "nuclei"), ("labels", "cell_types")):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(streamed, kind)[name].data), np.asarray(getattr(whole, kind)[name].data)
+        )
+    assert set(np.unique(np.asarray(streamed.labels["cell_types"].data))) - {0}  # some cells typed
+    ours, theirs = streamed.tables["table"], whole.tables["table"]
+    assert list(ours.obs_names) == list(theirs.obs_names)
+    np.testing.assert_allclose(ours.X, theirs.X, rtol=1e-5)
+    pd.testing.assert_series_equal(ours.obs["cell_type"], theirs.obs["cell_type"])
+    assert ours.uns["spatialdata_attrs"] == theirs.uns["spatialdata_attrs"]

@@ -31,8 +31,8 @@ StageProgress = Callable[[str, int, int], None]
 
 #: the table formats batch typing writes, by file extension
 SUFFIXES = (".csv", ".geojson", ".h5ad", ".zarr")
-#: those made tile by tile, in memory that does not grow with the section
-STREAMED = (".csv", ".geojson", ".h5ad")
+#: the outputs that can have the nucleus and cell-type label images beside them (a .zarr holds them already)
+LABELS_BESIDE = (".csv", ".geojson", ".h5ad")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def type_sections(
     paths, out = [Path(i) for i in images], Path(out)
     if suffix not in SUFFIXES:
         raise AgileInputError(f"Cannot write {suffix!r} tables: choose one of {', '.join(SUFFIXES)}.")
-    if labels and suffix not in STREAMED:
+    if labels and suffix not in LABELS_BESIDE:
         raise AgileInputError(
             f"Label images are written beside .csv, .geojson and .h5ad tables (a {suffix} output holds what it holds): "
             "choose csv, geojson or h5ad."
@@ -249,9 +249,9 @@ def type_section(
     """Type one image with the checked saved session `saved`, writing `dest` whole or not at all (under a temporary
     name, renamed at the end: a crash leaves no half-written table); a bad image gives a Typed with its reason.
 
-    A .csv, .geojson or .h5ad table is made tile by tile (streamed.type_cells; the nucleus mask on disk), so memory
-    does not grow with the section; with `labels`, the nucleus and cell-type label images go beside it as an OME-Zarr labels
-    group, `<image>.labels.zarr`. The other formats hold the whole section's mask and patches (Session.export)."""
+    Every format is made tile by tile (`_type_streamed`; the nucleus mask on disk), so memory does not grow with the
+    section; with `labels`, the nucleus and cell-type label images go beside it as an OME-Zarr labels group,
+    `<image>.labels.zarr`."""
     from napari_agile.io.images import read_tissue
 
     labels_dest = dest.with_suffix(".labels.zarr") if labels else None
@@ -261,11 +261,8 @@ def type_section(
             for path in (table_partial, labels_partial):
                 _remove(path)
             nuclei = _Nuclei(mask, nuclear, diameter, _stage(stages, "nuclei"))
-            if dest.suffix in STREAMED:
-                labels_path = labels_partial or Path(scratch) / "labels"
-                n_cells = _type_streamed(saved, tissue, nuclei, table_partial, labels_path, channels, stages)
-            else:
-                n_cells = _type_in_memory(saved, tissue, nuclei, table_partial, scratch, channels, stages)
+            labels_path = labels_partial or Path(scratch) / "labels"
+            n_cells = _type_streamed(saved, tissue, nuclei, table_partial, labels_path, channels, stages)
         for path, final in ((labels_partial, labels_dest), (table_partial, dest)):  # the table last: it marks done
             if path is not None and final is not None and path.exists():
                 _remove(final)
@@ -307,10 +304,11 @@ def _type_streamed(
     channels: Sequence[str] | None,
     stages: StageProgress | None,
 ) -> int:
-    """The .csv, .geojson and .h5ad path: the nucleus mask in an OME-Zarr label image at `labels_path`/nuclei, cells
-    typed batch by batch, the table written (an .h5ad with marker means read tile by tile, and the saved session's
-    settings in uns; a .geojson with outlines drawn block by block), the types painted into `labels_path`/cell_types;
-    returns the number of cells."""
+    """Type one section in memory that does not grow with it: the nucleus mask in an OME-Zarr label image at
+    `labels_path`/nuclei, cells typed batch by batch, the types painted into `labels_path`/cell_types, then the table
+    written (.csv; .geojson with outlines drawn block by block; .h5ad with marker means read tile by tile and the
+    saved session's settings in uns; .zarr, a SpatialData store, with the image and both label images copied chunk
+    by chunk); returns the number of cells."""
     from napari_agile.io.export import default_colors, export_table
     from napari_agile.io.label_zarr import (
         create_label_image,
@@ -329,17 +327,6 @@ def _type_streamed(
         types, tissue, cells, channels=channels, nuclear=nuclei.nuclear, progress=_stage(stages, "cells")
     )
     colors = {**default_colors(types.meta["types"]), **types.colors}
-    if table_path.suffix == ".h5ad":  # marker means read tile by tile too; the answers stay with the saved session
-        from napari_agile.scverse import write_anndata
-        from napari_agile.session import export_info
-
-        cfg = types.config(tissue, channels, nuclei.nuclear)
-        read = tissue.select(cfg.channels)
-        write_anndata(
-            table, table_path, read, cells, colors, info=export_info(types.meta, cfg, types.model, read, tissue.source)
-        )
-    else:  # a .geojson outlines the nuclei block by block from the on-disk mask
-        export_table(table, table_path, colors, labels=cells.labels)
     codes = {name: k + 1 for k, name in enumerate(types.meta["types"])}
     lut = np.zeros(int(table["id"].max()) + 1 if len(table) else 1, np.int32)
     lut[table["id"].to_numpy()] = [codes.get(t, 0) for t in table["cell_type"]]
@@ -348,27 +335,21 @@ def _type_streamed(
         labels_path / "cell_types", {c: n for n, c in codes.items()}, {c: colors[n] for n, c in codes.items()}
     )
     write_label_group(labels_path, ["nuclei", "cell_types"])
+    if table_path.suffix in (".h5ad", ".zarr"):  # the answers stay with the saved session
+        from napari_agile.scverse import write_anndata, write_spatialdata
+        from napari_agile.session import export_info
+
+        cfg = types.config(tissue, channels, nuclei.nuclear)
+        read = tissue.select(cfg.channels)
+        info = export_info(types.meta, cfg, types.model, read, tissue.source)
+        if table_path.suffix == ".h5ad":
+            write_anndata(table, table_path, read, cells, colors, info=info)
+        else:
+            painted = open_level(labels_path / "cell_types")
+            write_spatialdata(table, table_path, read, cells, painted, colors, info=info)
+    else:
+        export_table(table, table_path, colors, labels=cells.labels)
     return len(cells)
-
-
-def _type_in_memory(
-    saved: Path,
-    tissue: Tissue,
-    nuclei: _Nuclei,
-    dest: Path,
-    scratch: str,
-    channels: Sequence[str] | None,
-    stages: StageProgress | None,
-) -> int:
-    """The .zarr path: a Session on the whole section, exported; returns the number of cells."""
-    from napari_agile.session import Session, read_session_meta
-
-    cells = nuclei.find(tissue, read_session_meta(saved).get("nuclear"))
-    typed = Session.apply_saved(
-        saved, tissue, cells, store=scratch, channels=channels, nuclear=nuclei.nuclear, progress=_stage(stages, "cells")
-    )
-    typed.export(dest, typed.predict())
-    return len(typed.cells)
 
 
 def _stage(stages: StageProgress | None, stage: str) -> Progress | None:

@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,13 +123,13 @@ def to_spatialdata(
     table: pd.DataFrame,
     tissue: Tissue,
     cells: Cells,
-    types: np.ndarray,
+    types: Any,
     colors: Mapping[str, str] | None = None,
     answers: pd.DataFrame | None = None,
     info: Mapping[str, object] | None = None,
 ):
     """A SpatialData of the section: images["tissue"] (channels named), labels["nuclei"] (the nucleus mask) and
-    labels["cell_types"] (`types`, Session.paint), and tables["table"], to_anndata's table annotating the nuclei
+    labels["cell_types"] (`types`, Session.paint; each image may be lazy: written chunk by chunk), and tables["table"], to_anndata's table annotating the nuclei
     (region "nuclei", instance key cell_id), its column names made SpatialData names (type "T cell": p_T_cell)."""
     sd = require_spatialdata()
     from spatialdata.models import Image2DModel, Labels2DModel, TableModel
@@ -142,13 +143,26 @@ def to_spatialdata(
     )
     names = [str(c) for c in tissue.channel_names]
     return sd.SpatialData(
-        images={"tissue": Image2DModel.parse(tissue.data, dims=("c", "y", "x"), c_coords=names)},
+        images={"tissue": Image2DModel.parse(_chunked(tissue.data), dims=("c", "y", "x"), c_coords=names)},
         labels={
-            "nuclei": Labels2DModel.parse(np.asarray(cells.labels), dims=("y", "x")),
-            "cell_types": Labels2DModel.parse(np.asarray(types), dims=("y", "x")),
+            "nuclei": Labels2DModel.parse(_chunked(cells.labels), dims=("y", "x")),
+            "cell_types": Labels2DModel.parse(_chunked(types), dims=("y", "x")),
         },
         tables={"table": TableModel.parse(adata, region="nuclei", region_key="region", instance_key="cell_id")},
     )
+
+
+def _chunked(array: Any) -> Any:
+    """A numpy array as it is; a lazy one (zarr, a TIFF memory map, dask) as a dask array of its own chunks, so
+    SpatialData writes a section's image and label images chunk by chunk instead of reading them whole."""
+    if type(array) is np.ndarray:
+        return array
+    import dask.array as da
+
+    if isinstance(array, da.Array):
+        return array
+    chunks = getattr(array, "chunks", None)
+    return da.from_array(array, chunks=chunks if isinstance(chunks, tuple) else "auto")
 
 
 def write_spatialdata(
@@ -156,7 +170,7 @@ def write_spatialdata(
     path: str | Path,
     tissue: Tissue,
     cells: Cells,
-    types: np.ndarray,
+    types: Any,
     colors: Mapping[str, str] | None = None,
     answers: pd.DataFrame | None = None,
     info: Mapping[str, object] | None = None,
