@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save
 
 from napari_agile.detect.nuclei import read_mask
 from napari_agile.detect.patches import Normalizer, check_finite, fit_normalizer, iter_patches
-from napari_agile.engine.device import pick_device
+from napari_agile.engine.device import free_memory, pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
 from napari_agile.engine.meta import adapt_params
 from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
@@ -135,6 +135,7 @@ class Session:
         # nuclei far from the model's size are cut at the scale that makes them that size (1.0 on the simulator)
         self.scale = cell_scale(self.config, cells)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
+        _check_memory(self.config, len(cells), mc_passes)
         self._x = self._binned_patches(progress)
         self.profile = section_profile(self.config, self._x, list(self.config.channels))  # engine/likeness.py
         if stats is None:
@@ -993,6 +994,29 @@ def _check_inputs(tissue: object, cells: object) -> None:
         raise AgileInputError(
             f"Session(tissue, cells) takes Cells second, not a {type(cells).__name__}: detect_nuclei(tissue), or "
             "cells_from_labels(mask) for a nucleus label image."
+        )
+
+
+#: share of the free memory a session may plan to take: the rest is napari's, the image's and the system's
+MEMORY_SHARE = 0.8
+
+
+def session_bytes(cfg: ModelConfig, n_cells: int, mc_passes: int) -> int:
+    """About what a Session holds per section: every cell's binned float16 patch, its float32 trunk features and
+    the MC-dropout samples of one type."""
+    per_cell = cfg.planes * cfg.input_size**2 * 2 + cfg.feature_size * 4 + mc_passes * 4
+    return n_cells * per_cell
+
+
+def _check_memory(cfg: ModelConfig, n_cells: int, mc_passes: int) -> None:
+    """A clear error, before any patch is cut, when a session on `n_cells` cells would not fit in free memory."""
+    need, free = session_bytes(cfg, n_cells, mc_passes), free_memory()
+    if free is not None and need > MEMORY_SHARE * free:
+        raise AgileInputError(
+            f"{n_cells:,} cells: a session holds their patches and features, about {need / 1e9:.1f} GB, and this "
+            f"machine has {free / 1e9:.1f} GB free. Teach on a part of the section (tissue.crop(top, left, bottom, "
+            "right); in the widget, 'Teach on: the part in view'), then type the whole section with "
+            "type_sections / napari-agile predict, which holds a tile at a time."
         )
 
 

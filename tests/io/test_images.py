@@ -124,6 +124,20 @@ def test_folder_of_uncompressed_tiffs_reads_memmaps_without_copying(tmp_path):
     np.testing.assert_array_equal(t.read_region(100, 356, 50, 306), data[:, 100:356, 50:306])
 
 
+def test_a_crop_is_a_lazy_view_of_the_section(tmp_path):
+    """Teaching on part of a section: `crop` keeps the names and reads only its rows and columns (still a dask
+    array over the files); a region past the edge is clipped, one with no pixel of the section refused."""
+    data = _data(2)
+    for name, plane in zip(["DAPI", "NeuN"], data):
+        tifffile.imwrite(tmp_path / f"{name}.tif", plane)
+    part = read_tissue(tmp_path).crop(100, 50, 250, 10**6)
+    assert part.channel_names == ["DAPI", "NeuN"] and part.shape == (150, data.shape[2] - 50)
+    assert type(part.data).__name__ == "Array"  # dask: nothing read yet
+    np.testing.assert_array_equal(np.asarray(part.data), data[:, 100:250, 50:])
+    with pytest.raises(AgileInputError, match="holds no pixel"):
+        read_tissue(tmp_path).crop(10, 10, 10, 50)
+
+
 def test_folder_shape_mismatch_names_the_files(tmp_path):
     tifffile.imwrite(tmp_path / "DAPI.tif", _data(1)[0])
     tifffile.imwrite(tmp_path / "NeuN.tif", _data(1, 200, 400)[0])

@@ -145,6 +145,19 @@ class Tissue:
         """One channel as a lazy (Y, X) array."""
         return self.data[self.index(name)]
 
+    def crop(self, top: int, left: int, bottom: int, right: int) -> Tissue:
+        """Rows `top`:`bottom` and columns `left`:`right` of the section (clipped to it), still read lazily: teach on
+        a part of a section too large to hold every cell's patch, then type the whole with `type_sections`."""
+        rows, cols = self.shape
+        box = max(0, int(top)), max(0, int(left)), min(rows, int(bottom)), min(cols, int(right))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise AgileInputError(
+                f"The region rows {top}:{bottom}, columns {left}:{right} holds no pixel of the section "
+                f"({rows} x {cols} px): give top < bottom and left < right inside it."
+            )
+        data = self.data[:, box[0] : box[2], box[1] : box[3]]
+        return Tissue(data, list(self.channel_names), self.pixel_size, self.source, dict(self.metadata), self.stores)
+
     def select(self, names: Sequence[str]) -> Tissue:
         """The channels `names` in that order (e.g. a model's input order), named so; matched ignoring case when
         not exact (find_channel); names all missing ones."""
