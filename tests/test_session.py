@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from napari_agile import AgileInputError, Session, simulate_tissue
+from napari_agile.detect.nuclei import detect_nuclei
 from napari_agile.engine.model_file import AgileModel, load_model
 from napari_agile.engine.network import ModelConfig, init_params
 from napari_agile.io.cells import Cells
@@ -208,6 +209,19 @@ def test_a_section_too_large_for_memory_is_refused_before_any_patch_is_cut(sim, 
     assert not (tmp_path / "s").exists()
     monkeypatch.setattr(session_module, "free_memory", lambda: 2 * need)
     assert len(Session(sim.tissue, sim.cells, model, store=tmp_path / "s", mc_passes=8).cells) == len(sim.cells)
+
+
+def test_a_session_taught_on_part_of_a_section_loads_on_the_whole(sim, model, tmp_path):
+    """Teaching on `tissue.crop(...)`: session.json keeps the region, and Session.load given the whole section
+    takes that part again, answers and cells as they were."""
+    part = sim.tissue.crop(40, 60, 240, 300)
+    cells = detect_nuclei(part)
+    session = Session(part, cells, model, store=tmp_path / "s", mc_passes=8)
+    session.annotate("neuron", session.cells.ids[:2], [True, False])
+    assert json.loads((tmp_path / "s" / "session.json").read_text())["region"] == [40, 60, 240, 300]
+    again = Session.load(tmp_path / "s", sim.tissue)
+    assert again.tissue.shape == (200, 240) and again.types["neuron"].answers == session.types["neuron"].answers
+    np.testing.assert_array_equal(np.asarray(again.tissue.data), np.asarray(sim.tissue.data)[:, 40:240, 60:300])
 
 
 def test_bald_and_random_rounds(session):

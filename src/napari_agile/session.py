@@ -636,6 +636,7 @@ class Session:
             "channels": list(self.config.channels),
             "nuclear": [c for c, f in zip(self.config.channels, self.config.nuclear) if f],
             "tissue_source": self.tissue_source,
+            "region": self.tissue.metadata.get("region"),  # the part of the section taught on (Tissue.crop)
             "patch_scale": self.scale,
             "colors": self.colors,
             "thresholds": self.type_thresholds,
@@ -726,13 +727,17 @@ class Session:
         progress: Progress | None = None,
         strict: bool = False,
     ) -> Session:
-        """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were.
+        """Reopen a saved (or crashed) session on its tissue: answers, adapted weights and cells as they were (a
+        session taught on part of a section, `Tissue.crop`, takes that part of the whole section given).
         `progress(done, total)` follows the cutting of every cell's patch, as in `Session(...)`. A tissue that looks
         like another section than the session's is warned about, or refused (AgileInputError) when `strict`."""
         path = Path(path)
         if not (path / "session.json").exists():
             raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
         cells = read_cell_table(path / "cells.csv")
+        region = read_session_meta(path).get("region")  # taught on part of a section: that part again
+        if region is not None and tuple(tissue.shape) != (region[2] - region[0], region[3] - region[1]):
+            tissue = tissue.crop(*region)
         if (path / "nuclei.tif").exists():
             cells.labels = read_mask(path / "nuclei.tif").astype(np.int32)
             if cells.labels.shape != tuple(tissue.shape):

@@ -981,3 +981,34 @@ def test_other_images_are_typed_from_the_widget_with_a_table_each(widget, qtbot,
     table = pd.read_csv(tmp_path / "typed" / "other.csv")
     assert len(table) > 0 and "p_astrocyte" in table and table["cell_type"].isin(["astrocyte", "none"]).all()
     assert "Typed 1 of 2" in w.jobs.status.text() and "blank.tif" in w.jobs.status.text()
+
+
+def test_teaching_on_the_part_in_view_places_everything_there_and_loads_again(widget, qtbot):
+    """'Teach on: the part in view' (a section too large for every cell's patch): the session holds the part the
+    canvas shows, its layers sit on that part of the image, a click answers the cell under it, and Load session
+    takes the same part of the whole section again."""
+    from napari_agile._napari.tissue_panel import IN_VIEW, WHOLE
+
+    w, viewer = widget, widget.viewer
+    cam, (height, width) = camera(viewer), viewer.canvas.size
+    cam.center, cam.zoom = (110.0, 170.0), max(height, width) / 120  # about 120 px of the section across
+    half = np.array([height, width]) / cam.zoom / 2
+    top, left = np.floor(np.array([110.0, 170.0]) - half).astype(int)
+    bottom, right = np.ceil(np.array([110.0, 170.0]) + half).astype(int)
+    w.tissue.region_combo.setCurrentText(IN_VIEW)
+    w.tissue.detect()
+    _wait(qtbot, w)
+    session = w.session
+    assert session is not None, _errors()
+    assert session.tissue.shape == (bottom - top, right - left) and session.tissue.metadata["region"][:2] == [top, left]
+    dots = viewer.layers[CELLS]
+    placed = dots.data + np.asarray(dots.translate)
+    assert (placed >= (top, left)).all() and (placed < (bottom, right)).all() and len(placed) > 3
+    np.testing.assert_allclose(viewer.layers[NUCLEI].translate, dots.translate)
+    one = int(dots.features["id"][0])
+    assert w.answers.cell_at(dots.data_to_world(dots.data[0])) == one  # the cell under the pointer, not an offset one
+    w.tissue.region_combo.setCurrentText(WHOLE)
+    w.files.load_session(str(session.store))
+    _wait(qtbot, w)
+    assert w.session is not session and w.session.tissue.shape == session.tissue.shape, _errors()
+    np.testing.assert_allclose(viewer.layers[CELLS].translate, dots.translate)

@@ -95,6 +95,10 @@ class Controller:
     def open_session(self, session: Session, show_nuclei: bool = True) -> None:
         """Show a new or loaded session: its channels, cells, types (in their colours) and nothing of the last one."""
         self.session = session
+        if region := session.tissue.metadata.get("region"):  # taught on part of the section: its layers go there
+            scale, translate = self.frame["scale"], self.frame["translate"]
+            corner = (translate[0] + region[0] * scale[0], translate[1] + region[1] * scale[1])
+            self.frame = {"scale": scale, "translate": corner}
         self.tissue.show_panel(session)  # a loaded session's channels, as session.json has them
         for key in list(self.own):  # the dock's layers only: a user's layer named 'cells' stays
             if (layer := self.layer(key)) is not None:

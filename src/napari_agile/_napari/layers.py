@@ -7,6 +7,7 @@ arrays are shown as layers (one data assignment each, never per-object updates).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,19 @@ def tissue_from_layers(layers: Sequence[Image], channel_names: Sequence[str] | N
 def frame_kwargs(reference: Image) -> dict:
     """scale/translate of the tissue layers, so the engine's pixel coordinates land on the image."""
     return {"scale": tuple(reference.scale[-2:]), "translate": tuple(reference.translate[-2:])}
+
+
+def view_box(viewer: Any, frame: dict, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) pixels of a (rows, columns) `shape` image placed by `frame` that the canvas shows:
+    the camera's centre, half the canvas over the zoom either way, clipped to the image."""
+    canvas = getattr(viewer, "canvas", None)
+    size = np.asarray(canvas.size if canvas is not None else viewer._canvas_size, float)  # (height, width)
+    cam = camera(viewer)
+    centre, half = np.asarray(cam.center[-2:], float), size / float(cam.zoom) / 2
+    scale, translate = np.asarray(frame["scale"], float), np.asarray(frame["translate"], float)
+    lo = np.clip(np.floor((centre - half - translate) / scale), 0, shape).astype(int)
+    hi = np.clip(np.ceil((centre + half - translate) / scale), 0, shape).astype(int)
+    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
 
 
 def _answered_rows(ids: np.ndarray, answers: Mapping[int, bool]) -> tuple[np.ndarray, np.ndarray]:

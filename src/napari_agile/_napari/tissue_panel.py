@@ -23,6 +23,8 @@ from napari_agile.session import Session, panel_choice, panel_config
 
 #: the 'Nuclei' choice that finds them in the nuclear channels; the other choices are the viewer's Labels layers
 DETECT = "detect in the nuclear channels"
+#: the 'Teach on' choices: every cell of the section, or only those in the part the viewer shows
+WHOLE, IN_VIEW = "the whole section", "the part in view"
 
 
 def _tick_list(form: QFormLayout, label: str, tip: str, height: int, on_tick: Any) -> QListWidget:
@@ -91,6 +93,14 @@ class TissuePanel(QGroupBox):
             "Typical nucleus width in pixels for detection; auto measures it on the nuclear channels, so sections "
             "imaged at any resolution need no setting."
         )
+        self.region_combo = QComboBox()
+        self.region_combo.addItems([WHOLE, IN_VIEW])
+        self.region_combo.setToolTip(
+            "The cells to teach on. For a section too large to hold every cell's patch, zoom to an area that has "
+            "the cell types you want and choose the part in view; then type the whole section with 'Type other "
+            "images…', which reads it tile by tile."
+        )
+        form.addRow("Teach on", self.region_combo)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("bundled: rat-brain for its 7 channels, else any-panel")
         self.model_edit.setToolTip(
@@ -266,6 +276,8 @@ class TissuePanel(QGroupBox):
                 "choose another folder (empty the field for a new automatic one)."
             )
         mask = self._nuclei_mask()
+        if self.region_combo.currentText() == IN_VIEW:
+            tissue, mask = self._in_view(tissue, mask)
         diameter = float(self.width_spin.value()) or None
 
         def work(progress: Progress) -> Session:
@@ -280,6 +292,15 @@ class TissuePanel(QGroupBox):
             self.ctl.jobs.run("Detecting nuclei", work, self.ctl.open_session)
         else:  # the user's own Labels layer stays the nuclei layer
             self.ctl.jobs.run("Reading the nuclei", work, lambda session: self.ctl.open_session(session, False))
+
+    def _in_view(self, tissue: Tissue, mask: np.ndarray | None) -> tuple[Tissue, np.ndarray | None]:
+        """The part of `tissue` (and of the nucleus `mask`) the viewer shows (its layers are placed there when the
+        session opens: Controller.open_session)."""
+        top, left, bottom, right = _layers.view_box(self.ctl.viewer, self.ctl.frame, tissue.shape)
+        if bottom - top < 1 or right - left < 1:
+            raise AgileInputError("The view shows none of the section: pan to the part to teach on, or teach on all.")
+        part = mask[top:bottom, left:right] if mask is not None and mask.shape == tissue.shape else mask
+        return tissue.crop(top, left, bottom, right), part
 
     def _nuclei_mask(self) -> np.ndarray | None:
         """The chosen Labels layer's full-resolution data (None: detect)."""

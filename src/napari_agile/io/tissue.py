@@ -147,7 +147,9 @@ class Tissue:
 
     def crop(self, top: int, left: int, bottom: int, right: int) -> Tissue:
         """Rows `top`:`bottom` and columns `left`:`right` of the section (clipped to it), still read lazily: teach on
-        a part of a section too large to hold every cell's patch, then type the whole with `type_sections`."""
+        a part of a section too large to hold every cell's patch, then type the whole with `type_sections`. Its
+        metadata["region"] is that box in the whole section's pixels (a saved session keeps it: `Session.load`
+        crops the whole section to it again)."""
         rows, cols = self.shape
         box = max(0, int(top)), max(0, int(left)), min(rows, int(bottom)), min(cols, int(right))
         if box[2] <= box[0] or box[3] <= box[1]:
@@ -155,8 +157,10 @@ class Tissue:
                 f"The region rows {top}:{bottom}, columns {left}:{right} holds no pixel of the section "
                 f"({rows} x {cols} px): give top < bottom and left < right inside it."
             )
+        y0, x0 = self.metadata.get("region", (0, 0))[:2]  # a crop of a crop: in the whole section's pixels
+        metadata = {**self.metadata, "region": [y0 + box[0], x0 + box[1], y0 + box[2], x0 + box[3]]}
         data = self.data[:, box[0] : box[2], box[1] : box[3]]
-        return Tissue(data, list(self.channel_names), self.pixel_size, self.source, dict(self.metadata), self.stores)
+        return Tissue(data, list(self.channel_names), self.pixel_size, self.source, metadata, self.stores)
 
     def select(self, names: Sequence[str]) -> Tissue:
         """The channels `names` in that order (e.g. a model's input order), named so; matched ignoring case when
