@@ -2,7 +2,8 @@
 (square-rooted) channel means; the Session's one-step accuracy on validation tissue, same weights throughout.
 
 Each case is a balanced pool (up to 300 + 300 cells) of a simulated validation section (`panel_eval.section`, seeds
-800,000+, the seeds choices are made on) or of a converted real data set (`real:NAME/TASK`, measurement only). Per
+800,000+, the seeds choices are made on; `DOMAIN@ZOOM`: the section resampled by ZOOM, image and nucleus mask, as if
+imaged at another resolution) or of a converted real data set (`real:NAME/TASK`, measurement only). Per
 variant: `random16`, 3 draws of 16 random cells, one step each; `rounds8`, the widget's loop (Suggest 8 covering,
 answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
 
@@ -11,6 +12,7 @@ answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
         "newton 1.0, select 3"
     python benchmarks/head_variants.py real:mibi_granuloma/endothelial real:imc_pancreas/alpha --data /work/realdata
     python benchmarks/head_variants.py panel12 panel40 --variants "newton 1.0, select 3" --plans cover:auto cover:balanced
+    python benchmarks/head_variants.py panel12 panel12@0.5 panel12@2 panel5 panel5@0.5 panel5@2 --variants "newton 1.0, select 3"
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from skimage.transform import rescale
 
 import napari_agile as agile
 from panel_eval import TASKS, pool_cells, section
@@ -68,11 +71,29 @@ def cases(names: list[str], seeds: int, data: Path):
             pool = pool_cells(cells, task, np.random.default_rng(0))
             yield name, tissue, pool, (pool.table.cell_type == task).to_numpy()
             continue
+        domain, _, zoom = name.partition("@")
         for seed in range(800_000, 800_000 + seeds):
-            sim = section(name, seed)
+            tissue, cells = resampled(section(domain, seed), float(zoom or 1))
             for task in TASKS:
-                pool = pool_cells(sim.cells, task, np.random.default_rng([seed, 0, 0]))
-                yield f"{name}/{seed}/{task}", sim.tissue, pool, (pool.table.cell_type == task).to_numpy()
+                pool = pool_cells(cells, task, np.random.default_rng([seed, 0, 0]))
+                yield f"{name}/{seed}/{task}", tissue, pool, (pool.table.cell_type == task).to_numpy()
+
+
+def resampled(sim: agile.synth.Simulation, zoom: float) -> tuple[agile.Tissue, agile.Cells]:
+    """A section as if imaged at `zoom` times its resolution: each channel resampled (anti-aliased), the nucleus mask
+    by nearest neighbour; the cells that keep a nucleus, with their simulated types."""
+    if zoom == 1.0:
+        return sim.tissue, sim.cells
+    planes = [
+        rescale(np.asarray(p, np.float32), zoom, anti_aliasing=True, preserve_range=True) for p in sim.tissue.data
+    ]
+    tissue = agile.Tissue(np.stack(planes), sim.tissue.channel_names)
+    cells = agile.cells_from_labels(
+        rescale(sim.cells.labels, zoom, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
+    )
+    cells = cells.subset(np.intersect1d(cells.ids, sim.cells.ids))
+    cells.table["cell_type"] = sim.cells.table.loc[cells.ids, "cell_type"].to_numpy()
+    return tissue, cells
 
 
 #: the widget's loop: Suggest 8 covering, answer, Adapt, Suggest 8 by the default method, Adapt
