@@ -145,24 +145,32 @@ def main() -> None:
     plans = [tuple(plan.split(":")) for plan in args.plans]
     base = agile.load_model(args.model)
     totals: dict[tuple[str, str], list[float]] = {}
+    zooms: dict[tuple[str, str], list[float]] = {}  # the first variant's, by resolution (DOMAIN@ZOOM cases)
     for name, tissue, pool, truth in cases(args.cases, args.seeds, args.data):
         for variant in args.variants:
             settings = VARIANTS[variant]
             model = dataclasses.replace(base, config=dataclasses.replace(base.config, **settings))
             for method, acc in accuracies(model, tissue, pool, truth, tuple(plans)).items():
                 totals.setdefault((variant, method), []).append(acc)
+                if variant == args.variants[0]:
+                    zoom = name.split("/")[0].partition("@")[2] or "1"
+                    zooms.setdefault((f"×{zoom}", method), []).append(acc)
                 print(f"{name}\t{variant}\t{method}\t{acc:.3f}", flush=True)
     methods = list(dict.fromkeys(m for _, m in totals))
-    print(f"\n| variant | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
-    for variant in args.variants:
-        cells = [
-            f"{np.mean(totals[variant, m]):.3f} ± {np.std(totals[variant, m]) / len(totals[variant, m]) ** 0.5:.3f}"
-            for m in methods
-        ]
-        print(f"| {variant} | {' | '.join(cells)} |")
+    print_table("variant", args.variants, methods, totals)
+    if len({z for z, _ in zooms}) > 1:
+        print_table(f"resolution ({args.variants[0]})", list(dict.fromkeys(z for z, _ in zooms)), methods, zooms)
     for m in methods[1:]:  # paired against random16, case by case
         diff = np.subtract(totals[args.variants[0], m], totals[args.variants[0], "random16"])
         print(f"{args.variants[0]}: {m} - random16 = {diff.mean():+.3f} ± {diff.std() / len(diff) ** 0.5:.3f}")
+
+
+def print_table(title: str, rows: list[str], methods: list[str], totals: dict[tuple[str, str], list[float]]) -> None:
+    """A markdown table of mean accuracy ± standard error over cases, one row per entry of `rows`."""
+    print(f"\n| {title} | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
+    for row in rows:
+        values = [totals[row, m] for m in methods]
+        print(f"| {row} | {' | '.join(f'{np.mean(v):.3f} ± {np.std(v) / len(v) ** 0.5:.3f}' for v in values)} |")
 
 
 if __name__ == "__main__":
