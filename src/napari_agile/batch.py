@@ -78,7 +78,8 @@ def type_sections(
     """Type every image with the saved `session`'s adapted types, writing `out/<image><suffix>`: .csv (id, y, x,
     p_<type>, entropy_<type>, cell_type), .geojson (QuPath detections), .h5ad (AnnData) or .zarr (SpatialData: the
     image, nucleus and type labels and the table), see Session.export; with `labels`, a .csv, .geojson or .h5ad table
-    gets its nucleus and cell-type label images beside it (`out/<image>.labels.zarr`, OME-Zarr, chunked, with a multiscale pyramid).
+    gets its nucleus and cell-type label images beside it (`out/<image>.labels.zarr`, OME-Zarr, chunked, with a
+    multiscale pyramid).
     A bad image is skipped with its reason (the others are still typed); bad arguments are refused before any
     image is opened. An image whose table is already in `out` is kept, not typed again (a Typed with `resumed`: a
     rerun after a crash goes on where it stopped), unless `overwrite`.

@@ -129,8 +129,9 @@ def to_spatialdata(
     info: Mapping[str, object] | None = None,
 ):
     """A SpatialData of the section: images["tissue"] (channels named), labels["nuclei"] (the nucleus mask) and
-    labels["cell_types"] (`types`, Session.paint; each image may be lazy: written chunk by chunk), and tables["table"], to_anndata's table annotating the nuclei
-    (region "nuclei", instance key cell_id), its column names made SpatialData names (type "T cell": p_T_cell)."""
+    labels["cell_types"] (`types`, Session.paint), each of them possibly lazy (written chunk by chunk), and
+    tables["table"], to_anndata's table annotating the nuclei (region "nuclei", instance key cell_id), its column
+    names made SpatialData names (type "T cell": p_T_cell)."""
     sd = require_spatialdata()
     from spatialdata.models import Image2DModel, Labels2DModel, TableModel
 

@@ -97,17 +97,16 @@ def outline_blocks(
         start = blocks[group[0]] * tile
         window = _window(start, np.minimum(start + tile, shape), OUTLINE_MARGIN, shape)
         regions = {r.label: r for r in regionprops(np.asarray(labels[window]))}
+        corner = np.array([window[0].start, window[1].start])
         rings = {}
         for cell in ids[group].tolist():
-            region = regions.get(cell)
-            if region is None:
+            if (region := regions.get(cell)) is None:
                 continue
-            y0, x0, y1, x1 = region.bbox
-            corner = np.array([window[0].start, window[1].start])
-            if _cut(corner + (y0, x0), corner + (y1, x1), window, shape):  # reaches past the read window
-                rings[cell] = _whole_ring(labels, cell, corner + (y0, x0), corner + (y1, x1), shape)
+            lo, hi = corner + region.bbox[:2], corner + region.bbox[2:]
+            if _cut(lo, hi, window, shape):  # reaches past the read window
+                rings[cell] = _whole_ring(labels, cell, lo, hi, shape)
             else:
-                rings[cell] = _ring(region.image, corner + (y0, x0))
+                rings[cell] = _ring(region.image, lo)
         yield group, rings
 
 
