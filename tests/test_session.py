@@ -200,14 +200,15 @@ def test_a_new_type_named_like_a_known_one_warns(session):
 def test_a_section_too_large_for_memory_is_refused_before_any_patch_is_cut(sim, model, tmp_path, monkeypatch):
     """With less free memory than the patches and features need, a clear error says how to go on (a crop to teach
     on, the streamed batch for the whole), before any work and without a session folder left behind."""
-    import napari_agile.session as session_module
+    import napari_agile.memory as memory
+    from napari_agile.session import session_bytes
 
-    need = session_module.session_bytes(model.config, len(sim.cells), 8)
-    monkeypatch.setattr(session_module, "free_memory", lambda: need)  # 80 % of it may be planned: too little
+    need = session_bytes(model.config, len(sim.cells), 8)
+    monkeypatch.setattr(memory, "free_memory", lambda: need)  # 80 % of it may be planned: too little
     with pytest.raises(AgileInputError, match=r"(?s)cells: a session holds.*tissue\.crop.*napari-agile predict"):
         Session(sim.tissue, sim.cells, model, store=tmp_path / "s", mc_passes=8)
     assert not (tmp_path / "s").exists()
-    monkeypatch.setattr(session_module, "free_memory", lambda: 2 * need)
+    monkeypatch.setattr(memory, "free_memory", lambda: 2 * need)
     assert len(Session(sim.tissue, sim.cells, model, store=tmp_path / "s", mc_passes=8).cells) == len(sim.cells)
 
 

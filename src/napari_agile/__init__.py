@@ -20,6 +20,7 @@ _API = {
     "write_ome_tiff": "io.images",
     "detect_nuclei": "detect.nuclei",
     "estimate_diameter": "detect.nuclei",
+    "estimate_nuclei": "detect.nuclei",
     "cells_from_labels": "detect.nuclei",
     "open_mask": "detect.nuclei",
     "read_mask": "detect.nuclei",

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save
 
 from napari_agile.detect.nuclei import read_mask
 from napari_agile.detect.patches import Normalizer, check_finite, fit_normalizer, iter_patches
-from napari_agile.engine.device import free_memory, pick_device
+from napari_agile.engine.device import pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
 from napari_agile.engine.meta import adapt_params
 from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
@@ -50,6 +50,7 @@ from napari_agile.io.images import check_tissue
 from napari_agile.io.session_folders import default_store
 from napari_agile.io.storage import append_records, not_saved, read_json, recover_journal, write_atomic
 from napari_agile.io.tissue import Tissue, nuclear_flags
+from napari_agile.memory import short_of
 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, entropy balanced between the predicted
@@ -58,6 +59,8 @@ SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
 #: cells whose patches give a section's batch-norm statistics (stats_sample), unless told otherwise
 STATS_CELLS = 512
+#: MC-dropout passes per suggestion round, unless told otherwise
+MC_PASSES = 20
 
 
 @dataclass
@@ -86,7 +89,7 @@ class Session:
         *,
         store: str | Path | None = None,
         device: str | None = None,
-        mc_passes: int = 20,
+        mc_passes: int = MC_PASSES,
         threshold: float = 0.5,
         seed: int = 0,
         normalizer: Normalizer | None = None,
@@ -135,7 +138,7 @@ class Session:
         # nuclei far from the model's size are cut at the scale that makes them that size (1.0 on the simulator)
         self.scale = cell_scale(self.config, cells)
         self._init = {k: v.to(self.device) for k, v in model.params.items()}
-        _check_memory(self.config, len(cells), mc_passes)
+        check_memory(self.config, len(cells), mc_passes)
         self._x = self._binned_patches(progress)
         self.profile = section_profile(self.config, self._x, list(self.config.channels))  # engine/likeness.py
         if stats is None:
@@ -1002,27 +1005,31 @@ def _check_inputs(tissue: object, cells: object) -> None:
         )
 
 
-#: share of the free memory a session may plan to take: the rest is napari's, the image's and the system's
-MEMORY_SHARE = 0.8
-
-
-def session_bytes(cfg: ModelConfig, n_cells: int, mc_passes: int) -> int:
+def session_bytes(cfg: ModelConfig, n_cells: int, mc_passes: int = MC_PASSES) -> int:
     """About what a Session holds per section: every cell's binned float16 patch, its float32 trunk features and
     the MC-dropout samples of one type."""
     per_cell = cfg.planes * cfg.input_size**2 * 2 + cfg.feature_size * 4 + mc_passes * 4
     return n_cells * per_cell
 
 
-def _check_memory(cfg: ModelConfig, n_cells: int, mc_passes: int) -> None:
-    """A clear error, before any patch is cut, when a session on `n_cells` cells would not fit in free memory."""
-    need, free = session_bytes(cfg, n_cells, mc_passes), free_memory()
-    if free is not None and need > MEMORY_SHARE * free:
-        raise AgileInputError(
-            f"{n_cells:,} cells: a session holds their patches and features, about {need / 1e9:.1f} GB, and this "
-            f"machine has {free / 1e9:.1f} GB free. Teach on a part of the section (tissue.crop(top, left, bottom, "
-            "right); in the widget, 'Teach on: the part in view'), then type the whole section with "
-            "type_sections / napari-agile predict, which holds a tile at a time."
-        )
+def check_memory(
+    cfg: ModelConfig, n_cells: int, mc_passes: int = MC_PASSES, *, mask_pixels: int = 0, estimated: bool = False
+) -> None:
+    """A clear error, before any long work starts, when a session on `n_cells` cells would not fit in free memory,
+    with a nucleus mask of `mask_pixels` int32 pixels beside it while nuclei are detected in memory. `estimated`:
+    `n_cells` is `estimate_nuclei`'s floor, counted on sampled tiles before a detection."""
+    need = session_bytes(cfg, n_cells, mc_passes) + 4 * mask_pixels
+    free = short_of(need)
+    if free is None:
+        return
+    what = f"At least {n_cells:,} nuclei (counted on sampled tiles)" if estimated else f"{n_cells:,} cells"
+    held = "their patches and features and the nucleus mask" if mask_pixels else "their patches and features"
+    raise AgileInputError(
+        f"{what}: a session holds {held}, about {need / 1e9:.1f} GB, and this machine has {free / 1e9:.1f} GB "
+        "free. Teach on a part of the section (tissue.crop(top, left, bottom, right); in the widget, 'Teach on: "
+        "the part in view'), then type the whole section with type_sections / napari-agile predict, which holds a "
+        "tile at a time."
+    )
 
 
 def _offset(progress: Progress, start: int, total: int) -> Progress:

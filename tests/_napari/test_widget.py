@@ -1012,3 +1012,21 @@ def test_teaching_on_the_part_in_view_places_everything_there_and_loads_again(wi
     _wait(qtbot, w)
     assert w.session is not session and w.session.tissue.shape == session.tissue.shape, _errors()
     np.testing.assert_allclose(viewer.layers[CELLS].translate, dots.translate)
+
+
+def test_a_section_too_large_for_memory_is_refused_before_its_detection(widget, qtbot, sim, monkeypatch):
+    """Detect counts the nuclei on sampled tiles first: when even that floor's session would not fit in free memory,
+    the error says so (with 'Teach on: the part in view') before any detection runs, and no session opens."""
+    import napari_agile._napari.tissue_panel as panel
+    import napari_agile.memory as memory
+    from napari_agile.detect.nuclei import estimate_nuclei
+
+    ran = []
+    monkeypatch.setattr(panel, "detect_nuclei", lambda *args, **kwargs: ran.append(args))
+    monkeypatch.setattr(memory, "free_memory", lambda: 1_000_000)
+    widget.tissue.detect()
+    _wait(qtbot, widget)
+    floor = estimate_nuclei(sim.tissue).at_least
+    status = widget.jobs.status.text()
+    assert not ran and widget.session is None
+    assert f"At least {floor:,} nuclei (counted on sampled tiles)" in status and "the part in view" in status, status

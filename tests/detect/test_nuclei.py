@@ -14,6 +14,7 @@ from napari_agile.detect.nuclei import (
     cells_from_labels,
     detect_nuclei,
     estimate_diameter,
+    estimate_nuclei,
     open_mask,
 )
 from napari_agile.errors import AgileInputError
@@ -156,10 +157,11 @@ def _disks(amplitude, spacing, radius=10, shape=(512, 512), noise=20.0, seed=0):
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[radius + 2 : shape[0] - radius : spacing, radius + 2 : shape[1] - radius : spacing]
     centres = np.stack([ys.ravel(), xs.ravel()], axis=1) + rng.uniform(-2, 2, (ys.size, 2))
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
     inside = np.zeros(shape, bool)
-    for y, x in centres:
-        inside |= (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
+    for y, x in centres:  # each disk painted in its own window
+        y0, x0 = max(int(y) - radius - 1, 0), max(int(x) - radius - 1, 0)
+        yy, xx = np.mgrid[y0 : int(y) + radius + 2, x0 : int(x) + radius + 2]
+        inside[y0 : y0 + yy.shape[0], x0 : x0 + yy.shape[1]] |= (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
     img = 500 + amplitude * noise * inside + rng.normal(0, noise, shape)
     return Tissue(img.astype(np.uint16)[None], ["DAPI"]), centres
 
@@ -231,9 +233,34 @@ def test_the_nucleus_width_is_measured_on_the_section(radius, spacing):
         assert _f1(detect_nuclei(tissue, diameter=24).centroids, centres) < 0.85
 
 
+@pytest.mark.parametrize("spacing", [30, 21])
+def test_the_count_estimated_before_a_detection_is_a_floor_on_the_nuclei_found(spacing):
+    """Sparse disks count one blob each; touching ones (71 % of the pixels) merge into clumps that count once: the
+    estimate stays at or under the true number, and not far under where nuclei stand apart."""
+    tissue, centres = _disks(5, spacing, 10, shape=(1024, 1024))
+    guess = estimate_nuclei(tissue)
+    assert guess.at_least <= len(centres) * 1.05  # the sampled tiles' density, scaled: a little noise either way
+    if spacing == 30:
+        assert guess.at_least >= 0.8 * len(centres)
+    assert guess.diameter == estimate_diameter(tissue)
+
+
+def test_a_mask_larger_than_free_memory_is_refused_before_the_detection(monkeypatch):
+    """detect_nuclei's own mask would not fit: a clear error naming the ways on (a crop, out=, the streamed
+    batch), while out= given an array detects as before."""
+    import napari_agile.memory as memory
+
+    tissue, _ = _touching_blobs((200, 200))
+    monkeypatch.setattr(memory, "free_memory", lambda: 4 * 200 * 200)  # 80 % of the mask's bytes may be planned
+    with pytest.raises(AgileInputError, match=r"(?s)nucleus mask of this 200 x 200 px section.*crop.*out=.*predict"):
+        detect_nuclei(tissue)
+    assert len(detect_nuclei(tissue, out=np.zeros((200, 200), np.int32))) > 10
+
+
 def test_a_field_without_nuclei_keeps_the_default_width():
     noise = np.random.default_rng(0).normal(500, 20, (512, 512)).astype(np.uint16)
     assert estimate_diameter(Tissue(noise[None], ["DAPI"])) == DEFAULT_DIAMETER
+    assert estimate_nuclei(Tissue(noise[None], ["DAPI"])).at_least == 0
 
 
 def test_a_mask_on_disk_is_measured_block_by_block_as_it_is_whole(tmp_path):

@@ -15,11 +15,11 @@ from napari_agile._napari import layers as _layers
 from napari_agile._napari.controller import Controller
 from napari_agile._napari.controls import ask_path, button, fill, spin, ticked, with_browse
 from napari_agile._napari.jobs import Progress
-from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei
+from napari_agile.detect.nuclei import cells_from_labels, detect_nuclei, estimate_nuclei
 from napari_agile.engine.model_file import AgileModel, check_channels, load_model, pick_model
 from napari_agile.errors import AgileInputError
 from napari_agile.io.tissue import Tissue, nuclear_flags
-from napari_agile.session import Session, panel_choice, panel_config
+from napari_agile.session import Session, check_memory, panel_choice, panel_config
 
 #: the 'Nuclei' choice that finds them in the nuclear channels; the other choices are the viewer's Labels layers
 DETECT = "detect in the nuclear channels"
@@ -267,7 +267,7 @@ class TissuePanel(QGroupBox):
                 f"{err} Here: rename the channel layers, or type the names in order under 'Channel names'."
             ) from None
         panel = panel_choice(model, tissue.channel_names, ticked(self.channel_list), nuclear)
-        panel_config(model, tissue, panel.get("channels"), panel.get("nuclear"))  # refused now, not after detection
+        config = panel_config(model, tissue, panel.get("channels"), panel.get("nuclear"))  # refused now, not later
         channels = nuclear or None
         store = self.store_edit.text().strip() or None
         if store and (Path(store) / "session.json").exists():
@@ -281,8 +281,10 @@ class TissuePanel(QGroupBox):
         diameter = float(self.width_spin.value()) or None
 
         def work(progress: Progress) -> Session:
-            if mask is None:
-                cells = detect_nuclei(tissue, channels=channels, diameter=diameter, progress=progress)
+            if mask is None:  # a section too large for memory is refused in a second, not after its detection
+                guess = estimate_nuclei(tissue, channels)
+                check_memory(config, guess.at_least, mask_pixels=tissue.shape[0] * tissue.shape[1], estimated=True)
+                cells = detect_nuclei(tissue, channels=channels, diameter=diameter or guess.diameter, progress=progress)
             else:
                 cells = cells_from_labels(mask, tissue.shape)
             progress.phase(f"Cutting patches around {len(cells)} cells")

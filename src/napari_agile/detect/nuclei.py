@@ -17,6 +17,7 @@ from napari_agile.errors import AgileInputError
 from napari_agile.io.cells import Cells
 from napari_agile.io.images import open_label_image
 from napari_agile.io.tissue import Tissue, nuclear_flags
+from napari_agile.memory import short_of
 
 
 def detect_nuclei(
@@ -74,6 +75,13 @@ def detect_nuclei(
         floor = float(threshold)
 
     h, w = tissue.shape
+    if out is None and (free := short_of(4 * h * w)) is not None:
+        raise AgileInputError(
+            f"The nucleus mask of this {h:,} x {w:,} px section takes {4 * h * w / 1e9:.1f} GB and this machine has "
+            f"{free / 1e9:.1f} GB free: detect on a part (tissue.crop(top, left, bottom, right)), give out= an int32 "
+            "array on disk (e.g. a zarr array), or type whole sections with `napari-agile predict`, which holds a "
+            "tile at a time."
+        )
     labels = np.zeros((h, w), np.int32) if out is None else out
     if tuple(labels.shape) != (h, w) or np.dtype(labels.dtype) != np.int32:
         raise AgileInputError(f"out must be a ({h}, {w}) int32 array; got {labels.dtype} {tuple(labels.shape)}.")
@@ -132,8 +140,30 @@ def estimate_diameter(tissue: Tissue, channels: Sequence[str] | None = None) -> 
 
     Blobs are found at full resolution against the detector's own floor, so chromatin texture inside a nucleus does
     not count as small nuclei. DEFAULT_DIAMETER when nothing stands above the noise."""
+    return estimate_nuclei(tissue, channels).diameter
+
+
+@dataclass(frozen=True)
+class NucleusEstimate:
+    """What the sampled tiles say before a detection: the typical nucleus width (px), and a floor on how many nuclei
+    the whole section holds: the density of separate bright blobs on the tiles times the section's area (a clump
+    of touching nuclei counts once; 0.2-0.5 of the nuclei on the real and simulated sections of docs/nuclei.md)."""
+
+    diameter: float
+    at_least: int
+
+
+def estimate_nuclei(tissue: Tissue, channels: Sequence[str] | None = None) -> NucleusEstimate:
+    """`estimate_diameter`'s width and a floor on the section's number of nuclei, from the same 16 sampled tiles
+    (about a second on any section size), so a detection too large for memory is refused before it starts."""
     idx = [tissue.index(n) for n in _nuclear_channels(tissue, channels)]
-    return _diameter_from(_sample_tiles(tissue, idx))
+    images = _sample_tiles(tissue, idx)
+    census = _blob_census(images)
+    if census is None or not len(census[0]):
+        return NucleusEstimate(DEFAULT_DIAMETER, 0)
+    widths, blobs = census
+    h, w = tissue.shape
+    return NucleusEstimate(_median_width(widths), int(blobs * h * w / sum(img.size for img in images)))
 
 
 #: the largest nucleus id a mask may hold (typing paints through lookup tables as long as the largest id)
@@ -326,16 +356,29 @@ def _sample_tiles(tissue: Tissue, idx: list[int], n_tiles: int = 16, size: int =
 
 
 def _diameter_from(images: list[np.ndarray]) -> float:
-    """The median width of the blobs above the nucleus floor (measured at full resolution, lightly smoothed), a blob
-    of touching nuclei shared among the peaks of its distance transform: each peak counts the width of a disc of its
-    share of the blob's area, so round nuclei in clumps count their own width and an elongated one its whole size."""
+    """The median width of `_blob_census`, DEFAULT_DIAMETER where no blob stands above the noise."""
+    census = _blob_census(images)
+    return _median_width(census[0]) if census is not None and len(census[0]) else DEFAULT_DIAMETER
+
+
+def _median_width(widths: np.ndarray) -> float:
+    return float(max(np.median(widths), 4.0))
+
+
+def _blob_census(images: list[np.ndarray]) -> tuple[np.ndarray, int] | None:
+    """The blobs above the nucleus floor (full resolution, lightly smoothed): one width per nucleus, and how many
+    blobs. A blob of touching nuclei is shared among the peaks of its distance transform, each peak counting the
+    width of a disc of its share of the blob's area, so round nuclei in clumps count their own width and an
+    elongated one its whole size. None when nothing stands above the noise."""
     params = _Params.from_diameter(DEFAULT_DIAMETER, 1.0, None, 1)
     _, floor = _global_levels(images, params)
     if not np.isfinite(floor):
-        return DEFAULT_DIAMETER
-    widths = [np.empty(0)]
+        return None
+    widths, n_blobs = [np.empty(0)], 0
     for img in images:
         blobs, n = ndi.label(ndi.binary_fill_holes(ndi.binary_opening(_smooth(img, params) > floor)))
+        n_blobs += n - len(np.setdiff1d(np.r_[blobs[0], blobs[:, 0]], 0))  # a frame counts a blob cut by its top
+        # or left edge in the tile beyond it (Gundersen's counting frame), so the density is the section's
         dist = ndi.distance_transform_edt(blobs > 0)
         peaks, n_peaks = ndi.label((dist == ndi.maximum_filter(dist, size=5)) & (dist >= 2))
         if n_peaks:
@@ -345,8 +388,7 @@ def _diameter_from(images: list[np.ndarray]) -> float:
             shares = np.bincount(owner, minlength=n + 1)
             area = np.bincount(blobs.ravel(), minlength=n + 1)
             widths.append(np.sqrt(4 * area[owner] / (np.pi * shares[owner])))
-    found = np.concatenate(widths)
-    return float(max(np.median(found), 4.0)) if len(found) else DEFAULT_DIAMETER
+    return np.concatenate(widths), n_blobs
 
 
 def _global_levels(images: list[np.ndarray], params: _Params) -> tuple[float, float]:

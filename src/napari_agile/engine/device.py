@@ -1,4 +1,4 @@
-"""Pick the torch device: CUDA when there is one, then Apple MPS, else CPU; overridable. How much memory is free."""
+"""Pick the torch device: CUDA when there is one, then Apple MPS, else CPU; overridable."""
 
 from __future__ import annotations
 
@@ -26,17 +26,3 @@ def pick_device(preference: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AgileInputError("CUDA was asked for but torch sees no CUDA GPU here: use device='cpu'.")
     return device
-
-
-def free_memory() -> int | None:
-    """Bytes of memory free for a new allocation (psutil, else Linux's MemAvailable), None where neither tells."""
-    try:
-        import psutil
-    except ImportError:
-        try:
-            with open("/proc/meminfo") as fh:
-                found = next((line.split()[1] for line in fh if line.startswith("MemAvailable:")), None)
-        except OSError:
-            return None
-        return None if found is None else int(found) * 1024
-    return int(psutil.virtual_memory().available)
