@@ -9,12 +9,13 @@ import napari_agile
 PACKAGE = Path(napari_agile.__file__).parent
 GUI = {"napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "vispy"}
 #: what each subpackage may import from napari_agile at run time (type-only imports are free)
+#: errors and memory (free memory) are leaves every layer may use
 BELOW = {
-    "io": {"errors", "io"},
-    "detect": {"errors", "io", "detect"},
-    "synth": {"errors", "io", "synth"},
-    "engine": {"errors", "io", "detect", "synth", "engine"},
-    "bench": {"errors", "io", "detect", "synth", "engine", "bench"},
+    "io": {"errors", "memory", "io"},
+    "detect": {"errors", "memory", "io", "detect"},
+    "synth": {"errors", "memory", "io", "synth"},
+    "engine": {"errors", "memory", "io", "detect", "synth", "engine"},
+    "bench": {"errors", "memory", "io", "detect", "synth", "engine", "bench"},
 }
 
 

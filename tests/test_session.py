@@ -197,6 +197,12 @@ def test_a_new_type_named_like_a_known_one_warns(session):
     assert set(session.types) == {"astrocyte", "astrocyt", "Astrocytes", "microglia"}  # still created: the user decides
 
 
+def test_loading_a_session_on_a_path_instead_of_a_tissue_says_what_to_pass(sim, model, tmp_path):
+    session = Session(sim.tissue, sim.cells, model, store=tmp_path / "s")
+    with pytest.raises(AgileInputError, match=r"takes the section as a Tissue, not a str.*read_tissue\(image_path\)"):
+        Session.load(session.store, "section.ome.tif")  # type: ignore[arg-type]
+
+
 def test_a_section_too_large_for_memory_is_refused_before_any_patch_is_cut(sim, model, tmp_path, monkeypatch):
     """With less free memory than the patches and features need, a clear error says how to go on (a crop to teach
     on, the streamed batch for the whole), before any work and without a session folder left behind."""

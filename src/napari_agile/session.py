@@ -737,6 +737,11 @@ class Session:
         path = Path(path)
         if not (path / "session.json").exists():
             raise AgileInputError(f"{path} is not a napari-agile session folder (no session.json).")
+        if not isinstance(tissue, Tissue):
+            raise AgileInputError(
+                f"Session.load(path, tissue) takes the section as a Tissue, not a {type(tissue).__name__}: "
+                "Session.load(path, read_tissue(image_path))."
+            )
         cells = read_cell_table(path / "cells.csv")
         region = read_session_meta(path).get("region")  # taught on part of a section: that part again
         if region is not None and tuple(tissue.shape) != (region[2] - region[0], region[3] - region[1]):

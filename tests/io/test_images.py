@@ -75,6 +75,61 @@ def test_imagej_channel_labels_name_the_channels(tmp_path):
     assert read_tissue(tmp_path / "fiji.tif").channel_names == names
 
 
+def test_one_image_per_channel_and_page_names_name_the_channels(tmp_path):
+    """Exporters that write an OME image (series) per channel, or name each page (MIBItiff's PageName): the
+    channels are stacked in order with those names, not refused as one 2D image or left unnamed."""
+    data, names = _data(3), ["HH3", "CD20", "CD8"]
+    with tifffile.TiffWriter(tmp_path / "series.ome.tif", ome=True) as tw:
+        for plane, name in zip(data, names):
+            tw.write(plane, photometric="minisblack", metadata={"axes": "YX", "Name": name, "Channel": {"Name": name}})
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tw:
+        for plane, name in zip(data, names):
+            tw.write(plane, photometric="minisblack", extratags=[(285, "s", 0, name, True)], metadata=None)
+    for file in ("series.ome.tif", "pages.tif"):
+        tissue = read_tissue(tmp_path / file)
+        assert tissue.channel_names == names, file
+        np.testing.assert_array_equal(tissue.read_region(0, 300, 0, 400), data)
+
+
+def test_a_channel_the_ome_metadata_leaves_unnamed_is_named_alone(tmp_path):
+    write_ome_tiff(Tissue(_data(3), ["DAPI", "CD3", "CD20"]), tmp_path / "t.ome.tif")
+    with tifffile.TiffFile(tmp_path / "t.ome.tif") as tf:
+        description = tf.pages[0].description.replace('Name="CD3"', 'Name=""')
+    tifffile.tiffcomment(tmp_path / "t.ome.tif", description)
+    with pytest.warns(UserWarning, match=r"names no channel \[2\]; calling it channel_2"):
+        assert read_tissue(tmp_path / "t.ome.tif").channel_names == ["DAPI", "channel_2", "CD20"]
+
+
+def test_an_lzw_compressed_tiff_reads(tmp_path):
+    """LZW is what PIL, ImageMagick and MATLAB write: tifffile decodes it with imagecodecs, a dependency."""
+    tifffile.imwrite(tmp_path / "lzw.tif", _data(3), compression="lzw", photometric="minisblack")
+    tissue = read_tissue(tmp_path / "lzw.tif", channel_names=["DAPI", "CD3", "CD20"])
+    np.testing.assert_array_equal(tissue.read_region(0, 300, 0, 400), _data(3))
+
+
+def test_a_file_moved_after_opening_is_named_as_gone(tmp_path):
+    tifffile.imwrite(tmp_path / "t.tif", _data(3), compression="zlib", photometric="minisblack")
+    tissue = read_tissue(tmp_path / "t.tif", channel_names=["DAPI", "CD3", "CD20"])
+    tissue.close()
+    (tmp_path / "t.tif").rename(tmp_path / "elsewhere.tif")
+    with pytest.raises(
+        AgileInputError, match=r"t\.tif is gone: the file was moved or deleted.*read_tissue\(new_path\)"
+    ):
+        tissue.read_region(0, 10, 0, 10)
+
+
+def test_a_label_image_beside_the_channel_files_is_left_out(tmp_path):
+    """A segmentation saved into the channel folder (any integer type) is not read as one more marker."""
+    data = _data(2)
+    tifffile.imwrite(tmp_path / "DAPI.tif", data[0])
+    tifffile.imwrite(tmp_path / "CD3.tif", data[1].astype(np.float32))  # another pixel type: read as one
+    tifffile.imwrite(tmp_path / "nuclei_mask.tif", np.arange(300 * 400, dtype=np.int32).reshape(300, 400))
+    with pytest.warns(UserWarning, match=r"Left out \['nuclei_mask.tif'\].*a label image"):
+        tissue = read_tissue(tmp_path)
+    assert tissue.channel_names == ["CD3", "DAPI"] and np.dtype(tissue.data.dtype) == np.float32
+    np.testing.assert_array_equal(tissue.read_region(0, 300, 0, 400), data[[1, 0]])
+
+
 def test_2d_tiff_is_a_clear_error(tmp_path):
     tifffile.imwrite(tmp_path / "one.tif", _data(1)[0])
     with pytest.raises(AgileInputError, match="folder"):

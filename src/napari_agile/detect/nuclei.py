@@ -210,6 +210,8 @@ def cells_from_labels(
     (Y, X) int32 array such as a zarr array on disk, the blocks are copied there and it becomes the cells' labels;
     otherwise the labels are the mask as an int32 numpy array. `progress(done, total)` is called per block."""
     lab = labels if hasattr(labels, "shape") and hasattr(labels, "dtype") else np.asarray(labels)
+    if len(lab.shape) == 3 and 1 in (lab.shape[0], lab.shape[2]) and hasattr(lab, "reshape"):  # (1, Y, X), (Y, X, 1)
+        lab = lab.reshape(tuple(n for n in lab.shape if n != 1) if lab.shape.count(1) == 1 else lab.shape[1:3])
     if len(lab.shape) != 2:
         raise AgileInputError(f"A nucleus mask is one 2D (rows, columns) label image; this one has shape {lab.shape}.")
     h, w = (int(n) for n in lab.shape)
@@ -247,7 +249,29 @@ def cells_from_labels(
             progress(done, len(starts))
     if not parts:
         raise AgileInputError("The nucleus mask labels no pixel: give the label image of the nuclei (0 = background).")
-    return Cells(_merge_measures(parts), out)
+    table = _merge_measures(parts)
+    _warn_giants(table)
+    return Cells(table, out)
+
+
+#: a labelled region this many times the median nucleus's area is not one nucleus
+GIANT = 25
+
+
+def _warn_giants(table: pd.DataFrame) -> None:
+    """A warning naming labels far larger than the median nucleus: a background or tissue region painted as one
+    nucleus would be typed as a cell, and its patch would show nothing of one."""
+    if len(table) < 10:
+        return
+    median = float(table["area"].median())
+    giants = table.loc[table["area"] > GIANT * median, "id"].astype(int).tolist()
+    if giants:
+        warnings.warn(
+            f"Nucleus label(s) {giants[:10]}{' ...' if len(giants) > 10 else ''} cover over {GIANT} times the "
+            f"median nucleus ({median:.0f} px): a background or tissue region labelled as a nucleus? Set it to 0 in "
+            "the mask, or check that the label image is the nuclei's.",
+            stacklevel=3,
+        )
 
 
 def _block_measures(block: np.ndarray, y0: int, x0: int) -> pd.DataFrame:
@@ -334,7 +358,7 @@ def _nuclear_channels(tissue: Tissue, channels: Sequence[str] | None) -> list[st
 
 
 def _nuclear_image(tissue: Tissue, idx: list[int], y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """Sum of the nuclear channels over a region, float32."""
+    """Sum of the nuclear channels over a region, float32, without its lone bright pixels (`_without_spikes`)."""
     block = tissue.read_region(y0, y1, x0, x1)[idx]
     if block.dtype.kind == "f" and not np.isfinite(block).all():
         bad = [tissue.channel_names[i] for i, plane in zip(idx, block) if not np.isfinite(plane).all()]
@@ -343,7 +367,52 @@ def _nuclear_image(tissue: Tissue, idx: list[int], y0: int, y1: int, x0: int, x1
             f"in rows {y0}-{y1}, columns {x0}-{x1}: replace them (e.g. numpy.nan_to_num, or 0 where nothing was "
             "imaged) before detecting nuclei."
         )
-    return block.sum(axis=0, dtype=np.float32)
+    return _without_spikes(block.sum(axis=0, dtype=np.float32))
+
+
+#: a spike stands this many pixel-noise sds above the brightest of its neighbours (noise alone: under 5)
+SPIKE_NOISE = 8.0
+
+
+def _without_spikes(plane: np.ndarray) -> np.ndarray:
+    """`plane` (float32) with its lone spikes held to the brightest of their 8 neighbours: a pixel standing more than
+    twice as far above the plane's median as any neighbour, and SPIKE_NOISE noise sds above it. A hot pixel (a
+    detector spike, common in IMC and MIBI) would otherwise lift the nucleus floor above real nuclei and count as a
+    nucleus itself; nuclei, many pixels wide and smooth at that scale, keep every pixel."""
+    plane = plane.astype(np.float32, copy=False)
+    h, w = plane.shape
+    if min(h, w) < 2:
+        return plane
+    rows = plane[:: max(h // 256, 1)]  # rows spread over the plane: its level and its pixel noise
+    base = float(np.median(rows))
+    step = np.diff(rows, axis=1)
+    noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / np.sqrt(2)
+    peaks = np.flatnonzero((plane >= _max3(plane)) & (plane - base > SPIKE_NOISE * noise))  # only a local maximum
+    # well above the plane's level can be a spike
+    if not peaks.size:
+        return plane
+    y, x = np.unravel_index(peaks, plane.shape)
+    padded = np.pad(plane, 1, mode="reflect")  # mirrored about the edge pixel: an edge pixel is not its neighbour
+    around = np.max([padded[y + dy, x + dx] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)], axis=0)
+    value = plane.flat[peaks]
+    spikes = (value - base > 2 * np.maximum(around - base, 0)) & (value - around > SPIKE_NOISE * noise)
+    if not spikes.any():
+        return plane
+    out = plane.copy()
+    out.flat[peaks[spikes]] = around[spikes]
+    return out
+
+
+def _max3(plane: np.ndarray) -> np.ndarray:
+    """The brightest pixel of each pixel's 3 x 3 neighbourhood (itself included), by shifted maxima: ten times
+    scipy's maximum_filter on float32."""
+    rows = plane.copy()
+    np.maximum(rows[1:], plane[:-1], out=rows[1:])
+    np.maximum(rows[:-1], plane[1:], out=rows[:-1])
+    out = rows.copy()
+    np.maximum(out[:, 1:], rows[:, :-1], out=out[:, 1:])
+    np.maximum(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    return out
 
 
 def _sample_tiles(tissue: Tissue, idx: list[int], n_tiles: int = 16, size: int = 512) -> list[np.ndarray]:

@@ -175,13 +175,19 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None, list[str
             series = tf.series[0]
             axes = series.axes
             ome = tf.ome_metadata if tf.is_ome else None
-            labels = (tf.imagej_metadata or {}).get("Labels") if tf.is_imagej else None
+            if tf.is_imagej:
+                labels = (tf.imagej_metadata or {}).get("Labels")
+            else:
+                labels = None if ome else _page_names(tf)
             contiguous = series.levels[0].dataoffset is not None
             cut = _cut_off(tf, series.levels[0], ome)
+            planes = _plane_series(tf)
     except Exception as exc:  # tifffile raises many types for broken files
         raise AgileInputError(f"Cannot read {path} as a TIFF ({exc}). Is the file complete and a TIFF?") from exc
     if cut:
         raise AgileInputError(f"{path} is cut off ({cut}): copy it again from its source, or re-export it.")
+    if planes is not None:  # one image (series) per channel, as some exporters write: stacked, named by the images
+        return _stack_series(path, len(planes), stores), "CYX", ome, planes
     if contiguous:
         try:
             return tifffile.memmap(path, series=0, level=0, mode="r"), axes, ome, labels
@@ -193,6 +199,39 @@ def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None, list[str
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
     stores.append(store)
     return da.from_zarr(zarr.open(store, mode="r")), axes, ome, labels
+
+
+def _page_names(tf: Any) -> list[str] | None:
+    """The PageName tag of each page (MIBItiff and other exporters name a channel per page), when every page has one."""
+    names = [page.tags.get(285) for page in tf.pages]
+    return [str(tag.value) for tag in names] if names and all(names) else None
+
+
+def _plane_series(tf: Any) -> list[str] | None:
+    """The names of a file's images when it holds one 2D image per channel (several series of one shape and type,
+    the first of them a single plane), else None."""
+    first = tf.series[0]
+    if len(tf.series) < 2 or sum(n > 1 for n in first.shape) != 2:
+        return None
+    same = [s for s in tf.series if s.shape == first.shape and s.dtype == first.dtype]
+    if len(same) != len(tf.series):  # a thumbnail or a label image beside the channels: not this layout
+        return None
+    return [s.name or f"channel_{i + 1}" for i, s in enumerate(tf.series)]
+
+
+def _stack_series(path: Path, n: int, stores: list) -> Any:
+    """The `n` single-plane series of a TIFF as one lazy (channels, rows, columns) dask array."""
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    planes = []
+    for i in range(n):
+        store = tifffile.imread(path, aszarr=True, series=i, level=0)
+        stores.append(store)
+        plane = da.from_zarr(zarr.open(store, mode="r"))
+        planes.append(plane.reshape(plane.shape[-2:]))
+    return da.stack(planes)
 
 
 def _cut_off(tf: Any, level: Any, ome: str | None) -> str | None:
@@ -304,7 +343,7 @@ def _read_tiff(path: Path, channel_names: Sequence[str] | None, stores: list) ->
         data = data.transpose(2, 0, 1)
     elif axes[0] in "QI":  # tifffile names no axis: a (rows, columns, channels) array may have been saved as is
         data = _channels_first(data, len(channel_names) if channel_names else None, path)
-    names = _ome_channel_names(ome, data.shape[0]) if ome else _imagej_channel_names(labels, axes, data.shape[0])
+    names = (_ome_channel_names(ome, data.shape[0], path) if ome else None) or _plane_names(labels, axes, data.shape[0])
     pixel_size = _ome_pixel_size(ome) if ome else None
     names = _resolve_names(list(channel_names) if channel_names else names, data.shape[0], path)
     return Tissue(data, names, pixel_size=pixel_size, source=str(path))
@@ -336,18 +375,29 @@ def _ome_pixels(ome: str) -> ET.Element | None:
     return next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
 
 
-def _ome_channel_names(ome: str, n: int) -> list[str] | None:
-    """Channel Name attributes of the first OME image, when there is one per channel."""
+def _ome_channel_names(ome: str, n: int, where: Path) -> list[str] | None:
+    """Channel Name attributes of the first OME image, when there is one per channel; a channel without a name
+    is called channel_<k> (a warning names it) and the others keep theirs."""
     pixels = _ome_pixels(ome)
     if pixels is None:
         return None
-    names = [ch.get("Name") for ch in pixels if ch.tag.endswith("Channel")]
-    return names if len(names) == n and all(names) else None  # type: ignore[return-value]
+    names = [(ch.get("Name") or "").strip() for ch in pixels if ch.tag.endswith("Channel")]
+    if len(names) != n or not any(names):
+        return None
+    blank = [k for k, name in enumerate(names, 1) if not name]
+    if blank:
+        warnings.warn(
+            f"{where.name} names no channel {blank}; calling {'it' if len(blank) == 1 else 'them'} "
+            f"{', '.join(f'channel_{k}' for k in blank)}. Pass channel_names=[...] (CLI: --names) to name every "
+            "channel.",
+            stacklevel=4,
+        )
+    return [name or f"channel_{k}" for k, name in enumerate(names, 1)]
 
 
-def _imagej_channel_names(labels: Any, axes: str, n: int) -> list[str] | None:
-    """The slice labels of an ImageJ (Fiji) stack read as (channels, rows, columns), when there is one per channel:
-    Fiji's channel names; the first line of each (ImageJ appends details after a newline)."""
+def _plane_names(labels: Any, axes: str, n: int) -> list[str] | None:
+    """Names a file gives each plane of a (channels, rows, columns) image, when there is one per channel: Fiji's
+    slice labels (the first line of each: ImageJ appends details after a newline), page names or image names."""
     if axes[1:] != "YX" or not isinstance(labels, list) or len(labels) != n:
         return None
     names = [str(label).split("\n")[0].strip() for label in labels]
@@ -393,6 +443,10 @@ def _stem(p: Path) -> str:
     return p.stem
 
 
+#: file stems of label images that sit beside the channel TIFFs in a folder (a segmentation's output)
+MASK_STEM = re.compile(r"(^|[^a-z])(masks?|labels?|segmentation|segmented|seg)([^a-z]|$)")
+
+
 def _read_folder(
     folder: Path, channel_names: Sequence[str] | None, channel_map: Mapping[str, str] | None, stores: list
 ) -> Tissue:
@@ -432,6 +486,14 @@ def _read_folder(
         names = [n for n, _ in chosen]
         files = [f for _, f in chosen]
     else:
+        masks = [f for f in files if MASK_STEM.search(_stem(f).lower())]
+        if masks and len(masks) < len(files) and not (channel_names and len(channel_names) == len(files)):
+            warnings.warn(
+                f"Left out {[f.name for f in masks]} of {folder}: by name a label image (a mask), not a channel. "
+                "Give channel_map={file stem: channel name} to choose the channels yourself.",
+                stacklevel=3,
+            )
+            files = [f for f in files if f not in masks]
         names = list(channel_names) if channel_names else [_stem(f) for f in files]
         if len(names) != len(files):
             raise AgileInputError(f"{folder} has {len(files)} TIFF files but {len(names)} channel names were given.")
@@ -450,16 +512,12 @@ def _read_folder(
             f"Channel files in {folder} differ in size: {shapes}. All channels of a section must have the same "
             "rows and columns (register or crop them first)."
         )
-    dtypes = {np.dtype(a.dtype) for _, a in arrays}
-    if len(dtypes) > 1:
-        raise AgileInputError(
-            f"Channel files in {folder} differ in pixel type ({sorted(map(str, dtypes))}); save them all as one type."
-        )
     import dask.array as da
 
     h, w = arrays[0][1].shape
     chunks = (min(h, 2048), min(w, 2048))
-    stack = da.stack([a if isinstance(a, da.Array) else _wrap_memmap(a, f, chunks) for f, a in arrays])
+    common = np.result_type(*(a.dtype for _, a in arrays))  # channels saved as different types: read as one
+    stack = da.stack([(a if isinstance(a, da.Array) else _wrap_memmap(a, f, chunks)).astype(common) for f, a in arrays])
     return Tissue(stack, names, source=str(folder))
 
 

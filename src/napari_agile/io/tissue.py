@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,15 @@ NUCLEAR_STEMS = (
     "syto",
     "ir191",
     "ir193",
+    "ir191di",
+    "ir193di",
     "191ir",
     "193ir",
+    "iridium",
     "nuclear",
+    "nucleus",
+    "nucblue",
+    "nucspot",
     "propidium",
     "sytox",
     "topro",
@@ -38,11 +45,17 @@ NUCLEAR_STEMS = (
 )
 
 
+#: a cycle, round or channel number written before a stain's name by cyclic imaging and microscope software
+#: ('cyc001_DAPI', 'R0_DAPI', 'Cy1 DAPI', 'ch1-Hoechst')
+CYCLE_PREFIX = re.compile(r"^(cyc|cycle|round|r|cy|ch|c)\d+[ _.:-]+")
+
+
 def nuclear_flags(names: Sequence[str]) -> tuple[bool, ...]:
-    """Which channels are nuclear stains, by name (e.g. 'DAPI', 'Hoechst 33342', 'Histone H3', 'DNA1', 'Ir191')."""
+    """Which channels are nuclear stains, by name (e.g. 'DAPI', 'Hoechst 33342', 'Histone H3', 'DNA1', 'Ir191Di',
+    'cyc001_DAPI')."""
 
     def nuclear(name: str) -> bool:
-        key = name.strip().lower().replace("_", " ")
+        key = CYCLE_PREFIX.sub("", name.strip().lower()).replace("_", " ")
         return any(
             key == stem or key.startswith(stem) and not key[len(stem) : len(stem) + 1].isalpha()
             for stem in NUCLEAR_STEMS
@@ -108,7 +121,10 @@ class Tissue:
             )
         dupes = sorted({n for n in self.channel_names if self.channel_names.count(n) > 1})
         if dupes:
-            raise AgileInputError(f"Channel names must be unique{where}; repeated: {dupes}.")
+            raise AgileInputError(
+                f"Channel names must be unique{where}; repeated: {dupes}. Name every channel once: "
+                "read_tissue(path, channel_names=[...]) (CLI: --names), or tissue.rename({...})."
+            )
         if min(self.data.shape[1:]) < 1:
             raise AgileInputError(f"The image{where} is empty (shape {self.data.shape}).")
         kind = np.dtype(self.data.dtype).kind
@@ -198,7 +214,17 @@ class Tissue:
         block = self.data[:, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
         try:
             return np.asarray(block)
+        except FileNotFoundError as err:
+            raise AgileInputError(
+                f"{err.filename or self.source} is gone: the file was moved or deleted since it was opened. Open it "
+                "again where it is now (read_tissue(new_path)), or put it back."
+            ) from None
         except (OSError, ValueError, KeyError, RuntimeError, zlib.error) as err:  # a file's damaged strip, tile, chunk
+            if "imagecodecs" in str(err):
+                raise AgileInputError(
+                    f"{self.source or 'The image'} is compressed with a codec this Python lacks ({str(err)[:120]}): "
+                    "pip install imagecodecs, then open it again."
+                ) from None
             raise AgileInputError(
                 f"Cannot read rows {max(y0, 0)}-{min(y1, self.shape[0])}, columns {max(x0, 0)}-{min(x1, self.shape[1])}"
                 f" of {self.source or 'the image'} ({str(err)[:160]}): the file is damaged or cut off there; copy it "
