@@ -207,11 +207,16 @@ def test_unreadable_tiff_in_folder_is_named(tmp_path):
         read_tissue(tmp_path)
 
 
-def test_zarr_with_omero_names(tmp_path):
+@pytest.mark.parametrize("bioformats2raw", [False, True])
+def test_zarr_with_omero_names(tmp_path, bioformats2raw):
+    """An OME-Zarr image, also inside bioformats2raw's layout (the image is the root's group 0)."""
     import zarr  # a hard dependency: a missing install must fail, not skip
 
     data = _data()
     group = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
+    if bioformats2raw:
+        group.attrs["bioformats2raw.layout"] = 3
+        group = group.create_group("0")
     group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 128, 128))[:] = data
     group.attrs.update(
         {

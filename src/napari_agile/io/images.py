@@ -632,6 +632,8 @@ def _read_zarr(path: Path, channel_names: Sequence[str] | None) -> Tissue:
     attrs: dict[str, Any] = dict(node.attrs)  # JSON: checked key by key below
     if "spatialdata_attrs" in attrs and (path / "images").is_dir():  # a store's root, not one of its elements
         return _read_zarr(spatialdata_element(path, "images"), channel_names)
+    if "bioformats2raw.layout" in attrs.get("ome", attrs) and (path / "0").is_dir():  # bioformats2raw: image 0 of it
+        return _read_zarr(path / "0", channel_names)
     ome: dict[str, Any] = attrs.get("ome", attrs)  # OME-NGFF 0.5 nests its metadata under "ome"
     axes = None
     pixel_size = None
