@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -195,6 +196,18 @@ def test_a_new_type_named_like_a_known_one_warns(session):
         session.suggest("Astrocytes", n=1)
     session.suggest("microglia", n=1)  # no warning: not like either
     assert set(session.types) == {"astrocyte", "astrocyt", "Astrocytes", "microglia"}  # still created: the user decides
+
+
+def test_a_nucleus_mask_off_the_nuclei_is_warned_about(sim, model, tmp_path):
+    """A mask transposed (or made on another section) labels pixels the nuclear stain does not light: a warning
+    says so; the section's own mask gives none."""
+    from napari_agile.detect.nuclei import cells_from_labels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        Session(sim.tissue, sim.cells, model, store=tmp_path / "right", mc_passes=2)
+    with pytest.warns(UserWarning, match=r"does not sit on the nuclei.*\['DAPI', 'Histones'\].*transposed"):
+        Session(sim.tissue, cells_from_labels(sim.cells.labels.T.copy()), model, store=tmp_path / "wrong", mc_passes=2)
 
 
 def test_loading_a_session_on_a_path_instead_of_a_tissue_says_what_to_pass(sim, model, tmp_path):

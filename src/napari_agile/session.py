@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from napari_agile.detect.nuclei import read_mask
+from napari_agile.detect.nuclei import mask_off_nuclei, read_mask
 from napari_agile.detect.patches import Normalizer, check_finite, fit_normalizer, iter_patches
 from napari_agile.engine.device import pick_device
 from napari_agile.engine.likeness import section_profile, unlike_message
@@ -124,6 +124,9 @@ class Session:
         if "problems" not in self.tissue.metadata:  # not said yet by read_tissue: empty, constant, saturated channels
             for message in check_tissue(self.tissue):
                 warnings.warn(message, stacklevel=2)
+        nuclear = [n for n, f in zip(self.config.channels, self.config.nuclear) if f] or None
+        if cells.labels is not None and (off := mask_off_nuclei(tissue, cells.labels, nuclear)):
+            warnings.warn(off, stacklevel=2)
         self.tissue_source = self.tissue.source  # the section the answers belong to (kept by Session.load)
         self.cells = cells
         self.device = pick_device(device)

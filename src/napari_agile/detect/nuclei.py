@@ -254,6 +254,39 @@ def cells_from_labels(
     return Cells(table, out)
 
 
+#: how far a nucleus mask's pixels must stand above the rest in the nuclear stain, as a share of its 1-99 % range
+MASK_CONTRAST = 0.05
+
+
+def mask_off_nuclei(tissue: Tissue, labels: Any, channels: Sequence[str] | None = None, size: int = 1024) -> str | None:
+    """Why a nucleus mask does not sit on this section's nuclei (None: it does): over a central `size`² region, the
+    nuclear stains (`channels`, by default those named as such) are no brighter inside the labels than outside
+    them, as for a mask transposed, shifted or made on another section. A mask that labels nothing there, or a
+    section with no nuclear stain by name, passes."""
+    try:
+        idx = [tissue.index(n) for n in _nuclear_channels(tissue, channels)]
+    except AgileInputError:
+        return None
+    h, w = tissue.shape
+    y0, x0 = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    y1, x1 = min(y0 + size, h), min(x0 + size, w)
+    inside = np.asarray(labels[y0:y1, x0:x1]) > 0
+    if inside.all() or not inside.any():
+        return None
+    stain = tissue.read_region(y0, y1, x0, x1)[idx].sum(axis=0, dtype=np.float32)
+    if not np.isfinite(stain).all():  # missing pixels: named where they are met (patches, detection)
+        return None
+    low, high = np.percentile(stain, [1, 99])
+    contrast = (float(stain[inside].mean()) - float(stain[~inside].mean())) / max(float(high - low), 1e-12)
+    if contrast >= MASK_CONTRAST:
+        return None
+    return (
+        f"The nucleus mask does not sit on the nuclei: in rows {y0}-{y1}, columns {x0}-{x1} the nuclear stain "
+        f"{[tissue.channel_names[i] for i in idx]} is no brighter inside its labels than outside them ({contrast:+.2f} "
+        "of its range). Is it transposed, shifted, or made on another section? Give the label image made on this one."
+    )
+
+
 #: a labelled region this many times the median nucleus's area is not one nucleus
 GIANT = 25
 
