@@ -26,6 +26,7 @@ import numpy as np
 from skimage.transform import rescale
 
 import napari_agile as agile
+from napari_agile.engine.thresholds import type_threshold
 from panel_eval import TASKS, pool_cells, section
 from real_eval import load
 
@@ -62,21 +63,29 @@ VARIANTS = {
 }
 
 
-def cases(names: list[str], seeds: int, data: Path):
-    """(case name, tissue, balanced pool, truth) for each simulated domain x seed x task, or real data set task."""
+def cases(names: list[str], seeds: int, data: Path, natural: int = 0):
+    """(case name, tissue, pool, truth) for each simulated domain x seed x task, or real data set task. The pool is
+    balanced (up to 300 + 300 cells), or with `natural` that many random cells at the section's own prevalence."""
     for name in names:
         if name.startswith("real:"):
             folder, task = name[5:].split("/")
             tissue, cells = load(data / folder)
-            pool = pool_cells(cells, task, np.random.default_rng(0))
+            pool = draw_pool(cells, task, np.random.default_rng(0), natural)
             yield name, tissue, pool, (pool.table.cell_type == task).to_numpy()
             continue
         domain, _, zoom = name.partition("@")
         for seed in range(800_000, 800_000 + seeds):
             tissue, cells = resampled(section(domain, seed), float(zoom or 1))
             for task in TASKS:
-                pool = pool_cells(cells, task, np.random.default_rng([seed, 0, 0]))
+                pool = draw_pool(cells, task, np.random.default_rng([seed, 0, 0]), natural)
                 yield f"{name}/{seed}/{task}", tissue, pool, (pool.table.cell_type == task).to_numpy()
+
+
+def draw_pool(cells: agile.Cells, task: str, rng: np.random.Generator, natural: int) -> agile.Cells:
+    """`pool_cells`' balanced pool, or `natural` random cells (all, if fewer) as the section has them."""
+    if not natural:
+        return pool_cells(cells, task, rng)
+    return cells.subset(np.sort(rng.choice(cells.ids, min(natural, len(cells)), replace=False)))
 
 
 def resampled(sim: agile.synth.Simulation, zoom: float) -> tuple[agile.Tissue, agile.Cells]:
@@ -101,10 +110,17 @@ LOOP = ("cover", "auto")
 
 
 def accuracies(
-    model: agile.AgileModel, tissue, pool: agile.Cells, truth: np.ndarray, plans: tuple[tuple[str, ...], ...] = (LOOP,)
+    model: agile.AgileModel,
+    tissue,
+    pool: agile.Cells,
+    truth: np.ndarray,
+    plans: tuple[tuple[str, ...], ...] = (LOOP,),
+    natural: bool = False,
 ) -> dict[str, float]:
     """random16 (mean of 3 draws) and, per plan of two Suggest methods, the accuracy after those two rounds of 8
-    (rounds8 for the widget's loop; rounds8:<first>:<second> for others), through the Session API."""
+    (rounds8 for the widget's loop; rounds8:<first>:<second> for others), through the Session API, a cell called the
+    type at probability 0.5. `natural` (a pool at the section's prevalence): the type's F1 instead, a cell called at
+    the type's own threshold (fitted on its answers, as the widget calls it)."""
     answer = dict(zip(pool.ids.tolist(), truth.tolist()))
     names = {plan: "rounds8" if plan == LOOP else "rounds8:" + ":".join(plan) for plan in plans}
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +136,9 @@ def accuracies(
             for method in plan:
                 give(name, session.suggest(name, n=8, method=method))
         table = session.predict()
-    right = {name: float(np.mean((table[f"p_{name}"].to_numpy() >= 0.5) == truth)) for name in session.types}
+        cut = {name: type_threshold(session, name) if natural else 0.5 for name in session.types}
+    calls = {name: table[f"p_{name}"].to_numpy() >= cut[name] for name in cut}
+    right = {name: f1(call, truth) if natural else float(np.mean(call == truth)) for name, call in calls.items()}
     return {
         "random16": float(np.mean([right[f"random{d}"] for d in range(3)])),
         **{n: right[n] for n in names.values()},
@@ -133,6 +151,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--data", type=Path, default=Path("/work/realdata"), help="converted real data sets")
     ap.add_argument("--model", default="any-panel")
+    ap.add_argument(
+        "--natural",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pools of N random cells at the section's own prevalence, scored by the type's F1 (default: balanced "
+        "pools, scored by accuracy)",
+    )
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
     ap.add_argument(
         "--plans",
@@ -146,11 +172,11 @@ def main() -> None:
     base = agile.load_model(args.model)
     totals: dict[tuple[str, str], list[float]] = {}
     zooms: dict[tuple[str, str], list[float]] = {}  # the first variant's, by resolution (DOMAIN@ZOOM cases)
-    for name, tissue, pool, truth in cases(args.cases, args.seeds, args.data):
+    for name, tissue, pool, truth in cases(args.cases, args.seeds, args.data, args.natural):
         for variant in args.variants:
             settings = VARIANTS[variant]
             model = dataclasses.replace(base, config=dataclasses.replace(base.config, **settings))
-            for method, acc in accuracies(model, tissue, pool, truth, tuple(plans)).items():
+            for method, acc in accuracies(model, tissue, pool, truth, tuple(plans), bool(args.natural)).items():
                 totals.setdefault((variant, method), []).append(acc)
                 if variant == args.variants[0]:
                     zoom = name.split("/")[0].partition("@")[2] or "1"
@@ -163,6 +189,12 @@ def main() -> None:
     for m in methods[1:]:  # paired against random16, case by case
         diff = np.subtract(totals[args.variants[0], m], totals[args.variants[0], "random16"])
         print(f"{args.variants[0]}: {m} - random16 = {diff.mean():+.3f} ± {diff.std() / len(diff) ** 0.5:.3f}")
+
+
+def f1(called: np.ndarray, truth: np.ndarray) -> float:
+    """F1 of the calls for the type (0 when none is called right)."""
+    hits = float(np.sum(called & truth))
+    return 2 * hits / max(float(called.sum() + truth.sum()), 1.0)
 
 
 def print_table(title: str, rows: list[str], methods: list[str], totals: dict[tuple[str, str], list[float]]) -> None:
