@@ -5,7 +5,8 @@ Each case is a balanced pool (up to 300 + 300 cells) of a simulated validation s
 800,000+, the seeds choices are made on; `DOMAIN@ZOOM`: the section resampled by ZOOM, image and nucleus mask, as if
 imaged at another resolution) or of a converted real data set (`real:NAME/TASK`, measurement only). Per
 variant: `random16`, 3 draws of 16 random cells, one step each; `rounds8`, the widget's loop (Suggest 8 covering,
-answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
+answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool; with `--natural N`, pools of N random cells at the
+section's own prevalence, scored by the type's F1.
 
     python benchmarks/head_variants.py panel12 panel40 --seeds 2
     python benchmarks/head_variants.py panel12 panel40 shifted12 panel5 rat7 --variants "newton 0.3, standardised root" \
@@ -13,6 +14,8 @@ answer, Adapt, Suggest 8, Adapt). Accuracy over the whole pool.
     python benchmarks/head_variants.py real:mibi_granuloma/endothelial real:imc_pancreas/alpha --data /work/realdata
     python benchmarks/head_variants.py panel12 panel40 --variants "newton 1.0, select 3" --plans cover:auto cover:balanced
     python benchmarks/head_variants.py panel12 panel12@0.5 panel12@2 panel5 panel5@0.5 panel5@2 --variants "newton 1.0, select 3"
+    python benchmarks/head_variants.py panel12 panel40 shifted12 panel5 rat7 --natural 1000 --variants "newton 1.0, select 3" \
+        --plans cover:auto cover:balanced cover:cover
 """
 
 from __future__ import annotations
