@@ -56,22 +56,6 @@ def test_first_round_covers_the_section_then_entropy_takes_over(session):
         session.suggest("neuron", n=6, method="entropyy")
 
 
-def test_auto_rounds_seek_the_rarer_answer(session):
-    """Under a quarter of a type's answers say yes (a rare type, as on a real section): an auto round asks half of
-    its cells among the cells most likely of the type, not only the most uncertain; with balanced answers it is
-    the entropy round."""
-    ids = session.cells.ids
-    session.annotate("neuron", ids[:8].tolist(), [True] + [False] * 7)
-    session.adapt("neuron")
-    auto = session.suggest("neuron", n=6)
-    assert auto == session.suggest("neuron", n=6, method="rare") != session.suggest("neuron", n=6, method="entropy")
-    p, _ = session.probabilities("neuron")
-    likely = ids[8:][np.argsort(-p[8:])[: 9 * 3]]  # the 9 x 3 most likely of the type among the unanswered
-    assert len(set(auto) & set(likely.tolist())) >= 3
-    session.annotate("glia", ids[:8].tolist(), [True, False] * 4)
-    assert session.suggest("glia", n=6) == session.suggest("glia", n=6, method="entropy")
-
-
 def test_spread_rounds_ask_among_the_spread_times_n_most_uncertain(session):
     session.annotate("neuron", session.cells.ids[:4].tolist(), [True, False, False, True])
     session.adapt("neuron")

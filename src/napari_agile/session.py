@@ -54,8 +54,8 @@ from napari_agile.memory import short_of
 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, entropy balanced between the predicted
-#: classes, a round that seeks the rarer answer, or "auto": a covering round, then "rare" or AUTO_ROUNDS
-SUGGEST_METHODS = ("auto", "cover", "balanced", "rare", *METHODS)
+#: classes, or "auto": a covering round, then AUTO_ROUNDS
+SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
 #: cells whose patches give a section's batch-norm statistics (stats_sample), unless told otherwise
 STATS_CELLS = 512
@@ -249,9 +249,8 @@ class Session:
         """Ids of the `n` unlabelled cells to ask about next for `cell_type` (within `among`).
 
         `method`: "entropy" (the paper: the cells the model is least sure of), "bald", "random", "cover" (cells
-        that cover the section's range of centre-block features, type-agnostic), "rare" (half among the cells most
-        likely of the rarer answer, half by entropy), or "auto": "cover" while the type has no answer yet, then
-        "rare" while under a quarter of its answers are yes (or no), else "entropy" (docs/method.md). By entropy or BALD the n asked are those that
+        that cover the section's range of centre-block features, type-agnostic), or "auto": "cover" while the
+        type has no answer yet, then "entropy" (docs/method.md). By entropy or BALD the n asked are those that
         cover the marker levels of the `spread` * n most uncertain cells, so one round does not repeat one kind of
         cell (`spread=1`: the n most uncertain, as the paper). `progress(done, total)` follows the network pass
         over the cells when it is not cached yet.
@@ -270,7 +269,7 @@ class Session:
         if rows.size == 0:
             return []
         if method == "auto":
-            method = ("rare" if _rare_answer(state.answers) is not None else AUTO_ROUNDS) if state.answers else "cover"
+            method = AUTO_ROUNDS if state.answers else "cover"
         feats = self._features(None, progress)  # meta-trained: their centre block is the same under any weights
         if method == "cover":  # around the cells answered already, so a new round goes where no answer is
             answered = torch.as_tensor(self._rows(list(state.answers)), device=self.device, dtype=torch.long)
@@ -280,21 +279,9 @@ class Session:
             return [int(i) for i in self.cells.ids[rows[picked]]]
         samples = self._current_samples(state, progress)[:, rows]
         rng = np.random.default_rng([self.seed, len(state.answers)])
-        score = scores(samples, "entropy" if method in ("balanced", "rare") else method, rng)
+        score = scores(samples, "entropy" if method == "balanced" else method, rng)
         wide = spread if method != "random" else 1
-        if (
-            method == "rare"
-        ):  # half among the cells most likely of the rarer answer, half the most uncertain of the rest
-            k = (n + 1) // 2
-            p = samples.mean(0)
-            likely = self._round(
-                p if _rare_answer(state.answers) is not False else 1 - p, rows, k, wide, min_distance, feats
-            )
-            rest = np.setdiff1d(np.arange(len(rows)), likely)
-            picked = np.concatenate(
-                [likely, rest[self._round(score[rest], rows[rest], n - k, wide, min_distance, feats)]]
-            )
-        elif method != "balanced":
+        if method != "balanced":
             picked = self._round(score, rows, n, wide, min_distance, feats)
         else:  # half among the cells predicted positive, half among the rest (topped up where one side is short)
             p = samples.mean(0)
@@ -1010,18 +997,6 @@ def panel_choice(
             "so tick at least one marker channel there too."
         )
     return {"channels": chosen, "nuclear": marked}
-
-
-#: a kind of answer (yes or no) under this share of a type's answers is rare: "auto" rounds then seek it
-RARE_SHARE = 0.25
-
-
-def _rare_answer(answers: dict[int, bool]) -> bool | None:
-    """The answer (True: yes, the type) that is under RARE_SHARE of `answers`, else None (none yet: None)."""
-    if not answers:
-        return None
-    yes = sum(answers.values()) / len(answers)
-    return True if yes < RARE_SHARE else False if yes > 1 - RARE_SHARE else None
 
 
 def _check_inputs(tissue: object, cells: object) -> None:

@@ -31,8 +31,7 @@ class AnswersPanel(QGroupBox):
         self.pick_combo = QComboBox()
         self.pick_combo.addItems(SUGGEST_METHODS)
         self.pick_combo.setToolTip(
-            "auto: cells covering the section's range first, then the most uncertain (entropy), or, while under a "
-            "quarter of the answers are yes (a rare type), half among the cells most likely of it (rare); "
+            "auto: cells covering the section's range first, then the most uncertain (entropy); "
             "bald and random as in docs/method.md; cover: the section's range only."
         )
         form.addRow("Pick by", self.pick_combo)
