@@ -21,6 +21,7 @@ _API = {
     "detect_nuclei": "detect.nuclei",
     "estimate_diameter": "detect.nuclei",
     "estimate_nuclei": "detect.nuclei",
+    "mask_off_nuclei": "detect.nuclei",
     "cells_from_labels": "detect.nuclei",
     "open_mask": "detect.nuclei",
     "read_mask": "detect.nuclei",
