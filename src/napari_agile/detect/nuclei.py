@@ -420,8 +420,8 @@ def _without_spikes(plane: np.ndarray) -> np.ndarray:
     base = float(np.median(rows))
     step = np.diff(rows, axis=1)
     noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / np.sqrt(2)
-    peaks = np.flatnonzero((plane >= _max3(plane)) & (plane - base > SPIKE_NOISE * noise))  # only a local maximum
-    # well above the plane's level can be a spike
+    # only a local maximum well above the plane's level can be a spike
+    peaks = np.flatnonzero((plane >= _max3(plane)) & (plane - base > SPIKE_NOISE * noise))
     if not peaks.size:
         return plane
     y, x = np.unravel_index(peaks, plane.shape)

@@ -166,8 +166,9 @@ def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
 
 
 def _open_tiff(path: Path, stores: list) -> tuple[Any, str, str | None, list[str] | None]:
-    """Level 0 of the first series of a TIFF as a memmap (uncompressed) or dask array, its axes, OME-XML and ImageJ
-    (Fiji) slice labels; the store a dask array reads from is appended to `stores`."""
+    """Level 0 of the first series of a TIFF as a memmap (uncompressed) or dask array (a file of one 2D image per
+    channel: the images stacked), its axes, OME-XML and the names the file gives its planes (Fiji's slice labels,
+    page names, or those images' names); the store a dask array reads from is appended to `stores`."""
     import tifffile
 
     try:
