@@ -56,24 +56,6 @@ def test_first_round_covers_the_section_then_entropy_takes_over(session):
         session.suggest("neuron", n=6, method="entropyy")
 
 
-def test_while_every_answer_is_no_a_round_asks_the_brightest_cell_of_each_marker(session, sim):
-    """A step on "no" answers alone cannot rank a type: the next round asks each marker's brightest cell in turn,
-    markers whose brightest cells were answered already last, so a type with a marker of its own is met."""
-    first = session.suggest("astrocyte", n=8)
-    session.annotate("astrocyte", first, [False] * 8)
-    second = session.suggest("astrocyte", n=5)
-    assert second == session.suggest("astrocyte", n=5, method="brightest")
-    assert not set(second) & set(first)
-    levels = session._marker_levels()  # the 5 markers of the rat-brain panel (DAPI and Histones are nuclear)
-    assert levels.shape == (len(sim.cells), 5)
-    rows = session._rows(second)
-    assert sorted(np.argmax(levels[rows], axis=1).tolist()) == [0, 1, 2, 3, 4]  # one marker's brightest each
-    truth = dict(zip(sim.cells.ids.tolist(), sim.cells.table["cell_type"]))
-    assert any(truth[i] == "astrocyte" for i in second)  # S100's brightest cell is an astrocyte
-    session.annotate("astrocyte", second[:1], [True])
-    assert session.suggest("astrocyte", n=5) == session.suggest("astrocyte", n=5, method="entropy")
-
-
 def test_spread_rounds_ask_among_the_spread_times_n_most_uncertain(session):
     session.annotate("neuron", session.cells.ids[:4].tolist(), [True, False, False, True])
     session.adapt("neuron")

@@ -23,7 +23,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from napari_agile.detect.markers import marker_means
 from napari_agile.detect.nuclei import mask_off_nuclei, read_mask
 from napari_agile.detect.patches import Normalizer, check_finite, fit_normalizer, iter_patches
 from napari_agile.engine.device import pick_device
@@ -36,7 +35,6 @@ from napari_agile.engine.thresholds import assign_types, fit_threshold, type_thr
 from napari_agile.engine.uncertainty import (
     METHODS,
     SPREAD,
-    brightest_by_marker,
     cover,
     mc_head_probs,
     pick_spread,
@@ -56,9 +54,8 @@ from napari_agile.memory import short_of
 
 Progress = Callable[[int, int], None]
 #: what `Session.suggest` accepts: the acquisition scores, a covering round, entropy balanced between the predicted
-#: classes, the brightest cell of each marker in turn, or "auto": a covering round, then "brightest" while no answer
-#: is yes, then AUTO_ROUNDS
-SUGGEST_METHODS = ("auto", "cover", "balanced", "brightest", *METHODS)
+#: classes, or "auto": a covering round, then AUTO_ROUNDS
+SUGGEST_METHODS = ("auto", "cover", "balanced", *METHODS)
 AUTO_ROUNDS = "entropy"
 #: cells whose patches give a section's batch-norm statistics (stats_sample), unless told otherwise
 STATS_CELLS = 512
@@ -154,7 +151,6 @@ class Session:
         self._feats: dict[str | None, torch.Tensor] = {}
         self._mc: dict[str | None, np.ndarray] = {}
         self._fits: dict[str, tuple] = {}  # per type: (answers signature, MC samples) of the fit Suggest uses
-        self._levels: np.ndarray | None = None  # marker ranks for "brightest" rounds, when first asked
         self._features(None)  # the meta-trained features, computed here so the first Suggest is interactive
         self.store = Path(store) if store is not None else default_store()
         if not resume:  # a resumed folder keeps its session.json (types, steps) until the session changes
@@ -272,12 +268,8 @@ class Session:
         rows = rows[unlabelled]
         if rows.size == 0:
             return []
-        if method == "auto":  # no yes yet: a step on "no" alone cannot rank the type, so seek it by its markers
-            method = "cover" if not state.answers else AUTO_ROUNDS if any(state.answers.values()) else "brightest"
-        if method == "brightest":
-            asked = self._rows(list(state.answers)) if state.answers else np.zeros(0, np.int64)
-            picked = brightest_by_marker(self._marker_levels(), rows, asked, n)
-            return [int(i) for i in self.cells.ids[rows[picked]]]
+        if method == "auto":
+            method = AUTO_ROUNDS if state.answers else "cover"
         feats = self._features(None, progress)  # meta-trained: their centre block is the same under any weights
         if method == "cover":  # around the cells answered already, so a new round goes where no answer is
             answered = torch.as_tensor(self._rows(list(state.answers)), device=self.device, dtype=torch.long)
@@ -303,17 +295,6 @@ class Session:
                 ]
             )
         return [int(i) for i in self.cells.ids[rows[picked]]]
-
-    def _marker_levels(self) -> np.ndarray:
-        """(cells, markers): each cell's rank (0-1) in each non-nuclear channel's mean over its nucleus and the ring
-        around it (`marker_means`), computed once."""
-        if self._levels is None:
-            nucleus, ring = marker_means(self.tissue, self.cells)
-            flags = self.config.nuclear or nuclear_flags(list(self.config.channels))
-            markers = [i for i, f in enumerate(flags) if not f] or list(range(len(flags)))
-            level = (nucleus + ring)[:, markers]
-            self._levels = level.argsort(0, kind="stable").argsort(0, kind="stable") / max(len(level) - 1, 1)
-        return self._levels
 
     def _round(
         self, score: np.ndarray, rows: np.ndarray, n: int, wide: int, min_distance: float, feats: torch.Tensor

@@ -5,7 +5,6 @@ from napari_agile.engine.network import ModelConfig, estimate_stats, init_params
 from napari_agile.engine.uncertainty import (
     bald,
     binary_entropy,
-    brightest_by_marker,
     covering_cells,
     mc_full_probs,
     mc_head_probs,
@@ -65,11 +64,3 @@ def test_spread_picks_take_one_cell_of_each_kind_among_the_candidates():
     picked = spread_picks(cfg, feats, candidates, 3)
     assert set(picked.tolist()) <= set(candidates.tolist()) and sorted(kind[picked].tolist()) == [0, 1, 2]
     assert spread_picks(cfg, feats, candidates[:2], 3).tolist() == candidates[:2].tolist()  # too few: all
-
-
-def test_the_brightest_of_each_marker_in_turn_markers_already_reached_last():
-    levels = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.6], [0.1, 0.9, 0.0], [0.2, 0.8, 0.1], [0.3, 0.3, 1.0]])
-    candidates = np.array([0, 1, 2, 3])  # cell 4 is answered: the third marker's brightest was asked
-    picked = brightest_by_marker(levels, candidates, answered=np.array([4]), n=4)
-    assert candidates[picked].tolist() == [0, 2, 1, 3]  # markers 1, 2, then 3 (reached), and round again
-    assert brightest_by_marker(levels, candidates, answered=np.array([4]), n=9).size == 4  # no more than there are

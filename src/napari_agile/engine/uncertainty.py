@@ -159,32 +159,6 @@ def cover(
     return covering_cells(centre_part(cfg, feats), n, seed=seed, fixed=held)
 
 
-def brightest_by_marker(levels: np.ndarray, candidates: np.ndarray, answered: np.ndarray, n: int) -> np.ndarray:
-    """Positions (into `candidates`) of n cells, each the brightest not yet picked of one marker, markers in turn.
-
-    `levels`: (cells, markers) each cell's rank in each marker, 0-1. Markers whose brightest cells no answer has
-    reached yet come first (by the highest rank among the `answered` rows), so while a type has only "no" answers each
-    round asks about markers not yet asked: a type with any marker of its own is met within a few rounds.
-    """
-    candidates = np.asarray(candidates, dtype=np.int64)
-    n = min(n, len(candidates))
-    reached = levels[answered].max(axis=0) if len(answered) else np.zeros(levels.shape[1])
-    order = np.argsort(reached, kind="stable")
-    ranked = [candidates[np.argsort(-levels[candidates, m], kind="stable")] for m in order]
-    where = {int(c): i for i, c in enumerate(candidates)}
-    picked: list[int] = []
-    taken: set[int] = set()
-    depth = [0] * len(order)
-    while len(picked) < n:
-        for k, cells in enumerate(ranked):
-            while depth[k] < len(cells) and int(cells[depth[k]]) in taken:
-                depth[k] += 1
-            if len(picked) < n and depth[k] < len(cells):
-                taken.add(int(cells[depth[k]]))
-                picked.append(where[int(cells[depth[k]])])
-    return np.asarray(picked, dtype=np.int64)
-
-
 def spread_picks(cfg: ModelConfig, feats: torch.Tensor, candidates: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """The n of `candidates` (indices into `feats`, best first) that cover their centre-block features.
 
