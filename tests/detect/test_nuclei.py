@@ -168,6 +168,33 @@ def test_elongated_textured_nuclei_are_not_cut_into_pieces():
     assert np.mean(found) <= 1.1 * 36 and min(found) >= 36
 
 
+def _islet(seed=0):
+    """50 sparse dome-shaped nuclei 13 px wide on the left, and on the right a packed islet of 255 more, 10-11 px
+    apart, whose boundaries stay above half their maximum: no background between them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:400, :400]
+    img = np.zeros((400, 400), np.float32)
+    sparse = [(y, x) for y in range(20, 400, 40) for x in range(20, 200, 40)]
+    packed = [(y + (x // 11 % 2) * 5.5, x) for y in range(110, 290, 11) for x in range(230, 380, 10)]
+    centres = np.array(sparse + packed, float) + rng.uniform(-1, 1, (len(sparse) + len(packed), 2))
+    for y, x in centres:
+        r2 = (yy - y) ** 2 + (xx - x) ** 2
+        np.maximum(img, np.sqrt(np.clip(1 - r2 / 6.5**2, 0, 1)) * rng.uniform(0.8, 1.2), out=img)
+    img = img * 1000 + 200 + rng.normal(0, 15, img.shape)
+    return Tissue(np.clip(img, 0, 65535).astype(np.uint16)[None], ["DAPI"]), centres, len(sparse)
+
+
+def test_a_packed_islet_is_parted_into_its_nuclei():
+    """No background parts packed nuclei, so the mask is one blob a few regions wide (4 regions for 255 nuclei
+    before); a region far larger than a typical nucleus is split at the stain's maxima, and the sparse ones stay."""
+    tissue, centres, n_sparse = _islet()
+    cells = detect_nuclei(tissue)
+    in_islet = cells.centroids[:, 1] > 220
+    assert (~in_islet).sum() == n_sparse
+    assert in_islet.sum() >= 0.6 * (len(centres) - n_sparse)
+    assert _f1(cells.centroids, centres, radius=4) >= 0.65
+
+
 def test_large_nuclei_get_enough_context_and_arguments_are_checked():
     tissue, _ = _touching_blobs()
     assert len(detect_nuclei(tissue, diameter=80, channels="DAPI")) > 0  # overlap follows the diameter; a name

@@ -1,5 +1,5 @@
-"""Nucleus detection: nuclear channels -> local half-maximum threshold -> distance watershed, its small pieces joined,
-tiled without seams."""
+"""Nucleus detection: nuclear channels -> local half-maximum threshold -> distance watershed, its small pieces joined
+and its clumps of packed nuclei split, tiled without seams."""
 
 from __future__ import annotations
 
@@ -41,15 +41,16 @@ def detect_nuclei(
     summed and smoothed; a pixel is nucleus when it is above a global floor (a third of the way from background to
     Otsu, or `threshold`) and above half its local maximum (so dim and bright nuclei are cut at their own half
     height), with chromatin-texture nicks closed; touching nuclei are split by a watershed on the distance
-    transform, and touching pieces no larger together than 1.4 typical nuclei (`JOIN`) are one. `diameter` is the
-    typical nucleus width in pixels and sets the window sizes (None: measured on the section, `estimate_diameter`,
-    so sections imaged at other resolutions need no setting); segmentation runs on the image binned by `bin`
-    (default: 9-17 px per nucleus width, for speed) and the mask is scaled back up; areas are in full-resolution
-    pixels (`min_area` default 5% of diameter²). The image is processed in `tile`² blocks with `overlap` pixels of
-    context (default: 64, or the diameter if larger); a cell belongs to the tile whose core holds its centroid, so
-    none is lost or doubled at seams. `progress(done, total)` is called after each tile. `out`: a (Y, X) int32 array
-    to paint the mask into, e.g. a zarr array on disk for a section whose mask would not fit in memory (memory then
-    grows with the tile, not the section); by default a new numpy array.
+    transform, touching pieces no larger together than 1.4 typical nuclei (`JOIN`) are one, and clumps of packed
+    nuclei (`CLUMP`) are split at the stain's maxima. `diameter` is the typical nucleus width in pixels and sets the
+    window sizes (None: measured on the section, `estimate_diameter`, so sections imaged at other resolutions need
+    no setting); segmentation runs on the image binned by `bin` (default: 9-17 px per nucleus width, for speed) and
+    the mask is scaled back up; areas are in full-resolution pixels (`min_area` default 5% of diameter²). The image
+    is processed in `tile`² blocks with `overlap` pixels of context (default: 64, or the diameter if larger); a cell
+    belongs to the tile whose core holds its centroid, so none is lost or doubled at seams. `progress(done, total)`
+    is called after each tile. `out`: a (Y, X) int32 array to paint the mask into, e.g. a zarr array on disk for a
+    section whose mask would not fit in memory (memory then grows with the tile, not the section); by default a new
+    numpy array.
     """
     if isinstance(channels, str):
         channels = [channels]
@@ -75,7 +76,7 @@ def detect_nuclei(
     background, floor = _global_levels(samples, params)
     if threshold is not None:
         floor = float(threshold)
-    params = replace(params, join_area=JOIN * _typical_area(samples, background, floor, params))
+    params = replace(params, typical_area=_typical_area(samples, background, floor, params))
 
     h, w = tissue.shape
     if out is None and (free := short_of(4 * h * w)) is not None:
@@ -136,6 +137,13 @@ MIN_CONTRAST = 3.0
 #: segmented on the sampled tiles): 1.4 joins the pieces of elongated and textured nuclei but never two typical ones,
 #: nor a typical one and a neighbour over 0.4 of its size (docs/nuclei.md: 1.0-1.6 measured)
 JOIN = 1.4
+
+#: a region over CLUMP typical nuclei whose solidity is under CLUMP_SOLIDITY, or over WHOLE_CLUMP typical nuclei, is a
+#: clump of packed nuclei, split at the stain's maxima (docs/nuclei.md: a single large nucleus, as a neuron's among
+#: glia, is convex and under WHOLE_CLUMP, so it stays whole; a packed islet may be convex but is far larger)
+CLUMP = 4.0
+CLUMP_SOLIDITY = 0.9
+WHOLE_CLUMP = 16.0
 
 #: the nucleus width (px) assumed where the section shows none to measure (a blank or noise-only field)
 DEFAULT_DIAMETER = 24.0
@@ -364,7 +372,7 @@ class _Params:
     sigma: float
     bin: int
     close: int
-    join_area: float = 0.0  # touching pieces are joined while their union stays within this (binned px); 0: never
+    typical_area: float = 0.0  # one typical nucleus (binned px), for joining pieces and splitting clumps; 0: neither
 
     @classmethod
     def from_diameter(cls, d: float, sigma: float, min_area: int | None, bin: int | None) -> _Params:
@@ -586,7 +594,35 @@ def _segment(img: np.ndarray, background: float, floor: float, p: _Params) -> np
     peaks = (ridge == ndi.maximum_filter(ridge, size=2 * p.min_distance + 1)) & mask
     markers, _ = ndi.label(peaks)
     lab = watershed(-dist, markers, mask=mask).astype(np.int32, copy=False)
-    return _join_fragments(lab, p.join_area) if p.join_area else lab
+    if not p.typical_area:
+        return lab
+    return _split_clumps(_join_fragments(lab, JOIN * p.typical_area), smooth, CLUMP * p.typical_area, p.window)
+
+
+def _split_clumps(lab: np.ndarray, smooth: np.ndarray, limit: float, window: int) -> np.ndarray:
+    """`lab` with each region larger than `limit` pixels and not convex (solidity under CLUMP_SOLIDITY), or larger
+    than WHOLE_CLUMP typical nuclei, split at the maxima of the stain (smoothed, `window` apart): densely packed
+    nuclei that leave no background between them, so neither the half-maximum rule nor the distance transform can
+    part them (islets, lymphoid aggregates)."""
+    from skimage.measure import regionprops
+    from skimage.segmentation import watershed
+
+    size = np.bincount(lab.ravel())
+    big = np.flatnonzero(size > limit)
+    big = big[big > 0]
+    if len(big):
+        regions = regionprops(np.where(np.isin(lab, big), lab, 0))
+        wide = WHOLE_CLUMP / CLUMP * limit
+        big = np.array([r.label for r in regions if r.solidity < CLUMP_SOLIDITY or r.area > wide], dtype=np.int64)
+    if not len(big):
+        return lab
+    clump = np.isin(lab, big)
+    stain = ndi.gaussian_filter(smooth, 0.15 * window)  # chromatin texture is no nucleus of its own
+    markers, _ = ndi.label((stain == ndi.maximum_filter(stain, size=window)) & clump)
+    parts = watershed(-stain, markers, mask=clump)
+    out = lab.copy()
+    out[clump] = parts[clump] + lab.max()
+    return out
 
 
 def _join_fragments(lab: np.ndarray, limit: float) -> np.ndarray:
