@@ -195,6 +195,18 @@ def test_a_packed_islet_is_parted_into_its_nuclei():
     assert _f1(cells.centroids, centres, radius=4) >= 0.65
 
 
+def test_a_clump_with_no_stain_maximum_of_its_own_keeps_its_label():
+    """A non-convex region whose stain rises towards a brighter neighbour holds no maximum to split at: it stays."""
+    from napari_agile.detect.nuclei import _split_clumps
+
+    lab = np.zeros((40, 40), np.int32)
+    lab[5:35, 5:12] = lab[28:35, 5:35] = 1  # an L: large and not convex
+    lab[20:26, 14:20] = 2  # a small bright neighbour beside it
+    stain = np.where(lab == 2, 10.0, 1.0) + np.linspace(0, 1, 40)[None]  # rising towards the neighbour
+    split = _split_clumps(lab, stain, limit=50, window=41)
+    assert np.array_equal(split, lab)
+
+
 def test_large_nuclei_get_enough_context_and_arguments_are_checked():
     tissue, _ = _touching_blobs()
     assert len(detect_nuclei(tissue, diameter=80, channels="DAPI")) > 0  # overlap follows the diameter; a name

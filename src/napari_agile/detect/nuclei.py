@@ -619,9 +619,9 @@ def _split_clumps(lab: np.ndarray, smooth: np.ndarray, limit: float, window: int
     clump = np.isin(lab, big)
     stain = ndi.gaussian_filter(smooth, 0.15 * window)  # chromatin texture is no nucleus of its own
     markers, _ = ndi.label((stain == ndi.maximum_filter(stain, size=window)) & clump)
-    parts = watershed(-stain, markers, mask=clump)
+    parts = watershed(-stain, markers, mask=clump)[clump]
     out = lab.copy()
-    out[clump] = parts[clump] + lab.max()
+    out[clump] = np.where(parts > 0, parts + lab.max(), lab[clump])  # a clump whose maxima all lie outside it stays
     return out
 
 
