@@ -203,7 +203,7 @@ def test_a_clump_with_no_stain_maximum_of_its_own_keeps_its_label():
     lab[5:35, 5:12] = lab[28:35, 5:35] = 1  # an L: large and not convex
     lab[20:26, 14:20] = 2  # a small bright neighbour beside it
     stain = np.where(lab == 2, 10.0, 1.0) + np.linspace(0, 1, 40)[None]  # rising towards the neighbour
-    split = _split_clumps(lab, stain, limit=50, window=41)
+    split = _split_clumps(lab, stain, typical=12.5, window=41)
     assert np.array_equal(split, lab)
 
 

@@ -596,24 +596,24 @@ def _segment(img: np.ndarray, background: float, floor: float, p: _Params) -> np
     lab = watershed(-dist, markers, mask=mask).astype(np.int32, copy=False)
     if not p.typical_area:
         return lab
-    return _split_clumps(_join_fragments(lab, JOIN * p.typical_area), smooth, CLUMP * p.typical_area, p.window)
+    return _split_clumps(_join_fragments(lab, JOIN * p.typical_area), smooth, p.typical_area, p.window)
 
 
-def _split_clumps(lab: np.ndarray, smooth: np.ndarray, limit: float, window: int) -> np.ndarray:
-    """`lab` with each region larger than `limit` pixels and not convex (solidity under CLUMP_SOLIDITY), or larger
-    than WHOLE_CLUMP typical nuclei, split at the maxima of the stain (smoothed, `window` apart): densely packed
+def _split_clumps(lab: np.ndarray, smooth: np.ndarray, typical: float, window: int) -> np.ndarray:
+    """`lab` with each region larger than CLUMP `typical` nuclei (px) and not convex (solidity under CLUMP_SOLIDITY),
+    or larger than WHOLE_CLUMP typical nuclei, split at the maxima of the stain (smoothed, `window` apart): densely packed
     nuclei that leave no background between them, so neither the half-maximum rule nor the distance transform can
     part them (islets, lymphoid aggregates)."""
     from skimage.measure import regionprops
     from skimage.segmentation import watershed
 
     size = np.bincount(lab.ravel())
-    big = np.flatnonzero(size > limit)
+    big = np.flatnonzero(size > CLUMP * typical)
     big = big[big > 0]
     if len(big):
         regions = regionprops(np.where(np.isin(lab, big), lab, 0))
-        wide = WHOLE_CLUMP / CLUMP * limit
-        big = np.array([r.label for r in regions if r.solidity < CLUMP_SOLIDITY or r.area > wide], dtype=np.int64)
+        whole = WHOLE_CLUMP * typical
+        big = np.array([r.label for r in regions if r.solidity < CLUMP_SOLIDITY or r.area > whole], dtype=np.int64)
     if not len(big):
         return lab
     clump = np.isin(lab, big)
